@@ -1,0 +1,11 @@
+# Every target links certfs_settings: warnings, assertions and sanitizers in one place.
+add_library(certfs_settings INTERFACE)
+target_compile_options(certfs_settings INTERFACE -Wall -Wextra -Wpedantic -Wshadow)
+target_compile_definitions(certfs_settings INTERFACE _GLIBCXX_ASSERTIONS)
+if(CERTFS_DEV)
+  target_compile_options(certfs_settings INTERFACE -Werror)
+endif()
+if(CERTFS_SANITIZE)
+  target_compile_options(certfs_settings INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer)
+  target_link_options(certfs_settings INTERFACE -fsanitize=address,undefined)
+endif()

@@ -1,0 +1,128 @@
+#include "core/clock.hpp"
+
+#include <charconv>
+#include <ctime>
+#include <limits>
+
+namespace certfs {
+
+TimePoint FakeClock::now() const
+{
+    std::lock_guard lock(m_mutex);
+    return m_now;
+}
+
+void FakeClock::set(TimePoint t)
+{
+    std::lock_guard lock(m_mutex);
+    m_now = t;
+}
+
+void FakeClock::advance(Duration d)
+{
+    std::lock_guard lock(m_mutex);
+    m_now += d;
+}
+
+std::int64_t to_unix(TimePoint t)
+{
+    return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+
+TimePoint from_unix(std::int64_t seconds)
+{
+    return TimePoint(std::chrono::seconds(seconds));
+}
+
+std::string format_rfc3339(TimePoint t)
+{
+    std::time_t secs = to_unix(t);
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+namespace {
+
+struct Unit {
+    std::string_view name;
+    std::int64_t ms;
+};
+
+// Longest names first so that "ms" is not read as "m".
+constexpr Unit k_units[] = {
+    {"ms", 1},
+    {"s", 1000},
+    {"m", 60 * 1000},
+    {"h", 3600 * 1000},
+    {"d", 86400 * 1000LL},
+    {"w", 7 * 86400 * 1000LL},
+    {"y", 365 * 86400 * 1000LL},
+};
+
+} // namespace
+
+Result<Duration> parse_duration(std::string_view text)
+{
+    auto bad = [&](std::string_view why) {
+        return Status::Invalid("invalid duration '" + std::string(text) + "': " + std::string(why) +
+                               " (use e.g. 90d, 12h, 30m, 45s, 500ms, 10y)");
+    };
+    if (text.empty()) {
+        return bad("empty");
+    }
+    std::int64_t total = 0;
+    std::string_view rest = text;
+    while (!rest.empty()) {
+        std::int64_t number = 0;
+        auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), number);
+        if (ec != std::errc() || end == rest.data()) {
+            return bad("expected a number");
+        }
+        rest.remove_prefix(static_cast<std::size_t>(end - rest.data()));
+        const Unit* unit = nullptr;
+        for (const auto& u : k_units) {
+            if (rest.starts_with(u.name)) {
+                unit = &u;
+                break;
+            }
+        }
+        if (unit == nullptr) {
+            return bad(rest.empty() ? "missing unit" : "unknown unit");
+        }
+        rest.remove_prefix(unit->name.size());
+        if (number > (std::numeric_limits<std::int64_t>::max() - total) / unit->ms) {
+            return bad("too large");
+        }
+        total += number * unit->ms;
+    }
+    if (total == 0) {
+        return bad("must be greater than zero");
+    }
+    return Duration(total);
+}
+
+std::string format_duration(Duration d)
+{
+    std::int64_t ms = d.count();
+    if (ms <= 0) {
+        return "0s";
+    }
+    std::string out;
+    for (auto it = std::rbegin(k_units); it != std::rend(k_units); ++it) {
+        // Weeks read poorly next to days; years and days are what admins write.
+        if (it->name == "w") {
+            continue;
+        }
+        if (ms >= it->ms) {
+            out += std::to_string(ms / it->ms);
+            out += it->name;
+            ms %= it->ms;
+        }
+    }
+    return out;
+}
+
+} // namespace certfs

@@ -1,0 +1,868 @@
+#include "core/pki.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <ctime>
+
+#include <arpa/inet.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+
+namespace certfs::pki {
+
+namespace {
+
+using Name = std::unique_ptr<X509_NAME, CDeleter<X509_NAME_free>>;
+using Bignum = std::unique_ptr<BIGNUM, CDeleter<BN_free>>;
+using Asn1Integer = std::unique_ptr<ASN1_INTEGER, CDeleter<ASN1_INTEGER_free>>;
+using Asn1Time = std::unique_ptr<ASN1_TIME, CDeleter<ASN1_TIME_free>>;
+using Extension = std::unique_ptr<X509_EXTENSION, CDeleter<X509_EXTENSION_free>>;
+using GeneralNames = std::unique_ptr<GENERAL_NAMES, CDeleter<GENERAL_NAMES_free>>;
+using BasicConstraints = std::unique_ptr<BASIC_CONSTRAINTS, CDeleter<BASIC_CONSTRAINTS_free>>;
+using KeyId = std::unique_ptr<ASN1_OCTET_STRING, CDeleter<ASN1_OCTET_STRING_free>>;
+using AuthorityKeyId = std::unique_ptr<AUTHORITY_KEYID, CDeleter<AUTHORITY_KEYID_free>>;
+
+void free_extensions(STACK_OF(X509_EXTENSION)* exts) { sk_X509_EXTENSION_free(exts); }
+using Extensions = std::unique_ptr<STACK_OF(X509_EXTENSION), CDeleter<free_extensions>>;
+
+constexpr std::size_t k_max_cn_length = 64; // ub-common-name in RFC 5280
+
+// Empties this thread's OpenSSL error queue; returns " (first reason)", or "" if none.
+std::string openssl_reason()
+{
+    std::string reason;
+    while (unsigned long err = ERR_get_error()) {
+        if (reason.empty()) {
+            const char* text = ERR_reason_error_string(err);
+            reason = " (" + std::string(text != nullptr ? text : "unknown OpenSSL error") + ")";
+        }
+    }
+    return reason;
+}
+
+// OpenSSL 3.0 lacks const on many read-only calls; they only touch internal, locked caches.
+X509* mut(const X509& cert) { return const_cast<X509*>(&cert); }
+EVP_PKEY* mut(const EVP_PKEY& key) { return const_cast<EVP_PKEY*>(&key); }
+X509_REQ* mut(const X509_REQ& req) { return const_cast<X509_REQ*>(&req); }
+
+Bio mem_bio(std::string_view text)
+{
+    return Bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
+}
+
+std::string bio_text(BIO* bio)
+{
+    char* data = nullptr;
+    long len = BIO_get_mem_data(bio, &data);
+    return len > 0 ? std::string(data, static_cast<std::size_t>(len)) : std::string();
+}
+
+std::string to_lower(std::string s)
+{
+    std::transform(s.begin(), s.end(), s.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return s;
+}
+
+std::string_view trim(std::string_view s)
+{
+    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) {
+        s.remove_prefix(1);
+    }
+    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) {
+        s.remove_suffix(1);
+    }
+    return s;
+}
+
+bool is_blank(std::string_view s) { return trim(s).empty(); }
+
+// Lower-case hex without leading zeros, "0" for zero.
+Result<std::string> bn_to_hex(const BIGNUM& bn)
+{
+    char* raw = BN_bn2hex(&bn);
+    if (raw == nullptr) {
+        return Status::IoError("cannot format a serial number" + openssl_reason());
+    }
+    std::string hex = to_lower(raw);
+    OPENSSL_free(raw);
+    bool negative = !hex.empty() && hex[0] == '-';
+    std::size_t digits = negative ? 1 : 0;
+    std::size_t first = hex.find_first_not_of('0', digits);
+    hex = hex.substr(0, digits) + (first == std::string::npos ? "0" : hex.substr(first));
+    return hex;
+}
+
+// --- PEM scanning: we split the text ourselves so we can name what does not belong. ---
+
+struct PemBlock {
+    std::string type;      // "CERTIFICATE", "PRIVATE KEY", ...
+    std::string_view text; // from "-----BEGIN" through the END line
+};
+
+struct PemScan {
+    std::vector<PemBlock> blocks;
+    bool stray_text = false; // non-whitespace outside the blocks
+};
+
+Result<PemScan> scan_pem(std::string_view pem)
+{
+    constexpr std::string_view begin_tag = "-----BEGIN ";
+    PemScan scan;
+    std::size_t pos = 0;
+    while (true) {
+        std::size_t begin = pem.find(begin_tag, pos);
+        if (!is_blank(pem.substr(pos, begin == std::string_view::npos ? pem.npos : begin - pos))) {
+            scan.stray_text = true;
+        }
+        if (begin == std::string_view::npos) {
+            break;
+        }
+        std::size_t label = begin + begin_tag.size();
+        std::size_t label_end = pem.find("-----", label);
+        if (label_end == std::string_view::npos ||
+            pem.substr(label, label_end - label).find('\n') != std::string_view::npos) {
+            return Status::Invalid("malformed PEM: a BEGIN line is not terminated");
+        }
+        std::string type(pem.substr(label, label_end - label));
+        std::string end_tag = "-----END " + type + "-----";
+        std::size_t body = label_end + 5;
+        std::size_t end = pem.find(end_tag, body);
+        if (end == std::string_view::npos ||
+            pem.substr(body, end - body).find(begin_tag) != std::string_view::npos) {
+            return Status::Invalid("malformed PEM: the " + type + " block has no END line");
+        }
+        pos = end + end_tag.size();
+        scan.blocks.push_back({std::move(type), pem.substr(begin, pos - begin)});
+    }
+    return scan;
+}
+
+// --- building certificates and CSRs ---
+
+// SHA-384 for P-384 (matching strength), none for EdDSA (built in), SHA-256 otherwise.
+const EVP_MD* digest_for(const EVP_PKEY& key)
+{
+    int id = EVP_PKEY_get_base_id(&key);
+    if (id == EVP_PKEY_ED25519 || id == EVP_PKEY_ED448) {
+        return nullptr;
+    }
+    if (id == EVP_PKEY_EC && EVP_PKEY_get_bits(&key) >= 384) {
+        return EVP_sha384();
+    }
+    return EVP_sha256();
+}
+
+// The subject for a leaf or CSR: CN = first DNS name if it fits, else fallback_ip, else empty.
+Result<Name> name_subject(const Names& names, bool fallback_ip)
+{
+    Name name(X509_NAME_new());
+    if (!name) {
+        return Status::IoError("cannot allocate a name" + openssl_reason());
+    }
+    std::string cn;
+    if (!names.dns.empty() && names.dns.front().size() <= k_max_cn_length) {
+        cn = names.dns.front();
+    } else if (fallback_ip && !names.ip.empty()) {
+        cn = names.ip.front();
+    }
+    if (!cn.empty() &&
+        X509_NAME_add_entry_by_NID(name.get(), NID_commonName, MBSTRING_UTF8,
+                                   reinterpret_cast<const unsigned char*>(cn.data()),
+                                   static_cast<int>(cn.size()), -1, 0) != 1) {
+        return Status::Invalid("cannot use '" + cn + "' as the common name" + openssl_reason());
+    }
+    return name;
+}
+
+// subjectAltName of every DNS and IP name; critical when the subject is empty (RFC 5280).
+Result<Extension> san_extension(const Names& names, bool critical)
+{
+    if (names.dns.empty() && names.ip.empty()) {
+        return Status::Invalid("no names given: a certificate needs at least one DNS name or IP");
+    }
+    GeneralNames gens(sk_GENERAL_NAME_new_null());
+    if (!gens) {
+        return Status::IoError("cannot allocate subjectAltName" + openssl_reason());
+    }
+    auto add = [&](int type, ASN1_STRING* value, const void* data, std::size_t size) {
+        GENERAL_NAME* gen = GENERAL_NAME_new();
+        if (value == nullptr || gen == nullptr ||
+            ASN1_STRING_set(value, data, static_cast<int>(size)) != 1) {
+            ASN1_STRING_free(value);
+            GENERAL_NAME_free(gen);
+            return false;
+        }
+        GENERAL_NAME_set0_value(gen, type, value);
+        if (sk_GENERAL_NAME_push(gens.get(), gen) <= 0) {
+            GENERAL_NAME_free(gen);
+            return false;
+        }
+        return true;
+    };
+    for (const std::string& dns : names.dns) {
+        bool printable = !dns.empty() && std::all_of(dns.begin(), dns.end(), [](char c) {
+            return c > ' ' && c < 0x7f;
+        });
+        if (!printable) {
+            return Status::Invalid("not a DNS name: '" + dns + "'");
+        }
+        if (!add(GEN_DNS, ASN1_IA5STRING_new(), dns.data(), dns.size())) {
+            return Status::IoError("cannot build subjectAltName" + openssl_reason());
+        }
+    }
+    for (const std::string& ip : names.ip) {
+        std::array<unsigned char, 16> bytes{};
+        std::size_t size = 0;
+        if (inet_pton(AF_INET, ip.c_str(), bytes.data()) == 1) {
+            size = 4;
+        } else if (inet_pton(AF_INET6, ip.c_str(), bytes.data()) == 1) {
+            size = 16;
+        } else {
+            return Status::Invalid("not an IP address: '" + ip + "'");
+        }
+        if (!add(GEN_IPADD, ASN1_OCTET_STRING_new(), bytes.data(), size)) {
+            return Status::IoError("cannot build subjectAltName" + openssl_reason());
+        }
+    }
+    Extension ext(X509V3_EXT_i2d(NID_subject_alt_name, critical ? 1 : 0, gens.get()));
+    if (!ext) {
+        return Status::IoError("cannot encode subjectAltName" + openssl_reason());
+    }
+    return ext;
+}
+
+Status add_conf_ext(X509& cert, X509V3_CTX& ctx, int nid, const char* value)
+{
+    Extension ext(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value));
+    if (!ext || X509_add_ext(&cert, ext.get(), -1) != 1) {
+        return Status::IoError(std::string("cannot add extension ") + OBJ_nid2sn(nid) +
+                               openssl_reason());
+    }
+    return Status::Ok();
+}
+
+// AKI keyid of issuer: its own SKI if it has one, else the RFC 5280 SHA-1 of its public key
+// (so that CAs made elsewhere without an SKI still work; "keyid:always" would refuse them).
+Status add_authority_key_id(X509& cert, const X509& issuer)
+{
+    AuthorityKeyId akid(AUTHORITY_KEYID_new());
+    if (!akid) {
+        return Status::IoError("cannot allocate authorityKeyIdentifier" + openssl_reason());
+    }
+    KeyId ski(static_cast<ASN1_OCTET_STRING*>(
+        X509_get_ext_d2i(&issuer, NID_subject_key_identifier, nullptr, nullptr)));
+    ERR_clear_error(); // "not found" is not an error here
+    if (!ski) {
+        std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+        unsigned int len = 0;
+        ski.reset(ASN1_OCTET_STRING_new());
+        if (!ski || X509_pubkey_digest(&issuer, EVP_sha1(), md.data(), &len) != 1 ||
+            ASN1_OCTET_STRING_set(ski.get(), md.data(), static_cast<int>(len)) != 1) {
+            return Status::IoError("cannot compute the issuer key id" + openssl_reason());
+        }
+    }
+    akid->keyid = ski.release();
+    Extension ext(X509V3_EXT_i2d(NID_authority_key_identifier, 0, akid.get()));
+    if (!ext || X509_add_ext(&cert, ext.get(), -1) != 1) {
+        return Status::IoError("cannot add authorityKeyIdentifier" + openssl_reason());
+    }
+    return Status::Ok();
+}
+
+Result<Asn1Integer> parse_serial(const std::string& hex)
+{
+    bool is_hex = !hex.empty() && hex.size() <= 40 &&
+                  std::all_of(hex.begin(), hex.end(), [](char c) {
+                      return std::isxdigit(static_cast<unsigned char>(c)) != 0;
+                  });
+    if (!is_hex) {
+        return Status::Invalid("serial must be 1 to 40 hex digits, got '" + hex + "'");
+    }
+    BIGNUM* raw = nullptr;
+    if (BN_hex2bn(&raw, hex.c_str()) == 0) {
+        return Status::IoError("cannot parse serial" + openssl_reason());
+    }
+    Bignum bn(raw);
+    if (BN_is_zero(bn.get())) {
+        return Status::Invalid("serial must not be zero");
+    }
+    Asn1Integer serial(BN_to_ASN1_INTEGER(bn.get(), nullptr));
+    if (!serial) {
+        return Status::IoError("cannot encode serial" + openssl_reason());
+    }
+    return serial;
+}
+
+// A v3 certificate with serial, validity, names and public key set, not yet extended or signed.
+Result<Cert> new_cert(const EVP_PKEY& subject_key, const X509_NAME& subject,
+                      const X509_NAME& issuer, const std::string& serial_hex,
+                      TimePoint not_before, TimePoint not_after)
+{
+    if (not_after <= not_before) {
+        return Status::Invalid("not_after must be later than not_before");
+    }
+    ASSIGN_OR_RETURN(Asn1Integer serial, parse_serial(serial_hex));
+    Cert cert(X509_new());
+    Asn1Time nb(ASN1_TIME_set(nullptr, static_cast<time_t>(to_unix(not_before))));
+    Asn1Time na(ASN1_TIME_set(nullptr, static_cast<time_t>(to_unix(not_after))));
+    if (!cert || !nb || !na || X509_set_version(cert.get(), 2) != 1 ||
+        X509_set_serialNumber(cert.get(), serial.get()) != 1 ||
+        X509_set1_notBefore(cert.get(), nb.get()) != 1 ||
+        X509_set1_notAfter(cert.get(), na.get()) != 1 ||
+        X509_set_subject_name(cert.get(), &subject) != 1 ||
+        X509_set_issuer_name(cert.get(), &issuer) != 1 ||
+        X509_set_pubkey(cert.get(), mut(subject_key)) != 1) {
+        return Status::IoError("cannot build certificate" + openssl_reason());
+    }
+    return cert;
+}
+
+Status sign_cert(X509& cert, const EVP_PKEY& key)
+{
+    if (X509_sign(&cert, mut(key), digest_for(key)) <= 0) {
+        return Status::IoError("cannot sign certificate" + openssl_reason());
+    }
+    return Status::Ok();
+}
+
+// "the leaf" or "certificate N of the chain" with its subject, for verify_chain messages.
+std::string link_name(std::size_t index)
+{
+    return index == 0 ? "the leaf" : "certificate " + std::to_string(index) + " of the chain";
+}
+
+std::string name_text(const X509_NAME* name)
+{
+    Bio bio(BIO_new(BIO_s_mem()));
+    // RFC 2253, but UTF-8 kept readable instead of \XX escapes.
+    if (!bio || name == nullptr ||
+        X509_NAME_print_ex(bio.get(), name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) < 0) {
+        ERR_clear_error();
+        return {};
+    }
+    return bio_text(bio.get());
+}
+
+Result<TimePoint> cert_time(const ASN1_TIME* time, const char* which)
+{
+    std::tm tm{};
+    if (time == nullptr || ASN1_TIME_to_tm(time, &tm) != 1) {
+        return Status::Invalid(std::string("certificate has an unreadable ") + which +
+                               openssl_reason());
+    }
+    return from_unix(static_cast<std::int64_t>(timegm(&tm)));
+}
+
+} // namespace
+
+// --- key types ---
+
+std::string_view key_type_name(KeyType type)
+{
+    switch (type) {
+    case KeyType::ec_p256: return "ec-p256";
+    case KeyType::ec_p384: return "ec-p384";
+    case KeyType::rsa_2048: return "rsa-2048";
+    case KeyType::rsa_3072: return "rsa-3072";
+    case KeyType::rsa_4096: return "rsa-4096";
+    case KeyType::ed25519: return "ed25519";
+    }
+    return "unknown";
+}
+
+const std::vector<std::string>& key_type_names()
+{
+    static const std::vector<std::string> names = {"ec-p256",  "ec-p384",  "rsa-2048",
+                                                   "rsa-3072", "rsa-4096", "ed25519"};
+    return names;
+}
+
+Result<KeyType> parse_key_type(std::string_view name)
+{
+    for (KeyType type : {KeyType::ec_p256, KeyType::ec_p384, KeyType::rsa_2048,
+                         KeyType::rsa_3072, KeyType::rsa_4096, KeyType::ed25519}) {
+        if (key_type_name(type) == name) {
+            return type;
+        }
+    }
+    std::string valid;
+    for (const std::string& n : key_type_names()) {
+        valid += (valid.empty() ? "" : ", ") + n;
+    }
+    return Status::Invalid("unknown key type '" + std::string(name) + "' (valid: " + valid + ")");
+}
+
+Result<PKey> generate_key(KeyType type)
+{
+    // RSA keys get OpenSSL's default public exponent, 65537.
+    auto rsa = [](std::size_t bits) { return EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", bits); };
+    EVP_PKEY* key = nullptr;
+    switch (type) {
+    case KeyType::ec_p256: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"); break;
+    case KeyType::ec_p384: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384"); break;
+    case KeyType::rsa_2048: key = rsa(2048); break;
+    case KeyType::rsa_3072: key = rsa(3072); break;
+    case KeyType::rsa_4096: key = rsa(4096); break;
+    case KeyType::ed25519: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"); break;
+    }
+    if (key == nullptr) {
+        return Status::IoError("cannot generate a " + std::string(key_type_name(type)) + " key" +
+                               openssl_reason());
+    }
+    return PKey(key);
+}
+
+Result<KeyType> key_type_of(const EVP_PKEY& key)
+{
+    switch (EVP_PKEY_get_base_id(&key)) {
+    case EVP_PKEY_RSA:
+        switch (EVP_PKEY_get_bits(&key)) {
+        case 2048: return KeyType::rsa_2048;
+        case 3072: return KeyType::rsa_3072;
+        case 4096: return KeyType::rsa_4096;
+        default:
+            return Status::Invalid("RSA keys of " + std::to_string(EVP_PKEY_get_bits(&key)) +
+                                   " bits are not supported (use 2048, 3072 or 4096)");
+        }
+    case EVP_PKEY_EC: {
+        std::array<char, 80> group{};
+        std::size_t len = 0;
+        if (EVP_PKEY_get_utf8_string_param(&key, OSSL_PKEY_PARAM_GROUP_NAME, group.data(),
+                                           group.size(), &len) != 1) {
+            return Status::Invalid("EC key without a named curve is not supported" +
+                                   openssl_reason());
+        }
+        std::string_view name(group.data(), len);
+        if (name == "prime256v1" || name == "P-256") {
+            return KeyType::ec_p256;
+        }
+        if (name == "secp384r1" || name == "P-384") {
+            return KeyType::ec_p384;
+        }
+        return Status::Invalid("EC curve " + std::string(name) +
+                               " is not supported (use P-256 or P-384)");
+    }
+    case EVP_PKEY_ED25519: return KeyType::ed25519;
+    default: {
+        const char* name = EVP_PKEY_get0_type_name(&key);
+        return Status::Invalid("key type " + std::string(name != nullptr ? name : "unknown") +
+                               " is not supported");
+    }
+    }
+}
+
+bool is_rsa(const EVP_PKEY& key) { return EVP_PKEY_get_base_id(&key) == EVP_PKEY_RSA; }
+
+// --- private keys ---
+
+Result<PKey> parse_private_key(std::string_view pem)
+{
+    ASSIGN_OR_RETURN(PemScan scan, scan_pem(pem));
+    std::vector<std::string_view> keys;
+    for (const PemBlock& block : scan.blocks) {
+        bool encrypted = block.type == "ENCRYPTED PRIVATE KEY" ||
+                         block.text.find("Proc-Type: 4,ENCRYPTED") != std::string_view::npos;
+        if (encrypted) {
+            return Status::Invalid("private key is encrypted");
+        }
+        if (block.type == "PRIVATE KEY" || block.type == "RSA PRIVATE KEY" ||
+            block.type == "EC PRIVATE KEY") {
+            keys.push_back(block.text);
+        } else if (block.type != "EC PARAMETERS") {
+            return Status::Invalid("expected only a private key, found a " + block.type +
+                                   " block");
+        }
+    }
+    if (keys.empty()) {
+        return Status::Invalid("no private key found");
+    }
+    if (keys.size() > 1) {
+        return Status::Invalid("more than one private key found");
+    }
+    Bio bio = mem_bio(keys.front());
+    // A callback that refuses to supply a password: never prompt on a terminal.
+    auto no_password = [](char*, int, int, void*) -> int { return -1; };
+    PKey key(bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, no_password, nullptr) : nullptr);
+    if (!key) {
+        return Status::Invalid("malformed private key" + openssl_reason());
+    }
+    ERR_clear_error(); // decoders may queue errors from the formats they tried first
+    return key;
+}
+
+Result<std::string> private_key_pem(const EVP_PKEY& key)
+{
+    Bio bio(BIO_new(BIO_s_mem()));
+    if (!bio || PEM_write_bio_PrivateKey(bio.get(), &key, nullptr, nullptr, 0, nullptr,
+                                         nullptr) != 1) {
+        return Status::IoError("cannot write the private key as PEM" + openssl_reason());
+    }
+    return bio_text(bio.get());
+}
+
+// --- certificates ---
+
+Result<std::vector<Cert>> parse_certs(std::string_view pem)
+{
+    ASSIGN_OR_RETURN(PemScan scan, scan_pem(pem));
+    for (std::size_t i = 0; i < scan.blocks.size(); ++i) {
+        if (scan.blocks[i].type != "CERTIFICATE") {
+            return Status::Invalid("PEM block " + std::to_string(i + 1) + " is a " +
+                                   scan.blocks[i].type + ", expected only certificates");
+        }
+    }
+    if (scan.stray_text) {
+        return Status::Invalid("unexpected text outside the PEM blocks");
+    }
+    if (scan.blocks.empty()) {
+        return Status::Invalid("no certificate found");
+    }
+    std::vector<Cert> certs;
+    for (std::size_t i = 0; i < scan.blocks.size(); ++i) {
+        Bio bio = mem_bio(scan.blocks[i].text);
+        Cert cert(bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+        if (!cert) {
+            return Status::Invalid("certificate " + std::to_string(i + 1) + ": malformed PEM" +
+                                   openssl_reason());
+        }
+        certs.push_back(std::move(cert));
+    }
+    return certs;
+}
+
+Result<Cert> parse_cert(std::string_view pem)
+{
+    ASSIGN_OR_RETURN(std::vector<Cert> certs, parse_certs(pem));
+    if (certs.size() != 1) {
+        return Status::Invalid("expected one certificate, found " + std::to_string(certs.size()));
+    }
+    return std::move(certs.front());
+}
+
+std::string cert_pem(const X509& cert)
+{
+    Bio bio(BIO_new(BIO_s_mem()));
+    if (!bio || PEM_write_bio_X509(bio.get(), &cert) != 1) {
+        ERR_clear_error();
+        return {};
+    }
+    return bio_text(bio.get());
+}
+
+std::string certs_pem(const std::vector<Cert>& certs)
+{
+    std::string out;
+    for (const Cert& cert : certs) {
+        out += cert_pem(*cert);
+    }
+    return out;
+}
+
+Result<Cert> clone_cert(const X509& cert)
+{
+    Cert copy(X509_dup(&cert));
+    if (!copy) {
+        return Status::IoError("cannot copy a certificate" + openssl_reason());
+    }
+    return copy;
+}
+
+Result<CertInfo> cert_info(const X509& cert)
+{
+    CertInfo info;
+    Bignum serial(ASN1_INTEGER_to_BN(X509_get0_serialNumber(&cert), nullptr));
+    if (!serial) {
+        return Status::Invalid("certificate has an unreadable serial number" + openssl_reason());
+    }
+    ASSIGN_OR_RETURN(info.serial_hex, bn_to_hex(*serial));
+    info.subject = name_text(X509_get_subject_name(&cert));
+    info.issuer = name_text(X509_get_issuer_name(&cert));
+    ASSIGN_OR_RETURN(info.not_before, cert_time(X509_get0_notBefore(&cert), "notBefore"));
+    ASSIGN_OR_RETURN(info.not_after, cert_time(X509_get0_notAfter(&cert), "notAfter"));
+
+    // crit: -1 absent, -2 duplicated, >= 0 present (then nullptr means undecodable).
+    int crit = -1;
+    GeneralNames gens(static_cast<GENERAL_NAMES*>(
+        X509_get_ext_d2i(&cert, NID_subject_alt_name, &crit, nullptr)));
+    if (!gens && crit != -1) {
+        return Status::Invalid("certificate has a malformed or repeated subjectAltName" +
+                               openssl_reason());
+    }
+    for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens.get()); ++i) {
+        const GENERAL_NAME* gen = sk_GENERAL_NAME_value(gens.get(), i);
+        if (gen->type == GEN_DNS) {
+            const ASN1_IA5STRING* dns = gen->d.dNSName;
+            info.dns_names.push_back(to_lower(std::string(
+                reinterpret_cast<const char*>(ASN1_STRING_get0_data(dns)),
+                static_cast<std::size_t>(ASN1_STRING_length(dns)))));
+        } else if (gen->type == GEN_IPADD) {
+            const ASN1_OCTET_STRING* ip = gen->d.iPAddress;
+            int len = ASN1_STRING_length(ip);
+            std::array<char, INET6_ADDRSTRLEN> text{};
+            if ((len != 4 && len != 16) ||
+                inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(ip), text.data(),
+                          text.size()) == nullptr) {
+                return Status::Invalid("certificate has a subjectAltName IP address of " +
+                                       std::to_string(len) + " bytes");
+            }
+            info.ip_addresses.emplace_back(text.data());
+        }
+    }
+
+    crit = -1;
+    BasicConstraints bc(static_cast<BASIC_CONSTRAINTS*>(
+        X509_get_ext_d2i(&cert, NID_basic_constraints, &crit, nullptr)));
+    if (!bc && crit != -1) {
+        return Status::Invalid("certificate has a malformed or repeated basicConstraints" +
+                               openssl_reason());
+    }
+    info.is_ca = bc && bc->ca != 0;
+    ERR_clear_error();
+    return info;
+}
+
+bool key_matches(const X509& cert, const EVP_PKEY& key)
+{
+    const EVP_PKEY* pub = X509_get0_pubkey(&cert);
+    bool same = pub != nullptr && EVP_PKEY_eq(pub, &key) == 1;
+    ERR_clear_error(); // comparing different key kinds queues errors
+    return same;
+}
+
+Status verify_chain(const X509& leaf, const std::vector<Cert>& chain)
+{
+    if (chain.empty()) {
+        int rc = X509_check_issued(mut(leaf), mut(leaf));
+        // A self-signed end-entity certificate often lacks keyCertSign; that is fine here.
+        bool self_issued = rc == X509_V_OK || rc == X509_V_ERR_KEYUSAGE_NO_CERTSIGN;
+        if (!self_issued) {
+            ERR_clear_error();
+            return Status::Invalid("chain is missing: the leaf is issued by " +
+                                   name_text(X509_get_issuer_name(&leaf)) +
+                                   " but no chain was given");
+        }
+        if (X509_verify(mut(leaf), X509_get0_pubkey(&leaf)) != 1) {
+            return Status::Invalid("the self-signed leaf's signature does not verify" +
+                                   openssl_reason());
+        }
+        return Status::Ok();
+    }
+    for (std::size_t i = 0; i < chain.size(); ++i) {
+        const X509& subject = i == 0 ? leaf : static_cast<const X509&>(*chain[i - 1]);
+        const X509& issuer = *chain[i];
+        std::string subject_name = link_name(i);
+        std::string issuer_name = link_name(i + 1);
+        int rc = X509_check_issued(mut(issuer), mut(subject));
+        if (rc != X509_V_OK) {
+            ERR_clear_error();
+            return Status::Invalid("chain does not link: " + issuer_name + " (" +
+                                   name_text(X509_get_subject_name(&issuer)) +
+                                   ") did not issue " + subject_name + " (issuer " +
+                                   name_text(X509_get_issuer_name(&subject)) +
+                                   "): " + X509_verify_cert_error_string(rc));
+        }
+        EVP_PKEY* issuer_key = X509_get0_pubkey(&issuer);
+        if (issuer_key == nullptr || X509_verify(mut(subject), issuer_key) != 1) {
+            return Status::Invalid("chain does not link: the signature of " + subject_name +
+                                   " does not verify with the key of " + issuer_name +
+                                   openssl_reason());
+        }
+    }
+    return Status::Ok();
+}
+
+Result<std::string> canonical_ip(std::string_view text)
+{
+    std::string s(text);
+    std::array<unsigned char, 16> bytes{};
+    std::array<char, INET6_ADDRSTRLEN> out{};
+    int family = AF_INET;
+    if (inet_pton(AF_INET, s.c_str(), bytes.data()) != 1) {
+        family = AF_INET6;
+        if (inet_pton(AF_INET6, s.c_str(), bytes.data()) != 1) {
+            return Status::Invalid("not an IP address: '" + s + "'");
+        }
+    }
+    if (inet_ntop(family, bytes.data(), out.data(), out.size()) == nullptr) {
+        return Status::Invalid("not an IP address: '" + s + "'");
+    }
+    return std::string(out.data());
+}
+
+// --- CSRs ---
+
+Result<CertReq> make_csr(const EVP_PKEY& key, const Names& names)
+{
+    ASSIGN_OR_RETURN(Name subject, name_subject(names, false));
+    bool empty_subject = X509_NAME_entry_count(subject.get()) == 0;
+    ASSIGN_OR_RETURN(Extension san, san_extension(names, empty_subject));
+    CertReq req(X509_REQ_new());
+    Extensions exts(sk_X509_EXTENSION_new_null());
+    if (!req || !exts || X509_REQ_set_version(req.get(), 0) != 1 ||
+        X509_REQ_set_subject_name(req.get(), subject.get()) != 1 ||
+        X509_REQ_set_pubkey(req.get(), mut(key)) != 1 ||
+        sk_X509_EXTENSION_push(exts.get(), san.get()) <= 0 ||
+        X509_REQ_add_extensions(req.get(), exts.get()) != 1) {
+        return Status::IoError("cannot build a CSR" + openssl_reason());
+    }
+    if (X509_REQ_sign(req.get(), mut(key), digest_for(key)) <= 0) {
+        return Status::IoError("cannot sign the CSR" + openssl_reason());
+    }
+    return req;
+}
+
+std::string csr_pem(const X509_REQ& req)
+{
+    Bio bio(BIO_new(BIO_s_mem()));
+    if (!bio || PEM_write_bio_X509_REQ(bio.get(), &req) != 1) {
+        ERR_clear_error();
+        return {};
+    }
+    return bio_text(bio.get());
+}
+
+Result<CertReq> parse_csr(std::string_view pem)
+{
+    Bio bio = mem_bio(pem);
+    CertReq req(bio ? PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+    if (!req) {
+        return Status::Invalid("no certificate request found" + openssl_reason());
+    }
+    EVP_PKEY* pub = X509_REQ_get0_pubkey(req.get());
+    if (pub == nullptr || X509_REQ_verify(req.get(), pub) != 1) {
+        return Status::Invalid("CSR signature does not verify" + openssl_reason());
+    }
+    return req;
+}
+
+Result<PKey> csr_public_key(const X509_REQ& req)
+{
+    PKey key(X509_REQ_get_pubkey(mut(req)));
+    if (!key) {
+        return Status::Invalid("CSR has no usable public key" + openssl_reason());
+    }
+    return key;
+}
+
+// --- issuing ---
+
+Result<std::unique_ptr<X509_NAME, CDeleter<X509_NAME_free>>> parse_subject(std::string_view text)
+{
+    text = trim(text);
+    if (text.empty()) {
+        return Status::Invalid("empty subject");
+    }
+    // "/CN=x/O=y" (as openssl -subj) or "CN=x, O=y"; entries are added in written order.
+    char sep = text.front() == '/' ? '/' : ',';
+    if (sep == '/') {
+        text.remove_prefix(1);
+    }
+    Name name(X509_NAME_new());
+    if (!name) {
+        return Status::IoError("cannot allocate a name" + openssl_reason());
+    }
+    while (true) {
+        std::size_t cut = text.find(sep);
+        std::string_view part = trim(text.substr(0, cut));
+        std::size_t eq = part.find('=');
+        std::string attr(trim(part.substr(0, eq)));
+        if (eq == std::string_view::npos || attr.empty()) {
+            return Status::Invalid("subject part '" + std::string(part) +
+                                   "' is not of the form ATTRIBUTE=value");
+        }
+        std::string_view value = trim(part.substr(eq + 1));
+        if (OBJ_txt2nid(attr.c_str()) == NID_undef) {
+            ERR_clear_error();
+            return Status::Invalid("unknown subject attribute '" + attr + "'");
+        }
+        if (value.empty()) {
+            return Status::Invalid("subject attribute " + attr + " has an empty value");
+        }
+        if (X509_NAME_add_entry_by_txt(name.get(), attr.c_str(), MBSTRING_UTF8,
+                                       reinterpret_cast<const unsigned char*>(value.data()),
+                                       static_cast<int>(value.size()), -1, 0) != 1) {
+            return Status::Invalid("subject attribute " + attr + " cannot hold '" +
+                                   std::string(value) + "'" + openssl_reason());
+        }
+        if (cut == std::string_view::npos) {
+            break;
+        }
+        text.remove_prefix(cut + 1);
+    }
+    return name;
+}
+
+Result<std::string> random_serial_hex(int bits)
+{
+    if (bits < 64 || bits > 159) {
+        return Status::Invalid("serial size must be 64 to 159 bits, got " + std::to_string(bits));
+    }
+    int nbytes = (bits + 7) / 8;
+    std::array<unsigned char, 20> bytes{};
+    // Clearing the excess high bits keeps the value below 2^bits, so it stays positive
+    // and fits the 20 octets RFC 5280 allows.
+    auto mask = static_cast<unsigned char>(0xff >> (nbytes * 8 - bits));
+    while (true) {
+        if (RAND_bytes(bytes.data(), nbytes) != 1) {
+            return Status::IoError("random number generator failed" + openssl_reason());
+        }
+        bytes[0] &= mask;
+        Bignum bn(BN_bin2bn(bytes.data(), nbytes, nullptr));
+        if (!bn) {
+            return Status::IoError("cannot build a serial" + openssl_reason());
+        }
+        if (!BN_is_zero(bn.get())) {
+            return bn_to_hex(*bn);
+        }
+    }
+}
+
+Result<Cert> make_ca_cert(const EVP_PKEY& ca_key, const CaParams& params)
+{
+    ASSIGN_OR_RETURN(Name subject, parse_subject(params.subject));
+    ASSIGN_OR_RETURN(Cert cert, new_cert(ca_key, *subject, *subject, params.serial_hex,
+                                         params.not_before, params.not_after));
+    X509V3_CTX ctx;
+    X509V3_set_ctx(&ctx, cert.get(), cert.get(), nullptr, nullptr, 0);
+    TRY(add_conf_ext(*cert, ctx, NID_basic_constraints, "critical,CA:TRUE"));
+    TRY(add_conf_ext(*cert, ctx, NID_key_usage, "critical,keyCertSign,cRLSign,digitalSignature"));
+    TRY(add_conf_ext(*cert, ctx, NID_subject_key_identifier, "hash"));
+    TRY(add_authority_key_id(*cert, *cert));
+    TRY(sign_cert(*cert, ca_key));
+    return cert;
+}
+
+Result<Cert> sign_leaf(const EVP_PKEY& subject_key, const X509& ca_cert, const EVP_PKEY& ca_key,
+                       const LeafParams& params)
+{
+    if (!key_matches(ca_cert, ca_key)) {
+        return Status::Invalid("the CA key does not match the CA certificate");
+    }
+    ASSIGN_OR_RETURN(Name subject, name_subject(params.names, true));
+    bool empty_subject = X509_NAME_entry_count(subject.get()) == 0;
+    ASSIGN_OR_RETURN(Extension san, san_extension(params.names, empty_subject));
+    ASSIGN_OR_RETURN(Cert cert, new_cert(subject_key, *subject, *X509_get_subject_name(&ca_cert),
+                                         params.serial_hex, params.not_before, params.not_after));
+    X509V3_CTX ctx;
+    X509V3_set_ctx(&ctx, mut(ca_cert), cert.get(), nullptr, nullptr, 0);
+    TRY(add_conf_ext(*cert, ctx, NID_basic_constraints, "critical,CA:FALSE"));
+    TRY(add_conf_ext(*cert, ctx, NID_key_usage,
+                     is_rsa(subject_key) ? "critical,digitalSignature,keyEncipherment"
+                                         : "critical,digitalSignature"));
+    TRY(add_conf_ext(*cert, ctx, NID_ext_key_usage, "serverAuth,clientAuth"));
+    TRY(add_conf_ext(*cert, ctx, NID_subject_key_identifier, "hash"));
+    TRY(add_authority_key_id(*cert, ca_cert));
+    if (X509_add_ext(cert.get(), san.get(), -1) != 1) {
+        return Status::IoError("cannot add subjectAltName" + openssl_reason());
+    }
+    TRY(sign_cert(*cert, ca_key));
+    return cert;
+}
+
+} // namespace certfs::pki

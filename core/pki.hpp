@@ -1,0 +1,120 @@
+// The narrow OpenSSL API that store/ (validation) and renew/ (issuing) share.
+//
+// Every function is thread-safe (OpenSSL 3 is, for independent objects) and never throws.
+// On failure it returns a Status whose message names what was wrong in words an admin
+// understands, followed by OpenSSL's first queued reason where that helps; the OpenSSL error
+// queue is always drained. No function logs, and no message ever contains key material.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/clock.hpp"
+#include "core/handles.hpp"
+#include "core/status.hpp"
+
+namespace certfs::pki {
+
+enum class KeyType { ec_p256, ec_p384, rsa_2048, rsa_3072, rsa_4096, ed25519 };
+
+inline constexpr KeyType k_default_key_type = KeyType::ec_p256;
+
+// "ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519".
+std::string_view key_type_name(KeyType type);
+Result<KeyType> parse_key_type(std::string_view name); // Invalid, listing the valid names
+const std::vector<std::string>& key_type_names();
+
+Result<PKey> generate_key(KeyType type);
+// The key type of an existing key; Invalid for kinds we do not issue (e.g. DSA, EC P-521).
+Result<KeyType> key_type_of(const EVP_PKEY& key);
+bool is_rsa(const EVP_PKEY& key);
+
+// Parses exactly one private key: PKCS#8 ("PRIVATE KEY") or the traditional RSA/EC forms.
+// Encrypted keys, public keys, certificates and garbage are Invalid ("no private key found",
+// "private key is encrypted").
+Result<PKey> parse_private_key(std::string_view pem);
+// PKCS#8 PEM ("-----BEGIN PRIVATE KEY-----"), unencrypted, ending in a newline.
+Result<std::string> private_key_pem(const EVP_PKEY& key);
+
+// Parses every certificate in a PEM text, in order. Invalid when there is none, when a block
+// is damaged, or when the text holds anything but certificates and whitespace (a private key
+// pasted into a certificate file is refused, not skipped).
+Result<std::vector<Cert>> parse_certs(std::string_view pem);
+// Exactly one certificate; Invalid if there are zero or several.
+Result<Cert> parse_cert(std::string_view pem);
+// Canonical PEM of one certificate, ending in a newline.
+std::string cert_pem(const X509& cert);
+std::string certs_pem(const std::vector<Cert>& certs);
+Result<Cert> clone_cert(const X509& cert);
+
+// What validation and listings need from a certificate.
+struct CertInfo {
+    std::string serial_hex;      // lower-case hex, no leading zeros ("0" for zero)
+    std::string subject;         // RFC 2253 one-line form
+    std::string issuer;          // RFC 2253 one-line form
+    TimePoint not_before;
+    TimePoint not_after;
+    std::vector<std::string> dns_names;    // subjectAltName DNS entries, lower-cased, in order
+    std::vector<std::string> ip_addresses; // subjectAltName IP entries, canonical text form
+    bool is_ca = false;                    // basicConstraints CA:TRUE
+};
+Result<CertInfo> cert_info(const X509& cert);
+
+// True when the certificate's public key is the public half of key.
+bool key_matches(const X509& cert, const EVP_PKEY& key);
+
+// Checks that chain links leaf to its issuer: chain[0] issued leaf (names match and leaf's
+// signature verifies with chain[0]'s key), chain[i+1] issued chain[i] likewise. An empty
+// chain is accepted only for a self-signed leaf (its own signature verifies). Invalid, naming
+// the failing link, otherwise. Validity periods are not checked here.
+Status verify_chain(const X509& leaf, const std::vector<Cert>& chain);
+
+// Canonical text of an IP address ("192.0.2.1", "2001:db8::1"); Invalid if it is not one.
+Result<std::string> canonical_ip(std::string_view text);
+
+struct Names {
+    std::vector<std::string> dns; // host names, possibly "*.example.com"
+    std::vector<std::string> ip;  // canonical IP text
+};
+
+// A CSR over key with subject CN = first DNS name (if any, and if it fits in 64 characters)
+// and a subjectAltName extension of every DNS and IP name. Signed with key.
+Result<CertReq> make_csr(const EVP_PKEY& key, const Names& names);
+std::string csr_pem(const X509_REQ& req);
+Result<CertReq> parse_csr(std::string_view pem); // also checks the CSR's own signature
+Result<PKey> csr_public_key(const X509_REQ& req);
+
+// Parses a subject as "/CN=x/O=y" or "CN=x, O=y". Invalid on an unknown attribute or an
+// empty value.
+Result<std::unique_ptr<X509_NAME, CDeleter<X509_NAME_free>>> parse_subject(std::string_view text);
+
+// A random positive serial of `bits` bits from the CSPRNG (RAND_bytes), top bit cleared so it
+// encodes positive, never zero. Returned as lower-case hex, as CertInfo::serial_hex writes it.
+Result<std::string> random_serial_hex(int bits = 159);
+
+struct CaParams {
+    std::string subject = "/CN=certfs local CA";
+    TimePoint not_before;
+    TimePoint not_after;
+    std::string serial_hex; // from random_serial_hex()
+};
+// A self-signed root: basicConstraints critical CA:TRUE, keyUsage critical keyCertSign,
+// cRLSign, digitalSignature; SKI; AKI. Digest: SHA-256 (SHA-384 for EC P-384, none for
+// Ed25519).
+Result<Cert> make_ca_cert(const EVP_PKEY& ca_key, const CaParams& params);
+
+struct LeafParams {
+    Names names;            // become the subjectAltName; the CN is the first DNS name
+    TimePoint not_before;
+    TimePoint not_after;
+    std::string serial_hex; // from random_serial_hex()
+};
+// A leaf for subject_key, issued by ca_cert/ca_key: the SANs of params.names, basicConstraints
+// critical CA:FALSE, keyUsage critical digitalSignature (+ keyEncipherment for an RSA subject
+// key), extendedKeyUsage serverAuth + clientAuth, SKI, AKI (keyid of the CA).
+Result<Cert> sign_leaf(const EVP_PKEY& subject_key, const X509& ca_cert, const EVP_PKEY& ca_key,
+                       const LeafParams& params);
+
+} // namespace certfs::pki

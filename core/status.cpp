@@ -1,0 +1,27 @@
+#include "core/status.hpp"
+
+namespace certfs {
+
+std::string_view code_name(Code code)
+{
+    switch (code) {
+    case Code::ok: return "ok";
+    case Code::not_found: return "not found";
+    case Code::conflict: return "conflict";
+    case Code::invalid: return "invalid";
+    case Code::corrupt: return "corrupt";
+    case Code::io_error: return "I/O error";
+    case Code::unavailable: return "unavailable";
+    }
+    return "unknown";
+}
+
+Status Status::with_context(std::string_view context) const
+{
+    if (ok()) {
+        return *this;
+    }
+    return Status(m_code, std::string(context) + ": " + m_message);
+}
+
+} // namespace certfs

@@ -1,0 +1,60 @@
+#include "renew/health.hpp"
+
+#include <algorithm>
+
+#include "renew/renewer.hpp"
+#include "store/validate.hpp"
+
+namespace certfs::renew {
+
+Result<std::vector<std::string>> check_store(store::Store& store)
+{
+    ASSIGN_OR_RETURN(std::vector<std::string> problems, store.integrity_problems());
+    auto now = store.clock().now();
+    ASSIGN_OR_RETURN(auto leases, store.leases());
+    for (const auto& lease : leases) {
+        if (lease.expires_at <= now) {
+            problems.push_back("stuck renewal: the lease on " + lease.scope + " held by " + lease.owner +
+                               " expired at " + format_rfc3339(lease.expires_at));
+        }
+    }
+    ASSIGN_OR_RETURN(auto domains, store.list_domains());
+    for (const auto& d : domains) {
+        const std::string who = "domain " + d.name + ": ";
+        if (d.state == store::DomainState::issuing) {
+            std::string scope = d.bundle ? "bundle:" + *d.bundle : "domain:" + d.name;
+            bool live = std::any_of(leases.begin(), leases.end(), [&](const store::Lease& l) {
+                return l.scope == scope && l.expires_at > now;
+            });
+            if (!live) {
+                problems.push_back(who + "stuck renewal: state issuing but no renewal holds its lease");
+            }
+        }
+        if (!d.current_gen) {
+            problems.push_back(who + "has no certificate");
+            continue;
+        }
+        ASSIGN_OR_RETURN(store::Generation gen, store.get_generation(d.name, *d.current_gen));
+        auto valid = store::validate_generation({gen.key_pem, gen.cert_pem, gen.chain_pem, gen.reason},
+                                                {d.dns_names, d.ip_addresses}, now);
+        if (!valid.ok()) {
+            problems.push_back(who + "current generation " + std::to_string(gen.gen) + ": " + valid.status().message());
+            continue;
+        }
+        auto due = renew_at(d);
+        if (due && *due <= now) {
+            std::string note = !d.issuer ? "; imported: import a new certificate"
+                               : d.last_error.empty() ? ""
+                                                      : "; last error: " + d.last_error;
+            problems.push_back(who + "due for renewal since " + format_rfc3339(*due) + " but not renewed (expires " +
+                               format_rfc3339(gen.not_after) + note + ")");
+        }
+    }
+    ASSIGN_OR_RETURN(auto duplicates, store.duplicate_serials());
+    for (const auto& dup : duplicates) {
+        problems.push_back("duplicate serial: " + dup);
+    }
+    return problems;
+}
+
+} // namespace certfs::renew

@@ -1,0 +1,17 @@
+#include "renew/issuer.hpp"
+#include "renew/local_ca.hpp"
+
+namespace certfs::renew {
+
+Result<std::unique_ptr<Issuer>> load_issuer(store::Store& store, std::string_view name)
+{
+    ASSIGN_OR_RETURN(store::Issuer issuer, store.get_issuer(name));
+    if (issuer.kind == "local") {
+        ASSIGN_OR_RETURN(auto ca, LocalCa::load(store, issuer));
+        return std::unique_ptr<Issuer>(std::move(ca));
+    }
+    return Status::Invalid("issuer " + issuer.name + " is of kind '" + issuer.kind +
+                           "', which this version of certfs cannot issue with");
+}
+
+} // namespace certfs::renew

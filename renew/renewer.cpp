@@ -1,0 +1,150 @@
+#include "renew/renewer.hpp"
+
+#include <algorithm>
+
+#include "store/validate.hpp"
+
+namespace certfs::renew {
+
+std::optional<TimePoint> renew_at(const store::Domain& domain)
+{
+    if (!domain.current_not_after || !domain.current_not_before) {
+        return std::nullopt;
+    }
+    auto lifetime = std::chrono::duration_cast<Duration>(*domain.current_not_after - *domain.current_not_before);
+    Duration before = domain.renew_before.value_or(lifetime < std::chrono::days(10) ? lifetime / 2 : lifetime / 3);
+    return *domain.current_not_after - before;
+}
+
+Duration backoff_delay(std::int64_t failures)
+{
+    constexpr Duration k_first = std::chrono::minutes(1);
+    constexpr Duration k_max = std::chrono::hours(6);
+    Duration delay = k_first;
+    for (std::int64_t i = 1; i < failures && delay < k_max; ++i) {
+        delay *= 2;
+    }
+    return std::min(delay, k_max);
+}
+
+Renewer::Renewer(store::Store& store, std::string owner) : m_store(store), m_owner(std::move(owner)) {}
+
+Result<store::GenerationInput> Renewer::issue_for(const store::Domain& domain, store::Reason reason)
+{
+    if (!domain.issuer) {
+        return Status::Invalid("domain " + domain.name + " has no issuer");
+    }
+    ASSIGN_OR_RETURN(auto issuer, load_issuer(m_store, *domain.issuer));
+    PKey key;
+    if (domain.reuse_key && domain.current_gen) {
+        ASSIGN_OR_RETURN(store::Generation current, m_store.get_generation(domain.name, *domain.current_gen));
+        ASSIGN_OR_RETURN(key, pki::parse_private_key(current.key_pem));
+    } else {
+        ASSIGN_OR_RETURN(key, pki::generate_key(domain.key_type));
+    }
+    pki::Names names{domain.dns_names, domain.ip_addresses};
+    ASSIGN_OR_RETURN(CertReq csr, pki::make_csr(*key, names));
+    IssueRequest request{&domain, pki::csr_pem(*csr), names};
+    auto issued = issuer->issue(request);
+    if (!issued.ok()) {
+        return issued.status().with_context("issuer " + *domain.issuer);
+    }
+    ASSIGN_OR_RETURN(std::string key_pem, pki::private_key_pem(*key));
+    return store::GenerationInput{std::move(key_pem), std::move(issued->cert_pem), std::move(issued->chain_pem),
+                                  reason};
+}
+
+Result<std::int64_t> Renewer::add_and_issue(const store::DomainConfig& raw)
+{
+    ASSIGN_OR_RETURN(store::DomainConfig config, store::normalize_config(raw));
+    store::Domain draft;
+    static_cast<store::DomainConfig&>(draft) = config;
+    ASSIGN_OR_RETURN(store::GenerationInput first, issue_for(draft, store::Reason::issued));
+    return m_store.add_domain(config, first);
+}
+
+Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool force)
+{
+    ASSIGN_OR_RETURN(store::Domain domain, m_store.get_domain(name));
+    std::vector<store::Domain> members;
+    std::string scope;
+    if (domain.bundle) {
+        ASSIGN_OR_RETURN(members, m_store.bundle_members(*domain.bundle));
+        scope = "bundle:" + *domain.bundle;
+    } else {
+        members.push_back(domain);
+        scope = "domain:" + domain.name;
+    }
+
+    for (const auto& d : members) {
+        if (!d.issuer) {
+            return Status::Invalid("domain " + d.name +
+                                   " has no issuer (its certificates are imported): import a new one instead");
+        }
+    }
+
+    auto now = m_store.clock().now();
+    if (!force) {
+        auto due = [&](const store::Domain& d) {
+            auto at = renew_at(d);
+            bool cert_due = !at || *at <= now;
+            bool backoff_over = !d.next_attempt || *d.next_attempt <= now;
+            return cert_due && backoff_over;
+        };
+        if (std::none_of(members.begin(), members.end(), due)) {
+            std::vector<RenewOutcome> out;
+            for (const auto& d : members) {
+                auto at = d.next_attempt ? d.next_attempt : renew_at(d);
+                out.push_back({d.name, std::nullopt, at ? "not due until " + format_rfc3339(*at) : "not due"});
+            }
+            return out;
+        }
+    }
+
+    TRY(m_store.acquire_lease(scope, m_owner, k_lease_ttl));
+    // The lease is held from here on: every path below releases it.
+    std::vector<store::CommitRequest> requests;
+    Status failure;
+    for (const auto& d : members) {
+        // Re-read under the lease: the generation we start from is the one we compare against.
+        auto fresh = m_store.get_domain(d.name);
+        if (!fresh.ok()) {
+            failure = fresh.status();
+            break;
+        }
+        (void)m_store.set_state(d.name, store::DomainState::issuing, "", std::nullopt, false);
+        auto reason = fresh->current_gen ? store::Reason::renewed : store::Reason::issued;
+        auto input = issue_for(*fresh, reason);
+        if (!input.ok()) {
+            failure = input.status().with_context("domain " + d.name);
+            break;
+        }
+        requests.push_back({d.name, fresh->current_gen, std::move(input).value()});
+    }
+    std::vector<std::int64_t> gens;
+    if (failure.ok()) {
+        auto committed = m_store.commit(requests);
+        if (committed.ok()) {
+            gens = std::move(committed).value();
+        } else {
+            failure = committed.status();
+        }
+    }
+    if (!failure.ok()) {
+        for (const auto& d : members) {
+            (void)m_store.set_state(d.name, store::DomainState::backoff, failure.message(),
+                                    now + backoff_delay(d.failures + 1), true);
+        }
+    }
+    (void)m_store.release_lease(scope, m_owner);
+    if (!failure.ok()) {
+        return failure;
+    }
+    std::vector<RenewOutcome> out;
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+        out.push_back({requests[i].domain, gens[i], "renewed: generation " + std::to_string(gens[i])});
+    }
+    return out;
+}
+
+} // namespace certfs::renew

@@ -1,0 +1,114 @@
+// The store's data model: issuers, domains, generations, events and leases.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/clock.hpp"
+#include "core/pki.hpp"
+
+namespace certfs::store {
+
+inline constexpr std::uint32_t k_default_key_mode = 0600;
+
+enum class DomainState { monitoring, due, issuing, pending, hooks, backoff, rejected, misconfigured };
+std::string_view state_name(DomainState state);
+Result<DomainState> parse_state(std::string_view name);
+
+// Why a generation was committed.
+enum class Reason { issued, renewed, imported };
+std::string_view reason_name(Reason reason);
+Result<Reason> parse_reason(std::string_view name);
+
+struct NewIssuer {
+    std::string name;
+    std::string kind;        // "local"
+    std::string config_json; // kind-specific settings, interpreted by renew/
+    std::string secret_pem;  // e.g. the local CA's private key; never listed
+    std::string cert_pem;    // e.g. the local CA's certificate
+};
+
+struct Issuer {
+    std::int64_t id = 0;
+    std::string name;
+    std::string kind;
+    std::string config_json;
+    std::string cert_pem;
+    TimePoint created_at;
+    std::int64_t domains = 0; // how many domains use it
+};
+
+// What the admin configures for a domain.
+struct DomainConfig {
+    std::string name;
+    std::optional<std::string> issuer; // none for imported certificates
+    std::vector<std::string> dns_names;
+    std::vector<std::string> ip_addresses;
+    pki::KeyType key_type = pki::k_default_key_type;
+    bool reuse_key = false;
+    std::optional<Duration> renew_before; // none: the default share of the lifetime
+    std::uint32_t owner_uid = 0;
+    std::uint32_t group_gid = 0;
+    std::uint32_t mode = k_default_key_mode; // of privkey.pem and combined.pem
+    std::optional<std::string> bundle;
+    std::vector<std::string> deploy_hooks;
+};
+
+struct Domain : DomainConfig {
+    std::int64_t id = 0;
+    DomainState state = DomainState::monitoring;
+    std::string last_error;
+    std::optional<TimePoint> next_attempt;
+    std::int64_t failures = 0;
+    std::optional<std::int64_t> current_gen;
+    std::optional<TimePoint> current_not_before; // of the current generation
+    std::optional<TimePoint> current_not_after;
+    TimePoint created_at;
+};
+
+// A generation as a caller hands it in. The store parses, validates and normalises it.
+struct GenerationInput {
+    std::string key_pem;
+    std::string cert_pem;  // the leaf, optionally followed by chain certificates
+    std::string chain_pem; // intermediates (may be empty when cert_pem holds them)
+    Reason reason = Reason::issued;
+};
+
+// A committed generation: immutable.
+struct Generation {
+    std::string domain;
+    std::int64_t gen = 0;
+    std::string key_pem;   // PKCS#8 PEM
+    std::string cert_pem;  // leaf only
+    std::string chain_pem; // intermediates, leaf's issuer first
+    std::string issuer_dn;
+    std::string serial_hex;
+    TimePoint not_before;
+    TimePoint not_after;
+    TimePoint created_at;
+    Reason reason = Reason::issued;
+    bool current = false;
+
+    std::string fullchain_pem() const { return cert_pem + chain_pem; }
+    std::string combined_pem() const { return key_pem + cert_pem + chain_pem; }
+};
+
+struct Event {
+    std::int64_t id = 0;
+    TimePoint at;
+    std::string actor;
+    std::string domain; // empty for store-wide events
+    std::string action;
+    std::string detail;
+};
+
+struct Lease {
+    std::string scope; // "domain:<name>" or "bundle:<name>"
+    std::string owner;
+    TimePoint acquired_at;
+    TimePoint expires_at;
+};
+
+} // namespace certfs::store

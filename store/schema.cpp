@@ -1,0 +1,119 @@
+#include "store/schema.hpp"
+
+namespace certfs::store {
+
+namespace {
+
+// Times are Unix milliseconds. Name lists are newline-separated (names never hold one).
+// The triggers make two invariants hold even against plain SQL: generations are immutable,
+// and a name's generation numbers only grow (generation_numbers outlives the domain row, so
+// remove + add never reuses a number).
+constexpr std::string_view k_v1 = R"sql(
+CREATE TABLE issuers (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    kind        TEXT NOT NULL,
+    config      TEXT NOT NULL,
+    secret      TEXT NOT NULL,
+    cert        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE domains (
+    id              INTEGER PRIMARY KEY,
+    name            TEXT NOT NULL UNIQUE,
+    issuer_id       INTEGER REFERENCES issuers(id) ON DELETE RESTRICT,
+    dns_names       TEXT NOT NULL,
+    ip_addresses    TEXT NOT NULL,
+    key_type        TEXT NOT NULL,
+    reuse_key       INTEGER NOT NULL,
+    renew_before_ms INTEGER,
+    owner_uid       INTEGER NOT NULL,
+    group_gid       INTEGER NOT NULL,
+    mode            INTEGER NOT NULL CHECK (mode BETWEEN 0 AND 511),
+    bundle          TEXT,
+    deploy_hooks    TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    last_error      TEXT NOT NULL,
+    next_attempt    INTEGER,
+    failures        INTEGER NOT NULL DEFAULT 0,
+    current_gen     INTEGER,
+    created_at      INTEGER NOT NULL
+) STRICT;
+CREATE INDEX domains_bundle ON domains(bundle) WHERE bundle IS NOT NULL;
+
+CREATE TABLE generations (
+    domain_id   INTEGER NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
+    gen         INTEGER NOT NULL CHECK (gen > 0),
+    key_pem     TEXT NOT NULL,
+    cert_pem    TEXT NOT NULL,
+    chain_pem   TEXT NOT NULL,
+    issuer_dn   TEXT NOT NULL,
+    serial      TEXT NOT NULL,
+    not_before  INTEGER NOT NULL,
+    not_after   INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    reason      TEXT NOT NULL CHECK (reason IN ('issued', 'renewed', 'imported')),
+    PRIMARY KEY (domain_id, gen),
+    UNIQUE (issuer_dn, serial)
+) STRICT;
+
+CREATE TABLE generation_numbers (
+    name     TEXT PRIMARY KEY,
+    last_gen INTEGER NOT NULL
+) STRICT;
+
+CREATE TRIGGER generations_immutable BEFORE UPDATE ON generations
+BEGIN
+    SELECT RAISE(ABORT, 'generations are immutable');
+END;
+
+CREATE TRIGGER generations_grow BEFORE INSERT ON generations
+WHEN NEW.gen <= COALESCE((SELECT n.last_gen FROM generation_numbers n JOIN domains d ON d.name = n.name
+                          WHERE d.id = NEW.domain_id), 0)
+BEGIN
+    SELECT RAISE(ABORT, 'generation numbers only grow');
+END;
+
+CREATE TRIGGER generations_count AFTER INSERT ON generations
+BEGIN
+    INSERT INTO generation_numbers (name, last_gen)
+        VALUES ((SELECT name FROM domains WHERE id = NEW.domain_id), NEW.gen)
+        ON CONFLICT (name) DO UPDATE SET last_gen = excluded.last_gen;
+END;
+
+CREATE TRIGGER domains_current_exists BEFORE UPDATE OF current_gen ON domains
+WHEN NEW.current_gen IS NOT NULL
+     AND NOT EXISTS (SELECT 1 FROM generations WHERE domain_id = NEW.id AND gen = NEW.current_gen)
+BEGIN
+    SELECT RAISE(ABORT, 'the current generation must exist');
+END;
+
+CREATE TABLE leases (
+    scope       TEXT PRIMARY KEY,
+    owner       TEXT NOT NULL,
+    acquired_at INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE events (
+    id      INTEGER PRIMARY KEY,
+    at      INTEGER NOT NULL,
+    actor   TEXT NOT NULL,
+    domain  TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    detail  TEXT NOT NULL
+) STRICT;
+CREATE INDEX events_domain ON events(domain, id);
+)sql";
+
+constexpr std::string_view k_migrations[] = {k_v1};
+
+} // namespace
+
+std::span<const std::string_view> migrations()
+{
+    return k_migrations;
+}
+
+} // namespace certfs::store

@@ -1,0 +1,186 @@
+#include "store/sqlite.hpp"
+
+namespace certfs::store {
+
+Status sqlite_status(int rc, sqlite3* db, std::string_view what)
+{
+    std::string msg = std::string(what) + ": " +
+                      (db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    switch (rc & 0xff) {
+    case SQLITE_OK:
+    case SQLITE_ROW:
+    case SQLITE_DONE:
+        return Status::Ok();
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return Status::Unavailable(msg);
+    case SQLITE_CONSTRAINT:
+        return Status::Conflict(msg);
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        return Status::Corrupt(msg);
+    case SQLITE_CANTOPEN:
+        return Status::NotFound(msg);
+    default:
+        return Status::IoError(msg);
+    }
+}
+
+Stmt::~Stmt()
+{
+    if (m_stmt != nullptr) {
+        sqlite3_reset(m_stmt);
+        sqlite3_clear_bindings(m_stmt);
+    }
+}
+
+Stmt& Stmt::bind(int i, std::int64_t v)
+{
+    sqlite3_bind_int64(m_stmt, i, v);
+    return *this;
+}
+
+Stmt& Stmt::bind(int i, std::string_view v)
+{
+    sqlite3_bind_text(m_stmt, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+}
+
+Stmt& Stmt::bind(int i, std::nullptr_t)
+{
+    sqlite3_bind_null(m_stmt, i);
+    return *this;
+}
+
+Result<bool> Stmt::step()
+{
+    int rc = sqlite3_step(m_stmt);
+    if (rc == SQLITE_ROW) {
+        return true;
+    }
+    if (rc == SQLITE_DONE) {
+        return false;
+    }
+    return sqlite_status(rc, m_db->handle(), "store");
+}
+
+Status Stmt::run()
+{
+    for (;;) {
+        ASSIGN_OR_RETURN(bool row, step());
+        if (!row) {
+            return Status::Ok();
+        }
+    }
+}
+
+bool Stmt::is_null(int col) const
+{
+    return sqlite3_column_type(m_stmt, col) == SQLITE_NULL;
+}
+
+std::int64_t Stmt::int64(int col) const
+{
+    return sqlite3_column_int64(m_stmt, col);
+}
+
+std::string Stmt::text(int col) const
+{
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(m_stmt, col));
+    return p != nullptr ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(m_stmt, col)))
+                        : std::string();
+}
+
+std::optional<std::int64_t> Stmt::opt_int64(int col) const
+{
+    return is_null(col) ? std::nullopt : std::optional(int64(col));
+}
+
+std::optional<std::string> Stmt::opt_text(int col) const
+{
+    return is_null(col) ? std::nullopt : std::optional(text(col));
+}
+
+Result<std::unique_ptr<Db>> Db::open(const std::string& path, bool create)
+{
+    sqlite3* raw = nullptr;
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+    int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
+    std::unique_ptr<Db> db(new Db(raw));
+    if (rc != SQLITE_OK) {
+        if (rc == SQLITE_CANTOPEN && !create) {
+            return Status::NotFound("store " + path + " does not exist (run 'certfsctl init')");
+        }
+        return sqlite_status(rc, raw, "cannot open store " + path);
+    }
+    sqlite3_extended_result_codes(raw, 1);
+    return db;
+}
+
+Db::~Db()
+{
+    for (auto& [sql, stmt] : m_cache) {
+        sqlite3_finalize(stmt);
+    }
+    sqlite3_close_v2(m_db);
+}
+
+Status Db::exec(std::string_view sql)
+{
+    std::string text(sql);
+    char* err = nullptr;
+    int rc = sqlite3_exec(m_db, text.c_str(), nullptr, nullptr, &err);
+    sqlite3_free(err);
+    return sqlite_status(rc, m_db, "store");
+}
+
+Result<Stmt> Db::prepare(const char* sql)
+{
+    auto it = m_cache.find(sql);
+    if (it == m_cache.end()) {
+        sqlite3_stmt* stmt = nullptr;
+        int rc = sqlite3_prepare_v3(m_db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+        if (rc != SQLITE_OK) {
+            return sqlite_status(rc, m_db, "store: prepare");
+        }
+        it = m_cache.emplace(sql, stmt).first;
+    }
+    return Stmt(*this, it->second);
+}
+
+Result<WriteTxn> WriteTxn::begin(Db& db)
+{
+    TRY(db.exec("BEGIN IMMEDIATE"));
+    return WriteTxn(db);
+}
+
+WriteTxn::~WriteTxn()
+{
+    if (m_db != nullptr) {
+        (void)m_db->exec("ROLLBACK");
+    }
+}
+
+Status WriteTxn::commit()
+{
+    Status s = m_db->exec("COMMIT");
+    if (s.ok()) {
+        m_db = nullptr;
+    }
+    return s;
+}
+
+Result<ReadTxn> ReadTxn::begin(Db& db)
+{
+    TRY(db.exec("BEGIN DEFERRED"));
+    return ReadTxn(db);
+}
+
+ReadTxn::~ReadTxn()
+{
+    if (m_db != nullptr) {
+        (void)m_db->exec("COMMIT");
+    }
+}
+
+} // namespace certfs::store

@@ -1,0 +1,713 @@
+#include "store/store.hpp"
+
+#include <algorithm>
+#include <sstream>
+
+#include "store/schema.hpp"
+#include "store/validate.hpp"
+
+namespace certfs::store {
+
+namespace {
+
+std::int64_t to_ms(TimePoint t)
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+TimePoint from_ms(std::int64_t ms)
+{
+    return TimePoint(std::chrono::milliseconds(ms));
+}
+
+std::optional<TimePoint> opt_time(const std::optional<std::int64_t>& ms)
+{
+    return ms ? std::optional(from_ms(*ms)) : std::nullopt;
+}
+
+std::optional<std::int64_t> opt_ms(const std::optional<TimePoint>& t)
+{
+    return t ? std::optional(to_ms(*t)) : std::nullopt;
+}
+
+std::string join_lines(const std::vector<std::string>& items)
+{
+    std::string out;
+    for (const auto& item : items) {
+        if (!out.empty()) {
+            out += '\n';
+        }
+        out += item;
+    }
+    return out;
+}
+
+std::vector<std::string> split_lines(const std::string& text)
+{
+    std::vector<std::string> out;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+        out.push_back(line);
+    }
+    return out;
+}
+
+const SystemClock k_system_clock;
+
+} // namespace
+
+namespace {
+
+pki::Names names_of(const DomainConfig& config)
+{
+    return {config.dns_names, config.ip_addresses};
+}
+
+#define CERTFS_DOMAIN_SELECT                                                                      \
+    "SELECT d.id, d.name, i.name, d.dns_names, d.ip_addresses, d.key_type, d.reuse_key,"         \
+    " d.renew_before_ms, d.owner_uid, d.group_gid, d.mode, d.bundle, d.deploy_hooks, d.state,"    \
+    " d.last_error, d.next_attempt, d.failures, d.current_gen, d.created_at, g.not_before, g.not_after"         \
+    " FROM domains d LEFT JOIN issuers i ON i.id = d.issuer_id"                                 \
+    " LEFT JOIN generations g ON g.domain_id = d.id AND g.gen = d.current_gen"
+
+Result<Domain> domain_from_row(const Stmt& row)
+{
+    Domain d;
+    d.id = row.int64(0);
+    d.name = row.text(1);
+    d.issuer = row.opt_text(2);
+    d.dns_names = split_lines(row.text(3));
+    d.ip_addresses = split_lines(row.text(4));
+    auto key_type = pki::parse_key_type(row.text(5));
+    auto state = parse_state(row.text(13));
+    if (!key_type.ok() || !state.ok()) {
+        return Status::Corrupt("domain " + d.name + ": unreadable key type or state");
+    }
+    d.key_type = *key_type;
+    d.reuse_key = row.int64(6) != 0;
+    if (auto ms = row.opt_int64(7)) {
+        d.renew_before = Duration(*ms);
+    }
+    d.owner_uid = static_cast<std::uint32_t>(row.int64(8));
+    d.group_gid = static_cast<std::uint32_t>(row.int64(9));
+    d.mode = static_cast<std::uint32_t>(row.int64(10));
+    d.bundle = row.opt_text(11);
+    d.deploy_hooks = split_lines(row.text(12));
+    d.state = *state;
+    d.last_error = row.text(14);
+    d.next_attempt = opt_time(row.opt_int64(15));
+    d.failures = row.int64(16);
+    d.current_gen = row.opt_int64(17);
+    d.created_at = from_ms(row.int64(18));
+    d.current_not_before = opt_time(row.opt_int64(19));
+    d.current_not_after = opt_time(row.opt_int64(20));
+    return d;
+}
+
+#define CERTFS_GENERATION_SELECT                                                                  \
+    "SELECT d.name, g.gen, g.key_pem, g.cert_pem, g.chain_pem, g.issuer_dn, g.serial,"           \
+    " g.not_before, g.not_after, g.created_at, g.reason, g.gen IS d.current_gen"                 \
+    " FROM generations g JOIN domains d ON d.id = g.domain_id"
+
+Result<Generation> generation_from_row(const Stmt& row)
+{
+    Generation g;
+    g.domain = row.text(0);
+    g.gen = row.int64(1);
+    g.key_pem = row.text(2);
+    g.cert_pem = row.text(3);
+    g.chain_pem = row.text(4);
+    g.issuer_dn = row.text(5);
+    g.serial_hex = row.text(6);
+    g.not_before = from_ms(row.int64(7));
+    g.not_after = from_ms(row.int64(8));
+    g.created_at = from_ms(row.int64(9));
+    auto reason = parse_reason(row.text(10));
+    if (!reason.ok()) {
+        return Status::Corrupt("generation " + std::to_string(g.gen) + " of " + g.domain + ": unreadable reason");
+    }
+    g.reason = *reason;
+    g.current = row.int64(11) != 0;
+    return g;
+}
+
+std::string gen_text(const std::optional<std::int64_t>& gen)
+{
+    return gen ? "generation " + std::to_string(*gen) : "no generation";
+}
+
+} // namespace
+
+Store::Store(std::string path, std::unique_ptr<Db> db, std::string actor, const Clock* clock)
+    : m_path(std::move(path)), m_db(std::move(db)), m_actor(std::move(actor)), m_clock(clock)
+{
+}
+
+Result<std::unique_ptr<Store>> Store::open(const std::string& path, OpenOptions options)
+{
+    ASSIGN_OR_RETURN(auto db, Db::open(path, options.create));
+    // FULL: a commit that changes what is served is on disk before it is reported.
+    TRY(db->exec("PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
+            .with_context("cannot open store " + path));
+    {
+        ASSIGN_OR_RETURN(auto wal, db->prepare("PRAGMA journal_mode = WAL"));
+        TRY(wal.step().status().with_context("cannot open store " + path));
+    }
+    std::string actor = options.actor.empty() ? "certfs" : options.actor;
+    std::unique_ptr<Store> store(new Store(path, std::move(db), std::move(actor),
+                                           options.clock != nullptr ? options.clock : &k_system_clock));
+    if (!options.create) {
+        ASSIGN_OR_RETURN(auto version, store->m_db->prepare("PRAGMA user_version"));
+        TRY(version.step());
+        if (version.int64(0) == 0) {
+            return Status::NotFound("store " + path + " is not initialised (run 'certfsctl init')");
+        }
+    }
+    // Stmt handles above are gone before the Store (and its connection) can be destroyed.
+    TRY(store->migrate().with_context("store " + path));
+    return store;
+}
+
+Status Store::migrate()
+{
+    ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
+    std::int64_t version = 0;
+    {
+        ASSIGN_OR_RETURN(auto stmt, m_db->prepare("PRAGMA user_version"));
+        TRY(stmt.step());
+        version = stmt.int64(0);
+    }
+    auto steps = migrations();
+    if (version > static_cast<std::int64_t>(steps.size())) {
+        return Status::Invalid("schema version " + std::to_string(version) +
+                               " is newer than this certfs understands (" + std::to_string(steps.size()) + ")");
+    }
+    if (version == static_cast<std::int64_t>(steps.size())) {
+        return Status::Ok();
+    }
+    for (auto i = static_cast<std::size_t>(version); i < steps.size(); ++i) {
+        TRY(m_db->exec(steps[i]));
+    }
+    TRY(m_db->exec("PRAGMA user_version = " + std::to_string(steps.size())));
+    TRY(log_event("", "migrate", "schema version " + std::to_string(version) + " -> " + std::to_string(steps.size())));
+    return txn.commit();
+}
+
+Status Store::log_event(std::string_view domain, std::string_view action, std::string_view detail)
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
+        "INSERT INTO events (at, actor, domain, action, detail) VALUES (?, ?, ?, ?, ?)"));
+    return stmt.bind_all(to_ms(m_clock->now()), m_actor, domain, action, detail).run();
+}
+
+// ---- issuers -------------------------------------------------------------------------------
+
+Status Store::add_issuer(const NewIssuer& issuer)
+{
+    TRY(check_domain_name(issuer.name).with_context("issuer"));
+    ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
+    {
+        ASSIGN_OR_RETURN(auto exists, m_db->prepare("SELECT 1 FROM issuers WHERE name = ?"));
+        ASSIGN_OR_RETURN(bool found, exists.bind_all(issuer.name).step());
+        if (found) {
+            return Status::Conflict("issuer " + issuer.name + " already exists");
+        }
+    }
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
+        "INSERT INTO issuers (name, kind, config, secret, cert, created_at) VALUES (?, ?, ?, ?, ?, ?)"));
+    TRY(stmt.bind_all(issuer.name, issuer.kind, issuer.config_json, issuer.secret_pem, issuer.cert_pem,
+                      to_ms(m_clock->now())).run());
+    TRY(log_event("", "issuer add", issuer.kind + " issuer " + issuer.name));
+    return txn.commit();
+}
+
+#define CERTFS_ISSUER_SELECT                                                                      \
+    "SELECT i.id, i.name, i.kind, i.config, i.cert, i.created_at,"                               \
+    " (SELECT COUNT(*) FROM domains d WHERE d.issuer_id = i.id) FROM issuers i"
+
+namespace {
+Issuer issuer_from_row(const Stmt& row)
+{
+    return Issuer{row.int64(0), row.text(1), row.text(2), row.text(3), row.text(4), from_ms(row.int64(5)), row.int64(6)};
+}
+} // namespace
+
+Result<std::vector<Issuer>> Store::list_issuers()
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(CERTFS_ISSUER_SELECT " ORDER BY i.name"));
+    std::vector<Issuer> out;
+    for (;;) {
+        ASSIGN_OR_RETURN(bool row, stmt.step());
+        if (!row) {
+            return out;
+        }
+        out.push_back(issuer_from_row(stmt));
+    }
+}
+
+Result<Issuer> Store::get_issuer(std::string_view name)
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(CERTFS_ISSUER_SELECT " WHERE i.name = ?"));
+    ASSIGN_OR_RETURN(bool row, stmt.bind_all(name).step());
+    if (!row) {
+        return Status::NotFound("no issuer named " + std::string(name));
+    }
+    return issuer_from_row(stmt);
+}
+
+Result<std::string> Store::issuer_secret(std::string_view name)
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare("SELECT secret FROM issuers WHERE name = ?"));
+    ASSIGN_OR_RETURN(bool row, stmt.bind_all(name).step());
+    if (!row) {
+        return Status::NotFound("no issuer named " + std::string(name));
+    }
+    return stmt.text(0);
+}
+
+Status Store::remove_issuer(std::string_view name)
+{
+    ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
+    TRY(get_issuer(name));
+    {
+        ASSIGN_OR_RETURN(auto users, m_db->prepare(
+            "SELECT d.name FROM domains d JOIN issuers i ON i.id = d.issuer_id WHERE i.name = ? ORDER BY d.name"));
+        users.bind_all(name);
+        std::vector<std::string> names;
+        for (;;) {
+            ASSIGN_OR_RETURN(bool row, users.step());
+            if (!row) {
+                break;
+            }
+            names.push_back(users.text(0));
+        }
+        if (!names.empty()) {
+            std::string list;
+            for (std::size_t i = 0; i < names.size() && i < 5; ++i) {
+                list += (i ? ", " : "") + names[i];
+            }
+            if (names.size() > 5) {
+                list += ", ...";
+            }
+            return Status::Conflict("issuer " + std::string(name) + " is used by " + std::to_string(names.size()) +
+                                    " domain(s): " + list);
+        }
+    }
+    ASSIGN_OR_RETURN(auto del, m_db->prepare("DELETE FROM issuers WHERE name = ?"));
+    TRY(del.bind_all(name).run());
+    TRY(log_event("", "issuer remove", std::string(name)));
+    return txn.commit();
+}
+
+// ---- domains -------------------------------------------------------------------------------
+
+Result<Domain> Store::read_domain(std::string_view name)
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(CERTFS_DOMAIN_SELECT " WHERE d.name = ?"));
+    ASSIGN_OR_RETURN(bool row, stmt.bind_all(name).step());
+    if (!row) {
+        return Status::NotFound("no domain named " + std::string(name));
+    }
+    return domain_from_row(stmt);
+}
+
+Result<Domain> Store::get_domain(std::string_view name)
+{
+    return read_domain(name);
+}
+
+Result<std::vector<Domain>> Store::list_domains()
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(CERTFS_DOMAIN_SELECT " ORDER BY d.name"));
+    std::vector<Domain> out;
+    for (;;) {
+        ASSIGN_OR_RETURN(bool row, stmt.step());
+        if (!row) {
+            return out;
+        }
+        ASSIGN_OR_RETURN(auto d, domain_from_row(stmt));
+        out.push_back(std::move(d));
+    }
+}
+
+Result<std::vector<Domain>> Store::bundle_members(std::string_view bundle)
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(CERTFS_DOMAIN_SELECT " WHERE d.bundle = ? ORDER BY d.name"));
+    stmt.bind_all(bundle);
+    std::vector<Domain> out;
+    for (;;) {
+        ASSIGN_OR_RETURN(bool row, stmt.step());
+        if (!row) {
+            return out;
+        }
+        ASSIGN_OR_RETURN(auto d, domain_from_row(stmt));
+        out.push_back(std::move(d));
+    }
+}
+
+Result<std::int64_t> Store::add_domain(const DomainConfig& raw, const std::optional<GenerationInput>& first)
+{
+    ASSIGN_OR_RETURN(DomainConfig config, normalize_config(raw));
+    ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
+    ASSIGN_OR_RETURN(std::int64_t id, insert_domain(config, first));
+    TRY(txn.commit());
+    return id;
+}
+
+Result<std::int64_t> Store::insert_domain(const DomainConfig& config, const std::optional<GenerationInput>& first)
+{
+    if (read_domain(config.name).ok()) {
+        return Status::Conflict("domain " + config.name + " already exists");
+    }
+    std::optional<std::int64_t> issuer_id;
+    if (config.issuer) {
+        ASSIGN_OR_RETURN(Issuer issuer, get_issuer(*config.issuer));
+        issuer_id = issuer.id;
+    }
+    {
+        ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
+            "INSERT INTO domains (name, issuer_id, dns_names, ip_addresses, key_type, reuse_key, renew_before_ms,"
+            " owner_uid, group_gid, mode, bundle, deploy_hooks, state, last_error, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'monitoring', '', ?)"));
+        std::optional<std::int64_t> renew_before_ms;
+        if (config.renew_before) {
+            renew_before_ms = config.renew_before->count();
+        }
+        TRY(stmt.bind_all(config.name, issuer_id, join_lines(config.dns_names), join_lines(config.ip_addresses),
+                          pki::key_type_name(config.key_type), config.reuse_key, renew_before_ms, config.owner_uid,
+                          config.group_gid, config.mode, config.bundle, join_lines(config.deploy_hooks),
+                          to_ms(m_clock->now()))
+                .run());
+    }
+    TRY(log_event(config.name, "add", config.issuer ? "issuer " + *config.issuer : "no issuer"));
+    ASSIGN_OR_RETURN(Domain domain, read_domain(config.name));
+    if (first) {
+        ASSIGN_OR_RETURN(std::int64_t gen, insert_generation(domain, *first));
+        TRY(make_current(domain, gen));
+    }
+    return domain.id;
+}
+
+Status Store::remove_domain(std::string_view name)
+{
+    ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
+    ASSIGN_OR_RETURN(Domain domain, read_domain(name));
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare("DELETE FROM domains WHERE id = ?"));
+    TRY(stmt.bind_all(domain.id).run());
+    TRY(log_event(name, "remove", gen_text(domain.current_gen) + " was current"));
+    return txn.commit();
+}
+
+// ---- generations ---------------------------------------------------------------------------
+
+Result<Generation> Store::read_generation(std::string_view name, std::int64_t gen)
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(CERTFS_GENERATION_SELECT " WHERE d.name = ? AND g.gen = ?"));
+    ASSIGN_OR_RETURN(bool row, stmt.bind_all(name, gen).step());
+    if (!row) {
+        return Status::NotFound("domain " + std::string(name) + " has no generation " + std::to_string(gen));
+    }
+    return generation_from_row(stmt);
+}
+
+Result<Generation> Store::get_generation(std::string_view name, std::int64_t gen)
+{
+    TRY(read_domain(name));
+    return read_generation(name, gen);
+}
+
+Result<Generation> Store::current_generation(std::string_view name)
+{
+    ASSIGN_OR_RETURN(auto txn, ReadTxn::begin(*m_db));
+    ASSIGN_OR_RETURN(Domain domain, read_domain(name));
+    if (!domain.current_gen) {
+        return Status::NotFound("domain " + std::string(name) + " has no certificate yet");
+    }
+    return read_generation(name, *domain.current_gen);
+}
+
+Result<std::vector<Generation>> Store::history(std::string_view name)
+{
+    ASSIGN_OR_RETURN(auto txn, ReadTxn::begin(*m_db));
+    TRY(read_domain(name));
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(CERTFS_GENERATION_SELECT " WHERE d.name = ? ORDER BY g.gen"));
+    stmt.bind_all(name);
+    std::vector<Generation> out;
+    for (;;) {
+        ASSIGN_OR_RETURN(bool row, stmt.step());
+        if (!row) {
+            return out;
+        }
+        ASSIGN_OR_RETURN(auto g, generation_from_row(stmt));
+        out.push_back(std::move(g));
+    }
+}
+
+bool Store::serial_exists(std::string_view issuer_dn, std::string_view serial_hex)
+{
+    auto stmt = m_db->prepare("SELECT 1 FROM generations WHERE issuer_dn = ? AND serial = ?");
+    if (!stmt.ok()) {
+        return false;
+    }
+    auto row = stmt->bind_all(issuer_dn, serial_hex).step();
+    return row.ok() && *row;
+}
+
+Result<std::int64_t> Store::insert_generation(const Domain& domain, const GenerationInput& input)
+{
+    ASSIGN_OR_RETURN(ValidGeneration valid, validate_generation(input, names_of(domain), m_clock->now()));
+    {
+        ASSIGN_OR_RETURN(auto dup, m_db->prepare(
+            "SELECT d.name, g.gen FROM generations g JOIN domains d ON d.id = g.domain_id"
+            " WHERE g.issuer_dn = ? AND g.serial = ?"));
+        ASSIGN_OR_RETURN(bool found, dup.bind_all(valid.leaf.issuer, valid.leaf.serial_hex).step());
+        if (found) {
+            return Status::Conflict("duplicate serial: " + valid.leaf.issuer + " already issued serial " +
+                                    valid.leaf.serial_hex + " (generation " + std::to_string(dup.int64(1)) +
+                                    " of " + dup.text(0) + ")");
+        }
+    }
+    std::int64_t gen = 1;
+    {
+        ASSIGN_OR_RETURN(auto last, m_db->prepare("SELECT last_gen FROM generation_numbers WHERE name = ?"));
+        ASSIGN_OR_RETURN(bool found, last.bind_all(domain.name).step());
+        if (found) {
+            gen = last.int64(0) + 1;
+        }
+    }
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
+        "INSERT INTO generations (domain_id, gen, key_pem, cert_pem, chain_pem, issuer_dn, serial,"
+        " not_before, not_after, created_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+    TRY(stmt.bind_all(domain.id, gen, valid.key_pem, valid.cert_pem, valid.chain_pem, valid.leaf.issuer,
+                      valid.leaf.serial_hex, to_ms(valid.leaf.not_before), to_ms(valid.leaf.not_after),
+                      to_ms(m_clock->now()), reason_name(input.reason))
+            .run());
+    TRY(log_event(domain.name, reason_name(input.reason),
+                  "generation " + std::to_string(gen) + ", serial " + valid.leaf.serial_hex + ", expires " +
+                      format_rfc3339(valid.leaf.not_after)));
+    return gen;
+}
+
+Status Store::make_current(const Domain& domain, std::int64_t gen)
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
+        "UPDATE domains SET current_gen = ?, state = 'monitoring', last_error = '', next_attempt = NULL,"
+        " failures = 0 WHERE id = ?"));
+    return stmt.bind_all(gen, domain.id).run();
+}
+
+Result<std::vector<std::int64_t>> Store::commit(const std::vector<CommitRequest>& requests)
+{
+    ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
+    std::vector<std::int64_t> gens;
+    for (const auto& req : requests) {
+        ASSIGN_OR_RETURN(Domain domain, read_domain(req.domain));
+        if (domain.current_gen != req.expected_gen) {
+            return Status::Conflict("domain " + req.domain + ": " + gen_text(domain.current_gen) +
+                                    " is current, not " + gen_text(req.expected_gen) +
+                                    " (another writer committed first)");
+        }
+        auto gen = insert_generation(domain, req.input);
+        if (!gen.ok()) {
+            return gen.status().with_context("domain " + req.domain);
+        }
+        TRY(make_current(domain, *gen));
+        gens.push_back(*gen);
+    }
+    TRY(txn.commit());
+    return gens;
+}
+
+Result<std::int64_t> Store::commit_one(const CommitRequest& request)
+{
+    ASSIGN_OR_RETURN(auto gens, commit({request}));
+    return gens.front();
+}
+
+Result<std::int64_t> Store::import_generation(std::string_view name, GenerationInput input)
+{
+    TRY(check_domain_name(name));
+    input.reason = Reason::imported;
+    ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
+    auto existing = read_domain(name);
+    if (existing.ok()) {
+        ASSIGN_OR_RETURN(std::int64_t gen, insert_generation(*existing, input));
+        TRY(make_current(*existing, gen));
+        TRY(txn.commit());
+        return gen;
+    }
+    if (existing.status().code() != Code::not_found) {
+        return existing.status();
+    }
+    // A new domain certifies what the certificate names.
+    ASSIGN_OR_RETURN(ValidGeneration valid, validate_generation(input, {}, m_clock->now()));
+    DomainConfig config;
+    config.name = std::string(name);
+    config.dns_names = valid.leaf.dns_names;
+    config.ip_addresses = valid.leaf.ip_addresses;
+    ASSIGN_OR_RETURN(auto key, pki::parse_private_key(valid.key_pem));
+    auto key_type = pki::key_type_of(*key);
+    config.key_type = key_type.ok() ? *key_type : pki::k_default_key_type;
+    if (config.dns_names.empty() && config.ip_addresses.empty()) {
+        return Status::Invalid("the certificate has no subjectAltName: no name to serve it for");
+    }
+    ASSIGN_OR_RETURN(config, normalize_config(std::move(config)));
+    TRY(insert_domain(config, input));
+    ASSIGN_OR_RETURN(Domain added, read_domain(name));
+    TRY(txn.commit());
+    return added.current_gen.value_or(0);
+}
+
+Result<std::int64_t> Store::rollback(std::string_view name, std::optional<std::int64_t> to)
+{
+    ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
+    ASSIGN_OR_RETURN(Domain domain, read_domain(name));
+    if (!domain.current_gen) {
+        return Status::NotFound("domain " + std::string(name) + " has no certificate to roll back");
+    }
+    std::int64_t target = 0;
+    if (to) {
+        target = *to;
+    } else {
+        ASSIGN_OR_RETURN(auto prev, m_db->prepare("SELECT MAX(gen) FROM generations WHERE domain_id = ? AND gen < ?"));
+        TRY(prev.bind_all(domain.id, *domain.current_gen).step());
+        if (prev.is_null(0)) {
+            return Status::NotFound("domain " + std::string(name) + " has no generation older than " +
+                                    std::to_string(*domain.current_gen));
+        }
+        target = prev.int64(0);
+    }
+    if (target == *domain.current_gen) {
+        return Status::Invalid("generation " + std::to_string(target) + " of " + std::string(name) +
+                               " is already current");
+    }
+    ASSIGN_OR_RETURN(Generation old, read_generation(name, target));
+    auto valid = validate_generation({old.key_pem, old.cert_pem, old.chain_pem, old.reason}, names_of(domain),
+                                     m_clock->now());
+    if (!valid.ok()) {
+        return valid.status().with_context("generation " + std::to_string(target) + " cannot become current");
+    }
+    TRY(make_current(domain, target));
+    TRY(log_event(name, "rollback",
+                  "generation " + std::to_string(*domain.current_gen) + " -> " + std::to_string(target)));
+    TRY(txn.commit());
+    return target;
+}
+
+Status Store::set_state(std::string_view name, DomainState state, std::string_view last_error,
+                        std::optional<TimePoint> next_attempt, bool count_failure)
+{
+    ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
+        "UPDATE domains SET state = ?, last_error = ?, next_attempt = ?,"
+        " failures = CASE WHEN ? THEN failures + 1 ELSE failures END WHERE name = ?"));
+    TRY(stmt.bind_all(state_name(state), last_error, opt_ms(next_attempt), count_failure, name).run());
+    if (m_db->changes() == 0) {
+        return Status::NotFound("no domain named " + std::string(name));
+    }
+    if (!last_error.empty()) {
+        TRY(log_event(name, "error", last_error));
+    }
+    return txn.commit();
+}
+
+// ---- leases --------------------------------------------------------------------------------
+
+Status Store::acquire_lease(std::string_view scope, std::string_view owner, Duration ttl)
+{
+    ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
+    auto now = m_clock->now();
+    {
+        ASSIGN_OR_RETURN(auto held, m_db->prepare("SELECT owner, expires_at FROM leases WHERE scope = ?"));
+        ASSIGN_OR_RETURN(bool found, held.bind_all(scope).step());
+        if (found && held.text(0) != owner && from_ms(held.int64(1)) > now) {
+            return Status::Conflict("renewal already in progress (" + std::string(scope) + " is held by " +
+                                    held.text(0) + " until " + format_rfc3339(from_ms(held.int64(1))) + ")");
+        }
+    }
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
+        "INSERT INTO leases (scope, owner, acquired_at, expires_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (scope) DO UPDATE SET owner = excluded.owner, acquired_at = excluded.acquired_at,"
+        " expires_at = excluded.expires_at"));
+    TRY(stmt.bind_all(scope, owner, to_ms(now), to_ms(now + ttl)).run());
+    return txn.commit();
+}
+
+Status Store::release_lease(std::string_view scope, std::string_view owner)
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare("DELETE FROM leases WHERE scope = ? AND owner = ?"));
+    return stmt.bind_all(scope, owner).run();
+}
+
+Result<std::vector<Lease>> Store::leases()
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare("SELECT scope, owner, acquired_at, expires_at FROM leases ORDER BY scope"));
+    std::vector<Lease> out;
+    for (;;) {
+        ASSIGN_OR_RETURN(bool row, stmt.step());
+        if (!row) {
+            return out;
+        }
+        out.push_back({stmt.text(0), stmt.text(1), from_ms(stmt.int64(2)), from_ms(stmt.int64(3))});
+    }
+}
+
+// ---- events and checks ---------------------------------------------------------------------
+
+Result<std::vector<Event>> Store::events(std::optional<std::string_view> domain, int limit)
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
+        "SELECT id, at, actor, domain, action, detail FROM"
+        " (SELECT * FROM events WHERE ?1 IS NULL OR domain = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id"));
+    stmt.bind(1, domain ? std::optional<std::string>(std::string(*domain)) : std::nullopt).bind(2, limit);
+    std::vector<Event> out;
+    for (;;) {
+        ASSIGN_OR_RETURN(bool row, stmt.step());
+        if (!row) {
+            return out;
+        }
+        out.push_back({stmt.int64(0), from_ms(stmt.int64(1)), stmt.text(2), stmt.text(3), stmt.text(4), stmt.text(5)});
+    }
+}
+
+Result<std::vector<std::string>> Store::integrity_problems()
+{
+    std::vector<std::string> out;
+    {
+        ASSIGN_OR_RETURN(auto stmt, m_db->prepare("PRAGMA integrity_check"));
+        for (;;) {
+            ASSIGN_OR_RETURN(bool row, stmt.step());
+            if (!row) {
+                break;
+            }
+            if (stmt.text(0) != "ok") {
+                out.push_back("integrity: " + stmt.text(0));
+            }
+        }
+    }
+    ASSIGN_OR_RETURN(auto fk, m_db->prepare("PRAGMA foreign_key_check"));
+    for (;;) {
+        ASSIGN_OR_RETURN(bool row, fk.step());
+        if (!row) {
+            break;
+        }
+        out.push_back("integrity: table " + fk.text(0) + " row " + fk.text(1) + " refers to a missing " + fk.text(2));
+    }
+    return out;
+}
+
+Result<std::vector<std::string>> Store::duplicate_serials()
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
+        "SELECT issuer_dn, serial, COUNT(*) FROM generations GROUP BY issuer_dn, serial HAVING COUNT(*) > 1"));
+    std::vector<std::string> out;
+    for (;;) {
+        ASSIGN_OR_RETURN(bool row, stmt.step());
+        if (!row) {
+            return out;
+        }
+        out.push_back(stmt.text(0) + " serial " + stmt.text(1) + " used " + stmt.text(2) + " times");
+    }
+}
+
+} // namespace certfs::store

@@ -1,0 +1,132 @@
+// The store: one SQLite file holding issuers, domains, their generations, leases and the
+// event log. Every write and every invariant of the design goes through this class:
+//
+//   - a generation is immutable once committed (the schema refuses UPDATE);
+//   - it becomes current only after validate_generation() passed;
+//   - switching a domain's current generation is one write transaction, conditional on the
+//     generation the writer started from (a stale writer gets Code::conflict);
+//   - a bundle's members switch in one transaction, all or none;
+//   - (issuer, serial) is unique across the store;
+//   - generation numbers of a name only grow, even across remove and re-add.
+//
+// Thread-safety: a Store is one SQLite connection; use it from one thread at a time. Several
+// Stores (threads, processes) may share a file: writers queue on SQLite's lock (busy timeout)
+// and the compare-and-swap rules above keep them from overwriting each other.
+// Errors: every failure is a Status and leaves the store as it was.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/clock.hpp"
+#include "store/model.hpp"
+#include "store/sqlite.hpp"
+
+namespace certfs::store {
+
+inline constexpr const char* k_default_db_path = "/var/lib/certfs/certfs.db";
+inline constexpr int k_schema_version = 1;
+
+struct OpenOptions {
+    bool create = false;      // create the file (and run migrations) if missing
+    std::string actor;        // who acts, for the event log ("certfsctl uid=0")
+    const Clock* clock = nullptr; // defaults to the system clock
+};
+
+// One member of a commit: the domain, the generation the writer started from (none when the
+// domain had no generation yet), and the new generation.
+struct CommitRequest {
+    std::string domain;
+    std::optional<std::int64_t> expected_gen;
+    GenerationInput input;
+};
+
+class Store {
+public:
+    static Result<std::unique_ptr<Store>> open(const std::string& path, OpenOptions options);
+
+    const std::string& path() const { return m_path; }
+    const Clock& clock() const { return *m_clock; }
+
+    // Issuers.
+    Status add_issuer(const NewIssuer& issuer);
+    Result<std::vector<Issuer>> list_issuers();
+    Result<Issuer> get_issuer(std::string_view name);
+    // The issuer's secret (e.g. the local CA key). Only issuers call this.
+    Result<std::string> issuer_secret(std::string_view name);
+    // Conflict while a domain uses it.
+    Status remove_issuer(std::string_view name);
+
+    // Domains. add_domain validates the configuration; with `first` it also commits the first
+    // generation in the same transaction, so a failed issuance leaves no half-added domain.
+    Result<std::int64_t> add_domain(const DomainConfig& config, const std::optional<GenerationInput>& first);
+    Result<Domain> get_domain(std::string_view name);
+    Result<std::vector<Domain>> list_domains();
+    Result<std::vector<Domain>> bundle_members(std::string_view bundle);
+    // Removes the domain and its generations (the admin's explicit prune). Its generation
+    // numbers stay used.
+    Status remove_domain(std::string_view name);
+
+    // Generations.
+    Result<Generation> get_generation(std::string_view name, std::int64_t gen);
+    Result<Generation> current_generation(std::string_view name);
+    Result<std::vector<Generation>> history(std::string_view name); // oldest first
+    bool serial_exists(std::string_view issuer_dn, std::string_view serial_hex);
+
+    // Validates and commits new generations for one domain or a whole bundle in one write
+    // transaction: all become current, or none does. Returns the new generation numbers in
+    // request order. Conflict when a domain's current generation is no longer the expected
+    // one or a serial is already used by its issuer; Invalid when validation fails.
+    Result<std::vector<std::int64_t>> commit(const std::vector<CommitRequest>& requests);
+    Result<std::int64_t> commit_one(const CommitRequest& request);
+
+    // Imports a certificate and key as a new generation of `name` (reason imported). An
+    // existing domain must be covered by it and switches conditionally on its current
+    // generation; a missing one is created, without an issuer, for the leaf's SANs.
+    Result<std::int64_t> import_generation(std::string_view name, GenerationInput input);
+
+    // Makes an older generation current again (default: the newest one older than the
+    // current). The target must still validate. Returns the new current generation.
+    Result<std::int64_t> rollback(std::string_view name, std::optional<std::int64_t> to);
+
+    // Renewal state shown by `certfsctl list`.
+    Status set_state(std::string_view name, DomainState state, std::string_view last_error,
+                     std::optional<TimePoint> next_attempt, bool count_failure);
+
+    // Leases: at most one live lease per scope. Conflict (naming the holder) while another
+    // owner's lease is live; an expired lease is taken over.
+    Status acquire_lease(std::string_view scope, std::string_view owner, Duration ttl);
+    Status release_lease(std::string_view scope, std::string_view owner);
+    Result<std::vector<Lease>> leases();
+
+    Result<std::vector<Event>> events(std::optional<std::string_view> domain, int limit);
+
+    // PRAGMA integrity_check and foreign_key_check: one line per problem, empty when sound.
+    Result<std::vector<std::string>> integrity_problems();
+    // (issuer, serial) pairs used more than once, as "issuer serial".
+    Result<std::vector<std::string>> duplicate_serials();
+
+    // The raw connection, for tests that try to break invariants with plain SQL.
+    Db& db_for_testing() { return *m_db; }
+
+private:
+    Store(std::string path, std::unique_ptr<Db> db, std::string actor, const Clock* clock);
+
+    Status migrate();
+    Status log_event(std::string_view domain, std::string_view action, std::string_view detail);
+    Result<Domain> read_domain(std::string_view name);
+    // Inserts a normalised domain (and its first generation); the caller holds a WriteTxn.
+    Result<std::int64_t> insert_domain(const DomainConfig& config, const std::optional<GenerationInput>& first);
+    Result<std::int64_t> insert_generation(const Domain& domain, const GenerationInput& input);
+    Status make_current(const Domain& domain, std::int64_t gen);
+    Result<Generation> read_generation(std::string_view name, std::int64_t gen);
+
+    std::string m_path;
+    std::unique_ptr<Db> m_db;
+    std::string m_actor;
+    const Clock* m_clock;
+};
+
+} // namespace certfs::store

@@ -1,0 +1,228 @@
+#include "store/validate.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <string>
+
+namespace certfs::store {
+
+namespace {
+
+bool is_label_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+}
+
+std::string lower(std::string_view s)
+{
+    std::string out(s);
+    std::transform(out.begin(), out.end(), out.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return out;
+}
+
+} // namespace
+
+Status check_domain_name(std::string_view name)
+{
+    auto bad = [&](std::string_view why) {
+        return Status::Invalid("invalid domain name '" + std::string(name) + "': " + std::string(why));
+    };
+    if (name.empty()) {
+        return bad("empty");
+    }
+    if (name.size() > 253) {
+        return bad("longer than 253 characters");
+    }
+    for (char c : name) {
+        if (!is_label_char(c) && c != '.') {
+            return bad("only lower-case letters, digits, '.' and '-' are allowed");
+        }
+    }
+    if (name.front() == '.') {
+        return bad("starts with '.'");
+    }
+    if (name.front() == '-') {
+        return bad("starts with '-'");
+    }
+    if (name.find("..") != std::string_view::npos) {
+        return bad("contains '..'");
+    }
+    return Status::Ok();
+}
+
+Result<std::string> normalize_dns_name(std::string_view text)
+{
+    std::string name = lower(text);
+    auto bad = [&](std::string_view why) {
+        return Status::Invalid("invalid DNS name '" + std::string(text) + "': " + std::string(why));
+    };
+    if (name.empty()) {
+        return bad("empty");
+    }
+    if (name.size() > 253) {
+        return bad("longer than 253 characters");
+    }
+    std::string_view rest = name;
+    if (rest.starts_with("*.")) {
+        rest.remove_prefix(2);
+    }
+    if (rest.ends_with('.')) {
+        return bad("ends with '.'");
+    }
+    std::size_t start = 0;
+    while (start <= rest.size()) {
+        std::size_t dot = rest.find('.', start);
+        std::string_view label = rest.substr(start, dot == std::string_view::npos ? rest.npos : dot - start);
+        if (label.empty()) {
+            return bad("empty label");
+        }
+        if (label.size() > 63) {
+            return bad("label longer than 63 characters");
+        }
+        if (!std::all_of(label.begin(), label.end(), is_label_char)) {
+            return bad(label.find('*') != std::string_view::npos
+                           ? "a wildcard is only allowed as the whole first label ('*.example.com')"
+                           : "labels hold only letters, digits and '-'");
+        }
+        if (label.front() == '-' || label.back() == '-') {
+            return bad("a label starts or ends with '-'");
+        }
+        if (dot == std::string_view::npos) {
+            break;
+        }
+        start = dot + 1;
+    }
+    return name;
+}
+
+bool san_covers(std::string_view san, std::string_view name)
+{
+    if (san == name) {
+        return true;
+    }
+    if (!san.starts_with("*.") || name.starts_with("*.")) {
+        return false;
+    }
+    std::size_t dot = name.find('.');
+    return dot != std::string_view::npos && dot > 0 && name.substr(dot) == san.substr(1);
+}
+
+Result<ValidGeneration> validate_generation(const GenerationInput& input, const pki::Names& required,
+                                            TimePoint now)
+{
+    auto failed = [](std::string_view check, const Status& s) {
+        return Status::Invalid("validation failed (" + std::string(check) + "): " + s.message());
+    };
+    auto key = pki::parse_private_key(input.key_pem);
+    if (!key.ok()) {
+        return failed("privkey", key.status());
+    }
+    auto certs = pki::parse_certs(input.cert_pem);
+    if (!certs.ok()) {
+        return failed("cert", certs.status());
+    }
+    std::vector<Cert> chain;
+    for (std::size_t i = 1; i < certs->size(); ++i) {
+        chain.push_back(std::move((*certs)[i]));
+    }
+    if (input.chain_pem.find_first_not_of(" \t\r\n") != std::string::npos) {
+        auto more = pki::parse_certs(input.chain_pem);
+        if (!more.ok()) {
+            return failed("chain", more.status());
+        }
+        for (auto& c : *more) {
+            chain.push_back(std::move(c));
+        }
+    }
+    const X509& leaf = *(*certs)[0];
+    auto info = pki::cert_info(leaf);
+    if (!info.ok()) {
+        return failed("cert", info.status());
+    }
+    if (!pki::key_matches(leaf, **key)) {
+        return Status::Invalid("validation failed (key match): the private key does not match the "
+                               "certificate's public key");
+    }
+    if (Status s = pki::verify_chain(leaf, chain); !s.ok()) {
+        return failed("chain", s);
+    }
+    if (now < info->not_before) {
+        return Status::Invalid("validation failed (validity): the certificate is not valid before " +
+                               format_rfc3339(info->not_before));
+    }
+    if (now >= info->not_after) {
+        return Status::Invalid("validation failed (validity): the certificate expired at " +
+                               format_rfc3339(info->not_after));
+    }
+    for (const auto& name : required.dns) {
+        bool covered = std::any_of(info->dns_names.begin(), info->dns_names.end(),
+                                   [&](const std::string& san) { return san_covers(san, name); });
+        if (!covered) {
+            return Status::Invalid("validation failed (names): the certificate does not cover DNS name " + name);
+        }
+    }
+    for (const auto& ip : required.ip) {
+        if (std::find(info->ip_addresses.begin(), info->ip_addresses.end(), ip) == info->ip_addresses.end()) {
+            return Status::Invalid("validation failed (names): the certificate does not cover IP address " + ip);
+        }
+    }
+    ASSIGN_OR_RETURN(std::string key_pem, pki::private_key_pem(**key));
+    return ValidGeneration{std::move(key_pem), pki::cert_pem(leaf), pki::certs_pem(chain), std::move(*info)};
+}
+
+namespace {
+
+// Bundle names share the rules of domain names: they appear in lease scopes and listings.
+Status check_bundle_name(std::string_view bundle)
+{
+    Status s = check_domain_name(bundle);
+    return s.ok() ? s : Status::Invalid("invalid bundle name '" + std::string(bundle) + "': " +
+                                        s.message().substr(s.message().find("': ") + 3));
+}
+
+} // namespace
+
+Result<DomainConfig> normalize_config(DomainConfig config)
+{
+    TRY(check_domain_name(config.name));
+    std::vector<std::string> dns;
+    for (const auto& name : config.dns_names) {
+        ASSIGN_OR_RETURN(std::string n, normalize_dns_name(name));
+        if (std::find(dns.begin(), dns.end(), n) == dns.end()) {
+            dns.push_back(std::move(n));
+        }
+    }
+    std::vector<std::string> ips;
+    for (const auto& ip : config.ip_addresses) {
+        ASSIGN_OR_RETURN(std::string canonical, pki::canonical_ip(ip));
+        if (std::find(ips.begin(), ips.end(), canonical) == ips.end()) {
+            ips.push_back(std::move(canonical));
+        }
+    }
+    if (dns.empty() && ips.empty()) {
+        return Status::Invalid("domain " + config.name + ": no DNS name or IP address to certify");
+    }
+    config.dns_names = std::move(dns);
+    config.ip_addresses = std::move(ips);
+    if (config.mode > 0777) {
+        return Status::Invalid("invalid mode 0" + std::to_string(config.mode) + ": only permission bits (0 to 0777) are allowed");
+    }
+    if (config.renew_before && config.renew_before->count() <= 0) {
+        return Status::Invalid("renew-before must be greater than zero");
+    }
+    if (config.bundle) {
+        TRY(check_bundle_name(*config.bundle));
+    }
+    for (const auto& hook : config.deploy_hooks) {
+        if (hook.find_first_not_of(" \t") == std::string::npos) {
+            return Status::Invalid("a deploy hook command is empty");
+        }
+        if (hook.find_first_of("\n\r") != std::string::npos) {
+            return Status::Invalid("a deploy hook command must be one line");
+        }
+    }
+    return config;
+}
+
+} // namespace certfs::store

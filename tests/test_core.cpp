@@ -1,0 +1,72 @@
+#include <catch2/catch.hpp>
+
+#include "core/clock.hpp"
+#include "core/status.hpp"
+
+using namespace certfs;
+using namespace std::chrono_literals;
+
+TEST_CASE("durations parse in every unit the admin writes")
+{
+    CHECK(parse_duration("90d").value() == 90 * 24h);
+    CHECK(parse_duration("12h").value() == 12h);
+    CHECK(parse_duration("30m").value() == 30min);
+    CHECK(parse_duration("45s").value() == 45s);
+    CHECK(parse_duration("500ms").value() == 500ms);
+    CHECK(parse_duration("10y").value() == 3650 * 24h);
+    CHECK(parse_duration("1h30m").value() == 90min);
+}
+
+TEST_CASE("bad durations are refused with the reason")
+{
+    auto check = [](std::string_view text, std::string_view why) {
+        auto r = parse_duration(text);
+        REQUIRE_FALSE(r.ok());
+        CHECK(r.status().code() == Code::invalid);
+        CHECK_THAT(r.status().message(), Catch::Contains(std::string(why)));
+    };
+    check("", "empty");
+    check("90", "missing unit");
+    check("90x", "unknown unit");
+    check("d", "expected a number");
+    check("-5d", "expected a number");
+    check("0d", "greater than zero");
+    check("99999999999999999y", "too large");
+}
+
+TEST_CASE("durations format back to a form that parses to the same value")
+{
+    for (auto text : {"90d", "1h30m", "500ms", "10y", "1d1s"}) {
+        CHECK(format_duration(parse_duration(text).value()) == text);
+    }
+}
+
+TEST_CASE("times print as RFC 3339 UTC")
+{
+    CHECK(format_rfc3339(from_unix(0)) == "1970-01-01T00:00:00Z");
+    CHECK(format_rfc3339(from_unix(1795467600)) == "2026-11-23T21:00:00Z");
+}
+
+TEST_CASE("TRY and ASSIGN_OR_RETURN pass errors up and values through")
+{
+    auto half = [](int x) -> Result<int> {
+        if (x % 2 != 0) {
+            return Status::Invalid("odd");
+        }
+        return x / 2;
+    };
+    auto quarter = [&](int x) -> Result<int> {
+        ASSIGN_OR_RETURN(int h, half(x));
+        ASSIGN_OR_RETURN(int q, half(h));
+        return q;
+    };
+    CHECK(quarter(8).value() == 2);
+    CHECK(quarter(6).status().message() == "odd");
+    auto checked = [&](int x) -> Status {
+        TRY(half(x));
+        return Status::Ok();
+    };
+    CHECK(checked(2).ok());
+    CHECK(checked(3).code() == Code::invalid);
+    CHECK(Status::NotFound("x").with_context("domain a").message() == "domain a: x");
+}

@@ -1,0 +1,139 @@
+#include "tools/certfsctl/output.hpp"
+
+#include <grp.h>
+#include <pwd.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "core/pki.hpp"
+#include "renew/renewer.hpp"
+
+namespace certfs::ctl {
+
+void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows)
+{
+    std::vector<std::size_t> width(header.size());
+    for (std::size_t c = 0; c < header.size(); ++c) {
+        width[c] = header[c].size();
+        for (const auto& row : rows) {
+            width[c] = std::max(width[c], row[c].size());
+        }
+    }
+    auto print_row = [&](const std::vector<std::string>& row) {
+        std::string line;
+        for (std::size_t c = 0; c < row.size(); ++c) {
+            line += row[c];
+            if (c + 1 < row.size()) {
+                line += std::string(width[c] - row[c].size() + 2, ' ');
+            }
+        }
+        std::cout << line << '\n';
+    };
+    print_row(header);
+    for (const auto& row : rows) {
+        print_row(row);
+    }
+}
+
+std::string time_or_dash(const std::optional<TimePoint>& t)
+{
+    return t ? format_rfc3339(*t) : "-";
+}
+
+nlohmann::json time_or_null(const std::optional<TimePoint>& t)
+{
+    return t ? nlohmann::json(format_rfc3339(*t)) : nlohmann::json(nullptr);
+}
+
+std::string user_name(std::uint32_t uid)
+{
+    passwd pw{};
+    passwd* found = nullptr;
+    char buf[4096];
+    if (getpwuid_r(uid, &pw, buf, sizeof buf, &found) == 0 && found != nullptr) {
+        return found->pw_name;
+    }
+    return std::to_string(uid);
+}
+
+std::string group_name(std::uint32_t gid)
+{
+    group gr{};
+    group* found = nullptr;
+    char buf[4096];
+    if (getgrgid_r(gid, &gr, buf, sizeof buf, &found) == 0 && found != nullptr) {
+        return found->gr_name;
+    }
+    return std::to_string(gid);
+}
+
+std::string mode_text(std::uint32_t mode)
+{
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "%04o", mode);
+    return buf;
+}
+
+nlohmann::json domain_json(const store::Domain& d)
+{
+    nlohmann::json sans = d.dns_names;
+    for (const auto& ip : d.ip_addresses) {
+        sans.push_back(ip);
+    }
+    return {
+        {"name", d.name},
+        {"generation", d.current_gen ? nlohmann::json(*d.current_gen) : nlohmann::json(nullptr)},
+        {"state", store::state_name(d.state)},
+        {"not_after", time_or_null(d.current_not_after)},
+        {"renew_at", time_or_null(renew::renew_at(d))},
+        {"issuer", d.issuer ? nlohmann::json(*d.issuer) : nlohmann::json(nullptr)},
+        {"sans", sans},
+        {"dns_names", d.dns_names},
+        {"ip_addresses", d.ip_addresses},
+        {"last_error", d.last_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(d.last_error)},
+        {"next_attempt", time_or_null(d.next_attempt)},
+        {"key_type", pki::key_type_name(d.key_type)},
+        {"reuse_key", d.reuse_key},
+        {"renew_before", d.renew_before ? nlohmann::json(format_duration(*d.renew_before)) : nlohmann::json(nullptr)},
+        {"owner", user_name(d.owner_uid)},
+        {"group", group_name(d.group_gid)},
+        {"mode", mode_text(d.mode)},
+        {"bundle", d.bundle ? nlohmann::json(*d.bundle) : nlohmann::json(nullptr)},
+        {"deploy_hooks", d.deploy_hooks},
+    };
+}
+
+nlohmann::json generation_json(const store::Generation& g)
+{
+    return {
+        {"generation", g.gen},
+        {"serial", g.serial_hex},
+        {"issuer", g.issuer_dn},
+        {"not_before", format_rfc3339(g.not_before)},
+        {"not_after", format_rfc3339(g.not_after)},
+        {"created_at", format_rfc3339(g.created_at)},
+        {"reason", store::reason_name(g.reason)},
+        {"current", g.current},
+    };
+}
+
+nlohmann::json issuer_json(const store::Issuer& i)
+{
+    nlohmann::json j = {
+        {"name", i.name},
+        {"kind", i.kind},
+        {"domains", i.domains},
+        {"created_at", format_rfc3339(i.created_at)},
+        {"settings", nlohmann::json::parse(i.config_json, nullptr, false)},
+    };
+    if (auto cert = pki::parse_cert(i.cert_pem); cert.ok()) {
+        if (auto info = pki::cert_info(**cert); info.ok()) {
+            j["subject"] = info->subject;
+            j["not_after"] = format_rfc3339(info->not_after);
+        }
+    }
+    return j;
+}
+
+} // namespace certfs::ctl

@@ -1,0 +1,29 @@
+// certfsctl's output: aligned tables for people, stable JSON for machines.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/clock.hpp"
+#include "store/model.hpp"
+
+namespace certfs::ctl {
+
+// Prints rows under a header, columns separated by two spaces and padded to the widest cell.
+void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);
+
+std::string time_or_dash(const std::optional<TimePoint>& t);
+nlohmann::json time_or_null(const std::optional<TimePoint>& t);
+std::string user_name(std::uint32_t uid);
+std::string group_name(std::uint32_t gid);
+std::string mode_text(std::uint32_t mode); // "0600"
+
+// The JSON forms. Their keys are part of certfsctl's interface: only ever add keys.
+nlohmann::json domain_json(const store::Domain& d);
+nlohmann::json generation_json(const store::Generation& g);
+nlohmann::json issuer_json(const store::Issuer& i);
+
+} // namespace certfs::ctl
