@@ -77,6 +77,9 @@ Result<Duration> parse_duration(std::string_view text)
     std::string_view rest = text;
     while (!rest.empty()) {
         std::int64_t number = 0;
+        if (rest.front() < '0' || rest.front() > '9') {
+            return bad("expected a number");
+        }
         auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), number);
         if (ec != std::errc() || end == rest.data()) {
             return bad("expected a number");
