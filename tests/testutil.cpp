@@ -138,4 +138,33 @@ RunResult run(const std::vector<std::string>& argv, const std::vector<std::strin
     return result;
 }
 
+TestCa::TestCa(const std::string& subject, TimePoint now)
+{
+    key = pki::generate_key(pki::KeyType::ec_p256).value();
+    pki::CaParams params{subject, now - std::chrono::hours(24), now + std::chrono::days(3650),
+                         pki::random_serial_hex().value()};
+    cert = pki::make_ca_cert(*key, params).value();
+    cert_pem = pki::cert_pem(*cert);
+}
+
+TestLeaf make_leaf(const TestCa& ca, const pki::Names& names, TimePoint not_before, TimePoint not_after,
+                   const std::string& serial_hex, const EVP_PKEY* key)
+{
+    PKey fresh;
+    if (key == nullptr) {
+        fresh = pki::generate_key(pki::KeyType::ec_p256).value();
+        key = fresh.get();
+    }
+    std::string serial = serial_hex.empty() ? pki::random_serial_hex().value() : serial_hex;
+    pki::LeafParams params{names, not_before, not_after, serial};
+    Cert leaf = pki::sign_leaf(*key, *ca.cert, *ca.key, params).value();
+    return {pki::private_key_pem(*key).value(), pki::cert_pem(*leaf), serial};
+}
+
+TestLeaf make_leaf(const TestCa& ca, const pki::Names& names)
+{
+    auto now = std::chrono::system_clock::now();
+    return make_leaf(ca, names, now - std::chrono::hours(1), now + std::chrono::days(90));
+}
+
 } // namespace certfs::test

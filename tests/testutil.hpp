@@ -6,6 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "core/clock.hpp"
+#include "core/pki.hpp"
+
 namespace certfs::test {
 
 // A fresh directory under $TMPDIR, removed with everything in it on destruction.
@@ -36,5 +39,26 @@ struct RunResult {
 // environment entries ("KEY=VALUE") added, and waits at most timeout_s seconds.
 RunResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env = {},
               int timeout_s = 60);
+
+// A CA made with the pki wrappers, for tests that need certificates without the renew/ layer.
+struct TestCa {
+    explicit TestCa(const std::string& subject = "/CN=certfs test CA", TimePoint now = std::chrono::system_clock::now());
+
+    PKey key;
+    Cert cert;
+    std::string cert_pem;
+};
+
+// A leaf for `names` signed by ca, valid [not_before, not_after). With no key given a fresh
+// P-256 key is made; key_pem returns it (PKCS#8).
+struct TestLeaf {
+    std::string key_pem;
+    std::string cert_pem;
+    std::string serial_hex;
+};
+TestLeaf make_leaf(const TestCa& ca, const pki::Names& names, TimePoint not_before, TimePoint not_after,
+                   const std::string& serial_hex = "", const EVP_PKEY* key = nullptr);
+// The same, valid from an hour ago for 90 days.
+TestLeaf make_leaf(const TestCa& ca, const pki::Names& names);
 
 } // namespace certfs::test

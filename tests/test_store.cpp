@@ -1,0 +1,567 @@
+// The store's invariants, each with a test that tries to break it.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+
+#include "store/store.hpp"
+#include "store/validate.hpp"
+#include "tests/testutil.hpp"
+
+using namespace certfs;
+using namespace certfs::store;
+using certfs::test::make_leaf;
+using certfs::test::TempDir;
+using certfs::test::TestCa;
+using Catch::Contains;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Fixture {
+    TempDir dir;
+    std::string path = (dir / "certfs.db").string();
+    FakeClock clock{std::chrono::system_clock::now()};
+    std::unique_ptr<Store> store = open_store();
+    TestCa ca;
+
+    std::unique_ptr<Store> open_store(bool create = true)
+    {
+        return Store::open(path, {.create = create, .actor = "test", .clock = &clock}).value();
+    }
+
+    DomainConfig config(const std::string& name, std::vector<std::string> dns = {}, std::vector<std::string> ip = {})
+    {
+        DomainConfig c;
+        c.name = name;
+        c.dns_names = dns.empty() && ip.empty() ? std::vector<std::string>{name} : dns;
+        c.ip_addresses = ip;
+        return c;
+    }
+
+    GenerationInput input(const test::TestLeaf& leaf, Reason reason = Reason::issued)
+    {
+        return {leaf.key_pem, leaf.cert_pem, ca.cert_pem, reason};
+    }
+
+    // Adds `name` with a first generation covering its names.
+    std::int64_t add(const std::string& name, std::vector<std::string> dns = {})
+    {
+        auto c = config(name, dns);
+        return store->add_domain(c, input(make_leaf(ca, {c.dns_names, {}}))).value();
+    }
+
+    std::int64_t renew(const std::string& name)
+    {
+        auto d = store->get_domain(name).value();
+        return store->commit_one({name, d.current_gen, input(make_leaf(ca, {d.dns_names, {}}), Reason::renewed)})
+            .value();
+    }
+
+    std::size_t generations(const std::string& name) { return store->history(name).value().size(); }
+    std::int64_t current(const std::string& name) { return store->get_domain(name).value().current_gen.value(); }
+};
+
+void require_error(const Status& s, Code code, const std::string& part)
+{
+    INFO(s.message());
+    REQUIRE(s.code() == code);
+    REQUIRE_THAT(s.message(), Contains(part));
+}
+
+template <typename T>
+void require_error(const Result<T>& r, Code code, const std::string& part)
+{
+    REQUIRE_FALSE(r.ok());
+    require_error(r.status(), code, part);
+}
+
+std::int64_t query_int(Store& store, const char* sql)
+{
+    auto stmt = store.db_for_testing().prepare(sql).value();
+    REQUIRE(stmt.step().value());
+    return stmt.int64(0);
+}
+
+} // namespace
+
+TEST_CASE("opening: a missing store is not created unless asked, and the schema is set up once")
+{
+    TempDir dir;
+    auto path = (dir / "certfs.db").string();
+    require_error(Store::open(path, {}), Code::not_found, "certfsctl init");
+    REQUIRE_FALSE(std::filesystem::exists(path));
+
+    auto store = Store::open(path, {.create = true, .actor = "", .clock = nullptr}).value();
+    CHECK(query_int(*store, "PRAGMA user_version") == k_schema_version);
+    CHECK(query_int(*store, "PRAGMA foreign_keys") == 1);
+    CHECK(query_int(*store, "PRAGMA synchronous") == 2); // FULL
+    CHECK(query_int(*store, "PRAGMA busy_timeout") > 0);
+    {
+        auto mode = store->db_for_testing().prepare("PRAGMA journal_mode").value();
+        REQUIRE(mode.step().value());
+        CHECK(mode.text(0) == "wal");
+    }
+    store.reset();
+
+    auto again = Store::open(path, {.create = true, .actor = "", .clock = nullptr}).value();
+    CHECK(query_int(*again, "SELECT COUNT(*) FROM events WHERE action = 'migrate'") == 1);
+}
+
+TEST_CASE("opening: a store from a newer certfs is refused, not downgraded")
+{
+    Fixture f;
+    REQUIRE(f.store->db_for_testing().exec("PRAGMA user_version = 99").ok());
+    f.store.reset();
+    require_error(Store::open(f.path, {}), Code::invalid, "newer");
+}
+
+TEST_CASE("opening: a file that is not a store is refused as corrupt")
+{
+    TempDir dir;
+    test::write_file(dir / "junk.db", std::string(4096, 'x'));
+    auto r = Store::open((dir / "junk.db").string(), {});
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == Code::corrupt);
+}
+
+TEST_CASE("domain names are directory names")
+{
+    CHECK(check_domain_name("example.com").ok());
+    CHECK(check_domain_name("a-1.b").ok());
+    require_error(check_domain_name(""), Code::invalid, "empty");
+    require_error(check_domain_name("Example.com"), Code::invalid, "lower-case");
+    require_error(check_domain_name("a/b"), Code::invalid, "lower-case");
+    require_error(check_domain_name("a_b"), Code::invalid, "lower-case");
+    require_error(check_domain_name(".hidden"), Code::invalid, "starts with '.'");
+    require_error(check_domain_name("-x"), Code::invalid, "starts with '-'");
+    require_error(check_domain_name("a..b"), Code::invalid, "'..'");
+    require_error(check_domain_name(".."), Code::invalid, "starts with '.'");
+    CHECK(check_domain_name(std::string(253, 'a')).ok());
+    require_error(check_domain_name(std::string(254, 'a')), Code::invalid, "253");
+}
+
+TEST_CASE("DNS names: lower-cased, wildcards only as the whole first label")
+{
+    CHECK(normalize_dns_name("WWW.Example.COM").value() == "www.example.com");
+    CHECK(normalize_dns_name("*.example.com").value() == "*.example.com");
+    require_error(normalize_dns_name("*.*.example.com"), Code::invalid, "wildcard");
+    require_error(normalize_dns_name("a*.example.com"), Code::invalid, "wildcard");
+    require_error(normalize_dns_name("bad_name.com"), Code::invalid, "letters, digits");
+    require_error(normalize_dns_name("a..com"), Code::invalid, "empty label");
+    require_error(normalize_dns_name("-a.com"), Code::invalid, "'-'");
+    require_error(normalize_dns_name(std::string(64, 'a') + ".com"), Code::invalid, "63");
+}
+
+TEST_CASE("wildcard SANs cover exactly one label")
+{
+    CHECK(san_covers("*.example.com", "a.example.com"));
+    CHECK_FALSE(san_covers("*.example.com", "example.com"));
+    CHECK_FALSE(san_covers("*.example.com", "a.b.example.com"));
+    CHECK_FALSE(san_covers("*.example.com", "a.example.org"));
+    CHECK(san_covers("*.example.com", "*.example.com"));
+    CHECK_FALSE(san_covers("a.example.com", "*.example.com"));
+    CHECK(san_covers("example.com", "example.com"));
+}
+
+TEST_CASE("a bad domain configuration is refused and nothing is stored")
+{
+    Fixture f;
+    auto leaf = make_leaf(f.ca, {{"ok.test"}, {}});
+    require_error(f.store->add_domain(f.config("Bad.Name"), std::nullopt), Code::invalid, "invalid domain name");
+    require_error(f.store->add_domain(f.config("x.test", {"bad_name.test"}), std::nullopt), Code::invalid,
+                  "invalid DNS name");
+    require_error(f.store->add_domain(f.config("x.test", {}, {"300.1.1.1"}), std::nullopt), Code::invalid,
+                  "not an IP address");
+    auto unknown_issuer = f.config("x.test");
+    unknown_issuer.issuer = "nope";
+    require_error(f.store->add_domain(unknown_issuer, std::nullopt), Code::not_found, "no issuer named nope");
+    auto bad_mode = f.config("x.test");
+    bad_mode.mode = 01777;
+    require_error(f.store->add_domain(bad_mode, std::nullopt), Code::invalid, "mode");
+    auto bad_bundle = f.config("x.test");
+    bad_bundle.bundle = "Bad Bundle";
+    require_error(f.store->add_domain(bad_bundle, std::nullopt), Code::invalid, "bundle");
+    auto bad_hook = f.config("x.test");
+    bad_hook.deploy_hooks = {"systemctl reload nginx\nrm -rf /"};
+    require_error(f.store->add_domain(bad_hook, std::nullopt), Code::invalid, "one line");
+    // A first generation that does not validate keeps the domain out too.
+    require_error(f.store->add_domain(f.config("x.test"), f.input(leaf)), Code::invalid, "does not cover DNS name x.test");
+    CHECK(f.store->list_domains().value().empty());
+
+    f.add("dup.test");
+    require_error(f.store->add_domain(f.config("dup.test"), std::nullopt), Code::conflict, "already exists");
+    CHECK(f.store->list_domains().value().size() == 1);
+}
+
+TEST_CASE("configurations are stored in canonical form")
+{
+    Fixture f;
+    auto c = f.config("site.test", {"WWW.Site.Test", "www.site.test", "site.test"}, {"::FFFF:1.2.3.4", "2001:DB8::1"});
+    c.renew_before = 30 * 24h;
+    c.deploy_hooks = {"systemctl reload nginx", "/usr/local/bin/notify --all"};
+    c.bundle = "web";
+    c.mode = 0640;
+    c.owner_uid = 33;
+    c.group_gid = 33;
+    c.reuse_key = true;
+    c.key_type = pki::KeyType::ed25519;
+    REQUIRE(f.store->add_domain(c, std::nullopt).ok());
+    auto d = f.store->get_domain("site.test").value();
+    CHECK(d.dns_names == std::vector<std::string>{"www.site.test", "site.test"});
+    CHECK(d.ip_addresses == std::vector<std::string>{"::ffff:1.2.3.4", "2001:db8::1"});
+    CHECK(d.renew_before == Duration(30 * 24h));
+    CHECK(d.deploy_hooks == c.deploy_hooks);
+    CHECK(d.bundle == "web");
+    CHECK(d.mode == 0640);
+    CHECK(d.owner_uid == 33);
+    CHECK(d.group_gid == 33);
+    CHECK(d.reuse_key);
+    CHECK(d.key_type == pki::KeyType::ed25519);
+    CHECK(d.state == DomainState::monitoring);
+    CHECK_FALSE(d.current_gen);
+}
+
+TEST_CASE("validation: a generation becomes current only when every check passes")
+{
+    Fixture f;
+    f.add("v.test", {"v.test", "*.v.test"});
+    auto names = pki::Names{{"v.test", "*.v.test"}, {}};
+    auto now = f.clock.now();
+    auto try_commit = [&](const GenerationInput& in) { return f.store->commit_one({"v.test", 1, in}); };
+
+    SECTION("the key must match the certificate")
+    {
+        auto leaf = make_leaf(f.ca, names);
+        auto other = make_leaf(f.ca, names);
+        require_error(try_commit({other.key_pem, leaf.cert_pem, f.ca.cert_pem}), Code::invalid,
+                      "key match): the private key does not match");
+    }
+    SECTION("the chain must link the leaf to its issuer")
+    {
+        TestCa stranger("/CN=certfs test CA"); // same name, other key: only the signature tells
+        auto leaf = make_leaf(stranger, names);
+        require_error(try_commit({leaf.key_pem, leaf.cert_pem, f.ca.cert_pem}), Code::invalid, "(chain)");
+        require_error(try_commit({leaf.key_pem, leaf.cert_pem, ""}), Code::invalid, "chain is missing");
+    }
+    SECTION("the leaf must be within its validity period")
+    {
+        auto expired = make_leaf(f.ca, names, now - 48h, now - 1h);
+        require_error(try_commit(f.input(expired)), Code::invalid, "(validity): the certificate expired at");
+        auto future = make_leaf(f.ca, names, now + 1h, now + 48h);
+        require_error(try_commit(f.input(future)), Code::invalid, "(validity): the certificate is not valid before");
+    }
+    SECTION("the SANs must cover every configured name")
+    {
+        auto partial = make_leaf(f.ca, {{"v.test"}, {}});
+        require_error(try_commit(f.input(partial)), Code::invalid, "does not cover DNS name *.v.test");
+        auto wildcard_only = make_leaf(f.ca, {{"*.v.test"}, {}});
+        require_error(try_commit(f.input(wildcard_only)), Code::invalid, "does not cover DNS name v.test");
+    }
+    SECTION("every file must parse, and the message names the file")
+    {
+        auto leaf = make_leaf(f.ca, names);
+        require_error(try_commit({"not a key", leaf.cert_pem, f.ca.cert_pem}), Code::invalid, "(privkey)");
+        require_error(try_commit({leaf.cert_pem, leaf.cert_pem, f.ca.cert_pem}), Code::invalid, "(privkey)");
+        require_error(try_commit({leaf.key_pem, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                                  f.ca.cert_pem}),
+                      Code::invalid, "(cert)");
+        require_error(try_commit({leaf.key_pem, "", f.ca.cert_pem}), Code::invalid, "(cert)");
+        require_error(try_commit({leaf.key_pem, leaf.cert_pem, "garbage"}), Code::invalid, "(chain)");
+        require_error(try_commit({leaf.key_pem, leaf.cert_pem, f.ca.cert_pem + leaf.key_pem}), Code::invalid,
+                      "(chain)");
+    }
+    // Whatever failed, nothing changed.
+    CHECK(f.generations("v.test") == 1);
+    CHECK(f.current("v.test") == 1);
+}
+
+TEST_CASE("validation: IP SANs must match exactly, in canonical form")
+{
+    Fixture f;
+    auto c = f.config("ip.test", {}, {"192.0.2.7", "2001:db8::7"});
+    auto leaf = make_leaf(f.ca, {{}, {"192.0.2.7", "2001:db8:0:0::7"}});
+    REQUIRE(f.store->add_domain(c, f.input(leaf)).ok());
+    auto wrong = make_leaf(f.ca, {{}, {"192.0.2.7", "2001:db8::8"}});
+    require_error(f.store->commit_one({"ip.test", 1, f.input(wrong)}), Code::invalid,
+                  "does not cover IP address 2001:db8::7");
+}
+
+TEST_CASE("stored generations are canonical: PKCS#8 key, leaf alone, chain apart")
+{
+    Fixture f;
+    auto c = f.config("canon.test");
+    auto leaf = make_leaf(f.ca, {{"canon.test"}, {}});
+    // A fullchain in the cert file, with text around it, and no separate chain.
+    GenerationInput in{leaf.key_pem, "\n" + leaf.cert_pem + f.ca.cert_pem + "\n", "", Reason::imported};
+    REQUIRE(f.store->add_domain(c, in).ok());
+    auto g = f.store->current_generation("canon.test").value();
+    CHECK(g.cert_pem == leaf.cert_pem);
+    CHECK(g.chain_pem == f.ca.cert_pem);
+    CHECK(g.fullchain_pem() == leaf.cert_pem + f.ca.cert_pem);
+    CHECK(g.combined_pem() == g.key_pem + leaf.cert_pem + f.ca.cert_pem);
+    CHECK(g.key_pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+    CHECK(g.serial_hex == leaf.serial_hex);
+    CHECK(g.reason == Reason::imported);
+    CHECK(g.current);
+}
+
+TEST_CASE("generations are immutable, even to plain SQL")
+{
+    Fixture f;
+    f.add("imm.test");
+    auto before = f.store->current_generation("imm.test").value();
+    for (const char* sql : {"UPDATE generations SET cert_pem = 'x'", "UPDATE generations SET gen = 7",
+                            "UPDATE generations SET not_after = 0"}) {
+        require_error(f.store->db_for_testing().exec(sql), Code::conflict, "generations are immutable");
+    }
+    auto after = f.store->current_generation("imm.test").value();
+    CHECK(after.cert_pem == before.cert_pem);
+    CHECK(after.gen == before.gen);
+}
+
+TEST_CASE("the current generation must exist")
+{
+    Fixture f;
+    f.add("cur.test");
+    require_error(f.store->db_for_testing().exec("UPDATE domains SET current_gen = 99"), Code::conflict,
+                  "must exist");
+}
+
+TEST_CASE("compare-and-swap: a stale writer gets a conflict, not a silent overwrite")
+{
+    Fixture f;
+    f.add("cas.test");
+    // Two connections, as two processes would have.
+    auto other = f.open_store(false);
+    auto start = f.store->get_domain("cas.test").value().current_gen; // both start from 1
+    auto leaf_a = make_leaf(f.ca, {{"cas.test"}, {}});
+    auto leaf_b = make_leaf(f.ca, {{"cas.test"}, {}});
+    REQUIRE(other->commit_one({"cas.test", start, f.input(leaf_b, Reason::renewed)}).value() == 2);
+    require_error(f.store->commit_one({"cas.test", start, f.input(leaf_a, Reason::renewed)}), Code::conflict,
+                  "generation 2 is current, not generation 1");
+    auto current = f.store->current_generation("cas.test").value();
+    CHECK(current.gen == 2);
+    CHECK(current.serial_hex == leaf_b.serial_hex);
+    CHECK(f.generations("cas.test") == 2);
+
+    // A writer that believes there is no generation yet is stale as well.
+    require_error(f.store->commit_one({"cas.test", std::nullopt, f.input(leaf_a)}), Code::conflict,
+                  "not no generation");
+}
+
+TEST_CASE("a bundle switches in one transaction: all members or none")
+{
+    Fixture f;
+    f.add("a.test");
+    f.add("b.test");
+    auto good_a = make_leaf(f.ca, {{"a.test"}, {}});
+    auto bad_b = make_leaf(f.ca, {{"other.test"}, {}});
+    auto r = f.store->commit({{"a.test", 1, f.input(good_a, Reason::renewed)},
+                              {"b.test", 1, f.input(bad_b, Reason::renewed)}});
+    require_error(r, Code::invalid, "domain b.test");
+    CHECK(f.current("a.test") == 1);
+    CHECK(f.generations("a.test") == 1);
+    CHECK(f.current("b.test") == 1);
+
+    auto good_b = make_leaf(f.ca, {{"b.test"}, {}});
+    auto gens = f.store->commit({{"a.test", 1, f.input(good_a, Reason::renewed)},
+                                 {"b.test", 1, f.input(good_b, Reason::renewed)}})
+                    .value();
+    CHECK(gens == std::vector<std::int64_t>{2, 2});
+    CHECK(f.current("a.test") == 2);
+    CHECK(f.current("b.test") == 2);
+}
+
+TEST_CASE("(issuer, serial) is unique across the store")
+{
+    Fixture f;
+    f.add("s1.test");
+    auto first = f.store->current_generation("s1.test").value();
+    // The same CA issuing the same serial again, for another domain.
+    auto now = f.clock.now();
+    auto dup = make_leaf(f.ca, {{"s2.test"}, {}}, now - 1h, now + 24h, first.serial_hex);
+    require_error(f.store->add_domain(f.config("s2.test"), f.input(dup)), Code::conflict,
+                  "duplicate serial: " + first.issuer_dn + " already issued serial " + first.serial_hex +
+                      " (generation 1 of s1.test)");
+    CHECK_FALSE(f.store->get_domain("s2.test").ok());
+    // Plain SQL cannot sneak one in either.
+    require_error(f.store->db_for_testing().exec(
+                      "INSERT INTO generations SELECT domain_id, gen + 1, key_pem, cert_pem, chain_pem, issuer_dn,"
+                      " serial, not_before, not_after, created_at, reason FROM generations"),
+                  Code::conflict, "UNIQUE");
+    // Another CA may use the same serial.
+    TestCa other("/CN=another CA");
+    auto same_serial = make_leaf(other, {{"s2.test"}, {}}, now - 1h, now + 24h, first.serial_hex);
+    CHECK(f.store->add_domain(f.config("s2.test"), GenerationInput{same_serial.key_pem, same_serial.cert_pem, other.cert_pem}).ok());
+}
+
+TEST_CASE("generation numbers only grow: across rollback, and across remove and re-add")
+{
+    Fixture f;
+    f.add("grow.test");
+    f.renew("grow.test");
+    f.renew("grow.test");
+    CHECK(f.store->rollback("grow.test", std::nullopt).value() == 2);
+    CHECK(f.renew("grow.test") == 4); // not a reused 3
+    require_error(f.store->db_for_testing().exec(
+                      "INSERT INTO generations SELECT domain_id, 2, key_pem, cert_pem, chain_pem, issuer_dn,"
+                      " serial || 'ff', not_before, not_after, created_at, reason FROM generations WHERE gen = 1"),
+                  Code::conflict, "only grow");
+
+    REQUIRE(f.store->remove_domain("grow.test").ok());
+    CHECK_FALSE(f.store->get_domain("grow.test").ok());
+    f.add("grow.test");
+    CHECK(f.current("grow.test") == 5);
+}
+
+TEST_CASE("rollback makes an older generation current without renumbering")
+{
+    Fixture f;
+    f.add("rb.test");
+    f.renew("rb.test");
+    f.renew("rb.test");
+    CHECK(f.store->rollback("rb.test", std::nullopt).value() == 2);
+    CHECK(f.store->rollback("rb.test", std::nullopt).value() == 1);
+    require_error(f.store->rollback("rb.test", std::nullopt), Code::not_found, "no generation older than 1");
+    CHECK(f.store->rollback("rb.test", 3).value() == 3);
+    require_error(f.store->rollback("rb.test", 3), Code::invalid, "already current");
+    require_error(f.store->rollback("rb.test", 9), Code::not_found, "has no generation 9");
+    CHECK(f.generations("rb.test") == 3);
+    auto history = f.store->history("rb.test").value();
+    CHECK(std::count_if(history.begin(), history.end(), [](const Generation& g) { return g.current; }) == 1);
+    CHECK(history.back().current);
+}
+
+TEST_CASE("rollback refuses a generation that no longer validates")
+{
+    Fixture f;
+    auto now = f.clock.now();
+    auto c = f.config("old.test");
+    auto short_lived = make_leaf(f.ca, {{"old.test"}, {}}, now - 1h, now + 2h);
+    REQUIRE(f.store->add_domain(c, f.input(short_lived)).ok());
+    f.renew("old.test");
+    f.clock.advance(3h);
+    require_error(f.store->rollback("old.test", 1), Code::invalid,
+                  "generation 1 cannot become current: validation failed (validity)");
+    CHECK(f.current("old.test") == 2);
+}
+
+TEST_CASE("import creates a domain for the certificate's names, or renews an existing one")
+{
+    Fixture f;
+    auto leaf = make_leaf(f.ca, {{"imp.test", "www.imp.test"}, {"192.0.2.1"}});
+    CHECK(f.store->import_generation("imp.test", {leaf.key_pem, leaf.cert_pem, f.ca.cert_pem}).value() == 1);
+    auto d = f.store->get_domain("imp.test").value();
+    CHECK_FALSE(d.issuer);
+    CHECK(d.dns_names == std::vector<std::string>{"imp.test", "www.imp.test"});
+    CHECK(d.ip_addresses == std::vector<std::string>{"192.0.2.1"});
+    CHECK(f.store->current_generation("imp.test").value().reason == Reason::imported);
+
+    auto next = make_leaf(f.ca, {{"imp.test", "www.imp.test"}, {"192.0.2.1"}});
+    CHECK(f.store->import_generation("imp.test", {next.key_pem, next.cert_pem, f.ca.cert_pem}).value() == 2);
+    auto narrower = make_leaf(f.ca, {{"imp.test"}, {}});
+    require_error(f.store->import_generation("imp.test", {narrower.key_pem, narrower.cert_pem, f.ca.cert_pem}),
+                  Code::invalid, "does not cover DNS name www.imp.test");
+    require_error(f.store->import_generation("Bad..name", {next.key_pem, next.cert_pem, f.ca.cert_pem}),
+                  Code::invalid, "invalid domain name");
+    CHECK(f.generations("imp.test") == 2);
+}
+
+TEST_CASE("issuers: unique names, and none removed while a domain uses it")
+{
+    Fixture f;
+    NewIssuer issuer{"ca1", "local", "{}", "secret", f.ca.cert_pem};
+    REQUIRE(f.store->add_issuer(issuer).ok());
+    require_error(f.store->add_issuer(issuer), Code::conflict, "already exists");
+    CHECK(f.store->issuer_secret("ca1").value() == "secret");
+    auto c = f.config("user.test");
+    c.issuer = "ca1";
+    REQUIRE(f.store->add_domain(c, std::nullopt).ok());
+    CHECK(f.store->get_issuer("ca1").value().domains == 1);
+    require_error(f.store->remove_issuer("ca1"), Code::conflict, "used by 1 domain(s): user.test");
+    REQUIRE(f.store->remove_domain("user.test").ok());
+    REQUIRE(f.store->remove_issuer("ca1").ok());
+    require_error(f.store->get_issuer("ca1"), Code::not_found, "no issuer named ca1");
+}
+
+TEST_CASE("leases: one holder at a time; an expired lease is taken over")
+{
+    Fixture f;
+    auto other = f.open_store(false);
+    REQUIRE(f.store->acquire_lease("domain:l.test", "daemon A", 10min).ok());
+    require_error(other->acquire_lease("domain:l.test", "daemon B", 10min), Code::conflict,
+                  "renewal already in progress (domain:l.test is held by daemon A");
+    // The holder may extend its lease (heartbeat); others may not release it.
+    REQUIRE(f.store->acquire_lease("domain:l.test", "daemon A", 10min).ok());
+    REQUIRE(other->release_lease("domain:l.test", "daemon B").ok());
+    CHECK(f.store->leases().value().size() == 1);
+    // Other scopes are independent.
+    REQUIRE(other->acquire_lease("domain:m.test", "daemon B", 10min).ok());
+
+    f.clock.advance(11min);
+    REQUIRE(other->acquire_lease("domain:l.test", "daemon B", 10min).ok());
+    CHECK(f.store->leases().value().front().owner == "daemon B");
+    REQUIRE(other->release_lease("domain:l.test", "daemon B").ok());
+    REQUIRE(f.store->acquire_lease("domain:l.test", "daemon A", 10min).ok());
+}
+
+TEST_CASE("renewal state is recorded with the error and the next attempt")
+{
+    Fixture f;
+    f.add("st.test");
+    auto next = f.clock.now() + 1min;
+    REQUIRE(f.store->set_state("st.test", DomainState::backoff, "CA unreachable", next, true).ok());
+    auto d = f.store->get_domain("st.test").value();
+    CHECK(d.state == DomainState::backoff);
+    CHECK(d.last_error == "CA unreachable");
+    CHECK(d.failures == 1);
+    CHECK(to_unix(d.next_attempt.value()) == to_unix(next));
+    // A successful commit clears it.
+    f.renew("st.test");
+    d = f.store->get_domain("st.test").value();
+    CHECK(d.state == DomainState::monitoring);
+    CHECK(d.last_error.empty());
+    CHECK(d.failures == 0);
+    CHECK_FALSE(d.next_attempt);
+    require_error(f.store->set_state("nope.test", DomainState::due, "", std::nullopt, false), Code::not_found,
+                  "no domain named nope.test");
+}
+
+TEST_CASE("the event log records who did what")
+{
+    Fixture f;
+    f.add("ev.test");
+    f.renew("ev.test");
+    REQUIRE(f.store->rollback("ev.test", std::nullopt).ok());
+    auto events = f.store->events(std::string_view("ev.test"), 10).value();
+    std::vector<std::string> actions;
+    for (const auto& e : events) {
+        actions.push_back(e.action);
+        CHECK(e.actor == "test");
+    }
+    CHECK(actions == std::vector<std::string>{"add", "issued", "renewed", "rollback"});
+    CHECK_THAT(events.back().detail, Contains("generation 2 -> 1"));
+}
+
+TEST_CASE("a crash in the middle of a write leaves the last committed state")
+{
+    Fixture f;
+    f.add("crash.test");
+    f.store.reset();
+    pid_t pid = fork();
+    if (pid == 0) {
+        // The child starts changing what is served and dies before it commits.
+        auto child = Store::open(f.path, {}).value();
+        auto& db = child->db_for_testing();
+        (void)db.exec("BEGIN IMMEDIATE");
+        (void)db.exec("DELETE FROM domains");
+        _exit(0);
+    }
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    REQUIRE(WIFEXITED(status));
+    auto store = f.open_store(false);
+    CHECK(store->get_domain("crash.test").value().current_gen == 1);
+    CHECK(store->integrity_problems().value().empty());
+}
