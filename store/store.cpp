@@ -1,6 +1,11 @@
 #include "store/store.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <sstream>
 
 #include "store/schema.hpp"
@@ -145,6 +150,16 @@ Store::Store(std::string path, std::unique_ptr<Db> db, std::string actor, const 
 
 Result<std::unique_ptr<Store>> Store::open(const std::string& path, OpenOptions options)
 {
+    if (options.create) {
+        // The store holds private keys: it is born 0600 (SQLite gives its -wal and -shm files
+        // the same mode), never world-readable for a moment.
+        int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            ::close(fd);
+        } else if (errno != EEXIST) {
+            return Status::IoError("cannot create store " + path + ": " + std::strerror(errno));
+        }
+    }
     ASSIGN_OR_RETURN(auto db, Db::open(path, options.create));
     // FULL: a commit that changes what is served is on disk before it is reported.
     TRY(db->exec("PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")

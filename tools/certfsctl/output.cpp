@@ -28,6 +28,7 @@ void print_table(const std::vector<std::string>& header, const std::vector<std::
                 line += std::string(width[c] - row[c].size() + 2, ' ');
             }
         }
+        line.erase(line.find_last_not_of(' ') + 1);
         std::cout << line << '\n';
     };
     print_row(header);

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what certfs needs to build and test, from Debian 12 packages, if it is missing.
+# Run as root. Safe to run again: it does nothing when everything is present.
+set -euo pipefail
+
+packages=(
+    # toolchain
+    g++ cmake ninja-build pkg-config
+    # libraries (see README "Dependencies")
+    libssl-dev libsqlite3-dev libspdlog-dev libcli11-dev nlohmann-json3-dev libfuse3-dev fuse3
+    # tests
+    catch2 openssl
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install-deps: missing packages (${missing[*]}); run as root to install them" >&2
+        exit 1
+    fi
+    echo "install-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
