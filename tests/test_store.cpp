@@ -93,6 +93,8 @@ TEST_CASE("opening: a missing store is not created unless asked, and the schema 
     REQUIRE_FALSE(std::filesystem::exists(path));
 
     auto store = Store::open(path, {.create = true, .actor = "", .clock = nullptr}).value();
+    CHECK((std::filesystem::status(path).permissions() & std::filesystem::perms::all) ==
+          (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write));
     CHECK(query_int(*store, "PRAGMA user_version") == k_schema_version);
     CHECK(query_int(*store, "PRAGMA foreign_keys") == 1);
     CHECK(query_int(*store, "PRAGMA synchronous") == 2); // FULL
