@@ -468,6 +468,28 @@ bool Store::serial_exists(std::string_view issuer_dn, std::string_view serial_he
     return row.ok() && *row;
 }
 
+Result<std::map<std::string, std::vector<std::pair<std::int64_t, TimePoint>>>> Store::generation_index()
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
+        "SELECT d.name, g.gen, g.created_at FROM generations g JOIN domains d ON d.id = g.domain_id"
+        " ORDER BY d.name, g.gen"));
+    std::map<std::string, std::vector<std::pair<std::int64_t, TimePoint>>> out;
+    for (;;) {
+        ASSIGN_OR_RETURN(bool row, stmt.step());
+        if (!row) {
+            return out;
+        }
+        out[stmt.text(0)].emplace_back(stmt.int64(1), from_ms(stmt.int64(2)));
+    }
+}
+
+Result<std::int64_t> Store::data_version()
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare("PRAGMA data_version"));
+    TRY(stmt.step());
+    return stmt.int64(0);
+}
+
 Result<std::int64_t> Store::insert_generation(const Domain& domain, const GenerationInput& input)
 {
     ASSIGN_OR_RETURN(ValidGeneration valid, validate_generation(input, names_of(domain), m_clock->now()));

@@ -15,6 +15,7 @@
 // Errors: every failure is a Status and leaves the store as it was.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -74,6 +75,12 @@ public:
     Result<Generation> current_generation(std::string_view name);
     Result<std::vector<Generation>> history(std::string_view name); // oldest first
     bool serial_exists(std::string_view issuer_dn, std::string_view serial_hex);
+    // Generation numbers and commit times of every domain, without the PEMs: what a listing
+    // of archive/ needs. Keyed by domain name, oldest generation first.
+    Result<std::map<std::string, std::vector<std::pair<std::int64_t, TimePoint>>>> generation_index();
+
+    // SQLite's data_version: changes whenever another connection commits to the file.
+    Result<std::int64_t> data_version();
 
     // Validates and commits new generations for one domain or a whole bundle in one write
     // transaction: all become current, or none does. Returns the new generation numbers in

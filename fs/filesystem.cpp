@@ -1,0 +1,675 @@
+#include "fs/filesystem.hpp"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include <spdlog/spdlog.h>
+
+#include "fs/errno.hpp"
+
+namespace certfs::fs {
+
+namespace {
+
+constexpr fuse_ino_t k_root = FUSE_ROOT_ID;
+constexpr fuse_ino_t k_live = 2;
+constexpr fuse_ino_t k_archive = 3;
+// Content never changes under an inode, so the kernel may keep answers for long.
+constexpr double k_long_timeout = 86400.0;
+
+constexpr int k_privkey = 3;
+constexpr int k_combined = 4;
+
+int file_index(const char* name)
+{
+    for (std::size_t i = 0; i < k_file_names.size(); ++i) {
+        if (std::strcmp(name, k_file_names[i]) == 0) {
+            return static_cast<int>(i);
+        }
+    }
+    return -1;
+}
+
+std::optional<std::int64_t> parse_gen(const char* name)
+{
+    char* end = nullptr;
+    errno = 0;
+    long long v = std::strtoll(name, &end, 10);
+    if (errno != 0 || end == name || *end != '\0' || v <= 0 || name[0] == '0' || name[0] == '+') {
+        return std::nullopt;
+    }
+    return v;
+}
+
+Filesystem* self(fuse_req_t req)
+{
+    return static_cast<Filesystem*>(fuse_req_userdata(req));
+}
+
+TimePoint now()
+{
+    return std::chrono::system_clock::now();
+}
+
+timespec to_timespec(TimePoint t)
+{
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+    return timespec{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+}
+
+// ---- the operations table: decode, one call, the member replies -----------------------------
+
+void op_init(void* userdata, fuse_conn_info* conn)
+{
+    static_cast<Filesystem*>(userdata)->init(conn);
+}
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name)
+{
+    self(req)->lookup(req, parent, name);
+}
+
+void op_forget(fuse_req_t req, fuse_ino_t ino, std::uint64_t nlookup)
+{
+    self(req)->forget(ino, nlookup);
+    fuse_reply_none(req);
+}
+
+void op_forget_multi(fuse_req_t req, std::size_t count, fuse_forget_data* forgets)
+{
+    for (std::size_t i = 0; i < count; ++i) {
+        self(req)->forget(forgets[i].ino, forgets[i].nlookup);
+    }
+    fuse_reply_none(req);
+}
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*)
+{
+    self(req)->getattr(req, ino);
+}
+
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi)
+{
+    self(req)->open(req, ino, fi);
+}
+
+void op_read(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fuse_file_info*)
+{
+    self(req)->read(req, ino, size, off);
+}
+
+void op_readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fuse_file_info*)
+{
+    self(req)->readdir(req, ino, size, off);
+}
+
+// Everything that would change the tree: the filesystem is read-only.
+void op_setattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) { fuse_reply_err(req, EROFS); }
+void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { fuse_reply_err(req, EROFS); }
+void op_mkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) { fuse_reply_err(req, EROFS); }
+void op_unlink(fuse_req_t req, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
+void op_symlink(fuse_req_t req, const char*, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
+void op_rename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) { fuse_reply_err(req, EROFS); }
+void op_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
+void op_write(fuse_req_t req, fuse_ino_t, const char*, std::size_t, off_t, fuse_file_info*) { fuse_reply_err(req, EROFS); }
+void op_create(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) { fuse_reply_err(req, EROFS); }
+void op_setxattr(fuse_req_t req, fuse_ino_t, const char*, const char*, std::size_t, int) { fuse_reply_err(req, EROFS); }
+void op_removexattr(fuse_req_t req, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
+
+const fuse_lowlevel_ops k_operations = [] {
+    fuse_lowlevel_ops ops{};
+    ops.init = op_init;
+    ops.lookup = op_lookup;
+    ops.forget = op_forget;
+    ops.forget_multi = op_forget_multi;
+    ops.getattr = op_getattr;
+    ops.open = op_open;
+    ops.read = op_read;
+    ops.readdir = op_readdir;
+    ops.setattr = op_setattr;
+    ops.mknod = op_mknod;
+    ops.mkdir = op_mkdir;
+    ops.unlink = op_unlink;
+    ops.rmdir = op_unlink;
+    ops.symlink = op_symlink;
+    ops.rename = op_rename;
+    ops.link = op_link;
+    ops.write = op_write;
+    ops.create = op_create;
+    ops.setxattr = op_setxattr;
+    ops.removexattr = op_removexattr;
+    return ops;
+}();
+
+} // namespace
+
+const fuse_lowlevel_ops& Filesystem::operations()
+{
+    return k_operations;
+}
+
+Filesystem::Filesystem(Options options, std::unique_ptr<store::Store> store)
+    : m_options(std::move(options)), m_mounted_at(now()), m_store(std::move(store))
+{
+    m_nodes[k_root].kind = Kind::root;
+    m_nodes[k_live].kind = Kind::live;
+    m_nodes[k_archive].kind = Kind::archive;
+}
+
+Result<std::unique_ptr<Filesystem>> Filesystem::create(const Options& options)
+{
+    ASSIGN_OR_RETURN(auto store, store::Store::open(options.db_path, {.create = false, .actor = "certfs", .clock = nullptr}));
+    std::unique_ptr<Filesystem> fs(new Filesystem(options, std::move(store)));
+    TRY(fs->refresh());
+    // SQLite connections must not cross fork() (the daemon may still detach): start() opens
+    // the connection the watcher and the handlers use.
+    fs->m_store.reset();
+    return fs;
+}
+
+Filesystem::~Filesystem()
+{
+    stop();
+}
+
+void Filesystem::start(fuse_session* se)
+{
+    {
+        std::lock_guard lock(m_store_mutex);
+        m_session = se;
+        auto store = store::Store::open(m_options.db_path, {.create = false, .actor = "certfs", .clock = nullptr});
+        if (store.ok()) {
+            m_store = std::move(store).value();
+        } else {
+            spdlog::error("{}", store.status().message());
+        }
+    }
+    m_watcher = std::thread([this] { watch(); });
+}
+
+void Filesystem::stop()
+{
+    {
+        std::lock_guard lock(m_watch_mutex);
+        m_stopping = true;
+    }
+    m_watch_cv.notify_all();
+    if (m_watcher.joinable()) {
+        m_watcher.join();
+    }
+}
+
+void Filesystem::watch()
+{
+    std::unique_lock lock(m_watch_mutex);
+    while (!m_stopping) {
+        lock.unlock();
+        if (Status s = refresh(); !s.ok()) {
+            spdlog::warn("cannot read the store: {}", s.message());
+        }
+        lock.lock();
+        m_watch_cv.wait_for(lock, m_options.poll_interval, [this] { return m_stopping; });
+    }
+}
+
+Status Filesystem::refresh()
+{
+    std::vector<store::Domain> domains;
+    std::map<std::string, std::vector<std::pair<std::int64_t, TimePoint>>> index;
+    fuse_session* session = nullptr;
+    {
+        std::lock_guard lock(m_store_mutex);
+        if (!m_store) {
+            return Status::Unavailable("the store is not open");
+        }
+        ASSIGN_OR_RETURN(std::int64_t version, m_store->data_version());
+        if (version == m_data_version) {
+            return Status::Ok();
+        }
+        ASSIGN_OR_RETURN(domains, m_store->list_domains());
+        ASSIGN_OR_RETURN(index, m_store->generation_index());
+        m_data_version = version;
+        session = m_session;
+    }
+
+    const TimePoint at = now();
+    std::vector<std::pair<fuse_ino_t, std::string>> stale; // kernel entries to invalidate
+    {
+        std::lock_guard lock(m_mutex);
+        std::map<std::string, DomainView> next;
+        for (const auto& d : domains) {
+            DomainView view;
+            auto old = m_domains.find(d.name);
+            if (old != m_domains.end() && old->second.id == d.id) {
+                view = std::move(old->second);
+                if (view.current && d.current_gen && *view.current != *d.current_gen) {
+                    // A commit or a rollback: new opens see it after the flip.
+                    if (!view.pins) {
+                        view.pins = std::make_unique<DomainPins>(*view.current, m_options.pin_window);
+                    }
+                    view.pins->committed(*d.current_gen, at);
+                    auto dir = m_inode_of.find({static_cast<int>(Kind::live_domain), d.id, 0, -1});
+                    if (dir != m_inode_of.end()) {
+                        for (const char* file : k_file_names) {
+                            stale.emplace_back(dir->second, file);
+                        }
+                    }
+                    spdlog::info("{}: generation {} committed; visible in {} ms", d.name, *d.current_gen,
+                                 m_options.pin_window.count());
+                }
+            } else if (old != m_domains.end()) {
+                stale.emplace_back(k_live, d.name); // removed and added again: a new domain
+                stale.emplace_back(k_archive, d.name);
+            }
+            view.id = d.id;
+            view.current = d.current_gen;
+            view.generations = index[d.name];
+            view.uid = d.owner_uid;
+            view.gid = d.group_gid;
+            view.mode = d.mode;
+            next.emplace(d.name, std::move(view));
+        }
+        for (const auto& [name, view] : m_domains) {
+            if (next.count(name) == 0) {
+                stale.emplace_back(k_live, name);
+                stale.emplace_back(k_archive, name);
+            }
+        }
+        m_domains = std::move(next);
+    }
+    if (session != nullptr) {
+        for (const auto& [parent, name] : stale) {
+            // ENOENT: the kernel had no such entry cached; nothing to do.
+            fuse_lowlevel_notify_inval_entry(session, parent, name.c_str(), name.size());
+        }
+    }
+    return Status::Ok();
+}
+
+Result<std::shared_ptr<const Filesystem::Content>> Filesystem::load_content(const std::string& domain,
+                                                                            std::int64_t gen)
+{
+    std::lock_guard lock(m_store_mutex);
+    if (!m_store) {
+        return Status::Unavailable("the store is not open");
+    }
+    ASSIGN_OR_RETURN(store::Generation g, m_store->get_generation(domain, gen));
+    auto content = std::make_shared<Content>();
+    content->files = {
+        std::make_shared<const std::string>(g.cert_pem),
+        std::make_shared<const std::string>(g.chain_pem),
+        std::make_shared<const std::string>(g.fullchain_pem()),
+        std::make_shared<const std::string>(g.key_pem),
+        std::make_shared<const std::string>(g.combined_pem()),
+    };
+    content->created_at = g.created_at;
+    return std::shared_ptr<const Content>(std::move(content));
+}
+
+fuse_ino_t Filesystem::inode_for(Kind kind, const std::string& domain, std::int64_t domain_id, std::int64_t gen,
+                                 int file)
+{
+    auto key = std::make_tuple(static_cast<int>(kind), domain_id, gen, file);
+    auto it = m_inode_of.find(key);
+    if (it != m_inode_of.end()) {
+        return it->second;
+    }
+    fuse_ino_t ino = m_next_ino++;
+    m_inode_of.emplace(key, ino);
+    Node node;
+    node.kind = kind;
+    node.domain = domain;
+    node.domain_id = domain_id;
+    node.gen = gen;
+    node.file = file;
+    m_nodes.emplace(ino, std::move(node));
+    return ino;
+}
+
+std::uint32_t Filesystem::process_of(std::uint32_t tid)
+{
+    {
+        std::lock_guard lock(m_mutex);
+        auto it = m_tgid_of.find(tid);
+        if (it != m_tgid_of.end()) {
+            return it->second;
+        }
+    }
+    std::uint32_t pid = tid;
+    std::ifstream status("/proc/" + std::to_string(tid) + "/status");
+    for (std::string line; std::getline(status, line);) {
+        if (line.rfind("Tgid:", 0) == 0) {
+            pid = static_cast<std::uint32_t>(std::strtoul(line.c_str() + 5, nullptr, 10));
+            break;
+        }
+    }
+    std::lock_guard lock(m_mutex);
+    m_tgid_of[tid] = pid;
+    return pid;
+}
+
+Result<Filesystem::Entry> Filesystem::file_entry(const std::string& domain, std::int64_t gen, int file)
+{
+    std::int64_t domain_id = 0;
+    std::shared_ptr<const Content> content;
+    {
+        std::lock_guard lock(m_mutex);
+        auto d = m_domains.find(domain);
+        if (d == m_domains.end()) {
+            return Status::NotFound("no domain " + domain);
+        }
+        domain_id = d->second.id;
+        auto c = m_content.find({domain_id, gen});
+        if (c != m_content.end()) {
+            content = c->second;
+        }
+    }
+    if (!content) {
+        ASSIGN_OR_RETURN(content, load_content(domain, gen));
+    }
+    std::lock_guard lock(m_mutex);
+    m_content.emplace(std::make_pair(domain_id, gen), content);
+    fuse_ino_t ino = inode_for(Kind::file, domain, domain_id, gen, file);
+    Node& node = m_nodes.at(ino);
+    node.content = content;
+    auto d = m_domains.find(domain);
+    bool secret = file == k_privkey || file == k_combined;
+    node.uid = secret && d != m_domains.end() ? d->second.uid : 0;
+    node.gid = secret && d != m_domains.end() ? d->second.gid : 0;
+    node.mode = secret && d != m_domains.end() ? d->second.mode : 0644;
+    return Entry{ino, true};
+}
+
+Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent, const char* name)
+{
+    Node dir;
+    {
+        std::lock_guard lock(m_mutex);
+        auto it = m_nodes.find(parent);
+        if (it == m_nodes.end()) {
+            return Status::NotFound("stale directory");
+        }
+        dir = it->second;
+    }
+    switch (dir.kind) {
+    case Kind::root:
+        if (std::strcmp(name, "live") == 0) {
+            return Entry{k_live, true};
+        }
+        if (std::strcmp(name, "archive") == 0) {
+            return Entry{k_archive, true};
+        }
+        return Status::NotFound(name);
+    case Kind::live:
+    case Kind::archive: {
+        std::lock_guard lock(m_mutex);
+        auto d = m_domains.find(name);
+        if (d == m_domains.end() || (dir.kind == Kind::live ? !d->second.current : d->second.generations.empty())) {
+            return Status::NotFound(name);
+        }
+        auto kind = dir.kind == Kind::live ? Kind::live_domain : Kind::archive_domain;
+        return Entry{inode_for(kind, name, d->second.id, 0, -1), true};
+    }
+    case Kind::live_domain: {
+        int file = file_index(name);
+        if (file < 0) {
+            return Status::NotFound(name);
+        }
+        std::int64_t gen = 0;
+        bool cacheable = true;
+        bool transition = false;
+        {
+            std::lock_guard lock(m_mutex);
+            auto d = m_domains.find(dir.domain);
+            if (d == m_domains.end() || d->second.id != dir.domain_id || !d->second.current) {
+                return Status::NotFound(dir.domain);
+            }
+            gen = *d->second.current;
+            transition = d->second.pins != nullptr;
+        }
+        if (transition) {
+            const auto* ctx = fuse_req_ctx(req);
+            auto tid = static_cast<std::uint32_t>(ctx->pid);
+            std::uint32_t pid = process_of(tid);
+            std::lock_guard lock(m_mutex);
+            auto d = m_domains.find(dir.domain);
+            if (d != m_domains.end() && d->second.pins) {
+                auto t = now();
+                gen = d->second.pins->choose(tid, pid, file, t);
+                if (d->second.pins->in_transition(t)) {
+                    cacheable = false;
+                } else {
+                    d->second.pins.reset();
+                    m_tgid_of.clear();
+                }
+            }
+        }
+        ASSIGN_OR_RETURN(Entry entry, file_entry(dir.domain, gen, file));
+        entry.cacheable = cacheable;
+        return entry;
+    }
+    case Kind::archive_domain: {
+        auto gen = parse_gen(name);
+        std::lock_guard lock(m_mutex);
+        auto d = m_domains.find(dir.domain);
+        if (!gen || d == m_domains.end() || d->second.id != dir.domain_id) {
+            return Status::NotFound(name);
+        }
+        const auto& gens = d->second.generations;
+        bool exists = std::any_of(gens.begin(), gens.end(), [&](const auto& g) { return g.first == *gen; });
+        if (!exists) {
+            return Status::NotFound(name);
+        }
+        return Entry{inode_for(Kind::archive_gen, dir.domain, dir.domain_id, *gen, -1), true};
+    }
+    case Kind::archive_gen: {
+        int file = file_index(name);
+        if (file < 0) {
+            return Status::NotFound(name);
+        }
+        return file_entry(dir.domain, dir.gen, file);
+    }
+    case Kind::file:
+        return Status::NotFound(name);
+    }
+    return Status::NotFound(name);
+}
+
+void Filesystem::init(fuse_conn_info* conn)
+{
+    // readdirplus would create dentries behind the transition logic's back.
+    conn->want &= ~FUSE_CAP_READDIRPLUS;
+    m_no_open = (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) != 0;
+}
+
+void Filesystem::lookup(fuse_req_t req, fuse_ino_t parent, const char* name)
+{
+    auto entry = resolve(req, parent, name);
+    if (!entry.ok()) {
+        fuse_reply_err(req, to_errno(entry.status()));
+        return;
+    }
+    fuse_entry_param e{};
+    {
+        std::lock_guard lock(m_mutex);
+        Node& node = m_nodes.at(entry->ino);
+        ++node.nlookup;
+        e.attr = attributes(entry->ino, node);
+    }
+    e.ino = entry->ino;
+    e.attr_timeout = k_long_timeout;
+    e.entry_timeout = entry->cacheable ? k_long_timeout : 0.0;
+    fuse_reply_entry(req, &e);
+}
+
+void Filesystem::forget(fuse_ino_t ino, std::uint64_t nlookup)
+{
+    std::lock_guard lock(m_mutex);
+    auto it = m_nodes.find(ino);
+    if (it != m_nodes.end()) {
+        it->second.nlookup -= std::min(it->second.nlookup, nlookup);
+    }
+}
+
+struct stat Filesystem::attributes(fuse_ino_t ino, const Node& node) const
+{
+    struct stat st{};
+    st.st_ino = ino;
+    st.st_nlink = 1;
+    st.st_blksize = 4096;
+    timespec t = to_timespec(m_mounted_at);
+    if (node.kind == Kind::file) {
+        st.st_mode = S_IFREG | node.mode;
+        st.st_uid = node.uid;
+        st.st_gid = node.gid;
+        if (node.content) {
+            st.st_size = static_cast<off_t>(node.content->files[static_cast<std::size_t>(node.file)]->size());
+            t = to_timespec(node.content->created_at);
+        }
+        st.st_blocks = (st.st_size + 511) / 512;
+    } else {
+        st.st_mode = S_IFDIR | 0755;
+        st.st_nlink = 2;
+    }
+    st.st_atim = st.st_mtim = st.st_ctim = t;
+    return st;
+}
+
+void Filesystem::getattr(fuse_req_t req, fuse_ino_t ino)
+{
+    struct stat st{};
+    {
+        std::lock_guard lock(m_mutex);
+        auto it = m_nodes.find(ino);
+        if (it == m_nodes.end()) {
+            fuse_reply_err(req, ENOENT);
+            return;
+        }
+        st = attributes(ino, it->second);
+    }
+    fuse_reply_attr(req, &st, k_long_timeout);
+}
+
+void Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi)
+{
+    if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+        fuse_reply_err(req, EROFS);
+        return;
+    }
+    {
+        std::lock_guard lock(m_mutex);
+        auto it = m_nodes.find(ino);
+        if (it == m_nodes.end() || it->second.kind != Kind::file) {
+            fuse_reply_err(req, it == m_nodes.end() ? ENOENT : EISDIR);
+            return;
+        }
+    }
+    if (m_no_open) {
+        // The kernel opens by itself from now on: no round trip per open.
+        fuse_reply_err(req, ENOSYS);
+        return;
+    }
+    fi->keep_cache = 1;
+    fuse_reply_open(req, fi);
+}
+
+void Filesystem::read(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off)
+{
+    std::shared_ptr<const std::string> data;
+    {
+        std::lock_guard lock(m_mutex);
+        auto it = m_nodes.find(ino);
+        if (it == m_nodes.end() || !it->second.content) {
+            fuse_reply_err(req, it == m_nodes.end() ? ENOENT : EIO);
+            return;
+        }
+        data = it->second.content->files[static_cast<std::size_t>(it->second.file)];
+    }
+    auto offset = static_cast<std::size_t>(std::max<off_t>(off, 0));
+    if (offset >= data->size()) {
+        fuse_reply_buf(req, nullptr, 0);
+        return;
+    }
+    fuse_reply_buf(req, data->data() + offset, std::min(size, data->size() - offset));
+}
+
+void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off)
+{
+    struct Item {
+        std::string name;
+        fuse_ino_t ino;
+        mode_t type;
+    };
+    std::vector<Item> items;
+    {
+        std::lock_guard lock(m_mutex);
+        auto it = m_nodes.find(ino);
+        if (it == m_nodes.end()) {
+            fuse_reply_err(req, ENOENT);
+            return;
+        }
+        const Node dir = it->second;
+        items.push_back({".", ino, S_IFDIR});
+        items.push_back({"..", k_root, S_IFDIR});
+        switch (dir.kind) {
+        case Kind::root:
+            items.push_back({"live", k_live, S_IFDIR});
+            items.push_back({"archive", k_archive, S_IFDIR});
+            break;
+        case Kind::live:
+        case Kind::archive:
+            for (const auto& [name, view] : m_domains) {
+                if (dir.kind == Kind::live ? view.current.has_value() : !view.generations.empty()) {
+                    auto kind = dir.kind == Kind::live ? Kind::live_domain : Kind::archive_domain;
+                    items.push_back({name, inode_for(kind, name, view.id, 0, -1), S_IFDIR});
+                }
+            }
+            break;
+        case Kind::live_domain:
+        case Kind::archive_gen: {
+            auto d = m_domains.find(dir.domain);
+            if (d == m_domains.end() || !d->second.current) {
+                break;
+            }
+            std::int64_t gen = dir.kind == Kind::live_domain ? *d->second.current : dir.gen;
+            for (int f = 0; f < static_cast<int>(k_file_names.size()); ++f) {
+                items.push_back({k_file_names[static_cast<std::size_t>(f)],
+                                 inode_for(Kind::file, dir.domain, dir.domain_id, gen, f), S_IFREG});
+            }
+            break;
+        }
+        case Kind::archive_domain: {
+            auto d = m_domains.find(dir.domain);
+            if (d != m_domains.end()) {
+                for (const auto& [gen, at] : d->second.generations) {
+                    items.push_back({std::to_string(gen),
+                                     inode_for(Kind::archive_gen, dir.domain, dir.domain_id, gen, -1), S_IFDIR});
+                }
+            }
+            break;
+        }
+        case Kind::file:
+            fuse_reply_err(req, ENOTDIR);
+            return;
+        }
+    }
+    std::vector<char> buf(size);
+    std::size_t used = 0;
+    for (auto i = static_cast<std::size_t>(std::max<off_t>(off, 0)); i < items.size(); ++i) {
+        struct stat st{};
+        st.st_ino = items[i].ino;
+        st.st_mode = items[i].type;
+        std::size_t n = fuse_add_direntry(req, buf.data() + used, size - used, items[i].name.c_str(), &st,
+                                          static_cast<off_t>(i + 1));
+        if (n > size - used) {
+            break;
+        }
+        used += n;
+    }
+    fuse_reply_buf(req, buf.data(), used);
+}
+
+} // namespace certfs::fs

@@ -1,0 +1,135 @@
+// The certfs filesystem: the store seen through libfuse's low-level API.
+//
+//   /live/<name>/{cert,chain,fullchain,privkey,combined}.pem   the current generation
+//   /archive/<name>/<gen>/{...same five files...}              every generation, immutable
+//
+// One inode per (domain, generation, file), never reused within a mount, so an open file
+// descriptor reads one generation for its whole life and the page cache can be kept. Which
+// generation a lookup in live/ returns is decided by DomainPins (pins.hpp). A watcher thread
+// follows the store (PRAGMA data_version), starts transitions and invalidates kernel entries;
+// request handlers never call notify functions (that can deadlock).
+//
+// Thread-safety: handlers run on libfuse's worker threads; all shared state is guarded as
+// written beside it. Lock order: m_store_mutex before m_mutex; never the reverse.
+#pragma once
+
+#define FUSE_USE_VERSION 34
+#include <fuse_lowlevel.h>
+
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fs/pins.hpp"
+#include "store/store.hpp"
+
+namespace certfs::fs {
+
+inline constexpr std::array<const char*, 5> k_file_names = {"cert.pem", "chain.pem", "fullchain.pem", "privkey.pem",
+                                                             "combined.pem"};
+inline constexpr Duration k_default_pin_window = std::chrono::seconds(2);
+
+struct Options {
+    std::string db_path;
+    Duration pin_window = k_default_pin_window;
+    Duration poll_interval = std::chrono::milliseconds(100); // how often the watcher looks
+};
+
+class Filesystem {
+public:
+    // Opens the store (which must exist) and loads the domains.
+    static Result<std::unique_ptr<Filesystem>> create(const Options& options);
+    ~Filesystem();
+    Filesystem(const Filesystem&) = delete;
+    Filesystem& operator=(const Filesystem&) = delete;
+
+    static const fuse_lowlevel_ops& operations();
+
+    // Starts the watcher thread for session se; stop() ends it. The session outlives both.
+    void start(fuse_session* se);
+    void stop();
+
+    // Handlers, called by the thin op_* functions in filesystem.cpp. Each replies exactly once.
+    void init(fuse_conn_info* conn);
+    void lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
+    void forget(fuse_ino_t ino, std::uint64_t nlookup);
+    void getattr(fuse_req_t req, fuse_ino_t ino);
+    void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+    void read(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off);
+    void readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off);
+
+private:
+    enum class Kind { root, live, archive, live_domain, archive_domain, archive_gen, file };
+
+    struct Content {
+        std::array<std::shared_ptr<const std::string>, 5> files;
+        TimePoint created_at;
+    };
+
+    struct Node {
+        Kind kind = Kind::root;
+        std::string domain;
+        std::int64_t domain_id = 0;
+        std::int64_t gen = 0;
+        int file = -1;
+        std::uint64_t nlookup = 0;
+        std::shared_ptr<const Content> content; // files only
+        std::uint32_t uid = 0, gid = 0, mode = 0;
+    };
+
+    struct DomainView {
+        std::int64_t id = 0;
+        std::optional<std::int64_t> current;
+        std::vector<std::pair<std::int64_t, TimePoint>> generations;
+        std::uint32_t uid = 0, gid = 0, mode = 0600;
+        std::unique_ptr<DomainPins> pins; // set while in transition
+    };
+
+    // What a lookup answers: an inode and whether the kernel may cache the entry.
+    struct Entry {
+        fuse_ino_t ino = 0;
+        bool cacheable = true;
+    };
+
+    Filesystem(Options options, std::unique_ptr<store::Store> store);
+
+    Status refresh(); // re-reads the domains; called by the watcher
+    void watch();     // the watcher thread's loop
+    Result<std::shared_ptr<const Content>> load_content(const std::string& domain, std::int64_t gen);
+
+    Result<Entry> resolve(fuse_req_t req, fuse_ino_t parent, const char* name);
+    Result<Entry> file_entry(const std::string& domain, std::int64_t gen, int file);
+    fuse_ino_t inode_for(Kind kind, const std::string& domain, std::int64_t domain_id, std::int64_t gen, int file);
+    struct stat attributes(fuse_ino_t ino, const Node& node) const;
+    std::uint32_t process_of(std::uint32_t tid);
+
+    const Options m_options;
+    const TimePoint m_mounted_at;
+    fuse_session* m_session = nullptr;
+    bool m_no_open = false; // kernel supports opens without a round trip; set in init
+
+    std::mutex m_store_mutex;
+    std::unique_ptr<store::Store> m_store; // guarded by m_store_mutex
+    std::int64_t m_data_version = -1;      // guarded by m_store_mutex
+
+    mutable std::mutex m_mutex;
+    std::map<std::string, DomainView> m_domains; // guarded by m_mutex
+    std::map<std::tuple<int, std::int64_t, std::int64_t, int>, fuse_ino_t> m_inode_of; // guarded by m_mutex
+    std::map<fuse_ino_t, Node> m_nodes;                                                  // guarded by m_mutex
+    fuse_ino_t m_next_ino = 4;                                                           // guarded by m_mutex
+    std::map<std::pair<std::int64_t, std::int64_t>, std::shared_ptr<const Content>> m_content; // guarded by m_mutex
+    std::map<std::uint32_t, std::uint32_t> m_tgid_of; // tid -> pid; guarded by m_mutex
+
+    std::mutex m_watch_mutex;
+    std::condition_variable m_watch_cv;
+    bool m_stopping = false; // guarded by m_watch_mutex
+    std::thread m_watcher;
+};
+
+} // namespace certfs::fs

@@ -1,0 +1,174 @@
+// certfs: the daemon. Mounts the store read-only with FUSE.
+//
+//   certfs [--db PATH] [--pin-window DUR] [--no-renew] [-f] [-o OPTS] MOUNTPOINT
+//   certfs DBPATH MOUNTPOINT -o OPTS          (the form mount -t fuse.certfs uses)
+#include <sys/stat.h>
+
+#include <csignal>
+
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
+#include <spdlog/spdlog.h>
+
+#include "fs/filesystem.hpp"
+
+namespace {
+
+int fail(const std::string& message)
+{
+    std::cerr << "certfs: " << message << '\n';
+    return 1;
+}
+
+// mount(8) options that mean nothing to FUSE; "rw" is refused apart, certfs is read-only.
+bool is_mount_only_option(const std::string& opt)
+{
+    static const char* const k_ignored[] = {"defaults", "auto", "noauto", "nofail", "_netdev", "user", "users",
+                                            "nouser", "ro"};
+    for (const char* ignored : k_ignored) {
+        if (opt == ignored) {
+            return true;
+        }
+    }
+    return opt.rfind("x-", 0) == 0 || opt.rfind("comment=", 0) == 0;
+}
+
+// The mount point's entry in /proc/self/mountinfo, if something is mounted exactly there.
+std::optional<std::string> mounted_fs_type(const std::string& mountpoint)
+{
+    std::ifstream info("/proc/self/mountinfo");
+    for (std::string line; std::getline(info, line);) {
+        std::istringstream fields(line);
+        std::string id, parent, dev, root, point;
+        fields >> id >> parent >> dev >> root >> point;
+        if (point != mountpoint) {
+            continue;
+        }
+        std::string field;
+        while (fields >> field && field != "-") {
+        }
+        std::string type;
+        fields >> type;
+        return type;
+    }
+    return std::nullopt;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    CLI::App app{"certfs: serve TLS keys and certificates from the certfs store as a read-only filesystem"};
+    std::vector<std::string> positional;
+    std::string db_path = certfs::store::k_default_db_path;
+    std::string pin_window = "2s";
+    bool no_renew = false;
+    bool foreground = false;
+    std::vector<std::string> options;
+    app.add_option("--db", db_path, "The store")->envname("CERTFS_DB");
+    app.add_option("--pin-window", pin_window, "Pin window (default 2s)")->check([](const std::string& text) {
+        auto d = certfs::parse_duration(text);
+        return d.ok() ? std::string() : d.status().message();
+    });
+    app.add_flag("--no-renew", no_renew, "Do not run the renewal scheduler");
+    app.add_flag("-f,--foreground", foreground, "Stay in the foreground and log to stderr");
+    app.add_option("-o", options, "Mount options (allow_other, ...)")->allow_extra_args(false);
+    app.add_option("DB_OR_MOUNTPOINT", positional, "[DBPATH] MOUNTPOINT")->expected(1, 2)->required();
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        std::cerr << "certfs: " << e.what() << " (see certfs --help)\n";
+        return 2;
+    }
+    if (positional.size() == 2) {
+        db_path = positional[0];
+    }
+    std::string mountpoint = positional.back();
+
+    std::error_code ec;
+    auto canonical = std::filesystem::canonical(mountpoint, ec);
+    if (ec || !std::filesystem::is_directory(canonical)) {
+        return fail("mount point " + mountpoint + " is not a directory");
+    }
+    mountpoint = canonical.string();
+    if (auto type = mounted_fs_type(mountpoint)) {
+        return fail("mount point " + mountpoint + " is busy: " + *type + " is already mounted there");
+    }
+
+    std::vector<std::string> fuse_opts{"ro", "default_permissions", "fsname=" + db_path, "subtype=certfs"};
+    for (const auto& group : options) {
+        std::istringstream split(group);
+        for (std::string opt; std::getline(split, opt, ',');) {
+            if (opt.empty() || is_mount_only_option(opt)) {
+                continue;
+            }
+            if (opt == "rw") {
+                return fail("certfs is read-only: option 'rw' is not supported");
+            }
+            fuse_opts.push_back(opt);
+        }
+    }
+    std::string joined;
+    for (const auto& o : fuse_opts) {
+        joined += (joined.empty() ? "" : ",") + o;
+    }
+
+    certfs::fs::Options fs_options;
+    fs_options.db_path = db_path;
+    fs_options.pin_window = certfs::parse_duration(pin_window).value();
+    auto fs = certfs::fs::Filesystem::create(fs_options);
+    if (!fs.ok()) {
+        return fail(fs.status().message());
+    }
+
+    std::vector<std::string> fuse_argv_strings{"certfs", "-o", joined};
+    std::vector<char*> fuse_argv;
+    for (auto& s : fuse_argv_strings) {
+        fuse_argv.push_back(s.data());
+    }
+    fuse_args args = FUSE_ARGS_INIT(static_cast<int>(fuse_argv.size()), fuse_argv.data());
+    fuse_session* se = fuse_session_new(&args, &certfs::fs::Filesystem::operations(),
+                                        sizeof(fuse_lowlevel_ops), fs->get());
+    if (se == nullptr) {
+        return fail("cannot start a FUSE session with options " + joined);
+    }
+    if (fuse_set_signal_handlers(se) != 0) {
+        fuse_session_destroy(se);
+        return fail("cannot install signal handlers");
+    }
+    if (fuse_session_mount(se, mountpoint.c_str()) != 0) {
+        fuse_remove_signal_handlers(se);
+        fuse_session_destroy(se);
+        return fail("cannot mount on " + mountpoint + " (is /dev/fuse there, and are you root?)");
+    }
+    if (fuse_daemonize(foreground ? 1 : 0) != 0) {
+        return fail("cannot detach");
+    }
+    if (foreground) {
+        spdlog::set_default_logger(spdlog::stderr_color_mt("certfs"));
+    } else {
+        spdlog::set_default_logger(spdlog::syslog_logger_mt("certfs", "certfs", LOG_PID, LOG_DAEMON));
+    }
+    spdlog::info("mounted {} on {} (pin window {}){}", db_path, mountpoint, pin_window,
+                 no_renew ? ", renewal off" : "");
+    // The scheduler is the next piece to land; --no-renew is its off switch.
+
+    (*fs)->start(se);
+    fuse_loop_config config{};
+    config.clone_fd = 0;
+    config.max_idle_threads = 10;
+    int rc = fuse_session_loop_mt(se, &config);
+    (*fs)->stop();
+    fuse_session_unmount(se);
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    spdlog::info("unmounted {}", mountpoint);
+    return rc == 0 || rc == SIGTERM || rc == SIGINT ? 0 : 1;
+}
