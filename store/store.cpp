@@ -219,7 +219,7 @@ Status Store::log_event(std::string_view domain, std::string_view action, std::s
 
 Status Store::add_issuer(const NewIssuer& issuer)
 {
-    TRY(check_domain_name(issuer.name).with_context("issuer"));
+    TRY(check_domain_name(issuer.name, "issuer name"));
     ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
     {
         ASSIGN_OR_RETURN(auto exists, m_db->prepare("SELECT 1 FROM issuers WHERE name = ?"));
@@ -583,8 +583,7 @@ Result<std::int64_t> Store::import_generation(std::string_view name, GenerationI
     config.dns_names = valid.leaf.dns_names;
     config.ip_addresses = valid.leaf.ip_addresses;
     ASSIGN_OR_RETURN(auto key, pki::parse_private_key(valid.key_pem));
-    auto key_type = pki::key_type_of(*key);
-    config.key_type = key_type.ok() ? *key_type : pki::k_default_key_type;
+    ASSIGN_OR_RETURN(config.key_type, pki::key_type_of(*key));
     if (config.dns_names.empty() && config.ip_addresses.empty()) {
         return Status::Invalid("the certificate has no subjectAltName: no name to serve it for");
     }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <string>
 
 namespace certfs::store {
@@ -23,10 +24,10 @@ std::string lower(std::string_view s)
 
 } // namespace
 
-Status check_domain_name(std::string_view name)
+Status check_domain_name(std::string_view name, std::string_view what)
 {
     auto bad = [&](std::string_view why) {
-        return Status::Invalid("invalid domain name '" + std::string(name) + "': " + std::string(why));
+        return Status::Invalid("invalid " + std::string(what) + " '" + std::string(name) + "': " + std::string(why));
     };
     if (name.empty()) {
         return bad("empty");
@@ -118,6 +119,9 @@ Result<ValidGeneration> validate_generation(const GenerationInput& input, const 
     if (!key.ok()) {
         return failed("privkey", key.status());
     }
+    if (auto type = pki::key_type_of(**key); !type.ok()) {
+        return failed("privkey", type.status());
+    }
     auto certs = pki::parse_certs(input.cert_pem);
     if (!certs.ok()) {
         return failed("cert", certs.status());
@@ -173,14 +177,6 @@ Result<ValidGeneration> validate_generation(const GenerationInput& input, const 
 
 namespace {
 
-// Bundle names share the rules of domain names: they appear in lease scopes and listings.
-Status check_bundle_name(std::string_view bundle)
-{
-    Status s = check_domain_name(bundle);
-    return s.ok() ? s : Status::Invalid("invalid bundle name '" + std::string(bundle) + "': " +
-                                        s.message().substr(s.message().find("': ") + 3));
-}
-
 } // namespace
 
 Result<DomainConfig> normalize_config(DomainConfig config)
@@ -206,13 +202,15 @@ Result<DomainConfig> normalize_config(DomainConfig config)
     config.dns_names = std::move(dns);
     config.ip_addresses = std::move(ips);
     if (config.mode > 0777) {
-        return Status::Invalid("invalid mode 0" + std::to_string(config.mode) + ": only permission bits (0 to 0777) are allowed");
+        char octal[16];
+        std::snprintf(octal, sizeof octal, "%04o", config.mode);
+        return Status::Invalid(std::string("invalid mode ") + octal + ": only permission bits (0 to 0777) are allowed");
     }
     if (config.renew_before && config.renew_before->count() <= 0) {
         return Status::Invalid("renew-before must be greater than zero");
     }
     if (config.bundle) {
-        TRY(check_bundle_name(*config.bundle));
+        TRY(check_domain_name(*config.bundle, "bundle name"));
     }
     for (const auto& hook : config.deploy_hooks) {
         if (hook.find_first_not_of(" \t") == std::string::npos) {

@@ -13,8 +13,9 @@
 namespace certfs::store {
 
 // A domain name is a directory name: lower-case [a-z0-9.-], not starting with '.' or '-',
-// no "..", at most 253 characters. Invalid with the rule that was broken.
-Status check_domain_name(std::string_view name);
+// no "..", at most 253 characters. Invalid with the rule that was broken. Issuer and bundle
+// names follow the same rules; `what` names the kind in the message.
+Status check_domain_name(std::string_view name, std::string_view what = "domain name");
 // A DNS SAN: lower-case host name labels of [a-z0-9-] (1..63 each, not starting or ending
 // with '-'), an optional leading "*." wildcard, at most 253 characters. Returns it
 // lower-cased.
@@ -39,7 +40,8 @@ struct ValidGeneration {
 };
 
 // Parses and checks a generation against the names it must cover at time `now`:
-//   1. every file parses (messages name the file: "privkey: ...", "cert: ...", "chain: ...");
+//   1. every file parses (messages name the file: "privkey: ...", "cert: ...", "chain: ..."),
+//      and the key is of a type certfs serves (key_type_of);
 //   2. the key matches the leaf's public key;
 //   3. the chain links the leaf to its issuer, signatures checked;
 //   4. now is within the leaf's validity period;

@@ -270,7 +270,7 @@ int cmd_add(store::Store& st, const AddArgs& args)
     store::DomainConfig config;
     config.name = args.name;
     config.issuer = args.issuer;
-    config.dns_names = args.sans.empty() && args.ips.empty() ? std::vector<std::string>{args.name} : args.sans;
+    config.dns_names = args.sans.empty() ? std::vector<std::string>{args.name} : args.sans;
     config.ip_addresses = args.ips;
     config.key_type = pki::parse_key_type(args.key_type).value();
     config.reuse_key = args.reuse_key;
@@ -461,6 +461,14 @@ int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool f
         if (done.count(name) != 0) {
             continue;
         }
+        // A bundle is tried once, through whichever member comes first, success or not.
+        if (auto d = st.get_domain(name); d.ok() && d->bundle) {
+            if (auto members = st.bundle_members(*d->bundle); members.ok()) {
+                for (const auto& member : *members) {
+                    done.insert(member.name);
+                }
+            }
+        }
         auto outcomes = renewer.renew(name, force);
         if (!outcomes.ok()) {
             fail(outcomes.status().with_context("renew " + name));
@@ -536,6 +544,11 @@ int cmd_check(store::Store& st, bool json)
 
 int cmd_log(store::Store& st, const std::string& name, int limit, bool json)
 {
+    if (!name.empty()) {
+        if (auto d = st.get_domain(name); !d.ok()) {
+            return fail(d.status());
+        }
+    }
     auto events = st.events(name.empty() ? std::nullopt : std::optional<std::string_view>(name), limit);
     if (!events.ok()) {
         return fail(events.status());
@@ -611,7 +624,7 @@ int main(int argc, char** argv)
     auto* add = app.add_subcommand("add", "Add a domain and issue its first certificate");
     add->add_option("NAME", add_args.name, "Domain name (the directory under live/)")->required();
     add->add_option("--issuer", add_args.issuer, "Issuer to use")->required();
-    add->add_option("--san", add_args.sans, "DNS name to certify (repeatable; default NAME)")->allow_extra_args(false);
+    add->add_option("--san", add_args.sans, "DNS name to certify (repeatable; default NAME, also with --ip)")->allow_extra_args(false);
     add->add_option("--ip", add_args.ips, "IP address to certify (repeatable)")->allow_extra_args(false);
     add->add_option("--key-type", add_args.key_type, "ec-p256 (default), ec-p384, rsa-2048, rsa-3072, rsa-4096, ed25519")
         ->check(check_key_type);
