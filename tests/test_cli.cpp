@@ -410,7 +410,7 @@ TEST_CASE("the CERTFS_DB environment variable selects the store")
 
 // ---- issuers -------------------------------------------------------------------------------
 
-TEST_CASE("issuer add local, list, show and cert")
+TEST_CASE("issuer add local and list and show and cert")
 {
     Ctl ctl;
     ctl.ok({"init"});
@@ -717,7 +717,7 @@ TEST_CASE("add refuses bad input and leaves the store unchanged")
     CHECK(ctl.show(longest)["generation"] == 1);
 }
 
-TEST_CASE("add --mode above 0777 is refused, naming the mode in octal")
+TEST_CASE("add --mode above 0777 is refused and naming the mode in octal")
 {
     Ctl ctl;
     ctl.init_with_ca();
@@ -814,7 +814,7 @@ TEST_CASE("import creates a domain without an issuer from a foreign certificate"
     CHECK(ctl.show("local.example.com")["issuer"] == "ca");
 }
 
-TEST_CASE("import refuses bad input, naming the failed check, and changes nothing")
+TEST_CASE("import refuses bad input and naming the failed check and and changes nothing")
 {
     Ctl ctl;
     ctl.init_with_ca();
@@ -936,7 +936,7 @@ TEST_CASE("import refuses a serial the issuer already used for another domain")
     ctl.ok({"check"});
 }
 
-TEST_CASE("import refuses a key of a type certfs does not serve, and changes nothing")
+TEST_CASE("import refuses a key of a type certfs does not serve and and changes nothing")
 {
     Ctl ctl;
     ctl.ok({"init"});
@@ -1028,7 +1028,7 @@ TEST_CASE("history lists every generation with exactly one current")
 
 // ---- renew ---------------------------------------------------------------------------------
 
-TEST_CASE("renew: not due, --force, and usage")
+TEST_CASE("renew: not due and --force and and usage")
 {
     Ctl ctl;
     ctl.init_with_ca();
@@ -1233,7 +1233,7 @@ TEST_CASE("a failed renewal keeps the current generations and records the error"
     CHECK(ctl.history("good.example.com") == good_before);
 }
 
-TEST_CASE("renew --all tries a failing bundle once, not once per member")
+TEST_CASE("renew --all tries a failing bundle once and not once per member")
 {
     // One attempt for the bundle: one error line, one failure counted (so the backoff is one
     // minute, not two), however many of its members were named.
@@ -1374,7 +1374,7 @@ TEST_CASE("remove forgets a domain but its generation numbers stay used")
 
 // ---- export --------------------------------------------------------------------------------
 
-TEST_CASE("export writes the five files, with the domain's mode on the secret ones")
+TEST_CASE("export writes the five files and with the domain's mode on the secret ones")
 {
     Ctl ctl;
     ctl.init_with_ca();

@@ -214,7 +214,7 @@ private:
 
 } // namespace
 
-TEST_CASE("fs: the tree, sizes, modes, owners and times")
+TEST_CASE("fs: the tree and sizes and modes and owners and times")
 {
     Mount m;
     m.add("site.test", 0640, 33);
@@ -277,7 +277,7 @@ TEST_CASE("fs: every change fails with EROFS")
     expect_erofs(::truncate(cert.c_str(), 0), "truncate");
 }
 
-TEST_CASE("fs (1): an open descriptor reads its generation to the end, and fstat reports its size")
+TEST_CASE("fs (1): an open descriptor reads its generation to the end and and fstat reports its size")
 {
     Mount m;
     m.add("fd.test");
@@ -305,7 +305,7 @@ TEST_CASE("fs (1): an open descriptor reads its generation to the end, and fstat
     CHECK(slurp(m.live("fd.test") / "fullchain.pem") == leaf.cert_pem + other.cert_pem);
 }
 
-TEST_CASE("fs (2): new opens see a commit one pin window after it, never earlier; a new domain at once")
+TEST_CASE("fs (2): new opens see a commit one pin window after it and never earlier: a new domain at once")
 {
     const Duration window = 2s;
     Mount m(window);
@@ -342,7 +342,7 @@ TEST_CASE("fs (2): new opens see a commit one pin window after it, never earlier
     CHECK_FALSE(stdfs::exists(m.mnt() / "archive" / "new.test"));
 }
 
-TEST_CASE("fs (3a, 3e): one thread reads key then certificate across the flip; a quiet process gets the new one")
+TEST_CASE("fs (3a and 3e): one thread reads key then certificate across the flip: a quiet process gets the new one")
 {
     Mount m(2s);
     m.add("pin.test");
@@ -355,7 +355,7 @@ TEST_CASE("fs (3a, 3e): one thread reads key then certificate across the flip; a
     CHECK(pair_matches(key, cert));
 }
 
-TEST_CASE("fs (3b): the key opened by one thread, the certificate by another, across the flip")
+TEST_CASE("fs (3b): the key opened by one thread and the certificate by another and across the flip")
 {
     Mount m(2s);
     m.add("threads.test");
@@ -400,7 +400,7 @@ LoopStats read_pairs(const stdfs::path& dir, const std::atomic<bool>& stop)
 
 } // namespace
 
-TEST_CASE("fs (3c, 3d): looping readers never mismatch and move to each new generation")
+TEST_CASE("fs (3c and 3d): looping readers never mismatch and move to each new generation")
 {
     Mount m(500ms);
     m.add("loop.test");
@@ -437,7 +437,7 @@ TEST_CASE("fs (3c, 3d): looping readers never mismatch and move to each new gene
     }
 }
 
-TEST_CASE("fs (4): stress: several reader processes, renewals as fast as they commit, no mismatch")
+TEST_CASE("fs (4): stress: several reader processes and renewals as fast as they commit and no mismatch")
 {
     constexpr int k_readers = 3;
     constexpr int k_renewals = 200;
@@ -501,7 +501,7 @@ TEST_CASE("fs (4): stress: several reader processes, renewals as fast as they co
     CHECK(m.store()->history("stress.test").value().size() == k_renewals + 1);
 }
 
-TEST_CASE("fs (5): archive/ lists every generation and never changes; rollback changes only live/")
+TEST_CASE("fs (5): archive/ lists every generation and never changes: rollback changes only live/")
 {
     Mount m(300ms);
     m.add("arch.test");
@@ -533,7 +533,7 @@ TEST_CASE("fs (5): archive/ lists every generation and never changes; rollback c
     CHECK(slurp(m.live("arch.test") / "cert.pem") == history[0].cert_pem);
 }
 
-TEST_CASE("fs: the kernel enforces the key files' modes for other users (allow_other, default_permissions)")
+TEST_CASE("fs: the kernel enforces the key files' modes for other users (allow_other and default_permissions)")
 {
     Mount m(2s, {"-o", "allow_other"});
     m.add("perm.test", 0600, 0);
@@ -555,7 +555,7 @@ TEST_CASE("fs: the kernel enforces the key files' modes for other users (allow_o
     CHECK(WEXITSTATUS(status) == 0);
 }
 
-TEST_CASE("daemon: SIGTERM unmounts cleanly; a busy mount point and a missing store are refused clearly")
+TEST_CASE("daemon: SIGTERM unmounts cleanly: a busy mount point and a missing store are refused clearly")
 {
     Mount m;
     // A second daemon on the same mount point.

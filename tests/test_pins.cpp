@@ -23,7 +23,7 @@ struct Scenario {
 
 } // namespace
 
-TEST_CASE("pins: a commit becomes visible one pin window later, not earlier")
+TEST_CASE("pins: a commit becomes visible one pin window later and not earlier")
 {
     Scenario s;
     s.pins.committed(2, s.at(0s));
@@ -31,7 +31,7 @@ TEST_CASE("pins: a commit becomes visible one pin window later, not earlier")
     CHECK(s.pins.choose(200, 200, k_cert, s.at(2000ms)) == 2);
 }
 
-TEST_CASE("pins (a): one thread opens the key, the flip happens, it opens the certificate: same generation")
+TEST_CASE("pins (a): one thread opens the key and the flip happens and it opens the certificate: same generation")
 {
     Scenario s;
     s.pins.committed(2, s.at(0s));
@@ -39,7 +39,7 @@ TEST_CASE("pins (a): one thread opens the key, the flip happens, it opens the ce
     CHECK(s.pins.choose(100, 100, k_cert, s.at(3400ms)) == 1); // after the flip, within its window
 }
 
-TEST_CASE("pins (b): the key opened by one thread, the certificate by another thread of the process")
+TEST_CASE("pins (b): the key opened by one thread and the certificate by another thread of the process")
 {
     Scenario s;
     s.pins.committed(2, s.at(0s));
@@ -49,7 +49,7 @@ TEST_CASE("pins (b): the key opened by one thread, the certificate by another th
     CHECK(s.pins.choose(201, 200, k_cert, s.at(3000ms)) == 2);
 }
 
-TEST_CASE("pins (c): a looping reader moves at the start of a round, never in the middle")
+TEST_CASE("pins (c): a looping reader moves at the start of a round and never in the middle")
 {
     Scenario s;
     s.pins.committed(2, s.at(0s));
@@ -70,7 +70,7 @@ TEST_CASE("pins (c): a looping reader moves at the start of a round, never in th
     CHECK(rounds[20].first == 2);
 }
 
-TEST_CASE("pins (d): two threads of one process, each looping over its own pairs")
+TEST_CASE("pins (d): two threads of one process and each looping over its own pairs")
 {
     Scenario s;
     s.pins.committed(2, s.at(0s));
@@ -96,7 +96,7 @@ TEST_CASE("pins (e): a process with no recent open gets the new generation right
     CHECK(s.pins.choose(100, 100, k_cert, s.at(2200ms)) == 2);
 }
 
-TEST_CASE("pins: the kernel's revalidate-then-lookup of one name is one open, not a new round")
+TEST_CASE("pins: the kernel's revalidate-then-lookup of one name is one open and not a new round")
 {
     Scenario s;
     s.pins.committed(2, s.at(0s));
@@ -124,7 +124,7 @@ TEST_CASE("pins: the transition ends when the newest generation is visible and n
     CHECK_FALSE(quiet.pins.in_transition(quiet.at(2000ms)));
 }
 
-TEST_CASE("pins: commits in quick succession each wait their own window; rollback flips the same way")
+TEST_CASE("pins: commits in quick succession each wait their own window: rollback flips the same way")
 {
     Scenario s;
     s.pins.committed(2, s.at(0s));

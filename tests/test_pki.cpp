@@ -156,7 +156,7 @@ TEST_CASE("key type names round-trip and unknown names list the valid ones")
     check_invalid(parse_key_type("rsa"), "rsa-2048, rsa-3072, rsa-4096, ed25519");
 }
 
-TEST_CASE("every key type generates, round-trips through PEM and is recognised")
+TEST_CASE("every key type generates and round-trips through PEM and is recognised")
 {
     for (const std::string& name : key_type_names()) {
         INFO(name);
@@ -217,7 +217,7 @@ TEST_CASE("traditional RSA and EC private keys are accepted")
     CHECK(key_type_of(**ec_back).value() == KeyType::ec_p384);
 }
 
-TEST_CASE("encrypted private keys are refused, in both PEM forms")
+TEST_CASE("encrypted private keys are refused and in both PEM forms")
 {
     PKey key = new_key();
     std::string pkcs8 = pem_of_key(*key, EVP_aes_256_cbc(), false);
@@ -229,7 +229,7 @@ TEST_CASE("encrypted private keys are refused, in both PEM forms")
     check_invalid(parse_private_key(traditional), "private key is encrypted");
 }
 
-TEST_CASE("garbage, empty input, certificates and extra keys are not a private key")
+TEST_CASE("garbage and empty input and certificates and extra keys are not a private key")
 {
     Ca ca = new_ca();
     std::string key_pem = private_key_pem(*ca.key).value();
@@ -318,7 +318,7 @@ TEST_CASE("cert_info reports what sign_leaf put in")
     CHECK(ca_info->dns_names.empty());
 }
 
-TEST_CASE("leaf subject falls back to the first IP, or is empty with a critical SAN")
+TEST_CASE("leaf subject falls back to the first IP and or is empty with a critical SAN")
 {
     Ca ca = new_ca();
     PKey key = new_key();
@@ -475,7 +475,7 @@ TEST_CASE("verify_chain accepts a linked chain and names the link that fails")
     }
 }
 
-TEST_CASE("a self-signed leaf needs no chain, but its signature must verify")
+TEST_CASE("a self-signed leaf needs no chain and but its signature must verify")
 {
     PKey key = new_key();
     // Typical of self-signed server certificates: no keyCertSign.
@@ -513,7 +513,7 @@ TEST_CASE("canonical_ip normalises addresses and refuses names")
     check_invalid(canonical_ip("192.0.2.1 "), "not an IP address");
 }
 
-TEST_CASE("make_csr and parse_csr round-trip the key, subject and names")
+TEST_CASE("make_csr and parse_csr round-trip the key and subject and names")
 {
     for (KeyType type : {KeyType::ec_p256, KeyType::ed25519}) {
         INFO(key_type_name(type));

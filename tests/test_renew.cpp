@@ -82,7 +82,7 @@ std::string run_openssl(const std::vector<std::string>& args)
 
 } // namespace
 
-TEST_CASE("local CA: a root whose certificate is a CA, with the configured subject and lifetime")
+TEST_CASE("local CA: a root whose certificate is a CA and with the configured subject and lifetime")
 {
     FakeClock clock(std::chrono::system_clock::now());
     LocalCaConfig config;
@@ -104,7 +104,7 @@ TEST_CASE("local CA: a root whose certificate is a CA, with the configured subje
     CHECK(info_of(unnamed.cert_pem).subject == "CN=certfs local CA corp");
 }
 
-TEST_CASE("local CA: leaves carry the names, the usages and a large random serial; openssl agrees")
+TEST_CASE("local CA: leaves carry the names and the usages and a large random serial: openssl agrees")
 {
     Fixture f;
     auto c = f.config("web.test", {"web.test", "*.web.test"});
@@ -136,7 +136,7 @@ TEST_CASE("local CA: leaves carry the names, the usages and a large random seria
     CHECK_THAT(text, Contains("DNS:web.test, DNS:*.web.test, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1"));
 }
 
-TEST_CASE("local CA: a leaf never outlives its CA, and an expired CA issues nothing")
+TEST_CASE("local CA: a leaf never outlives its CA and and an expired CA issues nothing")
 {
     LocalCaConfig config;
     config.validity = 90 * 24h;
@@ -151,7 +151,7 @@ TEST_CASE("local CA: a leaf never outlives its CA, and an expired CA issues noth
     CHECK_FALSE(f.store->get_domain("late.test").ok());
 }
 
-TEST_CASE("local CA: a serial already used is never reused; another is drawn")
+TEST_CASE("local CA: a serial already used is never reused: another is drawn")
 {
     Fixture f;
     REQUIRE(f.renewer.add_and_issue(f.config("one.test")).ok());
@@ -173,7 +173,7 @@ TEST_CASE("local CA: a serial already used is never reused; another is drawn")
     require_error(ca->issue(request), Code::conflict, "no unused serial");
 }
 
-TEST_CASE("renew: nothing before it is due, a new generation with a fresh key when due or forced")
+TEST_CASE("renew: nothing before it is due and a new generation with a fresh key when due or forced")
 {
     Fixture f;
     REQUIRE(f.renewer.add_and_issue(f.config("r.test")).ok());
@@ -244,7 +244,7 @@ TEST_CASE("renew: a bundle's members renew together in one commit")
     CHECK(events[2].action == "renewed");
 }
 
-TEST_CASE("renew: a held lease refuses a second renewal, and nothing is committed")
+TEST_CASE("renew: a held lease refuses a second renewal and and nothing is committed")
 {
     Fixture f;
     REQUIRE(f.renewer.add_and_issue(f.config("busy.test")).ok());
@@ -292,7 +292,7 @@ TEST_CASE("renew: concurrent renewals on one store never tear or duplicate a gen
     CHECK(f.current("race.test").gen == *gens.rbegin());
 }
 
-TEST_CASE("renew: a failure backs off, records the error, and the current generation keeps serving")
+TEST_CASE("renew: a failure backs off and records the error and and the current generation keeps serving")
 {
     LocalCaConfig config;
     config.ca_validity = 100 * 24h;
@@ -332,7 +332,7 @@ TEST_CASE("renew: imported domains and unknown names are refused without a state
     require_error(f.renewer.renew("nope.test", true), Code::not_found, "no domain named nope.test");
 }
 
-TEST_CASE("due time: a third of the lifetime, half under 10 days, or as configured")
+TEST_CASE("due time: a third of the lifetime and half under 10 days and or as configured")
 {
     store::Domain d;
     auto start = from_unix(1'800'000'000);
@@ -357,7 +357,7 @@ TEST_CASE("backoff: one minute doubling up to six hours")
     CHECK(backoff_delay(1000) == 6h);
 }
 
-TEST_CASE("check: a healthy store has no problems; each kind of problem is one line")
+TEST_CASE("check: a healthy store has no problems: each kind of problem is one line")
 {
     Fixture f;
     REQUIRE(f.renewer.add_and_issue(f.config("fine.test")).ok());

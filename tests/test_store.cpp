@@ -85,7 +85,7 @@ std::int64_t query_int(Store& store, const char* sql)
 
 } // namespace
 
-TEST_CASE("opening: a missing store is not created unless asked, and the schema is set up once")
+TEST_CASE("opening: a missing store is not created unless asked and and the schema is set up once")
 {
     TempDir dir;
     auto path = (dir / "certfs.db").string();
@@ -110,7 +110,7 @@ TEST_CASE("opening: a missing store is not created unless asked, and the schema 
     CHECK(query_int(*again, "SELECT COUNT(*) FROM events WHERE action = 'migrate'") == 1);
 }
 
-TEST_CASE("opening: a store from a newer certfs is refused, not downgraded")
+TEST_CASE("opening: a store from a newer certfs is refused and not downgraded")
 {
     Fixture f;
     REQUIRE(f.store->db_for_testing().exec("PRAGMA user_version = 99").ok());
@@ -143,7 +143,7 @@ TEST_CASE("domain names are directory names")
     require_error(check_domain_name(std::string(254, 'a')), Code::invalid, "253");
 }
 
-TEST_CASE("DNS names: lower-cased, wildcards only as the whole first label")
+TEST_CASE("DNS names: lower-cased and wildcards only as the whole first label")
 {
     CHECK(normalize_dns_name("WWW.Example.COM").value() == "www.example.com");
     CHECK(normalize_dns_name("*.example.com").value() == "*.example.com");
@@ -278,7 +278,7 @@ TEST_CASE("validation: a generation becomes current only when every check passes
     CHECK(f.current("v.test") == 1);
 }
 
-TEST_CASE("validation: IP SANs must match exactly, in canonical form")
+TEST_CASE("validation: IP SANs must match exactly and in canonical form")
 {
     Fixture f;
     auto c = f.config("ip.test", {}, {"192.0.2.7", "2001:db8::7"});
@@ -289,7 +289,7 @@ TEST_CASE("validation: IP SANs must match exactly, in canonical form")
                   "does not cover IP address 2001:db8::7");
 }
 
-TEST_CASE("stored generations are canonical: PKCS#8 key, leaf alone, chain apart")
+TEST_CASE("stored generations are canonical: PKCS#8 key and leaf alone and chain apart")
 {
     Fixture f;
     auto c = f.config("canon.test");
@@ -308,7 +308,7 @@ TEST_CASE("stored generations are canonical: PKCS#8 key, leaf alone, chain apart
     CHECK(g.current);
 }
 
-TEST_CASE("generations are immutable, even to plain SQL")
+TEST_CASE("generations are immutable and even to plain SQL")
 {
     Fixture f;
     f.add("imm.test");
@@ -330,7 +330,7 @@ TEST_CASE("the current generation must exist")
                   "must exist");
 }
 
-TEST_CASE("compare-and-swap: a stale writer gets a conflict, not a silent overwrite")
+TEST_CASE("compare-and-swap: a stale writer gets a conflict and not a silent overwrite")
 {
     Fixture f;
     f.add("cas.test");
@@ -375,7 +375,7 @@ TEST_CASE("a bundle switches in one transaction: all members or none")
     CHECK(f.current("b.test") == 2);
 }
 
-TEST_CASE("(issuer, serial) is unique across the store")
+TEST_CASE("(issuer and serial) is unique across the store")
 {
     Fixture f;
     f.add("s1.test");
@@ -398,7 +398,7 @@ TEST_CASE("(issuer, serial) is unique across the store")
     CHECK(f.store->add_domain(f.config("s2.test"), GenerationInput{same_serial.key_pem, same_serial.cert_pem, other.cert_pem}).ok());
 }
 
-TEST_CASE("generation numbers only grow: across rollback, and across remove and re-add")
+TEST_CASE("generation numbers only grow: across rollback and and across remove and re-add")
 {
     Fixture f;
     f.add("grow.test");
@@ -449,7 +449,7 @@ TEST_CASE("rollback refuses a generation that no longer validates")
     CHECK(f.current("old.test") == 2);
 }
 
-TEST_CASE("import creates a domain for the certificate's names, or renews an existing one")
+TEST_CASE("import creates a domain for the certificate's names and or renews an existing one")
 {
     Fixture f;
     auto leaf = make_leaf(f.ca, {{"imp.test", "www.imp.test"}, {"192.0.2.1"}});
@@ -470,7 +470,7 @@ TEST_CASE("import creates a domain for the certificate's names, or renews an exi
     CHECK(f.generations("imp.test") == 2);
 }
 
-TEST_CASE("issuers: unique names, and none removed while a domain uses it")
+TEST_CASE("issuers: unique names and and none removed while a domain uses it")
 {
     Fixture f;
     NewIssuer issuer{"ca1", "local", "{}", "secret", f.ca.cert_pem};
@@ -487,7 +487,7 @@ TEST_CASE("issuers: unique names, and none removed while a domain uses it")
     require_error(f.store->get_issuer("ca1"), Code::not_found, "no issuer named ca1");
 }
 
-TEST_CASE("leases: one holder at a time; an expired lease is taken over")
+TEST_CASE("leases: one holder at a time: an expired lease is taken over")
 {
     Fixture f;
     auto other = f.open_store(false);
