@@ -210,6 +210,7 @@ void Filesystem::watch()
         if (Status s = refresh(); !s.ok()) {
             spdlog::warn("cannot read the store: {}", s.message());
         }
+        invalidate_at_flips();
         lock.lock();
         m_watch_cv.wait_for(lock, m_options.poll_interval, [this] { return m_stopping; });
     }
@@ -251,6 +252,7 @@ Status Filesystem::refresh()
                         view.pins = std::make_unique<DomainPins>(*view.current, m_options.pin_window);
                     }
                     view.pins->committed(*d.current_gen, at);
+                    view.flips.push_back(at + m_options.pin_window);
                     auto dir = m_inode_of.find({static_cast<int>(Kind::live_domain), d.id, 0, -1});
                     if (dir != m_inode_of.end()) {
                         for (const char* file : k_file_names) {
@@ -287,6 +289,39 @@ Status Filesystem::refresh()
         }
     }
     return Status::Ok();
+}
+
+void Filesystem::invalidate_at_flips()
+{
+    // A lookup that chose the old generation just before a commit was seen can have its
+    // (cacheable) reply reach the kernel after the invalidation at the commit. Invalidating
+    // again at the flip removes any such entry: by then that lookup finished long ago, and
+    // every entry given out during the transition was uncacheable anyway.
+    std::vector<fuse_ino_t> dirs;
+    fuse_session* session = nullptr;
+    {
+        std::lock_guard store_lock(m_store_mutex);
+        session = m_session;
+    }
+    {
+        std::lock_guard lock(m_mutex);
+        const TimePoint t = now();
+        for (auto& [name, view] : m_domains) {
+            auto due = std::erase_if(view.flips, [&](TimePoint flip) { return flip <= t; });
+            auto dir = m_inode_of.find({static_cast<int>(Kind::live_domain), view.id, 0, -1});
+            if (due > 0 && dir != m_inode_of.end()) {
+                dirs.push_back(dir->second);
+            }
+        }
+    }
+    if (session == nullptr) {
+        return;
+    }
+    for (fuse_ino_t dir : dirs) {
+        for (const char* file : k_file_names) {
+            fuse_lowlevel_notify_inval_entry(session, dir, file, std::strlen(file));
+        }
+    }
 }
 
 Result<std::shared_ptr<const Filesystem::Content>> Filesystem::load_content(const std::string& domain,

@@ -89,6 +89,7 @@ private:
         std::vector<std::pair<std::int64_t, TimePoint>> generations;
         std::uint32_t uid = 0, gid = 0, mode = 0600;
         std::unique_ptr<DomainPins> pins; // set while in transition
+        std::vector<TimePoint> flips;      // when committed generations become visible
     };
 
     // What a lookup answers: an inode and whether the kernel may cache the entry.
@@ -100,6 +101,7 @@ private:
     Filesystem(Options options, std::unique_ptr<store::Store> store);
 
     Status refresh(); // re-reads the domains; called by the watcher
+    void invalidate_at_flips(); // called by the watcher
     void watch();     // the watcher thread's loop
     Result<std::shared_ptr<const Content>> load_content(const std::string& domain, std::int64_t gen);
 
@@ -112,7 +114,7 @@ private:
     const Options m_options;
     const TimePoint m_mounted_at;
     fuse_session* m_session = nullptr;
-    bool m_no_open = false; // kernel supports opens without a round trip; set in init
+    std::atomic<bool> m_no_open{false}; // kernel supports opens without a round trip; set in init
 
     std::mutex m_store_mutex;
     std::unique_ptr<store::Store> m_store; // guarded by m_store_mutex
