@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <sqlite3.h>
 
@@ -71,6 +72,25 @@ private:
     Db* m_db;
     sqlite3_stmt* m_stmt;
 };
+
+// Steps through every row of stmt and returns from_row(stmt) of each; from_row returns T or
+// Result<T>, and its first error ends the walk.
+template <typename T, typename Fn>
+Result<std::vector<T>> collect(Stmt& stmt, Fn from_row)
+{
+    std::vector<T> out;
+    for (;;) {
+        ASSIGN_OR_RETURN(bool row, stmt.step());
+        if (!row) {
+            return out;
+        }
+        Result<T> item = from_row(stmt);
+        if (!item.ok()) {
+            return item.status();
+        }
+        out.push_back(std::move(item).value());
+    }
+}
 
 class Db {
 public:

@@ -250,14 +250,7 @@ Issuer issuer_from_row(const Stmt& row)
 Result<std::vector<Issuer>> Store::list_issuers()
 {
     ASSIGN_OR_RETURN(auto stmt, m_db->prepare(CERTFS_ISSUER_SELECT " ORDER BY i.name"));
-    std::vector<Issuer> out;
-    for (;;) {
-        ASSIGN_OR_RETURN(bool row, stmt.step());
-        if (!row) {
-            return out;
-        }
-        out.push_back(issuer_from_row(stmt));
-    }
+    return collect<Issuer>(stmt, issuer_from_row);
 }
 
 Result<Issuer> Store::get_issuer(std::string_view name)
@@ -288,14 +281,7 @@ Status Store::remove_issuer(std::string_view name)
         ASSIGN_OR_RETURN(auto users, m_db->prepare(
             "SELECT d.name FROM domains d JOIN issuers i ON i.id = d.issuer_id WHERE i.name = ? ORDER BY d.name"));
         users.bind_all(name);
-        std::vector<std::string> names;
-        for (;;) {
-            ASSIGN_OR_RETURN(bool row, users.step());
-            if (!row) {
-                break;
-            }
-            names.push_back(users.text(0));
-        }
+        ASSIGN_OR_RETURN(auto names, collect<std::string>(users, [](const Stmt& row) { return row.text(0); }));
         if (!names.empty()) {
             std::string list;
             for (std::size_t i = 0; i < names.size() && i < 5; ++i) {
@@ -334,30 +320,14 @@ Result<Domain> Store::get_domain(std::string_view name)
 Result<std::vector<Domain>> Store::list_domains()
 {
     ASSIGN_OR_RETURN(auto stmt, m_db->prepare(CERTFS_DOMAIN_SELECT " ORDER BY d.name"));
-    std::vector<Domain> out;
-    for (;;) {
-        ASSIGN_OR_RETURN(bool row, stmt.step());
-        if (!row) {
-            return out;
-        }
-        ASSIGN_OR_RETURN(auto d, domain_from_row(stmt));
-        out.push_back(std::move(d));
-    }
+    return collect<Domain>(stmt, domain_from_row);
 }
 
 Result<std::vector<Domain>> Store::bundle_members(std::string_view bundle)
 {
     ASSIGN_OR_RETURN(auto stmt, m_db->prepare(CERTFS_DOMAIN_SELECT " WHERE d.bundle = ? ORDER BY d.name"));
     stmt.bind_all(bundle);
-    std::vector<Domain> out;
-    for (;;) {
-        ASSIGN_OR_RETURN(bool row, stmt.step());
-        if (!row) {
-            return out;
-        }
-        ASSIGN_OR_RETURN(auto d, domain_from_row(stmt));
-        out.push_back(std::move(d));
-    }
+    return collect<Domain>(stmt, domain_from_row);
 }
 
 Result<std::int64_t> Store::add_domain(const DomainConfig& raw, const std::optional<GenerationInput>& first)
@@ -447,15 +417,7 @@ Result<std::vector<Generation>> Store::history(std::string_view name)
     TRY(read_domain(name));
     ASSIGN_OR_RETURN(auto stmt, m_db->prepare(CERTFS_GENERATION_SELECT " WHERE d.name = ? ORDER BY g.gen"));
     stmt.bind_all(name);
-    std::vector<Generation> out;
-    for (;;) {
-        ASSIGN_OR_RETURN(bool row, stmt.step());
-        if (!row) {
-            return out;
-        }
-        ASSIGN_OR_RETURN(auto g, generation_from_row(stmt));
-        out.push_back(std::move(g));
-    }
+    return collect<Generation>(stmt, generation_from_row);
 }
 
 bool Store::serial_exists(std::string_view issuer_dn, std::string_view serial_hex)
@@ -678,14 +640,9 @@ Status Store::release_lease(std::string_view scope, std::string_view owner)
 Result<std::vector<Lease>> Store::leases()
 {
     ASSIGN_OR_RETURN(auto stmt, m_db->prepare("SELECT scope, owner, acquired_at, expires_at FROM leases ORDER BY scope"));
-    std::vector<Lease> out;
-    for (;;) {
-        ASSIGN_OR_RETURN(bool row, stmt.step());
-        if (!row) {
-            return out;
-        }
-        out.push_back({stmt.text(0), stmt.text(1), from_ms(stmt.int64(2)), from_ms(stmt.int64(3))});
-    }
+    return collect<Lease>(stmt, [](const Stmt& row) {
+        return Lease{row.text(0), row.text(1), from_ms(row.int64(2)), from_ms(row.int64(3))};
+    });
 }
 
 // ---- events and checks ---------------------------------------------------------------------
@@ -696,14 +653,9 @@ Result<std::vector<Event>> Store::events(std::optional<std::string_view> domain,
         "SELECT id, at, actor, domain, action, detail FROM"
         " (SELECT * FROM events WHERE ?1 IS NULL OR domain = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id"));
     stmt.bind(1, domain ? std::optional<std::string>(std::string(*domain)) : std::nullopt).bind(2, limit);
-    std::vector<Event> out;
-    for (;;) {
-        ASSIGN_OR_RETURN(bool row, stmt.step());
-        if (!row) {
-            return out;
-        }
-        out.push_back({stmt.int64(0), from_ms(stmt.int64(1)), stmt.text(2), stmt.text(3), stmt.text(4), stmt.text(5)});
-    }
+    return collect<Event>(stmt, [](const Stmt& row) {
+        return Event{row.int64(0), from_ms(row.int64(1)), row.text(2), row.text(3), row.text(4), row.text(5)};
+    });
 }
 
 Result<std::vector<std::string>> Store::integrity_problems()
@@ -711,24 +663,18 @@ Result<std::vector<std::string>> Store::integrity_problems()
     std::vector<std::string> out;
     {
         ASSIGN_OR_RETURN(auto stmt, m_db->prepare("PRAGMA integrity_check"));
-        for (;;) {
-            ASSIGN_OR_RETURN(bool row, stmt.step());
-            if (!row) {
-                break;
-            }
-            if (stmt.text(0) != "ok") {
-                out.push_back("integrity: " + stmt.text(0));
+        ASSIGN_OR_RETURN(auto rows, collect<std::string>(stmt, [](const Stmt& row) { return row.text(0); }));
+        for (const auto& r : rows) {
+            if (r != "ok") {
+                out.push_back("integrity: " + r);
             }
         }
     }
     ASSIGN_OR_RETURN(auto fk, m_db->prepare("PRAGMA foreign_key_check"));
-    for (;;) {
-        ASSIGN_OR_RETURN(bool row, fk.step());
-        if (!row) {
-            break;
-        }
-        out.push_back("integrity: table " + fk.text(0) + " row " + fk.text(1) + " refers to a missing " + fk.text(2));
-    }
+    ASSIGN_OR_RETURN(auto missing, collect<std::string>(fk, [](const Stmt& row) {
+        return "integrity: table " + row.text(0) + " row " + row.text(1) + " refers to a missing " + row.text(2);
+    }));
+    out.insert(out.end(), missing.begin(), missing.end());
     return out;
 }
 
@@ -736,14 +682,9 @@ Result<std::vector<std::string>> Store::duplicate_serials()
 {
     ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
         "SELECT issuer_dn, serial, COUNT(*) FROM generations GROUP BY issuer_dn, serial HAVING COUNT(*) > 1"));
-    std::vector<std::string> out;
-    for (;;) {
-        ASSIGN_OR_RETURN(bool row, stmt.step());
-        if (!row) {
-            return out;
-        }
-        out.push_back(stmt.text(0) + " serial " + stmt.text(1) + " used " + stmt.text(2) + " times");
-    }
+    return collect<std::string>(stmt, [](const Stmt& row) {
+        return row.text(0) + " serial " + row.text(1) + " used " + row.text(2) + " times";
+    });
 }
 
 } // namespace certfs::store
