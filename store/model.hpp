@@ -60,6 +60,7 @@ struct Domain : DomainConfig {
     std::int64_t id = 0;
     DomainState state = DomainState::monitoring;
     std::string last_error;
+    std::string hook_error; // the last deploy-hook failure, empty when the last run succeeded
     std::optional<TimePoint> next_attempt;
     std::int64_t failures = 0;
     std::optional<std::int64_t> current_gen;

@@ -107,13 +107,33 @@ CREATE TABLE events (
 CREATE INDEX events_domain ON events(domain, id);
 )sql";
 
-constexpr std::string_view k_migrations[] = {k_v1};
+// v2: the outcome of the last deploy-hook run on each domain, and store-wide settings (the
+// daemon records its mount point and pin window there for certfsctl's hooks).
+constexpr std::string_view k_v2 = R"sql(
+ALTER TABLE domains ADD COLUMN hook_error TEXT NOT NULL DEFAULT '';
+
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+)sql";
+
+constexpr std::string_view k_migrations[] = {k_v1, k_v2};
 
 } // namespace
 
 std::span<const std::string_view> migrations()
 {
     return k_migrations;
+}
+
+std::string schema_for_testing(int version)
+{
+    std::string out;
+    for (int i = 0; i < version && i < static_cast<int>(std::size(k_migrations)); ++i) {
+        out += k_migrations[i];
+    }
+    return out;
 }
 
 } // namespace certfs::store

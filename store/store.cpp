@@ -71,7 +71,8 @@ pki::Names names_of(const DomainConfig& config)
 #define CERTFS_DOMAIN_SELECT                                                                      \
     "SELECT d.id, d.name, i.name, d.dns_names, d.ip_addresses, d.key_type, d.reuse_key,"         \
     " d.renew_before_ms, d.owner_uid, d.group_gid, d.mode, d.bundle, d.deploy_hooks, d.state,"    \
-    " d.last_error, d.next_attempt, d.failures, d.current_gen, d.created_at, g.not_before, g.not_after"         \
+    " d.last_error, d.next_attempt, d.failures, d.current_gen, d.created_at, g.not_before, g.not_after,"    \
+    " d.hook_error"         \
     " FROM domains d LEFT JOIN issuers i ON i.id = d.issuer_id"                                 \
     " LEFT JOIN generations g ON g.domain_id = d.id AND g.gen = d.current_gen"
 
@@ -106,6 +107,7 @@ Result<Domain> domain_from_row(const Stmt& row)
     d.created_at = from_ms(row.int64(18));
     d.current_not_before = opt_time(row.opt_int64(19));
     d.current_not_after = opt_time(row.opt_int64(20));
+    d.hook_error = row.text(21);
     return d;
 }
 
@@ -607,6 +609,37 @@ Status Store::set_state(std::string_view name, DomainState state, std::string_vi
         TRY(log_event(name, "error", last_error));
     }
     return txn.commit();
+}
+
+Status Store::set_hook_error(std::string_view name, std::string_view error)
+{
+    ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare("UPDATE domains SET hook_error = ? WHERE name = ?"));
+    TRY(stmt.bind_all(error, name).run());
+    if (m_db->changes() == 0) {
+        return Status::NotFound("no domain named " + std::string(name));
+    }
+    if (!error.empty()) {
+        TRY(log_event(name, "hook failed", error));
+    }
+    return txn.commit();
+}
+
+Status Store::set_setting(std::string_view key, std::string_view value)
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
+        "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"));
+    return stmt.bind_all(key, value).run();
+}
+
+Result<std::string> Store::setting(std::string_view key)
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare("SELECT value FROM settings WHERE key = ?"));
+    ASSIGN_OR_RETURN(bool row, stmt.bind_all(key).step());
+    if (!row) {
+        return Status::NotFound("no setting " + std::string(key));
+    }
+    return stmt.text(0);
 }
 
 // ---- leases --------------------------------------------------------------------------------

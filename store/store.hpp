@@ -28,7 +28,7 @@
 namespace certfs::store {
 
 inline constexpr const char* k_default_db_path = "/var/lib/certfs/certfs.db";
-inline constexpr int k_schema_version = 1;
+inline constexpr int k_schema_version = 2;
 
 struct OpenOptions {
     bool create = false;      // create the file (and run migrations) if missing
@@ -101,6 +101,13 @@ public:
     // Renewal state shown by `certfsctl list`.
     Status set_state(std::string_view name, DomainState state, std::string_view last_error,
                      std::optional<TimePoint> next_attempt, bool count_failure);
+
+    // The outcome of the last deploy-hook run on a domain: empty for success.
+    Status set_hook_error(std::string_view name, std::string_view error);
+
+    // Store-wide settings ("mountpoint", "pin_window_ms"); NotFound when unset.
+    Status set_setting(std::string_view key, std::string_view value);
+    Result<std::string> setting(std::string_view key);
 
     // Leases: at most one live lease per scope. Conflict (naming the holder) while another
     // owner's lease is live; an expired lease is taken over.

@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "store/schema.hpp"
 #include "store/store.hpp"
 #include "store/validate.hpp"
 #include "tests/testutil.hpp"
@@ -566,4 +567,48 @@ TEST_CASE("a crash in the middle of a write leaves the last committed state")
     auto store = f.open_store(false);
     CHECK(store->get_domain("crash.test").value().current_gen == 1);
     CHECK(store->integrity_problems().value().empty());
+}
+
+TEST_CASE("migrations: a store of an older schema is brought up to date on open and keeps its data")
+{
+    Fixture f;
+    f.add("old.test");
+    f.store.reset();
+    {
+        // Rebuild the file as schema version 1 had it, with the same data.
+        TempDir dir;
+        auto v1_path = (dir / "v1.db").string();
+        auto v1 = Db::open(v1_path, true).value();
+        REQUIRE(v1->exec(schema_for_testing(1)).ok());
+        REQUIRE(v1->exec("ATTACH DATABASE '" + f.path + "' AS cur").ok());
+        REQUIRE(v1->exec("INSERT INTO issuers SELECT * FROM cur.issuers;"
+                         "INSERT INTO domains SELECT id, name, issuer_id, dns_names, ip_addresses, key_type,"
+                         " reuse_key, renew_before_ms, owner_uid, group_gid, mode, bundle, deploy_hooks, state,"
+                         " last_error, next_attempt, failures, NULL, created_at FROM cur.domains;"
+                         "INSERT INTO generations SELECT * FROM cur.generations;"
+                         "UPDATE domains SET current_gen = (SELECT current_gen FROM cur.domains WHERE cur.domains.id = domains.id);"
+                         "DETACH DATABASE cur; PRAGMA user_version = 1;")
+                    .ok());
+        v1.reset();
+        std::filesystem::copy_file(v1_path, f.path, std::filesystem::copy_options::overwrite_existing);
+        std::filesystem::remove(f.path + "-wal");
+        std::filesystem::remove(f.path + "-shm");
+    }
+    auto store = f.open_store(false);
+    CHECK(query_int(*store, "PRAGMA user_version") == k_schema_version);
+    auto d = store->get_domain("old.test").value();
+    CHECK(d.current_gen == 1);
+    CHECK(d.hook_error.empty());
+    REQUIRE(store->set_hook_error("old.test", "exit status 1").ok());
+    CHECK(store->get_domain("old.test").value().hook_error == "exit status 1");
+    CHECK(query_int(*store, "SELECT COUNT(*) FROM events WHERE action = 'migrate' AND detail = 'schema version 1 -> 2'") == 1);
+}
+
+TEST_CASE("settings: set and read back")
+{
+    Fixture f;
+    require_error(f.store->setting("mountpoint"), Code::not_found, "no setting mountpoint");
+    REQUIRE(f.store->set_setting("mountpoint", "/etc/certs").ok());
+    REQUIRE(f.store->set_setting("mountpoint", "/srv/certs").ok());
+    CHECK(f.store->setting("mountpoint").value() == "/srv/certs");
 }
