@@ -175,19 +175,17 @@ Filesystem::~Filesystem()
     stop();
 }
 
-void Filesystem::start(fuse_session* se)
+Status Filesystem::start(fuse_session* se)
 {
     {
         std::lock_guard lock(m_store_mutex);
+        ASSIGN_OR_RETURN(m_store, store::Store::open(m_options.db_path, {.create = false, .actor = "certfs", .clock = nullptr}));
         m_session = se;
-        auto store = store::Store::open(m_options.db_path, {.create = false, .actor = "certfs", .clock = nullptr});
-        if (store.ok()) {
-            m_store = std::move(store).value();
-        } else {
-            spdlog::error("{}", store.status().message());
-        }
+        // data_version counts per connection: this is a new one, so compare nothing old with it.
+        m_data_version = -1;
     }
     m_watcher = std::thread([this] { watch(); });
+    return Status::Ok();
 }
 
 void Filesystem::stop()
@@ -236,8 +234,9 @@ Status Filesystem::refresh()
         session = m_session;
     }
 
-    const TimePoint at = now();
+    const PinTime at = PinClock::now();
     std::vector<std::pair<fuse_ino_t, std::string>> stale; // kernel entries to invalidate
+    std::vector<std::pair<std::string, std::int64_t>> commits; // domains that changed generation
     {
         std::lock_guard lock(m_mutex);
         std::map<std::string, DomainView> next;
@@ -252,7 +251,7 @@ Status Filesystem::refresh()
                         view.pins = std::make_unique<DomainPins>(*view.current, m_options.pin_window);
                     }
                     view.pins->committed(*d.current_gen, at);
-                    view.flips.push_back(at + m_options.pin_window);
+                    commits.emplace_back(d.name, *d.current_gen);
                     auto dir = m_inode_of.find({static_cast<int>(Kind::live_domain), d.id, 0, -1});
                     if (dir != m_inode_of.end()) {
                         for (const char* file : k_file_names) {
@@ -288,6 +287,18 @@ Status Filesystem::refresh()
             fuse_lowlevel_notify_inval_entry(session, parent, name.c_str(), name.size());
         }
     }
+    // The pin window counts from when the kernel holds no cached entry of the old generation
+    // any more: an open through such an entry was not recorded, and must be a whole window
+    // older than the flip.
+    const PinTime invalidated = PinClock::now();
+    std::lock_guard lock(m_mutex);
+    for (const auto& [name, gen] : commits) {
+        auto d = m_domains.find(name);
+        if (d != m_domains.end() && d->second.pins && d->second.pins->newest() == gen) {
+            d->second.pins->committed(gen, invalidated);
+            d->second.flips.push_back(invalidated + m_options.pin_window);
+        }
+    }
     return Status::Ok();
 }
 
@@ -305,9 +316,9 @@ void Filesystem::invalidate_at_flips()
     }
     {
         std::lock_guard lock(m_mutex);
-        const TimePoint t = now();
+        const PinTime t = PinClock::now();
         for (auto& [name, view] : m_domains) {
-            auto due = std::erase_if(view.flips, [&](TimePoint flip) { return flip <= t; });
+            auto due = std::erase_if(view.flips, [&](PinTime flip) { return flip <= t; });
             auto dir = m_inode_of.find({static_cast<int>(Kind::live_domain), view.id, 0, -1});
             if (due > 0 && dir != m_inode_of.end()) {
                 dirs.push_back(dir->second);
@@ -415,7 +426,7 @@ Result<Filesystem::Entry> Filesystem::file_entry(const std::string& domain, std:
     node.uid = secret && d != m_domains.end() ? d->second.uid : 0;
     node.gid = secret && d != m_domains.end() ? d->second.gid : 0;
     node.mode = secret && d != m_domains.end() ? d->second.mode : 0644;
-    return Entry{ino, true};
+    return Entry{ino, true, content};
 }
 
 Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent, const char* name)
@@ -432,10 +443,10 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
     switch (dir.kind) {
     case Kind::root:
         if (std::strcmp(name, "live") == 0) {
-            return Entry{k_live, true};
+            return Entry{k_live, true, nullptr};
         }
         if (std::strcmp(name, "archive") == 0) {
-            return Entry{k_archive, true};
+            return Entry{k_archive, true, nullptr};
         }
         return Status::NotFound(name);
     case Kind::live:
@@ -446,7 +457,7 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
             return Status::NotFound(name);
         }
         auto kind = dir.kind == Kind::live ? Kind::live_domain : Kind::archive_domain;
-        return Entry{inode_for(kind, name, d->second.id, 0, -1), true};
+        return Entry{inode_for(kind, name, d->second.id, 0, -1), true, nullptr};
     }
     case Kind::live_domain: {
         int file = file_index(name);
@@ -472,7 +483,7 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
             std::lock_guard lock(m_mutex);
             auto d = m_domains.find(dir.domain);
             if (d != m_domains.end() && d->second.pins) {
-                auto t = now();
+                auto t = PinClock::now();
                 gen = d->second.pins->choose(tid, pid, file, t);
                 if (d->second.pins->in_transition(t)) {
                     cacheable = false;
@@ -498,7 +509,7 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
         if (!exists) {
             return Status::NotFound(name);
         }
-        return Entry{inode_for(Kind::archive_gen, dir.domain, dir.domain_id, *gen, -1), true};
+        return Entry{inode_for(Kind::archive_gen, dir.domain, dir.domain_id, *gen, -1), true, nullptr};
     }
     case Kind::archive_gen: {
         int file = file_index(name);
@@ -531,6 +542,12 @@ void Filesystem::lookup(fuse_req_t req, fuse_ino_t parent, const char* name)
     {
         std::lock_guard lock(m_mutex);
         Node& node = m_nodes.at(entry->ino);
+        // A FORGET between resolve() and here may have let the content go; the count and the
+        // content change together under this lock.
+        if (entry->content && !node.content) {
+            node.content = entry->content;
+            m_content.emplace(std::make_pair(node.domain_id, node.gen), entry->content);
+        }
         ++node.nlookup;
         e.attr = attributes(entry->ino, node);
     }
@@ -544,9 +561,10 @@ void Filesystem::forget(fuse_ino_t ino, std::uint64_t nlookup)
 {
     std::lock_guard lock(m_mutex);
     auto it = m_nodes.find(ino);
-    if (it != m_nodes.end()) {
-        it->second.nlookup -= std::min(it->second.nlookup, nlookup);
+    if (it == m_nodes.end()) {
+        return;
     }
+    it->second.nlookup -= std::min(it->second.nlookup, nlookup);
 }
 
 struct stat Filesystem::attributes(fuse_ino_t ino, const Node& node) const

@@ -51,8 +51,9 @@ public:
 
     static const fuse_lowlevel_ops& operations();
 
-    // Starts the watcher thread for session se; stop() ends it. The session outlives both.
-    void start(fuse_session* se);
+    // Opens the store and starts the watcher thread for session se; stop() ends it. The session
+    // outlives both. An error means the store could not be opened: nothing was started.
+    Status start(fuse_session* se);
     void stop();
 
     // Handlers, called by the thin op_* functions in filesystem.cpp. Each replies exactly once.
@@ -89,13 +90,14 @@ private:
         std::vector<std::pair<std::int64_t, TimePoint>> generations;
         std::uint32_t uid = 0, gid = 0, mode = 0600;
         std::unique_ptr<DomainPins> pins; // set while in transition
-        std::vector<TimePoint> flips;      // when committed generations become visible
+        std::vector<PinTime> flips;        // when committed generations become visible
     };
 
     // What a lookup answers: an inode and whether the kernel may cache the entry.
     struct Entry {
         fuse_ino_t ino = 0;
         bool cacheable = true;
+        std::shared_ptr<const Content> content; // files only: restored if a FORGET raced us
     };
 
     Filesystem(Options options, std::unique_ptr<store::Store> store);

@@ -1,57 +1,98 @@
 #include "fs/pins.hpp"
 
+#include <algorithm>
+
 namespace certfs::fs {
 
-void DomainPins::committed(std::int64_t gen, TimePoint at)
+void DomainPins::committed(std::int64_t gen, PinTime at)
 {
+    // A rollback to gen drops what was committed above it and is not visible yet; a renewal
+    // (a higher number) keeps the earlier flips.
+    std::erase_if(m_pending, [&](const auto& p) { return p.second >= gen; });
     m_newest = gen;
-    m_pending[at + m_window] = gen;
+    if (gen != m_visible || !m_pending.empty()) {
+        m_pending.emplace_back(at + m_window, gen);
+        std::sort(m_pending.begin(), m_pending.end());
+    }
 }
 
-std::int64_t DomainPins::visible(TimePoint now)
+std::int64_t DomainPins::visible(PinTime now)
 {
-    while (!m_pending.empty() && m_pending.begin()->first <= now) {
-        m_visible = m_pending.begin()->second;
+    while (!m_pending.empty() && m_pending.front().first <= now) {
+        m_visible = m_pending.front().second;
         m_pending.erase(m_pending.begin());
     }
     return m_visible;
 }
 
-std::int64_t DomainPins::choose(std::uint32_t tid, std::uint32_t pid, int file, TimePoint now)
+std::int64_t DomainPins::choose(std::uint32_t tid, std::uint32_t pid, int file, PinTime now)
 {
     const std::int64_t visible_now = visible(now);
     const unsigned bit = 1U << file;
+    auto proc = m_processes.find(pid);
+    if (proc != m_processes.end() && now - proc->second.last > m_window) {
+        m_processes.erase(proc);
+        proc = m_processes.end();
+    }
+    bool same_open = false;
     auto it = m_threads.find(tid);
-    std::int64_t gen = 0;
     if (it != m_threads.end() && now - it->second.last <= m_window) {
         ThreadPin& pin = it->second;
-        bool repeat = (pin.round & bit) != 0;
-        bool same_open = file == pin.last_file && now - pin.last < k_same_open;
-        if (repeat && !same_open) {
-            pin.round = 0; // a new round starts with this file
-            pin.gen = visible_now;
+        if ((pin.round & bit) != 0) {
+            bool expected = (pin.relookup & bit) != 0;
+            bool burst = file == pin.last_file && now - pin.burst < m_same_open;
+            if (expected || burst) {
+                if (expected && !burst) {
+                    // Possibly the first lookup of a new open (the awaited one never came),
+                    // kept on the pinned generation: it starts a round of its own there, so
+                    // that the files opened after it match it, and the kernel's second
+                    // lookup for it is absorbed too.
+                    pin.round = 0;
+                    pin.burst = now;
+                }
+                pin.relookup &= ~bit;
+                same_open = true;
+            } else {
+                pin = ThreadPin{visible_now, now, 0, 0, -1, now}; // a new round
+            }
         }
-        gen = pin.gen;
     } else {
-        auto proc = m_processes.find(pid);
-        gen = (proc != m_processes.end() && now - proc->second.last <= m_window) ? proc->second.gen : visible_now;
-        it = m_threads.insert_or_assign(tid, ThreadPin{gen, now, 0, -1}).first;
+        std::int64_t gen = visible_now;
+        if (proc != m_processes.end() && (proc->second.round & bit) == 0) {
+            gen = proc->second.gen; // another thread of the process opened the other files
+        }
+        it = m_threads.insert_or_assign(tid, ThreadPin{gen, now, 0, 0, -1, now}).first;
     }
     ThreadPin& pin = it->second;
+    const std::int64_t gen = pin.gen;
+    auto& answered = m_answered[static_cast<std::size_t>(file)];
+    if (!same_open) {
+        pin.burst = now;
+        if (answered.size() > 1 || !answered.contains(gen)) {
+            pin.relookup |= bit; // the shared entry may name another generation: the kernel may ask again
+        }
+    }
+    answered.insert(gen);
     pin.round |= bit;
     pin.last = now;
     pin.last_file = file;
-    m_processes[pid] = ProcessPin{gen, now};
+
+    ProcessPin& p = m_processes[pid];
+    if (p.gen != gen || p.round == 0) {
+        p = ProcessPin{gen, now, 0};
+    }
+    p.round |= bit;
+    p.last = now;
     return gen;
 }
 
-void DomainPins::forget_stale(TimePoint now)
+void DomainPins::forget_stale(PinTime now)
 {
     std::erase_if(m_threads, [&](const auto& kv) { return now - kv.second.last > m_window; });
     std::erase_if(m_processes, [&](const auto& kv) { return now - kv.second.last > m_window; });
 }
 
-bool DomainPins::in_transition(TimePoint now)
+bool DomainPins::in_transition(PinTime now)
 {
     const std::int64_t visible_now = visible(now);
     forget_stale(now);

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <map>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -290,6 +291,8 @@ TEST_CASE("fs (1): an open descriptor reads its generation to the end and and fs
     auto old_gen = m.store()->current_generation("fd.test").value();
     int fd = ::open((m.live("fd.test") / "fullchain.pem").c_str(), O_RDONLY);
     REQUIRE(fd >= 0);
+    char first[97]; // part before the commit, the rest after the flip
+    REQUIRE(::read(fd, first, sizeof first) == static_cast<ssize_t>(sizeof first));
     // The next generation has another size: a CA with a longer name issues it.
     test::TestCa other("/CN=An Issuing Authority With A Longer Name/O=Example Organisation/OU=Certificates");
     auto leaf = test::make_leaf(other, {{"fd.test"}, {}});
@@ -300,8 +303,8 @@ TEST_CASE("fs (1): an open descriptor reads its generation to the end and and fs
     struct stat st{};
     REQUIRE(::fstat(fd, &st) == 0);
     CHECK(st.st_size == static_cast<off_t>(old_gen.fullchain_pem().size()));
-    std::string data;
-    char buf[97]; // small reads, so that many requests cross the flip
+    std::string data(first, sizeof first);
+    char buf[97];
     ssize_t n = 0;
     while ((n = ::read(fd, buf, sizeof buf)) > 0) {
         data.append(buf, static_cast<std::size_t>(n));
@@ -382,6 +385,7 @@ struct LoopStats {
     int mismatches = 0;
     int errors = 0;
     std::set<std::string> serials;
+    std::string last; // the serial of the last pair read
 };
 
 // Loops over privkey.pem + fullchain.pem (separate opens, separate closes) until stop.
@@ -399,7 +403,8 @@ LoopStats read_pairs(const stdfs::path& dir, const std::atomic<bool>& stop)
         if (!pair_matches(*key, *chain)) {
             ++s.mismatches;
         }
-        s.serials.insert(serial_of(*chain));
+        s.last = serial_of(*chain);
+        s.serials.insert(s.last);
     }
     return s;
 }
@@ -469,7 +474,7 @@ TEST_CASE("fs (4): stress: several reader processes and renewals as fast as they
             LoopStats s = read_pairs(dir, stop);
             watcher.join();
             std::string report = std::to_string(s.rounds) + " " + std::to_string(s.mismatches) + " " +
-                                 std::to_string(s.errors) + " " + std::to_string(s.serials.size());
+                                 std::to_string(s.errors) + " " + std::to_string(s.serials.size()) + " " + s.last;
             (void)!::write(fds[1], report.data(), report.size());
             _exit(0);
         }
@@ -486,6 +491,8 @@ TEST_CASE("fs (4): stress: several reader processes and renewals as fast as they
         last = st->current_generation("stress.test").value().serial_hex;
     }
     m.wait_flip("stress.test", last);
+    // Let every reader finish a round on the newest generation before stopping them.
+    std::this_thread::sleep_for(500ms);
     test::write_file(m.mnt().parent_path() / "stop", "");
     for (auto [pid, fd] : readers) {
         std::string report;
@@ -498,12 +505,14 @@ TEST_CASE("fs (4): stress: several reader processes and renewals as fast as they
         int status = 0;
         REQUIRE(::waitpid(pid, &status, 0) == pid);
         int rounds = 0, mismatches = -1, errors = -1, generations = 0;
-        std::istringstream(report) >> rounds >> mismatches >> errors >> generations;
+        std::string final_serial;
+        std::istringstream(report) >> rounds >> mismatches >> errors >> generations >> final_serial;
         INFO("reader " << pid << ": " << report);
         CHECK(mismatches == 0);
         CHECK(errors == 0);
         CHECK(rounds > 100);
         CHECK(generations >= 2);
+        CHECK(final_serial == last); // every reader reached the newest generation
     }
     CHECK(m.store()->history("stress.test").value().size() == static_cast<std::size_t>(k_renewals + 1));
 }
@@ -592,17 +601,66 @@ TEST_CASE("daemon: the fstab form (DBPATH MOUNTPOINT -o OPTS) mounts read-only a
     REQUIRE(store::Store::open(db, {.create = true, .actor = "test", .clock = nullptr}).ok());
     stdfs::create_directory(dir / "mnt");
     auto mnt = (dir / "mnt").string();
-    // What mount.fuse3 runs for "DB MNT fuse.certfs defaults,allow_other 0 0": the daemon detaches.
-    auto r = test::run({CERTFS_PATH, db, mnt, "-o", "rw,defaults,allow_other"});
-    CHECK(r.exit_code == 1);
-    CHECK_THAT(r.err, Catch::Contains("read-only"));
-    r = test::run({CERTFS_PATH, db, mnt, "-o", "defaults,allow_other,nofail"});
+    // What mount.fuse3 3.14 runs for the fstab line "DB MNT fuse.certfs defaults,allow_other 0 0":
+    // libmount puts rw first, mount.fuse3 appends dev,suid. The daemon detaches.
+    auto r = test::run({CERTFS_PATH, db, mnt, "-o", "rw,allow_other,dev,suid"});
+    INFO(r.err);
     REQUIRE(r.exit_code == 0);
     bool mounted = wait_until([&] { return is_fuse_mount(mnt); });
     std::string mounts = test::read_file("/proc/mounts");
     test::run({"/usr/bin/fusermount3", "-u", mnt});
     REQUIRE(mounted);
-    CHECK_THAT(mounts, Catch::Contains(db + " " + mnt + " fuse.certfs ro,"));
+    CHECK_THAT(mounts, Catch::Contains(db + " " + mnt + " fuse.certfs ro,nosuid,nodev,noexec,"));
     CHECK_THAT(mounts, Catch::Contains("default_permissions,allow_other"));
     CHECK(wait_until([&] { return !is_fuse_mount(mnt); }));
+}
+
+TEST_CASE("fs: a reader reopening one file in a tight loop moves to the new generation")
+{
+    Mount m(500ms);
+    m.add("tight.test");
+    std::atomic<bool> stop{false};
+    std::string seen;
+    std::mutex seen_mutex;
+    std::thread reader([&] {
+        while (!stop) {
+            auto cert = slurp(m.live("tight.test") / "cert.pem");
+            std::lock_guard lock(seen_mutex);
+            seen = cert ? serial_of(*cert) : "error";
+        }
+    });
+    auto serial = m.renew("tight.test");
+    bool moved = wait_until([&] {
+        std::lock_guard lock(seen_mutex);
+        return seen == serial;
+    });
+    stop = true;
+    reader.join();
+    CHECK(moved);
+}
+
+TEST_CASE("daemon: a relative --db still works once the daemon changed to /")
+{
+    TempDir dir;
+    REQUIRE(store::Store::open((dir / "certfs.db").string(), {.create = true, .actor = "t", .clock = nullptr}).ok());
+    stdfs::create_directory(dir / "mnt");
+    auto cwd = stdfs::current_path();
+    stdfs::current_path(dir.path());
+    auto r = test::run({CERTFS_PATH, "--db", "certfs.db", "mnt"});
+    stdfs::current_path(cwd);
+    REQUIRE(r.exit_code == 0);
+    REQUIRE(wait_until([&] { return is_fuse_mount(dir / "mnt"); }));
+    {
+        auto st = store::Store::open((dir / "certfs.db").string(), {.create = false, .actor = "t", .clock = nullptr}).value();
+        REQUIRE(st->add_issuer(renew::create_local_ca("ca", {}, std::chrono::system_clock::now()).value()).ok());
+        store::DomainConfig c;
+        c.name = "rel.test";
+        c.issuer = "ca";
+        c.dns_names = {"rel.test"};
+        REQUIRE(renew::Renewer(*st, "test").add_and_issue(c).ok());
+    }
+    bool seen = wait_until([&] { return slurp(dir / "mnt" / "live" / "rel.test" / "cert.pem").has_value(); });
+    test::run({"/usr/bin/fusermount3", "-u", (dir / "mnt").string()});
+    CHECK(seen);
+    CHECK(wait_until([&] { return !is_fuse_mount(dir / "mnt"); }));
 }

@@ -12,13 +12,17 @@ namespace {
 constexpr int k_cert = 0;
 constexpr int k_fullchain = 2;
 constexpr int k_privkey = 3;
-constexpr Duration k_window = 2s;
+constexpr int k_combined_for_test()
+{
+    return 4;
+}
+constexpr PinDuration k_window = 2s;
 
 struct Scenario {
-    TimePoint t0 = from_unix(1'800'000'000);
+    PinTime t0 = PinTime{} + std::chrono::hours(1000);
     DomainPins pins{1, k_window};
 
-    TimePoint at(Duration d) const { return t0 + d; }
+    PinTime at(PinDuration d) const { return t0 + d; }
 };
 
 } // namespace
@@ -103,9 +107,10 @@ TEST_CASE("pins: the kernel's revalidate-then-lookup of one name is one open and
     CHECK(s.pins.choose(100, 100, k_privkey, s.at(1900ms)) == 1);
     CHECK(s.pins.choose(100, 100, k_cert, s.at(2100ms)) == 1);
     // The cached entry for cert.pem is revalidated and looked up again at once: still round one.
-    CHECK(s.pins.choose(100, 100, k_cert, s.at(2100ms) + 1ms) == 1);
-    // A real reopen later starts a new round.
-    CHECK(s.pins.choose(100, 100, k_cert, s.at(2300ms)) == 2);
+    CHECK(s.pins.choose(100, 100, k_cert, s.at(2101ms)) == 1);
+    // A real reopen, after the lookups of one open could have taken (a quarter of the window),
+    // starts a new round.
+    CHECK(s.pins.choose(100, 100, k_cert, s.at(2700ms)) == 2);
 }
 
 TEST_CASE("pins: the transition ends when the newest generation is visible and no old pin is left")
@@ -124,7 +129,7 @@ TEST_CASE("pins: the transition ends when the newest generation is visible and n
     CHECK_FALSE(quiet.pins.in_transition(quiet.at(2000ms)));
 }
 
-TEST_CASE("pins: commits in quick succession each wait their own window: rollback flips the same way")
+TEST_CASE("pins: quick commits each flip at their own time: a rollback drops what it rolled back")
 {
     Scenario s;
     s.pins.committed(2, s.at(0s));
@@ -133,7 +138,64 @@ TEST_CASE("pins: commits in quick succession each wait their own window: rollbac
     CHECK(s.pins.choose(200, 200, k_cert, s.at(2100ms)) == 2);
     CHECK(s.pins.choose(300, 300, k_cert, s.at(2500ms)) == 3);
     CHECK(s.pins.newest() == 3);
-    s.pins.committed(1, s.at(3s)); // a rollback to generation 1
+    // A rollback before the flip: the rolled-back generation is never served.
+    Scenario r;
+    r.pins.committed(2, r.at(0s));
+    r.pins.committed(1, r.at(500ms));
+    for (PinDuration t : {1000ms, 2100ms, 2600ms, 5000ms}) {
+        CHECK(r.pins.choose(300, 300, k_cert, r.at(t)) == 1);
+    }
+    CHECK_FALSE(r.pins.in_transition(r.at(5s) + k_window + 1ms));
+    // A rollback after the flip flips back like a renewal.
+    s.pins.committed(1, s.at(3s));
     CHECK(s.pins.choose(400, 400, k_cert, s.at(4999ms)) == 3);
     CHECK(s.pins.choose(500, 500, k_cert, s.at(5000ms)) == 1);
+    // Calling committed again for the same generation moves its flip later (re-anchoring).
+    Scenario a;
+    a.pins.committed(2, a.at(0s));
+    a.pins.committed(2, a.at(300ms));
+    CHECK(a.pins.choose(600, 600, k_cert, a.at(2100ms)) == 1);
+    CHECK(a.pins.choose(700, 700, k_cert, a.at(2300ms)) == 2);
+}
+
+TEST_CASE("pins: the kernel's second lookup of a changed entry is the same open however late it comes")
+{
+    Scenario s;
+    s.pins.committed(2, s.at(0s));
+    CHECK(s.pins.choose(100, 100, k_privkey, s.at(1950ms)) == 1);
+    // Another process makes the cached cert.pem entry name generation 2.
+    CHECK(s.pins.choose(200, 200, k_cert, s.at(2010ms)) == 2);
+    // Thread 100 opens cert.pem: it is pinned to 1, the entry names 2, so the kernel drops the
+    // entry and looks the name up again, here 600 ms later on a very loaded machine.
+    CHECK(s.pins.choose(100, 100, k_cert, s.at(2050ms)) == 1);
+    CHECK(s.pins.choose(100, 100, k_cert, s.at(2650ms)) == 1);
+    // That late lookup may as well have been a new open: the round restarts from it, still on
+    // generation 1, so the key opened next matches it; the reader moves at the next repeat.
+    CHECK(s.pins.choose(100, 100, k_privkey, s.at(2700ms)) == 1);
+    CHECK(s.pins.choose(100, 100, k_cert, s.at(2750ms)) == 2);
+}
+
+TEST_CASE("pins: a reader reopening one file in a tight loop moves and the transition ends")
+{
+    Scenario s;
+    s.pins.committed(2, s.at(0s));
+    std::int64_t last = 0;
+    auto t = s.at(1500ms);
+    for (int i = 0; i < 2000; ++i, t += 1ms) {
+        last = s.pins.choose(100, 100, k_combined_for_test(), t);
+    }
+    CHECK(last == 2);
+    CHECK_FALSE(s.pins.in_transition(t + 5ms));
+}
+
+TEST_CASE("pins: a process that opens from a fresh thread each time is not stuck on its process pin")
+{
+    Scenario s;
+    s.pins.committed(2, s.at(0s));
+    std::int64_t last = 0;
+    std::uint32_t tid = 1000;
+    for (auto t = s.at(1s); t < s.at(4s); t += 100ms) {
+        last = s.pins.choose(tid++, 100, k_cert, t); // one short-lived thread per open
+    }
+    CHECK(last == 2);
 }

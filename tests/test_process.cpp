@@ -52,7 +52,7 @@ TEST_CASE("bad commands are refused with the reason")
     check("echo \\", "backslash");
 }
 
-TEST_CASE("a program's exit status and output are captured; stdin is /dev/null")
+TEST_CASE("a program's exit status and output are captured and stdin is /dev/null")
 {
     auto r = run({"/bin/sh", "-c", "echo out; echo err >&2; exit 3"});
     CHECK(r.exit_code == 3);
@@ -66,7 +66,7 @@ TEST_CASE("a program's exit status and output are captured; stdin is /dev/null")
     CHECK(cat.output.empty());
 }
 
-TEST_CASE("the environment is added to, or replaced when asked")
+TEST_CASE("the environment is added to and or replaced when asked")
 {
     RunOptions added;
     added.env = {"CERTFS_NAMES=a.test b.test"};
@@ -79,7 +79,7 @@ TEST_CASE("the environment is added to, or replaced when asked")
     CHECK(r.output == "ONLY=1\n");
 }
 
-TEST_CASE("a missing program is NotFound, not a failed run")
+TEST_CASE("a missing program is NotFound and not a failed run")
 {
     auto r = run_program({"/nonexistent/hook"}, {});
     REQUIRE_FALSE(r.ok());
@@ -107,7 +107,7 @@ TEST_CASE("a program that outlives its timeout is stopped: with its children and
     CHECK(std::chrono::steady_clock::now() - start < 10s);
 }
 
-TEST_CASE("output beyond the limit is cut, and the program still finishes")
+TEST_CASE("output beyond the limit is cut and and the program still finishes")
 {
     RunOptions options;
     options.max_output = 1000;

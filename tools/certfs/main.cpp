@@ -4,7 +4,12 @@
 //   certfs DBPATH MOUNTPOINT -o OPTS          (the form mount -t fuse.certfs uses)
 #include <sys/stat.h>
 
+#include <pthread.h>
+
+#include <atomic>
 #include <csignal>
+#include <cstring>
+#include <thread>
 
 #include <fstream>
 #include <iostream>
@@ -25,11 +30,12 @@ int fail(const std::string& message)
     return 1;
 }
 
-// mount(8) options that mean nothing to FUSE; "rw" is refused apart, certfs is read-only.
+// mount(8) options that mean nothing here. libmount always hands the helper "rw" or "ro"
+// first; certfs is read-only whatever it says. dev, suid and exec are overridden below.
 bool is_mount_only_option(const std::string& opt)
 {
     static const char* const k_ignored[] = {"defaults", "auto", "noauto", "nofail", "_netdev", "user", "users",
-                                            "nouser", "ro"};
+                                            "nouser", "ro", "rw", "dev", "suid", "exec", "async"};
     for (const char* ignored : k_ignored) {
         if (opt == ignored) {
             return true;
@@ -90,6 +96,8 @@ int main(int argc, char** argv)
     if (positional.size() == 2) {
         db_path = positional[0];
     }
+    // The daemon changes to / when it starts serving.
+    db_path = std::filesystem::absolute(db_path).lexically_normal().string();
     std::string mountpoint = positional.back();
 
     std::error_code ec;
@@ -109,12 +117,11 @@ int main(int argc, char** argv)
             if (opt.empty() || is_mount_only_option(opt)) {
                 continue;
             }
-            if (opt == "rw") {
-                return fail("certfs is read-only: option 'rw' is not supported");
-            }
             fuse_opts.push_back(opt);
         }
     }
+    // Last, so that nothing given before can turn them off.
+    fuse_opts.insert(fuse_opts.end(), {"nosuid", "nodev", "noexec"});
     std::string joined;
     for (const auto& o : fuse_opts) {
         joined += (joined.empty() ? "" : ",") + o;
@@ -139,16 +146,13 @@ int main(int argc, char** argv)
     if (se == nullptr) {
         return fail("cannot start a FUSE session with options " + joined);
     }
-    if (fuse_set_signal_handlers(se) != 0) {
-        fuse_session_destroy(se);
-        return fail("cannot install signal handlers");
-    }
     if (fuse_session_mount(se, mountpoint.c_str()) != 0) {
-        fuse_remove_signal_handlers(se);
         fuse_session_destroy(se);
         return fail("cannot mount on " + mountpoint + " (is /dev/fuse there, and are you root?)");
     }
     if (fuse_daemonize(foreground ? 1 : 0) != 0) {
+        fuse_session_unmount(se);
+        fuse_session_destroy(se);
         return fail("cannot detach");
     }
     if (foreground) {
@@ -156,19 +160,48 @@ int main(int argc, char** argv)
     } else {
         spdlog::set_default_logger(spdlog::syslog_logger_mt("certfs", "certfs", LOG_PID, LOG_DAEMON));
     }
-    spdlog::info("mounted {} on {} (pin window {}){}", db_path, mountpoint, pin_window,
-                 no_renew ? ", renewal off" : "");
-    // The scheduler is the next piece to land; --no-renew is its off switch.
 
-    (*fs)->start(se);
-    fuse_loop_config config{};
-    config.clone_fd = 0;
-    config.max_idle_threads = 10;
-    int rc = fuse_session_loop_mt(se, &config);
-    (*fs)->stop();
-    fuse_session_unmount(se);
-    fuse_remove_signal_handlers(se);
+    // SIGTERM, SIGINT and SIGHUP go to one thread, created before any other so that every
+    // thread blocks them. It stops the watcher while the workers still serve (a watcher in the
+    // middle of an invalidation may wait for a lookup to be answered), then unmounts, which
+    // ends the workers' loop.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
+        sigaddset(&stop_signals, sig);
+    }
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    std::atomic<bool> loop_done{false};
+    std::thread signal_thread([&] {
+        int sig = 0;
+        sigwait(&stop_signals, &sig);
+        if (!loop_done) {
+            spdlog::info("{}: unmounting {}", strsignal(sig), mountpoint);
+        }
+        (*fs)->stop();
+        fuse_session_exit(se);
+        fuse_session_unmount(se);
+    });
+
+    int rc = 0;
+    if (certfs::Status started = (*fs)->start(se); !started.ok()) {
+        spdlog::error("{}", started.message());
+        rc = 1;
+    } else {
+        spdlog::info("mounted {} on {} (pin window {}){}", db_path, mountpoint, pin_window,
+                     no_renew ? ", renewal off" : "");
+        // The scheduler is the next piece to land; --no-renew is its off switch.
+        fuse_loop_config config{};
+        config.clone_fd = 0;
+        config.max_idle_threads = 10;
+        rc = fuse_session_loop_mt(se, &config) < 0 ? 1 : 0;
+    }
+    // Unmounted from outside (fusermount3 -u) or failed to start: wake the signal thread, which
+    // does the same teardown.
+    loop_done = true;
+    pthread_kill(signal_thread.native_handle(), SIGTERM);
+    signal_thread.join();
     fuse_session_destroy(se);
     spdlog::info("unmounted {}", mountpoint);
-    return rc == 0 || rc == SIGTERM || rc == SIGINT ? 0 : 1;
+    return rc;
 }
