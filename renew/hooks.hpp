@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "renew/process.hpp"
+#include "core/process.hpp"
 
 namespace certfs::renew {
 

@@ -3,10 +3,9 @@
 
 #include <catch2/catch.hpp>
 
-#include "renew/process.hpp"
+#include "core/process.hpp"
 
 using namespace certfs;
-using namespace certfs::renew;
 using namespace std::chrono_literals;
 using Catch::Contains;
 

@@ -9,7 +9,7 @@
 #include "core/clock.hpp"
 #include "core/status.hpp"
 
-namespace certfs::renew {
+namespace certfs {
 
 // Splits a command line into words with shell-like quoting: 'single', "double" (with \" \\ \$
 // \` escapes), and backslash outside quotes. No expansion of any kind. Invalid on an
@@ -41,4 +41,4 @@ struct RunResult {
 // not be started (NotFound for a missing program); a program that fails is a RunResult.
 Result<RunResult> run_program(const std::vector<std::string>& argv, const RunOptions& options);
 
-} // namespace certfs::renew
+} // namespace certfs

@@ -1,4 +1,4 @@
-#include "renew/process.hpp"
+#include "core/process.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -16,7 +16,7 @@
 
 extern char** environ;
 
-namespace certfs::renew {
+namespace certfs {
 
 Result<std::vector<std::string>> split_command(std::string_view command)
 {
@@ -219,4 +219,4 @@ Result<RunResult> run_program(const std::vector<std::string>& argv, const RunOpt
     return result;
 }
 
-} // namespace certfs::renew
+} // namespace certfs
