@@ -14,6 +14,7 @@
 
 using namespace certfs;
 using namespace certfs::renew;
+using certfs::test::require_error;
 using certfs::test::TempDir;
 using Catch::Contains;
 using namespace std::chrono_literals;
@@ -54,20 +55,6 @@ struct Fixture {
 pki::CertInfo info_of(const std::string& pem)
 {
     return pki::cert_info(*pki::parse_cert(pem).value()).value();
-}
-
-void require_error(const Status& s, Code code, const std::string& part)
-{
-    INFO(s.message());
-    REQUIRE(s.code() == code);
-    REQUIRE_THAT(s.message(), Contains(part));
-}
-
-template <typename T>
-void require_error(const Result<T>& r, Code code, const std::string& part)
-{
-    REQUIRE_FALSE(r.ok());
-    require_error(r.status(), code, part);
 }
 
 std::string run_openssl(const std::vector<std::string>& args)

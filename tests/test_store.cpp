@@ -12,6 +12,7 @@
 using namespace certfs;
 using namespace certfs::store;
 using certfs::test::make_leaf;
+using certfs::test::require_error;
 using certfs::test::TempDir;
 using certfs::test::TestCa;
 using Catch::Contains;
@@ -62,20 +63,6 @@ struct Fixture {
     std::size_t generations(const std::string& name) { return store->history(name).value().size(); }
     std::int64_t current(const std::string& name) { return store->get_domain(name).value().current_gen.value(); }
 };
-
-void require_error(const Status& s, Code code, const std::string& part)
-{
-    INFO(s.message());
-    REQUIRE(s.code() == code);
-    REQUIRE_THAT(s.message(), Contains(part));
-}
-
-template <typename T>
-void require_error(const Result<T>& r, Code code, const std::string& part)
-{
-    REQUIRE_FALSE(r.ok());
-    require_error(r.status(), code, part);
-}
 
 std::int64_t query_int(Store& store, const char* sql)
 {

@@ -6,8 +6,11 @@
 #include <string>
 #include <vector>
 
+#include <catch2/catch.hpp>
+
 #include "core/clock.hpp"
 #include "core/pki.hpp"
+#include "core/status.hpp"
 
 namespace certfs::test {
 
@@ -39,6 +42,21 @@ struct RunResult {
 // environment entries ("KEY=VALUE") added, and waits at most timeout_s seconds.
 RunResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env = {},
               int timeout_s = 60);
+
+// Asserts that s failed with `code` and a message containing `part`.
+inline void require_error(const Status& s, Code code, const std::string& part)
+{
+    INFO(s.message());
+    REQUIRE(s.code() == code);
+    REQUIRE_THAT(s.message(), Catch::Contains(part));
+}
+
+template <typename T>
+void require_error(const Result<T>& r, Code code, const std::string& part)
+{
+    REQUIRE_FALSE(r.ok());
+    require_error(r.status(), code, part);
+}
 
 // A CA made with the pki wrappers, for tests that need certificates without the renew/ layer.
 struct TestCa {
