@@ -426,7 +426,7 @@ Result<Filesystem::Entry> Filesystem::file_entry(const std::string& domain, std:
     node.uid = secret && d != m_domains.end() ? d->second.uid : 0;
     node.gid = secret && d != m_domains.end() ? d->second.gid : 0;
     node.mode = secret && d != m_domains.end() ? d->second.mode : 0644;
-    return Entry{ino, true, content};
+    return Entry{ino, true};
 }
 
 Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent, const char* name)
@@ -443,10 +443,10 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
     switch (dir.kind) {
     case Kind::root:
         if (std::strcmp(name, "live") == 0) {
-            return Entry{k_live, true, nullptr};
+            return Entry{k_live, true};
         }
         if (std::strcmp(name, "archive") == 0) {
-            return Entry{k_archive, true, nullptr};
+            return Entry{k_archive, true};
         }
         return Status::NotFound(name);
     case Kind::live:
@@ -457,7 +457,7 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
             return Status::NotFound(name);
         }
         auto kind = dir.kind == Kind::live ? Kind::live_domain : Kind::archive_domain;
-        return Entry{inode_for(kind, name, d->second.id, 0, -1), true, nullptr};
+        return Entry{inode_for(kind, name, d->second.id, 0, -1), true};
     }
     case Kind::live_domain: {
         int file = file_index(name);
@@ -509,7 +509,7 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
         if (!exists) {
             return Status::NotFound(name);
         }
-        return Entry{inode_for(Kind::archive_gen, dir.domain, dir.domain_id, *gen, -1), true, nullptr};
+        return Entry{inode_for(Kind::archive_gen, dir.domain, dir.domain_id, *gen, -1), true};
     }
     case Kind::archive_gen: {
         int file = file_index(name);
@@ -542,12 +542,6 @@ void Filesystem::lookup(fuse_req_t req, fuse_ino_t parent, const char* name)
     {
         std::lock_guard lock(m_mutex);
         Node& node = m_nodes.at(entry->ino);
-        // A FORGET between resolve() and here may have let the content go; the count and the
-        // content change together under this lock.
-        if (entry->content && !node.content) {
-            node.content = entry->content;
-            m_content.emplace(std::make_pair(node.domain_id, node.gen), entry->content);
-        }
         ++node.nlookup;
         e.attr = attributes(entry->ino, node);
     }

@@ -97,7 +97,6 @@ private:
     struct Entry {
         fuse_ino_t ino = 0;
         bool cacheable = true;
-        std::shared_ptr<const Content> content; // files only: restored if a FORGET raced us
     };
 
     Filesystem(Options options, std::unique_ptr<store::Store> store);

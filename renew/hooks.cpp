@@ -84,11 +84,6 @@ Status run_one(const std::string& command, const std::vector<const CommittedDoma
 
 } // namespace
 
-std::string hook_lock_dir(const std::string& db_path)
-{
-    return db_path + ".hooks";
-}
-
 std::vector<HookRun> run_hooks(const std::vector<CommittedDomain>& batch, const HookOptions& options)
 {
     std::vector<HookRun> runs;

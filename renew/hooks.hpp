@@ -33,9 +33,6 @@ struct HookOptions {
     Duration timeout = std::chrono::minutes(5);
 };
 
-// The lock directory for a store: "<store path>.hooks".
-std::string hook_lock_dir(const std::string& db_path);
-
 std::vector<HookRun> run_hooks(const std::vector<CommittedDomain>& batch, const HookOptions& options);
 
 } // namespace certfs::renew
