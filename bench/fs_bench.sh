@@ -243,7 +243,9 @@ done
 # the commit within its 100 ms poll and starts a transition: generation N stays visible for one
 # pin window (2 s) so that a reader that opens fullchain.pem and then privkey.pem gets a
 # matching pair, and every lookup in live/bench.test/ is answered with entry timeout 0 so that
-# the daemon can decide per thread which generation each open gets. So in a transition every
+# the daemon can decide per thread which generation each open gets (except between the joins
+# of the transition's first ~100 ms, when the kernel may cache again; see fs/pins.hpp). So in a
+# transition nearly every
 # open (and every stat) of live/bench.test/fullchain.pem costs the kernel a FUSE LOOKUP round
 # trip to the daemon (two context switches, the daemon's per-thread pin bookkeeping), where in
 # steady state the kernel answers from its dentry and attribute caches with no round trip at

@@ -208,9 +208,11 @@ void Filesystem::watch()
         if (Status s = refresh(); !s.ok()) {
             spdlog::warn("cannot read the store: {}", s.message());
         }
-        invalidate_at_flips();
+        run_timers();
+        // Joins and flips are due at set times, more often than the store is polled.
+        const auto until = std::min(PinClock::now() + m_options.poll_interval, next_timer());
         lock.lock();
-        m_watch_cv.wait_for(lock, m_options.poll_interval, [this] { return m_stopping; });
+        m_watch_cv.wait_until(lock, until, [this] { return m_stopping; });
     }
 }
 
@@ -234,9 +236,18 @@ Status Filesystem::refresh()
         session = m_session;
     }
 
+    if (m_options.on_store_change) {
+        m_options.on_store_change();
+    }
     const PinTime at = PinClock::now();
     std::vector<std::pair<fuse_ino_t, std::string>> stale; // kernel entries to invalidate
-    std::vector<std::pair<std::string, std::int64_t>> commits; // domains that changed generation
+    struct Commit {
+        std::string name;
+        std::int64_t gen;
+        std::optional<fuse_ino_t> dir; // live/<name>, if the kernel ever looked it up
+        bool starts_transition;
+    };
+    std::vector<Commit> commits; // domains that changed generation
     {
         std::lock_guard lock(m_mutex);
         std::map<std::string, DomainView> next;
@@ -247,17 +258,12 @@ Status Filesystem::refresh()
                 view = std::move(old->second);
                 if (view.current && d.current_gen && *view.current != *d.current_gen) {
                     // A commit or a rollback: new opens see it after the flip.
-                    if (!view.pins) {
+                    const bool starts = !view.pins;
+                    if (starts) {
                         view.pins = std::make_unique<DomainPins>(*view.current, m_options.pin_window);
                     }
                     view.pins->committed(*d.current_gen, at);
-                    commits.emplace_back(d.name, *d.current_gen);
-                    auto dir = m_inode_of.find({static_cast<int>(Kind::live_domain), d.id, 0, -1});
-                    if (dir != m_inode_of.end()) {
-                        for (const char* file : k_file_names) {
-                            stale.emplace_back(dir->second, file);
-                        }
-                    }
+                    commits.push_back({d.name, *d.current_gen, live_dir(d.id), starts});
                     spdlog::info("{}: generation {} committed; visible in {} ms", d.name, *d.current_gen,
                                  m_options.pin_window.count());
                 }
@@ -286,29 +292,63 @@ Status Filesystem::refresh()
             // ENOENT: the kernel had no such entry cached; nothing to do.
             fuse_lowlevel_notify_inval_entry(session, parent, name.c_str(), name.size());
         }
+        for (const Commit& c : commits) {
+            // A transition that starts joins its readers several times (pins.hpp); in one
+            // already under way every lookup is seen and one drop is enough.
+            invalidate_live(session, c.name, c.dir, c.starts_transition ? Join::sample : Join::none);
+        }
     }
     // The pin window counts from when the kernel holds no cached entry of the old generation
     // any more: an open through such an entry was not recorded, and must be a whole window
     // older than the flip.
     const PinTime invalidated = PinClock::now();
     std::lock_guard lock(m_mutex);
-    for (const auto& [name, gen] : commits) {
-        auto d = m_domains.find(name);
-        if (d != m_domains.end() && d->second.pins && d->second.pins->newest() == gen) {
-            d->second.pins->committed(gen, invalidated);
+    for (const Commit& c : commits) {
+        auto d = m_domains.find(c.name);
+        if (d == m_domains.end() || !d->second.pins || d->second.pins->newest() != c.gen) {
+            continue;
+        }
+        if (c.starts_transition && d->second.pins->sampling()) {
+            // Commits that land while it samples do not move the schedule: sampling ends.
+            d->second.joins_left = k_joins - 1;
+            d->second.next_join = invalidated + join_interval();
+        } else if (!d->second.pins->sampling()) {
+            d->second.pins->committed(c.gen, invalidated);
             d->second.flips.push_back(invalidated + m_options.pin_window);
         }
     }
     return Status::Ok();
 }
 
-void Filesystem::invalidate_at_flips()
+PinDuration Filesystem::join_interval() const
 {
-    // A lookup that chose the old generation just before a commit was seen can have its
-    // (cacheable) reply reach the kernel after the invalidation at the commit. Invalidating
-    // again at the flip removes any such entry: by then that lookup finished long ago, and
-    // every entry given out during the transition was uncacheable anyway.
-    std::vector<fuse_ino_t> dirs;
+    return std::min<PinDuration>(k_max_join_interval,
+                                 std::chrono::duration_cast<PinDuration>(m_options.pin_window) / (2 * k_joins));
+}
+
+PinTime Filesystem::next_timer() const
+{
+    PinTime next = PinTime::max();
+    std::lock_guard lock(m_mutex);
+    for (const auto& [name, view] : m_domains) {
+        if (view.joins_left > 0) {
+            next = std::min(next, view.next_join);
+        }
+        for (PinTime flip : view.flips) {
+            next = std::min(next, flip);
+        }
+    }
+    return next;
+}
+
+void Filesystem::run_timers()
+{
+    // Joins (pins.hpp), and flips: a lookup that chose the old generation just before a
+    // commit was seen can have its (cacheable) reply reach the kernel after the invalidation
+    // at the commit. Invalidating again at the flip removes any such entry: by then that
+    // lookup finished long ago, and every entry given out since the transition's last join
+    // was uncacheable anyway.
+    std::vector<std::tuple<std::string, std::optional<fuse_ino_t>, Join>> due_now;
     fuse_session* session = nullptr;
     {
         std::lock_guard store_lock(m_store_mutex);
@@ -318,21 +358,73 @@ void Filesystem::invalidate_at_flips()
         std::lock_guard lock(m_mutex);
         const PinTime t = PinClock::now();
         for (auto& [name, view] : m_domains) {
-            auto due = std::erase_if(view.flips, [&](PinTime flip) { return flip <= t; });
-            auto dir = m_inode_of.find({static_cast<int>(Kind::live_domain), view.id, 0, -1});
-            if (due > 0 && dir != m_inode_of.end()) {
-                dirs.push_back(dir->second);
+            if (view.joins_left > 0 && view.next_join <= t) {
+                if (!view.pins || !view.pins->sampling()) {
+                    view.joins_left = 0; // the transition ended (a rollback to what is visible)
+                } else {
+                    // Counted from now, not from the schedule: however late the watcher is,
+                    // readers get a stretch of cached opens before every join.
+                    --view.joins_left;
+                    view.next_join = t + join_interval();
+                    due_now.emplace_back(name, live_dir(view.id), view.joins_left == 0 ? Join::last : Join::sample);
+                }
+            }
+            if (std::erase_if(view.flips, [&](PinTime flip) { return flip <= t; }) > 0) {
+                due_now.emplace_back(name, live_dir(view.id), Join::none);
             }
         }
     }
     if (session == nullptr) {
         return;
     }
-    for (fuse_ino_t dir : dirs) {
-        for (const char* file : k_file_names) {
-            fuse_lowlevel_notify_inval_entry(session, dir, file, std::strlen(file));
-        }
+    for (const auto& [name, dir, join] : due_now) {
+        invalidate_live(session, name, dir, join);
     }
+}
+
+std::optional<fuse_ino_t> Filesystem::live_dir(std::int64_t domain_id) const
+{
+    auto dir = m_inode_of.find({static_cast<int>(Kind::live_domain), domain_id, 0, -1});
+    return dir != m_inode_of.end() ? std::optional(dir->second) : std::nullopt;
+}
+
+void Filesystem::invalidate_live(fuse_session* session, const std::string& name, std::optional<fuse_ino_t> dir,
+                                 Join join)
+{
+    // The first lookup a thread makes after this decides where the daemon thinks its rounds
+    // start (pins.hpp), so no thread may open one file through a cached entry and then look
+    // the next one up. Invalidating the files one by one would allow exactly that for as long
+    // as the notifications take (milliseconds on a loaded machine). Dropping live/<name> prunes
+    // its unused file entries in one step; a walk after it must look <name> up again, and that
+    // lookup waits (the gate) until the file entries that were in use are dropped too. The
+    // gate closes only after the first notification: the kernel holds live/'s lock for it,
+    // which a lookup waiting at the gate would also hold.
+    fuse_lowlevel_notify_inval_entry(session, k_live, name.c_str(), name.size());
+    {
+        std::lock_guard lock(m_mutex);
+        auto d = m_domains.find(name);
+        if (d != m_domains.end() && d->second.pins) {
+            const PinTime t = PinClock::now();
+            if (join == Join::sample) {
+                d->second.pins->begin_sample(t, t + join_interval() / 2);
+            } else if (join == Join::last) {
+                d->second.pins->end_sampling(t);
+                d->second.flips.push_back(t + m_options.pin_window);
+            }
+        }
+        if (!dir) {
+            return; // the kernel never looked the directory up: it has no file entries
+        }
+        m_gated.insert(name);
+    }
+    for (const char* file : k_file_names) {
+        fuse_lowlevel_notify_inval_entry(session, *dir, file, std::strlen(file));
+    }
+    {
+        std::lock_guard lock(m_mutex);
+        m_gated.erase(name);
+    }
+    m_gate_cv.notify_all();
 }
 
 Result<std::shared_ptr<const Filesystem::Content>> Filesystem::load_content(const std::string& domain,
@@ -451,7 +543,11 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
         return Status::NotFound(name);
     case Kind::live:
     case Kind::archive: {
-        std::lock_guard lock(m_mutex);
+        std::unique_lock lock(m_mutex);
+        if (dir.kind == Kind::live) {
+            // Bounded: the watcher's notifications for one domain take milliseconds.
+            m_gate_cv.wait_for(lock, std::chrono::seconds(1), [&] { return !m_gated.contains(name); });
+        }
         auto d = m_domains.find(name);
         if (d == m_domains.end() || (dir.kind == Kind::live ? !d->second.current : d->second.generations.empty())) {
             return Status::NotFound(name);
@@ -486,7 +582,7 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
                 auto t = PinClock::now();
                 gen = d->second.pins->choose(tid, pid, file, t);
                 if (d->second.pins->in_transition(t)) {
-                    cacheable = false;
+                    cacheable = d->second.pins->cacheable_while_sampling(t);
                 } else {
                     d->second.pins.reset();
                     m_tgid_of.clear();

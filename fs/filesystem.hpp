@@ -19,9 +19,12 @@
 #include <array>
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -34,11 +37,15 @@ namespace certfs::fs {
 inline constexpr std::array<const char*, 5> k_file_names = {"cert.pem", "chain.pem", "fullchain.pem", "privkey.pem",
                                                              "combined.pem"};
 inline constexpr Duration k_default_pin_window = std::chrono::seconds(2);
+// A transition joins its readers this many times before the flip (pins.hpp), this far apart.
+inline constexpr int k_joins = 8;
+inline constexpr PinDuration k_max_join_interval = std::chrono::milliseconds(20);
 
 struct Options {
     std::string db_path;
     Duration pin_window = k_default_pin_window;
     Duration poll_interval = std::chrono::milliseconds(100); // how often the watcher looks
+    std::function<void()> on_store_change; // called by the watcher after it saw a change
 };
 
 class Filesystem {
@@ -91,6 +98,8 @@ private:
         std::uint32_t uid = 0, gid = 0, mode = 0600;
         std::unique_ptr<DomainPins> pins; // set while in transition
         std::vector<PinTime> flips;        // when committed generations become visible
+        int joins_left = 0;                // joins the transition still makes
+        PinTime next_join{};               // when the next one is due
     };
 
     // What a lookup answers: an inode and whether the kernel may cache the entry.
@@ -102,7 +111,14 @@ private:
     Filesystem(Options options, std::unique_ptr<store::Store> store);
 
     Status refresh(); // re-reads the domains; called by the watcher
-    void invalidate_at_flips(); // called by the watcher
+    void run_timers();          // due joins and flips; called by the watcher
+    PinTime next_timer() const; // the next due join or flip
+    std::optional<fuse_ino_t> live_dir(std::int64_t domain_id) const; // m_mutex held
+    PinDuration join_interval() const;
+    // What a drop of the kernel's entries means to the domain's pins (pins.hpp).
+    enum class Join { none, sample, last };
+    // Drops the kernel's entries for live/<name>/ and its files as one step; watcher only.
+    void invalidate_live(fuse_session* session, const std::string& name, std::optional<fuse_ino_t> dir, Join join);
     void watch();     // the watcher thread's loop
     Result<std::shared_ptr<const Content>> load_content(const std::string& domain, std::int64_t gen);
 
@@ -128,6 +144,8 @@ private:
     fuse_ino_t m_next_ino = 4;                                                           // guarded by m_mutex
     std::map<std::pair<std::int64_t, std::int64_t>, std::shared_ptr<const Content>> m_content; // guarded by m_mutex
     std::map<std::uint32_t, std::uint32_t> m_tgid_of; // tid -> pid; guarded by m_mutex
+    std::set<std::string> m_gated; // domains whose file entries are being invalidated; guarded by m_mutex
+    std::condition_variable m_gate_cv; // signalled when m_gated shrinks
 
     std::mutex m_watch_mutex;
     std::condition_variable m_watch_cv;

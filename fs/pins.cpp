@@ -18,7 +18,7 @@ void DomainPins::committed(std::int64_t gen, PinTime at)
 
 std::int64_t DomainPins::visible(PinTime now)
 {
-    while (!m_pending.empty() && m_pending.front().first <= now) {
+    while (!m_pending.empty() && m_pending.front().first <= now && m_hold <= now) {
         m_visible = m_pending.front().second;
         m_pending.erase(m_pending.begin());
     }
@@ -29,6 +29,13 @@ std::int64_t DomainPins::choose(std::uint32_t tid, std::uint32_t pid, int file, 
 {
     const std::int64_t visible_now = visible(now);
     const unsigned bit = 1U << file;
+    if (m_sampling && now < m_observe_until) {
+        Votes& votes = m_votes[tid];
+        if (votes.join != m_join) {
+            votes.join = m_join;
+            ++votes.first[static_cast<std::size_t>(file)];
+        }
+    }
     auto proc = m_processes.find(pid);
     if (proc != m_processes.end() && now - proc->second.last > m_window) {
         m_processes.erase(proc);
@@ -58,10 +65,19 @@ std::int64_t DomainPins::choose(std::uint32_t tid, std::uint32_t pid, int file, 
         }
     } else {
         std::int64_t gen = visible_now;
-        if (proc != m_processes.end() && (proc->second.round & bit) == 0) {
+        unsigned round = 0;
+        auto head = m_heads.find(tid);
+        if (head != m_heads.end() && head->second != file && now - m_last_join <= m_window) {
+            // Its round began with a file it opened through the cache before the last join.
+            gen = m_join_gen;
+            round = 1U << head->second;
+        } else if (proc != m_processes.end() && (proc->second.round & bit) == 0) {
             gen = proc->second.gen; // another thread of the process opened the other files
         }
-        it = m_threads.insert_or_assign(tid, ThreadPin{gen, now, 0, 0, -1, now}).first;
+        if (head != m_heads.end()) {
+            m_heads.erase(head);
+        }
+        it = m_threads.insert_or_assign(tid, ThreadPin{gen, now, round, 0, -1, now}).first;
     }
     ThreadPin& pin = it->second;
     const std::int64_t gen = pin.gen;
@@ -84,6 +100,33 @@ std::int64_t DomainPins::choose(std::uint32_t tid, std::uint32_t pid, int file, 
     p.round |= bit;
     p.last = now;
     return gen;
+}
+
+void DomainPins::begin_sample(PinTime at, PinTime until)
+{
+    m_sampling = true;
+    ++m_join;
+    m_observe_until = until;
+    hold(at);
+}
+
+void DomainPins::end_sampling(PinTime at)
+{
+    m_heads.clear();
+    for (const auto& [tid, votes] : m_votes) {
+        auto best = std::max_element(votes.first.begin(), votes.first.end());
+        if (std::count(votes.first.begin(), votes.first.end(), *best) == 1) {
+            m_heads[tid] = static_cast<int>(best - votes.first.begin());
+        }
+    }
+    m_votes.clear();
+    // What was recorded between joins is out of date: the threads went on through the cache.
+    m_threads.clear();
+    m_processes.clear();
+    m_sampling = false;
+    m_last_join = at;
+    m_join_gen = visible(at);
+    hold(at);
 }
 
 void DomainPins::forget_stale(PinTime now)

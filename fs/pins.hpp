@@ -18,6 +18,20 @@
 //   - the transition ends when the newest commit is visible and no pin to an older generation
 //     is within the window. The kernel may cache answers for long again.
 //
+// Where a looping thread's rounds begin. Outside transitions the kernel caches entries and
+// opens are not seen, so when a transition starts the daemon joins each reader in the middle
+// of its loop: its first lookup after the kernel's entries are dropped (a *join*) is either the
+// first file of a round, or the second one, when it opened the first one through the cache
+// just before the drop. Both loops (key, chain, key, chain...) look the same from here on, so a
+// single join cannot tell them apart, and a wrong guess would make the thread's move at the
+// flip split its round. So while the new generation is not yet visible the filesystem joins
+// several times (begin_sample), letting the kernel cache again in between so that the readers
+// loop unseen; each join is a vote, per thread, for the file its rounds begin with: a reader
+// spends little of its loop between the files of one round, so the first file wins. The last
+// join (end_sampling) starts the rounds: a thread whose first lookup after it is not the file
+// it voted for is taken to have opened that file through the cache just before. A flip never
+// comes earlier than one window after the last drop (hold).
+//
 // One open can cost several lookups of the same name by the same thread: when the kernel's
 // cached entry (shared by every process) holds another inode than the one our answer names, it
 // drops the entry and looks the name up again. Those lookups are part of the same open, not a
@@ -69,8 +83,23 @@ public:
     // The generation for a lookup of file `file` (0..4) by thread tid of process pid at now.
     std::int64_t choose(std::uint32_t tid, std::uint32_t pid, int file, PinTime now);
 
-    // True while lookups must not be cached by the kernel (entry timeout 0).
+    // True while lookups must not be cached by the kernel (entry timeout 0), except
+    // cacheable_while_sampling says otherwise.
     bool in_transition(PinTime now);
+
+    // A join: the kernel holds no entry of this domain from `at` on; lookups until `until` are
+    // not cached and vote. Between joins answers may be cached (cacheable_while_sampling).
+    void begin_sample(PinTime at, PinTime until);
+    // The last join: votes decide where each thread's rounds begin.
+    void end_sampling(PinTime at);
+    bool sampling() const { return m_sampling; }
+    bool cacheable_while_sampling(PinTime now) const
+    {
+        // Before the hold ends nothing flips: every answer names the same generation.
+        return m_sampling && now >= m_observe_until && now < m_hold;
+    }
+    // The kernel may have opened entries it cached until `at`: no flip before at + window.
+    void hold(PinTime at) { m_hold = std::max(m_hold, at + m_window); }
 
     // The generation new rounds get at `now`.
     std::int64_t visible(PinTime now);
@@ -90,6 +119,10 @@ private:
         PinTime last;
         unsigned round = 0;
     };
+    struct Votes {
+        std::array<unsigned, k_pin_files> first{}; // joins at which this file was looked up first
+        unsigned join = 0;                          // the last join this thread voted at
+    };
 
     void forget_stale(PinTime now);
 
@@ -99,6 +132,14 @@ private:
     std::array<std::set<std::int64_t>, k_pin_files> m_answered; // generations handed out per file
     std::map<std::uint32_t, ThreadPin> m_threads;      // by tid
     std::map<std::uint32_t, ProcessPin> m_processes;   // by pid
+    std::map<std::uint32_t, Votes> m_votes;            // by tid, while sampling
+    std::map<std::uint32_t, int> m_heads;              // by tid: the file its rounds begin with
+    bool m_sampling = false;
+    unsigned m_join = 0;       // joins so far
+    PinTime m_observe_until{}; // the end of the current join's uncached lookups
+    PinTime m_last_join{};     // when end_sampling ran
+    std::int64_t m_join_gen = 0; // the generation visible then
+    PinTime m_hold{};          // no flip before this
     PinDuration m_window;
     PinDuration m_same_open; // how long the lookups of one open may take
 };

@@ -1,6 +1,8 @@
 // DomainPins: which generation each lookup gets during a transition (contract point 5).
 #include <catch2/catch.hpp>
 
+#include <array>
+
 #include "fs/pins.hpp"
 
 using namespace certfs;
@@ -198,4 +200,58 @@ TEST_CASE("pins: a process that opens from a fresh thread each time is not stuck
         last = s.pins.choose(tid++, 100, k_cert, t); // one short-lived thread per open
     }
     CHECK(last == 2);
+}
+
+TEST_CASE("pins: joins vote where a reader's rounds begin: one seen mid-round is not misled")
+{
+    Scenario s;
+    s.pins.committed(2, s.at(0s));
+    // Five joins 20 ms apart. Thread 100 loops key then chain; at the third join it had just
+    // opened the key through the cache, so its first lookup there is the chain.
+    const std::array<int, 5> first_seen = {k_privkey, k_privkey, k_fullchain, k_privkey, k_privkey};
+    for (int j = 0; j < 5; ++j) {
+        auto join = s.at(std::chrono::milliseconds(20 * j));
+        s.pins.begin_sample(join, join + 10ms);
+        CHECK_FALSE(s.pins.cacheable_while_sampling(join + 5ms)); // observed right after a join
+        CHECK(s.pins.choose(100, 100, first_seen[static_cast<std::size_t>(j)], join + 1ms) == 1);
+        CHECK(s.pins.cacheable_while_sampling(join + 15ms)); // cached again in between
+    }
+    // The last join finds it mid-round again: it had opened the key through the cache.
+    s.pins.end_sampling(s.at(100ms));
+    CHECK_FALSE(s.pins.cacheable_while_sampling(s.at(115ms)));
+    std::vector<std::pair<std::int64_t, std::int64_t>> rounds;
+    rounds.emplace_back(1, s.pins.choose(100, 100, k_fullchain, s.at(101ms)));
+    for (int i = 0; i < 30; ++i) {
+        auto t = s.at(std::chrono::milliseconds(110 + 100 * i));
+        auto key = s.pins.choose(100, 100, k_privkey, t);
+        auto chain = s.pins.choose(100, 100, k_fullchain, t + 5ms);
+        rounds.emplace_back(key, chain);
+    }
+    for (const auto& [key, chain] : rounds) {
+        CHECK(key == chain);
+    }
+    CHECK(rounds.back().first == 2); // and it moved
+}
+
+TEST_CASE("pins: without votes the first lookup after a join starts the round")
+{
+    Scenario s;
+    s.pins.committed(2, s.at(0s));
+    s.pins.begin_sample(s.at(0ms), s.at(10ms));
+    s.pins.end_sampling(s.at(20ms));
+    // Thread 100 never voted (it was quiet): its first lookup is the first file of its round.
+    CHECK(s.pins.choose(100, 100, k_fullchain, s.at(2010ms)) == 1);
+    CHECK(s.pins.choose(100, 100, k_privkey, s.at(2015ms)) == 1);
+    CHECK(s.pins.choose(100, 100, k_fullchain, s.at(2030ms)) == 2); // a repeat after the flip: a new round
+}
+
+TEST_CASE("pins: no flip before one window after the last join")
+{
+    Scenario s;
+    s.pins.committed(2, s.at(0s));
+    s.pins.begin_sample(s.at(0ms), s.at(10ms));
+    s.pins.end_sampling(s.at(100ms));
+    CHECK(s.pins.choose(100, 100, k_cert, s.at(2099ms)) == 1);
+    CHECK(s.pins.choose(200, 200, k_cert, s.at(2100ms)) == 2);
+    CHECK_FALSE(s.pins.sampling());
 }
