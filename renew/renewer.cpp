@@ -1,6 +1,7 @@
 #include "renew/renewer.hpp"
 
 #include <algorithm>
+#include <random>
 
 #include "store/validate.hpp"
 
@@ -16,6 +17,32 @@ std::optional<TimePoint> renew_at(const store::Domain& domain)
     return *domain.current_not_after - before;
 }
 
+Duration due_jitter(const store::Domain& domain)
+{
+    auto at = renew_at(domain);
+    if (!at || !domain.current_not_after) {
+        return Duration::zero();
+    }
+    const auto window = std::chrono::duration_cast<Duration>(*domain.current_not_after - *at);
+    // std::hash is only needed to be stable within one build; a serial is random already.
+    const auto h = std::hash<std::string>{}(domain.current_serial + "/" + domain.name);
+    const double unit = static_cast<double>(h % 1'000'000) / 1'000'000.0;
+    return std::chrono::duration_cast<Duration>(window * (unit / 10));
+}
+
+std::optional<TimePoint> due_at(const store::Domain& domain)
+{
+    if (!domain.issuer) {
+        return std::nullopt;
+    }
+    auto at = renew_at(domain);
+    TimePoint due = at ? *at - due_jitter(domain) : TimePoint{};
+    if (domain.next_attempt && *domain.next_attempt > due) {
+        due = *domain.next_attempt;
+    }
+    return due;
+}
+
 Duration backoff_delay(std::int64_t failures)
 {
     constexpr Duration k_first = std::chrono::minutes(1);
@@ -27,9 +54,35 @@ Duration backoff_delay(std::int64_t failures)
     return std::min(delay, k_max);
 }
 
+Duration jittered_backoff(std::int64_t failures, double unit)
+{
+    Duration delay = backoff_delay(failures);
+    return delay - std::chrono::duration_cast<Duration>(delay * (std::clamp(unit, 0.0, 1.0) / 5));
+}
+
+double random_unit()
+{
+    thread_local std::mt19937_64 engine{std::random_device{}()};
+    return std::uniform_real_distribution<double>(0.0, 1.0)(engine);
+}
+
+store::DomainState failure_state(const Status& issuer_failure)
+{
+    switch (issuer_failure.code()) {
+    case Code::unavailable:
+    case Code::conflict:
+        return store::DomainState::backoff; // try again later
+    case Code::invalid:
+        return store::DomainState::rejected; // the CA refused the request
+    default:
+        return store::DomainState::misconfigured; // the issuer needs the admin
+    }
+}
+
 Renewer::Renewer(store::Store& store, std::string owner) : m_store(store), m_owner(std::move(owner)) {}
 
-Result<store::GenerationInput> Renewer::issue_for(const store::Domain& domain, store::Reason reason)
+Result<store::GenerationInput> Renewer::issue_for(const store::Domain& domain, store::Reason reason,
+                                                  bool* issuer_failed)
 {
     if (!domain.issuer) {
         return Status::Invalid("domain " + domain.name + " has no issuer");
@@ -47,6 +100,9 @@ Result<store::GenerationInput> Renewer::issue_for(const store::Domain& domain, s
     IssueRequest request{&domain, pki::csr_pem(*csr), names};
     auto issued = issuer->issue(request);
     if (!issued.ok()) {
+        if (issuer_failed != nullptr) {
+            *issuer_failed = true;
+        }
         return issued.status().with_context("issuer " + *domain.issuer);
     }
     ASSIGN_OR_RETURN(std::string key_pem, pki::private_key_pem(*key));
@@ -84,27 +140,41 @@ Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool for
     }
 
     auto now = m_store.clock().now();
-    if (!force) {
-        auto due = [&](const store::Domain& d) {
-            auto at = renew_at(d);
-            bool cert_due = !at || *at <= now;
-            bool backoff_over = !d.next_attempt || *d.next_attempt <= now;
-            return cert_due && backoff_over;
-        };
-        if (std::none_of(members.begin(), members.end(), due)) {
-            std::vector<RenewOutcome> out;
-            for (const auto& d : members) {
-                auto at = d.next_attempt ? d.next_attempt : renew_at(d);
-                out.push_back({d.name, std::nullopt, at ? "not due until " + format_rfc3339(*at) : "not due"});
-            }
-            return out;
+    auto due = [&](const store::Domain& d) {
+        auto at = due_at(d);
+        return at && *at <= now;
+    };
+    auto not_due = [&](const std::vector<store::Domain>& list) {
+        std::vector<RenewOutcome> out;
+        for (const auto& d : list) {
+            auto at = due_at(d);
+            out.push_back({d.name, std::nullopt, at ? "not due until " + format_rfc3339(*at) : "not due"});
         }
+        return out;
+    };
+    if (!force && std::none_of(members.begin(), members.end(), due)) {
+        return not_due(members);
     }
 
     TRY(m_store.acquire_lease(scope, m_owner, k_lease_ttl));
+    if (!force) {
+        // Another process may have renewed between our read and our lease.
+        std::vector<store::Domain> fresh;
+        for (const auto& d : members) {
+            auto f = m_store.get_domain(d.name);
+            if (f.ok()) {
+                fresh.push_back(std::move(f).value());
+            }
+        }
+        if (fresh.size() == members.size() && std::none_of(fresh.begin(), fresh.end(), due)) {
+            (void)m_store.release_lease(scope, m_owner);
+            return not_due(fresh);
+        }
+    }
     // The lease is held from here on: every path below releases it.
     std::vector<store::CommitRequest> requests;
     Status failure;
+    store::DomainState failed_state = store::DomainState::backoff;
     for (const auto& d : members) {
         // Re-read under the lease: the generation we start from is the one we compare against.
         auto fresh = m_store.get_domain(d.name);
@@ -114,9 +184,11 @@ Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool for
         }
         (void)m_store.set_state(d.name, store::DomainState::issuing, "", std::nullopt, false);
         auto reason = fresh->current_gen ? store::Reason::renewed : store::Reason::issued;
-        auto input = issue_for(*fresh, reason);
+        bool issuer_failed = false;
+        auto input = issue_for(*fresh, reason, &issuer_failed);
         if (!input.ok()) {
             failure = input.status().with_context("domain " + d.name);
+            failed_state = issuer_failed ? failure_state(input.status()) : store::DomainState::misconfigured;
             break;
         }
         requests.push_back({d.name, fresh->current_gen, std::move(input).value()});
@@ -132,8 +204,8 @@ Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool for
     }
     if (!failure.ok()) {
         for (const auto& d : members) {
-            (void)m_store.set_state(d.name, store::DomainState::backoff, failure.message(),
-                                    now + backoff_delay(d.failures + 1), true);
+            (void)m_store.set_state(d.name, failed_state, failure.message(),
+                                    now + jittered_backoff(d.failures + 1, random_unit()), true);
         }
     }
     (void)m_store.release_lease(scope, m_owner);

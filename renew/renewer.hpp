@@ -19,8 +19,27 @@ namespace certfs::renew {
 // defaults to a third of the lifetime (half for lifetimes under 10 days).
 std::optional<TimePoint> renew_at(const store::Domain& domain);
 
+// The jitter pulled off a domain's due time: [0, 10%] of its renewal window (not_after minus
+// renew_at), drawn from the current certificate's serial number: stable across restarts, new
+// with every certificate, different between domains and hosts.
+Duration due_jitter(const store::Domain& domain);
+
+// When `domain` should next be renewed: renew_at minus the jitter, or the next attempt after a
+// failure if that is later; at once when it has no certificate. nullopt for a domain without
+// an issuer (imported certificates are never renewed).
+std::optional<TimePoint> due_at(const store::Domain& domain);
+
 // The delay before the next attempt after `failures` failures in a row: 1 min doubling to 6 h.
 Duration backoff_delay(std::int64_t failures);
+
+// backoff_delay pulled earlier by up to a fifth (unit in [0, 1]), so that failures of many
+// domains or hosts do not retry in lockstep.
+Duration jittered_backoff(std::int64_t failures, double unit);
+double random_unit(); // uniform in [0, 1), per thread
+
+// The state a failed renewal leaves: backoff when the CA may answer later (unreachable, busy),
+// rejected when it refused the request, misconfigured when the issuer needs the admin.
+store::DomainState failure_state(const Status& issuer_failure);
 
 inline constexpr Duration k_lease_ttl = std::chrono::minutes(10);
 
@@ -40,13 +59,16 @@ public:
     Result<std::int64_t> add_and_issue(const store::DomainConfig& config);
 
     // Renews `name` and every other member of its bundle, in one commit. Without force, does
-    // nothing unless a member is due (or its backoff delay has passed). On failure the error
+    // nothing unless a member is due (due_at), checked again under the lease so that a
+    // renewal that another process finished meanwhile is not done twice. On failure the error
     // is recorded on every member (state backoff, last_error, next_attempt) and returned; the
     // current generations keep serving.
     Result<std::vector<RenewOutcome>> renew(std::string_view name, bool force);
 
 private:
-    Result<store::GenerationInput> issue_for(const store::Domain& domain, store::Reason reason);
+    // issuer_failed, when given, is set when the issuer (not the key or CSR) failed.
+    Result<store::GenerationInput> issue_for(const store::Domain& domain, store::Reason reason,
+                                             bool* issuer_failed = nullptr);
 
     store::Store& m_store;
     std::string m_owner;

@@ -66,6 +66,7 @@ struct Domain : DomainConfig {
     std::optional<std::int64_t> current_gen;
     std::optional<TimePoint> current_not_before; // of the current generation
     std::optional<TimePoint> current_not_after;
+    std::string current_serial; // hex, of the current generation's leaf; empty without one
     TimePoint created_at;
 };
 

@@ -72,7 +72,7 @@ pki::Names names_of(const DomainConfig& config)
     "SELECT d.id, d.name, i.name, d.dns_names, d.ip_addresses, d.key_type, d.reuse_key,"         \
     " d.renew_before_ms, d.owner_uid, d.group_gid, d.mode, d.bundle, d.deploy_hooks, d.state,"    \
     " d.last_error, d.next_attempt, d.failures, d.current_gen, d.created_at, g.not_before, g.not_after,"    \
-    " d.hook_error"         \
+    " d.hook_error, g.serial"                                                                   \
     " FROM domains d LEFT JOIN issuers i ON i.id = d.issuer_id"                                 \
     " LEFT JOIN generations g ON g.domain_id = d.id AND g.gen = d.current_gen"
 
@@ -108,6 +108,7 @@ Result<Domain> domain_from_row(const Stmt& row)
     d.current_not_before = opt_time(row.opt_int64(19));
     d.current_not_after = opt_time(row.opt_int64(20));
     d.hook_error = row.text(21);
+    d.current_serial = row.opt_text(22).value_or("");
     return d;
 }
 
@@ -662,6 +663,12 @@ Status Store::acquire_lease(std::string_view scope, std::string_view owner, Dura
         " expires_at = excluded.expires_at"));
     TRY(stmt.bind_all(scope, owner, to_ms(now), to_ms(now + ttl)).run());
     return txn.commit();
+}
+
+Status Store::extend_leases(std::string_view owner, Duration ttl)
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare("UPDATE leases SET expires_at = ? WHERE owner = ?"));
+    return stmt.bind_all(to_ms(m_clock->now() + ttl), owner).run();
 }
 
 Status Store::release_lease(std::string_view scope, std::string_view owner)

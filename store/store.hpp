@@ -113,6 +113,8 @@ public:
     // owner's lease is live; an expired lease is taken over.
     Status acquire_lease(std::string_view scope, std::string_view owner, Duration ttl);
     Status release_lease(std::string_view scope, std::string_view owner);
+    // The heartbeat of a long renewal: every lease `owner` holds now expires ttl from now.
+    Status extend_leases(std::string_view owner, Duration ttl);
     Result<std::vector<Lease>> leases();
 
     Result<std::vector<Event>> events(std::optional<std::string_view> domain, int limit);

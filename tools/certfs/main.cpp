@@ -21,6 +21,7 @@
 #include <spdlog/spdlog.h>
 
 #include "fs/filesystem.hpp"
+#include "renew/scheduler.hpp"
 
 namespace {
 
@@ -28,6 +29,23 @@ int fail(const std::string& message)
 {
     std::cerr << "certfs: " << message << '\n';
     return 1;
+}
+
+// Where the store is mounted, for `certfsctl renew`: its hooks run after the flip and get
+// CERTFS_LIVE_DIR like the daemon's.
+void record_mount(const std::string& db_path, const std::string& mountpoint, certfs::Duration pin_window)
+{
+    auto store = certfs::store::Store::open(db_path, {.create = false, .actor = "certfs", .clock = nullptr});
+    if (!store.ok()) {
+        spdlog::warn("cannot record the mount point in the store: {}", store.status().message());
+        return;
+    }
+    for (const auto& [key, value] : {std::pair<std::string, std::string>{"mountpoint", mountpoint},
+                                     {"pin_window_ms", std::to_string(pin_window.count())}}) {
+        if (auto s = (*store)->set_setting(key, value); !s.ok()) {
+            spdlog::warn("cannot record {} in the store: {}", key, s.message());
+        }
+    }
 }
 
 // mount(8) options that mean nothing here. libmount always hands the helper "rw" or "ro"
@@ -127,9 +145,24 @@ int main(int argc, char** argv)
         joined += (joined.empty() ? "" : ",") + o;
     }
 
+    const certfs::SystemClock clock;
+    certfs::renew::SchedulerOptions renew_options;
+    renew_options.db_path = db_path;
+    renew_options.owner = "certfs pid " + std::to_string(::getpid()); // set again after detaching
+    renew_options.pin_window = certfs::parse_duration(pin_window).value();
+    renew_options.hooks.lock_dir = db_path + ".hooks";
+    renew_options.hooks.mountpoint = mountpoint;
+    std::unique_ptr<certfs::renew::Scheduler> scheduler;
+
     certfs::fs::Options fs_options;
     fs_options.db_path = db_path;
-    fs_options.pin_window = certfs::parse_duration(pin_window).value();
+    fs_options.pin_window = renew_options.pin_window;
+    std::atomic<certfs::renew::Scheduler*> wake_target{nullptr};
+    fs_options.on_store_change = [&wake_target] {
+        if (auto* s = wake_target.load()) {
+            s->wake(); // a new domain, certfsctl renew, a rollback: plan again
+        }
+    };
     auto fs = certfs::fs::Filesystem::create(fs_options);
     if (!fs.ok()) {
         return fail(fs.status().message());
@@ -178,6 +211,9 @@ int main(int argc, char** argv)
         if (!loop_done) {
             spdlog::info("{}: unmounting {}", strsignal(sig), mountpoint);
         }
+        if (auto* s = wake_target.exchange(nullptr)) {
+            s->stop(); // waits for renewals and hook runs in flight
+        }
         (*fs)->stop();
         fuse_session_exit(se);
         fuse_session_unmount(se);
@@ -190,7 +226,17 @@ int main(int argc, char** argv)
     } else {
         spdlog::info("mounted {} on {} (pin window {}){}", db_path, mountpoint, pin_window,
                      no_renew ? ", renewal off" : "");
-        // The scheduler is the next piece to land; --no-renew is its off switch.
+        record_mount(db_path, mountpoint, renew_options.pin_window);
+        if (!no_renew) {
+            renew_options.owner = "certfs pid " + std::to_string(::getpid());
+            scheduler = std::make_unique<certfs::renew::Scheduler>(renew_options, clock);
+            if (certfs::Status s = scheduler->start(); !s.ok()) {
+                spdlog::error("renewal scheduler not started: {}", s.message());
+                scheduler.reset();
+            } else {
+                wake_target = scheduler.get();
+            }
+        }
         fuse_loop_config config{};
         config.clone_fd = 0;
         config.max_idle_threads = 10;

@@ -1,0 +1,312 @@
+#include "renew/scheduler.hpp"
+
+#include <algorithm>
+#include <array>
+
+#include <spdlog/spdlog.h>
+
+#include "renew/renewer.hpp"
+
+namespace certfs::renew {
+
+namespace {
+
+constexpr std::array<int, 5> k_warning_days = {30, 14, 7, 3, 1};
+
+// How long the loop sleeps at most: a clock step or a missed wake-up costs no more than this.
+constexpr Duration k_max_sleep = std::chrono::minutes(10);
+
+std::string scope_key(const store::Domain& d)
+{
+    return d.bundle ? "bundle:" + *d.bundle : "domain:" + d.name;
+}
+
+bool failing(const store::Domain& d)
+{
+    using S = store::DomainState;
+    return d.failures > 0 || d.state == S::backoff || d.state == S::rejected || d.state == S::misconfigured;
+}
+
+} // namespace
+
+std::optional<int> expiry_warning_days(const store::Domain& domain, TimePoint now)
+{
+    if (!domain.current_not_after) {
+        return std::nullopt;
+    }
+    std::optional<int> passed;
+    for (int days : k_warning_days) {
+        if (*domain.current_not_after - now <= std::chrono::days(days)) {
+            passed = days; // the smallest threshold passed
+        }
+    }
+    return passed;
+}
+
+Scheduler::Scheduler(SchedulerOptions options, const Clock& clock) : m_options(std::move(options)), m_clock(clock) {}
+
+Scheduler::~Scheduler()
+{
+    stop();
+}
+
+Status Scheduler::start(bool run_thread)
+{
+    ASSIGN_OR_RETURN(auto store,
+                     store::Store::open(m_options.db_path, {.create = false, .actor = m_options.owner, .clock = &m_clock}));
+    {
+        std::lock_guard lock(m_mutex);
+        m_store = std::move(store);
+        m_stopping = false;
+    }
+    if (run_thread) {
+        m_thread = std::thread([this] { loop(); });
+        m_heartbeat = std::thread([this] { heartbeat_loop(); });
+    }
+    return Status::Ok();
+}
+
+void Scheduler::stop()
+{
+    {
+        std::lock_guard lock(m_mutex);
+        m_stopping = true;
+    }
+    m_cv.notify_all();
+    if (m_thread.joinable()) {
+        m_thread.join();
+    }
+    if (m_heartbeat.joinable()) {
+        m_heartbeat.join();
+    }
+    wait_idle();
+}
+
+void Scheduler::wake()
+{
+    {
+        std::lock_guard lock(m_mutex);
+        m_woken = true;
+    }
+    m_cv.notify_all();
+}
+
+void Scheduler::wait_idle()
+{
+    std::vector<std::thread> workers;
+    {
+        std::unique_lock lock(m_mutex);
+        m_cv.wait(lock, [this] { return m_busy == 0; });
+        workers.swap(m_workers);
+    }
+    for (auto& w : workers) {
+        w.join();
+    }
+}
+
+void Scheduler::loop()
+{
+    std::unique_lock lock(m_mutex);
+    while (!m_stopping) {
+        lock.unlock();
+        auto next = step();
+        if (!next.ok()) {
+            spdlog::warn("scheduler: {}", next.status().message());
+        }
+        const auto now = m_clock.now();
+        Duration sleep = std::chrono::minutes(1); // after an error
+        if (next.ok()) {
+            sleep = *next - now > k_max_sleep ? k_max_sleep : std::chrono::duration_cast<Duration>(*next - now);
+        }
+        sleep = std::max(sleep, Duration(0));
+        lock.lock();
+        m_cv.wait_for(lock, sleep, [this] { return m_stopping || m_woken; });
+        m_woken = false;
+    }
+}
+
+void Scheduler::heartbeat_loop()
+{
+    // Its own connection: the loop's is busy planning, the workers' are busy renewing.
+    auto store = store::Store::open(m_options.db_path, {.create = false, .actor = m_options.owner, .clock = &m_clock});
+    if (!store.ok()) {
+        spdlog::warn("scheduler: no lease heartbeat: {}", store.status().message());
+        return;
+    }
+    std::unique_lock lock(m_mutex);
+    while (!m_cv.wait_for(lock, m_options.heartbeat, [this] { return m_stopping; })) {
+        if (m_running.empty()) {
+            continue;
+        }
+        lock.unlock();
+        if (Status s = (*store)->extend_leases(m_options.owner, k_lease_ttl); !s.ok()) {
+            spdlog::warn("scheduler: cannot extend leases: {}", s.message());
+        }
+        lock.lock();
+    }
+}
+
+Result<TimePoint> Scheduler::step()
+{
+    std::lock_guard lock(m_mutex);
+    if (!m_store) {
+        return Status::Unavailable("the scheduler is not started");
+    }
+    ASSIGN_OR_RETURN(auto domains, m_store->list_domains());
+    const TimePoint now = m_clock.now();
+    std::map<std::string, Scope> scopes;
+    for (auto& d : domains) {
+        Scope& s = scopes[scope_key(d)];
+        s.key = scope_key(d);
+        s.members.push_back(std::move(d));
+    }
+
+    TimePoint next = TimePoint::max();
+    for (const auto& [key, scope] : scopes) {
+        warn_expiring(scope, now, next);
+        std::optional<TimePoint> due;
+        for (const auto& d : scope.members) {
+            if (auto at = due_at(d); at && (!due || *at < *due)) {
+                due = at;
+            }
+        }
+        if (!due) {
+            continue; // imported: never renewed here
+        }
+        if (m_first_step && *due <= now && std::any_of(scope.members.begin(), scope.members.end(), failing)) {
+            // Overdue retries after a restart: spread, not all at once.
+            auto spread = std::chrono::duration_cast<Duration>(m_options.restart_spread * random_unit());
+            m_not_before[key] = now + spread;
+        }
+        if (auto nb = m_not_before.find(key); nb != m_not_before.end()) {
+            if (nb->second > now) {
+                due = std::max(*due, nb->second);
+            } else {
+                m_not_before.erase(nb);
+            }
+        }
+        if (*due > now) {
+            next = std::min(next, *due);
+            continue;
+        }
+        if (m_running.contains(key) || static_cast<int>(m_running.size()) >= m_options.concurrency) {
+            continue; // a worker finishing wakes the loop
+        }
+        m_running.insert(key);
+        ++m_busy;
+        m_workers.emplace_back([this, key, first = scope.members.front().name] { run_scope(key, first); });
+    }
+    m_first_step = false;
+    return next;
+}
+
+void Scheduler::warn_expiring(const Scope& scope, TimePoint now, TimePoint& next)
+{
+    for (const auto& d : scope.members) {
+        if (!d.current_not_after || !d.current_gen) {
+            continue;
+        }
+        // Certificates being renewed normally are not worth a warning.
+        if (d.issuer && !failing(d)) {
+            continue;
+        }
+        auto days = expiry_warning_days(d, now);
+        auto warned = m_warned.find({d.name, *d.current_gen});
+        if (days && (warned == m_warned.end() || warned->second > *days)) {
+            auto left = std::chrono::duration_cast<std::chrono::hours>(*d.current_not_after - now);
+            spdlog::warn("{}: the certificate expires in {} and has not been renewed{}{}", d.name,
+                         format_duration(std::max(left, std::chrono::hours(0))),
+                         d.issuer ? " (last error: " : " (imported: renew it by hand)",
+                         d.issuer ? d.last_error + ")" : "");
+            m_warned[{d.name, *d.current_gen}] = *days;
+        }
+        // Wake for the next threshold too.
+        for (int threshold : k_warning_days) {
+            auto at = *d.current_not_after - std::chrono::days(threshold);
+            if (at > now) {
+                next = std::min(next, at);
+            }
+        }
+    }
+}
+
+void Scheduler::run_scope(const std::string& key, const std::string& first_member)
+{
+    auto store = store::Store::open(m_options.db_path, {.create = false, .actor = m_options.owner, .clock = &m_clock});
+    if (!store.ok()) {
+        spdlog::warn("{}: cannot open the store: {}", key, store.status().message());
+    } else {
+        Renewer renewer(**store, m_options.owner);
+        auto outcomes = renewer.renew(first_member, false);
+        if (!outcomes.ok()) {
+            if (outcomes.status().code() == Code::conflict) {
+                spdlog::info("{}: {}", key, outcomes.status().message());
+            } else {
+                spdlog::warn("{}: renewal failed: {}", key, outcomes.status().message());
+            }
+        } else {
+            std::vector<store::Domain> batch;
+            std::vector<std::int64_t> gens;
+            for (const auto& o : *outcomes) {
+                if (!o.generation) {
+                    continue;
+                }
+                spdlog::info("{}: {}", o.domain, o.message);
+                if (auto d = (*store)->get_domain(o.domain); d.ok()) {
+                    batch.push_back(std::move(d).value());
+                    gens.push_back(*o.generation);
+                }
+            }
+            if (!batch.empty()) {
+                after_commit(**store, batch, gens);
+            }
+        }
+    }
+    {
+        std::lock_guard lock(m_mutex);
+        m_running.erase(key);
+        --m_busy;
+        m_woken = true; // room for another renewal
+    }
+    m_cv.notify_all();
+}
+
+void Scheduler::after_commit(store::Store& store, const std::vector<store::Domain>& batch,
+                             const std::vector<std::int64_t>& gens)
+{
+    std::vector<CommittedDomain> committed;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+        const auto& d = batch[i];
+        if (d.deploy_hooks.empty()) {
+            continue;
+        }
+        CommittedDomain c{d.name, gens[i], d.dns_names, d.deploy_hooks};
+        c.names.insert(c.names.end(), d.ip_addresses.begin(), d.ip_addresses.end());
+        committed.push_back(std::move(c));
+        (void)store.set_state(d.name, store::DomainState::hooks, "", std::nullopt, false);
+    }
+    if (committed.empty()) {
+        return;
+    }
+    // Hooks run after the flip, when new opens get the new generation.
+    {
+        std::unique_lock lock(m_mutex);
+        m_cv.wait_for(lock, m_options.pin_window, [this] { return m_stopping; });
+    }
+    auto runs = run_hooks(committed, m_options.hooks);
+    std::map<std::string, std::string> errors;
+    for (const auto& run : runs) {
+        if (!run.status.ok()) {
+            for (const auto& name : run.domains) {
+                auto& e = errors[name];
+                e += (e.empty() ? "" : "; ") + run.command + ": " + run.status.message();
+            }
+        }
+    }
+    for (const auto& c : committed) {
+        (void)store.set_hook_error(c.name, errors[c.name]);
+        (void)store.set_state(c.name, store::DomainState::monitoring, "", std::nullopt, false);
+    }
+}
+
+} // namespace certfs::renew

@@ -1,0 +1,99 @@
+// The renewal scheduler inside the daemon: renews every domain with an issuer when it is due,
+// through the same pipeline and leases as `certfsctl renew` (renewer.hpp), and runs the deploy
+// hooks of each committed batch after the flip (hooks.hpp).
+//
+// - Due time: renew_at() pulled earlier by a jitter of up to 10% of the renewal window. The
+//   jitter comes from the current certificate's serial number (random for the local CA and for
+//   ACME CAs), so it is stable across restarts, new with every certificate, and different
+//   between hosts and domains.
+// - After a failure, the attempt the renewer recorded (next_attempt, backoff with jitter).
+//   When the scheduler starts, attempts that are already overdue are spread over
+//   restart_spread instead of all running at once.
+// - At most `concurrency` renewals at a time, never two for one domain or bundle (the in-memory
+//   set of running scopes here, the store's lease across processes).
+// - Warnings at 30, 14, 7, 3 and 1 days before expiry of a certificate that is not being
+//   renewed normally (a failed renewal, or an imported certificate).
+//
+// step() does one pass and returns when it wants to run again; start() runs passes on a thread
+// that sleeps until then or until wake(). Tests drive step() with a fake clock.
+// Thread-safety: every public member may be called from any thread.
+#pragma once
+
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "renew/hooks.hpp"
+#include "store/store.hpp"
+
+namespace certfs::renew {
+
+struct SchedulerOptions {
+    std::string db_path;
+    std::string owner;        // names this process in leases ("certfs pid 123")
+    int concurrency = 4;
+    Duration pin_window = std::chrono::seconds(2); // hooks run this long after the commit (the flip)
+    HookOptions hooks;
+    Duration restart_spread = std::chrono::minutes(5);
+    Duration heartbeat = std::chrono::minutes(1); // how often held leases are extended
+};
+
+// The expiry warning threshold (30, 14, 7, 3, 1 days) `domain` has passed at `now`, if any.
+std::optional<int> expiry_warning_days(const store::Domain& domain, TimePoint now);
+
+class Scheduler {
+public:
+    Scheduler(SchedulerOptions options, const Clock& clock);
+    ~Scheduler(); // stop()
+    Scheduler(const Scheduler&) = delete;
+    Scheduler& operator=(const Scheduler&) = delete;
+
+    // Opens the scheduler's store connection; with run_thread, starts the loop thread.
+    Status start(bool run_thread = true);
+    void stop();  // waits for running renewals and hooks
+    void wake();  // the store changed: plan again now
+
+    // One pass: starts the due renewals it has room for; returns when the next is due
+    // (TimePoint::max() when nothing ever is).
+    Result<TimePoint> step();
+    // Waits until no renewal or hook run is in flight (tests).
+    void wait_idle();
+
+private:
+    struct Scope {
+        std::string key;                  // "domain:NAME" or "bundle:B"
+        std::vector<store::Domain> members;
+    };
+
+    void loop();
+    void heartbeat_loop();
+    void run_scope(const std::string& key, const std::string& first_member);
+    void after_commit(store::Store& store, const std::vector<store::Domain>& batch,
+                      const std::vector<std::int64_t>& gens);
+    void warn_expiring(const Scope& scope, TimePoint now, TimePoint& next);
+
+    const SchedulerOptions m_options;
+    const Clock& m_clock;
+
+    std::mutex m_mutex;
+    std::condition_variable m_cv;                 // wakes the loop, and wait_idle()
+    std::unique_ptr<store::Store> m_store;        // the loop's connection; guarded by m_mutex
+    std::set<std::string> m_running;              // scopes being renewed; guarded by m_mutex
+    std::map<std::string, TimePoint> m_not_before; // overdue at start: spread; guarded by m_mutex
+    std::map<std::pair<std::string, std::int64_t>, int> m_warned; // (domain, gen) -> days; guarded
+    bool m_first_step = true;  // guarded by m_mutex
+    bool m_woken = false;      // guarded by m_mutex
+    bool m_stopping = false;   // guarded by m_mutex
+    int m_busy = 0;            // worker threads not yet finished; guarded by m_mutex
+    std::vector<std::thread> m_workers; // guarded by m_mutex
+    std::thread m_thread;
+    std::thread m_heartbeat;
+};
+
+} // namespace certfs::renew

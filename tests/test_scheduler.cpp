@@ -1,0 +1,346 @@
+// The renewal scheduler, driven by a fake clock: due times, jitter, backoff, leases, bundles
+// and hooks.
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <catch2/catch.hpp>
+
+#include "renew/local_ca.hpp"
+#include "renew/renewer.hpp"
+#include "renew/scheduler.hpp"
+#include "tests/testutil.hpp"
+
+using namespace certfs;
+using namespace certfs::renew;
+using certfs::test::TempDir;
+using Catch::Contains;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Fixture {
+    TempDir dir;
+    std::string path = (dir / "certfs.db").string();
+    FakeClock clock{std::chrono::system_clock::now()};
+    std::unique_ptr<store::Store> store =
+        store::Store::open(path, {.create = true, .actor = "test", .clock = &clock}).value();
+    Renewer renewer{*store, "test"};
+
+    Fixture()
+    {
+        REQUIRE(store->add_issuer(create_local_ca("ca", {}, clock.now()).value()).ok());
+    }
+
+    SchedulerOptions options(const std::string& owner = "scheduler A")
+    {
+        SchedulerOptions o;
+        o.db_path = path;
+        o.owner = owner;
+        o.pin_window = 0ms;
+        o.restart_spread = 0ms;
+        o.hooks.lock_dir = path + ".hooks";
+        o.hooks.timeout = 10s;
+        return o;
+    }
+
+    void add(const std::string& name, std::optional<std::string> bundle = std::nullopt,
+             std::vector<std::string> hooks = {}, const std::string& issuer = "ca")
+    {
+        store::DomainConfig c;
+        c.name = name;
+        c.issuer = issuer;
+        c.dns_names = {name};
+        c.bundle = std::move(bundle);
+        c.deploy_hooks = std::move(hooks);
+        REQUIRE(renewer.add_and_issue(c).ok());
+    }
+
+    store::Domain domain(const std::string& name) { return store->get_domain(name).value(); }
+    std::int64_t gen(const std::string& name) { return domain(name).current_gen.value(); }
+    std::size_t generations(const std::string& name) { return store->history(name).value().size(); }
+
+    // Moves the clock to when the last of `names` is due.
+    void until_due(const std::vector<std::string>& names)
+    {
+        TimePoint t = clock.now();
+        for (const auto& n : names) {
+            t = std::max(t, due_at(domain(n)).value());
+        }
+        clock.set(t);
+    }
+};
+
+// Runs one pass and waits for what it started.
+TimePoint pass(Scheduler& s)
+{
+    auto next = s.step();
+    REQUIRE(next.ok());
+    s.wait_idle();
+    return *next;
+}
+
+std::vector<std::string> lines_of(const std::string& path)
+{
+    std::ifstream in(path);
+    std::vector<std::string> out;
+    for (std::string line; std::getline(in, line);) {
+        out.push_back(line);
+    }
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("scheduler: due times are pulled earlier by at most a tenth of the window: stable and spread")
+{
+    Fixture f;
+    std::set<std::int64_t> jitters;
+    for (int i = 0; i < 12; ++i) {
+        auto name = "d" + std::to_string(i) + ".test";
+        f.add(name);
+        auto d = f.domain(name);
+        const auto at = renew_at(d).value();
+        const auto window = *d.current_not_after - at; // a third of a 90-day certificate
+        CHECK(window == (*d.current_not_after - *d.current_not_before) / 3);
+        const auto due = due_at(d).value();
+        CHECK(due <= at);
+        CHECK(due >= at - window / 10);
+        CHECK(due_at(f.domain(name)) == due); // the same after reading it again (a restart)
+        jitters.insert(std::chrono::duration_cast<std::chrono::seconds>(at - due).count());
+    }
+    CHECK(jitters.size() >= 10); // spread, not lockstep
+}
+
+TEST_CASE("scheduler: backoff doubles from one minute to six hours and jitter pulls it earlier by at most a fifth")
+{
+    const std::vector<Duration> expected = {1min, 2min, 4min, 8min, 16min, 32min, 64min, 128min, 256min, 6h, 6h};
+    for (std::size_t i = 0; i < expected.size(); ++i) {
+        auto failures = static_cast<std::int64_t>(i + 1);
+        CHECK(backoff_delay(failures) == expected[i]);
+        CHECK(jittered_backoff(failures, 0.0) == expected[i]);
+        CHECK(jittered_backoff(failures, 1.0) == expected[i] - expected[i] / 5);
+        auto d = jittered_backoff(failures, random_unit());
+        CHECK(d <= expected[i]);
+        CHECK(d >= expected[i] - expected[i] / 5);
+    }
+}
+
+TEST_CASE("scheduler: renews a domain when it is due and not before and sleeps until then")
+{
+    Fixture f;
+    f.add("due.test");
+    Scheduler s(f.options(), f.clock);
+    REQUIRE(s.start(false).ok());
+    auto next = pass(s);
+    CHECK(f.gen("due.test") == 1);
+    CHECK(next == due_at(f.domain("due.test")).value()); // it sleeps exactly until the due time
+    f.clock.set(next - 1s);
+    pass(s);
+    CHECK(f.gen("due.test") == 1);
+    f.clock.set(next);
+    pass(s);
+    CHECK(f.gen("due.test") == 2);
+    CHECK(f.domain("due.test").state == store::DomainState::monitoring);
+    CHECK(f.store->leases().value().empty());
+}
+
+TEST_CASE("scheduler: two schedulers on one store renew each due domain exactly once")
+{
+    Fixture f;
+    std::vector<std::string> names;
+    for (int i = 0; i < 6; ++i) {
+        names.push_back("twice" + std::to_string(i) + ".test");
+        f.add(names.back());
+    }
+    f.until_due(names);
+    Scheduler a(f.options("scheduler A"), f.clock);
+    Scheduler b(f.options("scheduler B"), f.clock);
+    REQUIRE(a.start(false).ok());
+    REQUIRE(b.start(false).ok());
+    REQUIRE(a.step().ok());
+    REQUIRE(b.step().ok());
+    a.wait_idle();
+    b.wait_idle();
+    // Nothing was left undone, nothing was done twice.
+    REQUIRE(a.step().ok());
+    REQUIRE(b.step().ok());
+    a.wait_idle();
+    b.wait_idle();
+    for (const auto& n : names) {
+        INFO(n);
+        CHECK(f.generations(n) == 2);
+    }
+}
+
+TEST_CASE("scheduler: a lease left by a dead process blocks until it expires and is then taken over")
+{
+    Fixture f;
+    f.add("lease.test");
+    f.until_due({"lease.test"});
+    REQUIRE(f.store->acquire_lease("domain:lease.test", "certfs pid 999 (dead)", 5min).ok());
+    Scheduler s(f.options(), f.clock);
+    REQUIRE(s.start(false).ok());
+    pass(s);
+    CHECK(f.gen("lease.test") == 1);
+    CHECK(f.domain("lease.test").failures == 0); // someone else's renewal is not a failure
+    f.clock.advance(5min + 1s);
+    pass(s);
+    CHECK(f.gen("lease.test") == 2);
+    CHECK(f.store->leases().value().empty());
+}
+
+TEST_CASE("scheduler: a bundle switches all of its members in one commit or none of them")
+{
+    Fixture f;
+    LocalCaConfig short_ca;
+    short_ca.ca_validity = 40 * 24h;
+    short_ca.validity = 30 * 24h;
+    REQUIRE(f.store->add_issuer(create_local_ca("short", short_ca, f.clock.now()).value()).ok());
+    f.add("a.pair.test", "pair");
+    f.add("b.pair.test", "pair", {}, "short");
+    f.add("c.ok.test", "ok");
+    f.add("d.ok.test", "ok");
+    Scheduler s(f.options(), f.clock);
+    REQUIRE(s.start(false).ok());
+
+    // Day 41: b is due and its CA has expired: b cannot be renewed, so a is not either.
+    f.clock.set(f.clock.now() + 41 * 24h);
+    pass(s);
+    for (const char* name : {"a.pair.test", "b.pair.test"}) {
+        INFO(name);
+        auto d = f.domain(name);
+        CHECK(d.current_gen == 1);
+        CHECK(d.state == store::DomainState::rejected);
+        CHECK_THAT(d.last_error, Contains("expired"));
+        CHECK(d.failures == 1);
+    }
+    CHECK(f.gen("c.ok.test") == 1); // not due yet
+
+    // The bundle "ok" as a whole: both members when the first is due.
+    f.clock.set(std::min(due_at(f.domain("c.ok.test")).value(), due_at(f.domain("d.ok.test")).value()));
+    pass(s);
+    CHECK(f.gen("c.ok.test") == 2);
+    CHECK(f.gen("d.ok.test") == 2);
+}
+
+TEST_CASE("scheduler: renewals run up to the concurrency limit per pass")
+{
+    Fixture f;
+    std::vector<std::string> names;
+    for (int i = 0; i < 5; ++i) {
+        names.push_back("c" + std::to_string(i) + ".test");
+        f.add(names.back());
+    }
+    f.until_due(names);
+    auto options = f.options();
+    options.concurrency = 2;
+    Scheduler s(options, f.clock);
+    REQUIRE(s.start(false).ok());
+    auto renewed = [&] {
+        return std::count_if(names.begin(), names.end(), [&](const std::string& n) { return f.gen(n) == 2; });
+    };
+    pass(s);
+    CHECK(renewed() == 2);
+    pass(s);
+    CHECK(renewed() == 4);
+    pass(s);
+    CHECK(renewed() == 5);
+}
+
+TEST_CASE("scheduler: a hook named by every member of a bundle runs once for the batch")
+{
+    Fixture f;
+    const std::string log = (f.dir / "hook.log").string();
+    const std::string hook = "/bin/sh -c 'echo \"$CERTFS_NAMES $CERTFS_GENERATION\" >> " + log + "'";
+    const std::string other = "/bin/sh -c 'echo other >> " + log + ".other'";
+    f.add("x.web.test", "web", {hook});
+    f.add("y.web.test", "web", {hook, other});
+    f.add("z.web.test", "web", {hook});
+    f.until_due({"x.web.test", "y.web.test", "z.web.test"});
+    Scheduler s(f.options(), f.clock);
+    REQUIRE(s.start(false).ok());
+    pass(s);
+    auto runs = lines_of(log);
+    REQUIRE(runs.size() == 1);
+    CHECK_THAT(runs[0], Contains("x.web.test") && Contains("y.web.test") && Contains("z.web.test"));
+    CHECK(lines_of(log + ".other").size() == 1);
+    for (const char* name : {"x.web.test", "y.web.test", "z.web.test"}) {
+        CHECK(f.domain(name).hook_error.empty());
+        CHECK(f.domain(name).state == store::DomainState::monitoring);
+    }
+}
+
+TEST_CASE("scheduler: a failing or hanging hook is shown on its domain and the commit stays")
+{
+    Fixture f;
+    f.add("fails.test", std::nullopt, {"/bin/false"});
+    f.add("hangs.test", std::nullopt, {"/bin/sleep 30"});
+    f.until_due({"fails.test", "hangs.test"});
+    auto options = f.options();
+    options.hooks.timeout = 300ms;
+    Scheduler s(options, f.clock);
+    REQUIRE(s.start(false).ok());
+    auto started = std::chrono::steady_clock::now();
+    pass(s);
+    CHECK(std::chrono::steady_clock::now() - started < 20s); // the hanging hook was ended
+    CHECK(f.gen("fails.test") == 2);
+    CHECK(f.gen("hangs.test") == 2);
+    CHECK_THAT(f.domain("fails.test").hook_error, Contains("/bin/false") && Contains("exit status 1"));
+    CHECK_THAT(f.domain("hangs.test").hook_error, Contains("timed out"));
+}
+
+TEST_CASE("scheduler: after a restart overdue retries are spread and not all run at once")
+{
+    Fixture f;
+    LocalCaConfig short_ca;
+    short_ca.ca_validity = 40 * 24h;
+    short_ca.validity = 30 * 24h;
+    REQUIRE(f.store->add_issuer(create_local_ca("short", short_ca, f.clock.now()).value()).ok());
+    std::vector<std::string> names;
+    for (int i = 0; i < 10; ++i) {
+        names.push_back("r" + std::to_string(i) + ".test");
+        f.add(names.back(), std::nullopt, {}, "short");
+    }
+    // Every renewal fails (the CA expired) and is then long overdue when a new daemon starts.
+    f.clock.set(f.clock.now() + 41 * 24h);
+    {
+        auto options = f.options();
+        options.concurrency = 10;
+        Scheduler first(options, f.clock);
+        REQUIRE(first.start(false).ok());
+        pass(first);
+    }
+    for (const auto& n : names) {
+        REQUIRE(f.domain(n).failures == 1);
+    }
+    f.clock.advance(2h);
+    auto options = f.options();
+    options.restart_spread = 1h;
+    options.concurrency = 10;
+    Scheduler restarted(options, f.clock);
+    REQUIRE(restarted.start(false).ok());
+    auto next = pass(restarted);
+    auto tried = [&] {
+        return std::count_if(names.begin(), names.end(), [&](const std::string& n) { return f.domain(n).failures == 2; });
+    };
+    CHECK(tried() < 10);
+    CHECK(next <= f.clock.now() + 1h);
+    f.clock.advance(1h);
+    pass(restarted);
+    CHECK(tried() == 10);
+}
+
+TEST_CASE("scheduler: expiry warnings at 30 and 14 and 7 and 3 and 1 days before the end")
+{
+    store::Domain d;
+    const TimePoint end = std::chrono::system_clock::now();
+    d.current_not_after = end;
+    CHECK_FALSE(expiry_warning_days(d, end - 31 * 24h));
+    CHECK(expiry_warning_days(d, end - 30 * 24h) == 30);
+    CHECK(expiry_warning_days(d, end - 15 * 24h) == 30);
+    CHECK(expiry_warning_days(d, end - 14 * 24h) == 14);
+    CHECK(expiry_warning_days(d, end - 7 * 24h) == 7);
+    CHECK(expiry_warning_days(d, end - 3 * 24h) == 3);
+    CHECK(expiry_warning_days(d, end - 1h) == 1);
+}
