@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
@@ -663,4 +664,65 @@ TEST_CASE("daemon: a relative --db still works once the daemon changed to /")
     test::run({"/usr/bin/fusermount3", "-u", (dir / "mnt").string()});
     CHECK(seen);
     CHECK(wait_until([&] { return !is_fuse_mount(dir / "mnt"); }));
+}
+
+TEST_CASE("daemon: renews short-lived certificates by itself while readers match and a hook runs once per batch")
+{
+    Mount m(200ms);
+    const std::string log = (m.db().parent_path() / "hook.log").string();
+    {
+        auto st = m.store();
+        renew::LocalCaConfig short_lived;
+        short_lived.validity = 1min;
+        REQUIRE(st->add_issuer(renew::create_local_ca("short", short_lived, std::chrono::system_clock::now()).value()).ok());
+        // A bundle of two: both rotate in one commit, and the hook both name runs once.
+        for (const char* name : {"a.short.test", "b.short.test"}) {
+            store::DomainConfig c;
+            c.name = name;
+            c.issuer = "short";
+            c.dns_names = {name};
+            c.bundle = "short";
+            c.renew_before = 50s; // due 10 s after issue, pulled earlier by up to 5 s
+            c.deploy_hooks = {"/bin/sh -c 'echo \"$CERTFS_GENERATION|$CERTFS_NAMES\" >> " + log + "'"};
+            REQUIRE(renew::Renewer(*st, "test").add_and_issue(c).ok());
+        }
+    }
+    REQUIRE(wait_until([&] { return stdfs::exists(m.live("a.short.test") / "privkey.pem"); }));
+    std::atomic<bool> stop{false};
+    LoopStats one;
+    LoopStats two;
+    std::thread t1([&] { one = read_pairs(m.live("a.short.test"), stop); });
+    std::thread t2([&] { two = read_pairs(m.live("a.short.test"), stop); });
+    auto current = [&](const char* name) { return m.store()->get_domain(name).value().current_gen.value_or(0); };
+    // Three renewals, by the daemon alone, and the hook of each has run.
+    auto hook_lines = [&] {
+        std::ifstream in(log);
+        std::vector<std::string> lines;
+        for (std::string line; std::getline(in, line);) {
+            lines.push_back(line);
+        }
+        return lines;
+    };
+    bool renewed = wait_until([&] { return current("a.short.test") >= 4 && hook_lines().size() >= 3; }, 120s);
+    stop = true;
+    t1.join();
+    t2.join();
+    REQUIRE(renewed);
+    CHECK(current("b.short.test") == current("a.short.test"));
+    for (const auto* s : {&one, &two}) {
+        CHECK(s->errors == 0);
+        CHECK(s->mismatches == 0);
+        CHECK(s->serials.size() >= 3);
+    }
+    // One line per batch, each naming both domains at one generation.
+    auto lines = hook_lines();
+    std::set<std::string> batches(lines.begin(), lines.end());
+    CHECK(batches.size() == lines.size());
+    for (const auto& line : lines) {
+        INFO(line);
+        CHECK_THAT(line, Catch::Contains("a.short.test") && Catch::Contains("b.short.test"));
+    }
+    auto a = m.store()->get_domain("a.short.test").value();
+    CHECK(a.hook_error.empty());
+    CHECK(a.last_error.empty());
 }
