@@ -1,4 +1,5 @@
 #include "renew/issuer.hpp"
+#include "renew/helper.hpp"
 #include "renew/local_ca.hpp"
 
 namespace certfs::renew {
@@ -9,6 +10,10 @@ Result<std::unique_ptr<Issuer>> load_issuer(store::Store& store, std::string_vie
     if (issuer.kind == "local") {
         ASSIGN_OR_RETURN(auto ca, LocalCa::load(store, issuer));
         return std::unique_ptr<Issuer>(std::move(ca));
+    }
+    if (issuer.kind == "helper") {
+        ASSIGN_OR_RETURN(auto helper, HelperIssuer::load(store, issuer));
+        return std::unique_ptr<Issuer>(std::move(helper));
     }
     return Status::Invalid("issuer " + issuer.name + " is of kind '" + issuer.kind +
                            "', which this version of certfs cannot issue with");

@@ -5,17 +5,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <set>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include <CLI/CLI.hpp>
 
 #include "fs/export.hpp"
+#include "core/process.hpp"
 #include "renew/health.hpp"
+#include "renew/helper.hpp"
 #include "renew/local_ca.hpp"
 #include "renew/renewer.hpp"
 #include "store/store.hpp"
@@ -66,6 +70,17 @@ std::string check_key_type(const std::string& text)
 {
     auto t = pki::parse_key_type(text);
     return t.ok() ? "" : t.status().message();
+}
+
+std::string check_command(const std::string& text)
+{
+    auto words = split_command(text);
+    if (words.ok()) {
+        return "";
+    }
+    std::string message = words.status().message();
+    std::replace(message.begin(), message.end(), '\n', ' ');
+    return message;
 }
 
 Result<std::uint32_t> parse_mode(const std::string& text)
@@ -178,6 +193,73 @@ int cmd_issuer_add_local(store::Store& st, const IssuerAddArgs& args)
     return k_exit_ok;
 }
 
+struct HelperAddArgs {
+    std::string name;
+    std::string command;
+    std::string timeout = "5m";
+    std::string poll_interval = "60s";
+    std::string max_wait = "30m";
+    std::string profile;
+};
+
+int cmd_issuer_add_helper(store::Store& st, const HelperAddArgs& args)
+{
+    renew::HelperConfig config;
+    config.command = args.command;
+    config.timeout = parse_duration(args.timeout).value();
+    config.poll_interval = parse_duration(args.poll_interval).value();
+    config.max_wait = parse_duration(args.max_wait).value();
+    config.profile = args.profile;
+    if (st.get_issuer(args.name).ok()) {
+        return fail(Status::Conflict("issuer " + args.name + " already exists"));
+    }
+    auto issuer = renew::create_helper_issuer(args.name, config);
+    if (!issuer.ok()) {
+        return fail(issuer.status());
+    }
+    if (Status s = st.add_issuer(issuer->issuer); !s.ok()) {
+        return fail(s);
+    }
+    std::cout << "added helper issuer " << args.name;
+    if (issuer->roots > 0) {
+        std::cout << " (" << issuer->roots << (issuer->roots == 1 ? " root" : " roots") << " from FETCH-ROOTS)\n";
+    } else {
+        std::cout << " (no roots stored: FETCH-ROOTS " << issuer->roots_status.message() << ")\n";
+    }
+    return k_exit_ok;
+}
+
+// IDENTIFY and FETCH-ROOTS of a helper issuer, as `issuer show` reports them: a helper that
+// fails is part of the answer, not a failure of the command.
+struct HelperProbe {
+    std::string identify;            // first line, or "failed: ..."
+    bool identify_ok = false;
+    std::vector<std::string> roots;  // subjects of the roots and other trusted roots
+    std::string roots_error;         // empty when FETCH-ROOTS succeeded
+};
+
+HelperProbe probe_helper(const renew::HelperConfig& config, const std::string& name)
+{
+    HelperProbe probe;
+    auto id = renew::helper_identify(config, name);
+    probe.identify_ok = id.ok();
+    probe.identify = id.ok() ? *id : "failed: " + id.status().message();
+    auto roots = renew::helper_fetch_roots(config, name);
+    if (!roots.ok()) {
+        probe.roots_error = "failed: " + roots.status().message();
+        return probe;
+    }
+    for (const auto& root : *roots) {
+        if (root.list == renew::HelperCert::List::others) {
+            continue; // chain certificates, not roots
+        }
+        auto cert = pki::parse_cert(root.pem);
+        auto info = cert.ok() ? pki::cert_info(**cert) : Result<pki::CertInfo>(cert.status());
+        probe.roots.push_back(info.ok() ? info->subject : "(unreadable)");
+    }
+    return probe;
+}
+
 int cmd_issuer_list(store::Store& st, bool json)
 {
     auto issuers = st.list_issuers();
@@ -208,11 +290,46 @@ int cmd_issuer_show(store::Store& st, const std::string& name, bool json)
         return fail(issuer.status());
     }
     auto j = issuer_json(*issuer);
+    std::optional<renew::HelperConfig> helper;
+    std::optional<HelperProbe> probe;
+    if (issuer->kind == "helper") {
+        if (auto config = renew::parse_helper_config(issuer->config_json); config.ok()) {
+            helper = *config;
+            probe = probe_helper(*helper, issuer->name);
+            j["identify"] = probe->identify_ok ? nlohmann::json(probe->identify) : nlohmann::json(nullptr);
+            j["roots"] = probe->roots;
+            j["helper_errors"] = nlohmann::json::array();
+            if (!probe->identify_ok) {
+                j["helper_errors"].push_back("IDENTIFY " + probe->identify);
+            }
+            if (!probe->roots_error.empty()) {
+                j["helper_errors"].push_back("FETCH-ROOTS " + probe->roots_error);
+            }
+        }
+    }
     if (json) {
         print_json(j);
         return k_exit_ok;
     }
     std::cout << "name:       " << issuer->name << '\n' << "kind:       " << issuer->kind << '\n';
+    if (helper && probe) {
+        std::cout << "command:    " << helper->command << '\n'
+                  << "timeout:    " << format_duration(helper->timeout) << " per run\n";
+        if (!helper->profile.empty()) {
+            std::cout << "profile:    " << helper->profile << '\n';
+        }
+        std::cout << "waiting:    poll every " << format_duration(helper->poll_interval)
+                  << " (or as the CA says), for at most " << format_duration(helper->max_wait) << '\n'
+                  << "identify:   " << (probe->identify.empty() ? "-" : probe->identify) << '\n';
+        if (!probe->roots_error.empty()) {
+            std::cout << "roots:      " << probe->roots_error << '\n';
+        } else if (probe->roots.empty()) {
+            std::cout << "roots:      none\n";
+        }
+        for (std::size_t i = 0; i < probe->roots.size(); ++i) {
+            std::cout << (i == 0 ? "roots:      " : "            ") << probe->roots[i] << '\n';
+        }
+    }
     if (issuer->kind == "local") {
         auto config = renew::parse_local_ca_config(issuer->config_json);
         if (config.ok()) {
@@ -602,6 +719,24 @@ int main(int argc, char** argv)
         ->check(check_duration);
     add_local->add_option("--subject", local_args.subject, "CA subject, e.g. '/CN=Example CA/O=Example'");
     add_local->callback([&] { run([&](store::Store& st) { return cmd_issuer_add_local(st, local_args); }); });
+    auto* add_helper = issuer_add->add_subcommand("helper", "An external program speaking certmonger's CA helper "
+                                                            "protocol (docs/helpers.md)");
+    HelperAddArgs helper_args;
+    add_helper->add_option("NAME", helper_args.name, "Issuer name (CERTMONGER_CA_NICKNAME)")->required();
+    add_helper->add_option("--command", helper_args.command, "The helper and its arguments, split like a shell "
+                                                             "would but never run by one")
+        ->required()
+        ->check(check_command);
+    add_helper->add_option("--timeout", helper_args.timeout, "Limit on each run of the helper (default 5m)")
+        ->check(check_duration);
+    add_helper->add_option("--profile", helper_args.profile, "Passed as CERTMONGER_CA_PROFILE");
+    add_helper->add_option("--poll-interval", helper_args.poll_interval,
+                           "Wait before polling when the CA gives no delay (default 60s)")
+        ->check(check_duration);
+    add_helper->add_option("--max-wait", helper_args.max_wait,
+                           "Give up waiting for a pending request after this long (default 30m)")
+        ->check(check_duration);
+    add_helper->callback([&] { run([&](store::Store& st) { return cmd_issuer_add_helper(st, helper_args); }); });
 
     bool json = false;
     std::string name;

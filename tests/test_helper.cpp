@@ -1,0 +1,603 @@
+// The `helper` issuer (docs/helpers.md): certmonger CA helpers run through renew::load_issuer
+// and Issuer::issue against a real store, and through the real certfsctl binary. The helpers
+// are the POSIX sh scripts in tests/helpers/ (CERTFS_TEST_HELPERS_DIR); the ones that sign use
+// openssl with a test CA whose files each test writes into its own temporary directory.
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "renew/helper.hpp"
+#include "renew/renewer.hpp"
+#include "tests/testutil.hpp"
+
+using namespace certfs;
+using namespace certfs::renew;
+using namespace std::chrono_literals;
+using Catch::Contains;
+using Catch::StartsWith;
+using certfs::test::read_file;
+using certfs::test::require_error;
+using certfs::test::TempDir;
+using certfs::test::write_file;
+
+namespace {
+
+const std::string k_helpers = CERTFS_TEST_HELPERS_DIR;
+
+std::string quote(const std::string& word)
+{
+    return "'" + word + "'";
+}
+
+// A command line for the script `name` in tests/helpers with the given arguments.
+std::string helper_command(const std::string& name, const std::vector<std::string>& args = {})
+{
+    std::string command = quote(k_helpers + "/" + name);
+    for (const auto& a : args) {
+        command += " " + quote(a);
+    }
+    return command;
+}
+
+std::size_t line_count(const std::string& text)
+{
+    return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start)
+{
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// A store in a temporary directory with a test CA whose certificate and key are files there.
+struct Fixture {
+    TempDir dir;
+    std::string db = (dir / "certfs.db").string();
+    std::unique_ptr<store::Store> store =
+        store::Store::open(db, {.create = true, .actor = "test", .clock = nullptr}).value();
+    test::TestCa ca{"/CN=certfs helper test CA"};
+    std::string ca_cert = (dir / "ca.pem").string();
+    std::string ca_key = (dir / "ca.key").string();
+    std::string record = (dir / "record").string();
+
+    Fixture()
+    {
+        write_file(ca_cert, ca.cert_pem);
+        write_file(ca_key, pki::private_key_pem(*ca.key).value());
+        std::filesystem::create_directory(record);
+    }
+
+    void add_helper(const std::string& name, const std::string& command, HelperConfig config = {})
+    {
+        config.command = command;
+        auto created = create_helper_issuer(name, config);
+        INFO(created.status().message());
+        REQUIRE(created.ok());
+        REQUIRE(store->add_issuer(created->issuer).ok());
+    }
+
+    std::unique_ptr<Issuer> load(const std::string& issuer)
+    {
+        auto loaded = load_issuer(*store, issuer);
+        INFO(loaded.status().message());
+        REQUIRE(loaded.ok());
+        return std::move(loaded).value();
+    }
+
+    store::DomainConfig config(const std::string& issuer, pki::Names names = {{"www.example.com"}, {}})
+    {
+        store::DomainConfig c;
+        c.name = names.dns.empty() ? "ip-only" : names.dns.front();
+        c.issuer = issuer;
+        c.dns_names = names.dns;
+        c.ip_addresses = names.ip;
+        return c;
+    }
+
+    // One issue() for a fresh key over `names`; the key is kept for commit().
+    Result<Issued> issue(Issuer& issuer, const pki::Names& names = {{"www.example.com"}, {}},
+                         pki::KeyType type = pki::KeyType::ec_p256)
+    {
+        key = pki::generate_key(type).value();
+        csr_pem = pki::csr_pem(*pki::make_csr(*key, names).value());
+        domain = store::Domain{};
+        static_cast<store::DomainConfig&>(domain) = config("x", names);
+        return issuer.issue(IssueRequest{&domain, csr_pem, names});
+    }
+
+    Result<Issued> issue(const std::string& issuer_name, const pki::Names& names = {{"www.example.com"}, {}})
+    {
+        auto issuer = load(issuer_name);
+        return issue(*issuer, names);
+    }
+
+    // Adds the domain with the issued generation: the store validates it (chain, key, names).
+    Result<std::int64_t> commit(const std::string& issuer, const Issued& issued,
+                                const pki::Names& names = {{"www.example.com"}, {}})
+    {
+        store::GenerationInput input{pki::private_key_pem(*key).value(), issued.cert_pem, issued.chain_pem,
+                                     store::Reason::issued};
+        return store->add_domain(config(issuer, names), input);
+    }
+
+    std::string recorded(const std::string& name) const { return read_file(std::filesystem::path(record) / name); }
+    bool was_set(const std::string& name) const
+    {
+        return std::filesystem::exists(std::filesystem::path(record) / name);
+    }
+
+    PKey key;
+    std::string csr_pem;
+    store::Domain domain;
+};
+
+pki::CertInfo info_of(const std::string& pem)
+{
+    return pki::cert_info(*pki::parse_cert(pem).value()).value();
+}
+
+} // namespace
+
+// ---- issuing -------------------------------------------------------------------------------
+
+TEST_CASE("helper: a certificate printed with its chain is issued with that chain")
+{
+    Fixture f;
+    f.add_helper("h", helper_command("issue.sh", {f.ca_cert, f.ca_key}));
+    auto issued = f.issue("h");
+    INFO(issued.status().message());
+    REQUIRE(issued.ok());
+    auto leaf = info_of(issued->cert_pem);
+    CHECK(leaf.dns_names == std::vector<std::string>{"www.example.com"});
+    CHECK(leaf.issuer == info_of(f.ca.cert_pem).subject);
+    CHECK(issued->chain_pem == f.ca.cert_pem);
+    auto gen = f.commit("h", *issued);
+    INFO(gen.status().message());
+    CHECK(gen.ok());
+}
+
+TEST_CASE("helper: the environment is clean and holds certmonger's variables")
+{
+    Fixture f;
+    ::setenv("CERTFS_HELPER_TEST_LEAK", "from the test process", 1);
+    HelperConfig config;
+    SECTION("without a profile and with an EC key")
+    {
+        f.add_helper("h", helper_command("issue.sh", {f.ca_cert, f.ca_key, f.record}));
+        pki::Names names{{"www.example.com", "api.example.com"}, {"192.0.2.7", "2001:db8::1"}};
+        auto issued = f.issue(*f.load("h"), names);
+        INFO(issued.status().message());
+        REQUIRE(issued.ok());
+        CHECK(f.recorded("CERTMONGER_OPERATION") == "SUBMIT");
+        CHECK(f.recorded("CERTMONGER_CA_NICKNAME") == "h");
+        CHECK(f.recorded("CERTMONGER_CSR") == f.csr_pem);
+        CHECK(f.recorded("CERTMONGER_REQ_SUBJECT") == "CN=www.example.com");
+        CHECK(f.recorded("CERTMONGER_REQ_HOSTNAME") == "www.example.com\napi.example.com");
+        CHECK(f.recorded("CERTMONGER_REQ_IP_ADDRESS") == "192.0.2.7\n2001:db8::1");
+        CHECK(f.recorded("CERTMONGER_KEY_TYPE") == "EC");
+        CHECK(f.recorded("PATH") == "/usr/sbin:/usr/bin:/sbin:/bin");
+        CHECK_FALSE(f.was_set("CERTMONGER_CERTIFICATE")); // a first issue
+        CHECK_FALSE(f.was_set("CERTMONGER_CA_PROFILE"));
+        CHECK_FALSE(f.was_set("CERTMONGER_CA_COOKIE"));
+        CHECK_FALSE(f.was_set("HOME"));
+        CHECK_FALSE(f.was_set("CERTFS_HELPER_TEST_LEAK"));
+    }
+    SECTION("with a profile and an RSA key")
+    {
+        config.profile = "caIPAserviceCert";
+        f.add_helper("h", helper_command("issue.sh", {f.ca_cert, f.ca_key, f.record}), config);
+        auto issued = f.issue(*f.load("h"), {{"www.example.com"}, {}}, pki::KeyType::rsa_2048);
+        INFO(issued.status().message());
+        REQUIRE(issued.ok());
+        CHECK(f.recorded("CERTMONGER_CA_PROFILE") == "caIPAserviceCert");
+        CHECK(f.recorded("CERTMONGER_KEY_TYPE") == "RSA");
+        CHECK_FALSE(f.was_set("CERTMONGER_REQ_IP_ADDRESS"));
+    }
+    ::unsetenv("CERTFS_HELPER_TEST_LEAK");
+}
+
+TEST_CASE("helper: a renewal passes the current certificate as CERTMONGER_CERTIFICATE")
+{
+    Fixture f;
+    f.add_helper("h", helper_command("issue.sh", {f.ca_cert, f.ca_key, f.record}));
+    Renewer renewer(*f.store, "test renewer");
+    auto first = renewer.add_and_issue(f.config("h"));
+    INFO(first.status().message());
+    REQUIRE(first.ok());
+    CHECK_FALSE(f.was_set("CERTMONGER_CERTIFICATE"));
+    auto gen1 = f.store->current_generation("www.example.com").value();
+
+    auto renewed = renewer.renew("www.example.com", true);
+    INFO(renewed.status().message());
+    REQUIRE(renewed.ok());
+    CHECK(f.recorded("CERTMONGER_CERTIFICATE") == gen1.cert_pem);
+    auto gen2 = f.store->current_generation("www.example.com").value();
+    CHECK(gen2.gen == gen1.gen + 1);
+    CHECK(gen2.chain_pem == f.ca.cert_pem);
+}
+
+TEST_CASE("helper: a certificate printed alone gets its chain from FETCH-ROOTS")
+{
+    Fixture f;
+    SECTION("certmonger's nickname format")
+    {
+        f.add_helper("h", helper_command("leaf-only.sh", {f.ca_cert, f.ca_key}));
+        CHECK(f.store->get_issuer("h")->cert_pem == f.ca.cert_pem); // stored at add time
+    }
+    SECTION("the signing root among unrelated ones in several lists")
+    {
+        test::TestCa other("/CN=an unrelated root");
+        test::TestCa third("/CN=another unrelated root");
+        auto roots = (f.dir / "roots.txt").string();
+        write_file(roots, "Unrelated Root\n" + other.cert_pem + "\nThe Real Root\n" + f.ca.cert_pem +
+                              "\nIntermediate-ish\n" + third.cert_pem);
+        f.add_helper("h", helper_command("leaf-only.sh", {f.ca_cert, f.ca_key, roots}));
+        // The roots and the other trusted roots are stored, not the third list.
+        CHECK(f.store->get_issuer("h")->cert_pem == other.cert_pem + f.ca.cert_pem);
+    }
+    auto issued = f.issue("h");
+    INFO(issued.status().message());
+    REQUIRE(issued.ok());
+    CHECK(pki::parse_certs(issued->cert_pem)->size() == 1);
+    CHECK(issued->chain_pem == f.ca.cert_pem);
+    auto gen = f.commit("h", *issued);
+    INFO(gen.status().message());
+    CHECK(gen.ok());
+}
+
+TEST_CASE("helper: roots that did not sign the certificate give the store's validation error")
+{
+    Fixture f;
+    test::TestCa other("/CN=certfs helper test CA"); // the same name, another key
+    auto roots = (f.dir / "roots.txt").string();
+    write_file(roots, "Impostor\n" + other.cert_pem);
+    f.add_helper("h", helper_command("leaf-only.sh", {f.ca_cert, f.ca_key, roots}));
+    auto issued = f.issue("h");
+    INFO(issued.status().message());
+    REQUIRE(issued.ok());
+    CHECK(issued->chain_pem == other.cert_pem);
+    require_error(f.commit("h", *issued), Code::invalid, "validation failed (chain)");
+    CHECK(f.store->list_domains()->empty());
+}
+
+TEST_CASE("helper: a certificate alone with no roots anywhere is an error")
+{
+    Fixture f;
+    auto roots = (f.dir / "roots.txt").string();
+    write_file(roots, "");
+    f.add_helper("h", helper_command("leaf-only.sh", {f.ca_cert, f.ca_key, roots}));
+    CHECK(f.store->get_issuer("h")->cert_pem.empty());
+    require_error(f.issue("h"), Code::io_error, "no roots to complete it");
+}
+
+// ---- waiting -------------------------------------------------------------------------------
+
+TEST_CASE("helper: exit status 5 waits the given seconds then polls with the cookie")
+{
+    Fixture f;
+    f.add_helper("h", helper_command("wait.sh", {f.ca_cert, f.ca_key}));
+    auto start = std::chrono::steady_clock::now();
+    auto issued = f.issue("h");
+    double elapsed = seconds_since(start);
+    INFO(issued.status().message());
+    REQUIRE(issued.ok());
+    CHECK(elapsed >= 1.0);
+    CHECK(elapsed < 10.0);
+    CHECK(issued->chain_pem == f.ca.cert_pem);
+    CHECK(f.commit("h", *issued).ok());
+}
+
+TEST_CASE("helper: exit status 1 waits the poll interval then polls with the cookie")
+{
+    Fixture f;
+    HelperConfig config;
+    config.poll_interval = 7s;
+    f.add_helper("h", helper_command("wait.sh", {f.ca_cert, f.ca_key, "plain"}), config);
+    auto issuer = f.load("h");
+    std::vector<Duration> sleeps;
+    dynamic_cast<HelperIssuer&>(*issuer).set_sleeper([&](Duration d) { sleeps.push_back(d); });
+    auto issued = f.issue(*issuer);
+    INFO(issued.status().message());
+    REQUIRE(issued.ok());
+    CHECK(sleeps == std::vector<Duration>{7s});
+}
+
+TEST_CASE("helper: a request still pending after max-wait is Unavailable")
+{
+    Fixture f;
+    HelperConfig config;
+    config.max_wait = 3500ms;
+    f.add_helper("h", helper_command("wait.sh", {f.ca_cert, f.ca_key, "forever"}), config);
+    auto issuer = f.load("h");
+    std::vector<Duration> sleeps;
+    dynamic_cast<HelperIssuer&>(*issuer).set_sleeper([&](Duration d) { sleeps.push_back(d); });
+    require_error(f.issue(*issuer), Code::unavailable, "still pending at the CA after " + format_duration(3500ms));
+    // Three full seconds, then the rest of max-wait, then one last poll.
+    CHECK(sleeps == std::vector<Duration>{1s, 1s, 1s, 500ms});
+}
+
+TEST_CASE("helper: a delay asked for with exit status 5 is capped at one hour")
+{
+    Fixture f;
+    HelperConfig config;
+    config.max_wait = 2h;
+    f.add_helper("h", helper_command("exit-with.sh", {"5", "86400", "cookie-1"}), config);
+    auto issuer = f.load("h");
+    std::vector<Duration> sleeps;
+    dynamic_cast<HelperIssuer&>(*issuer).set_sleeper([&](Duration d) { sleeps.push_back(d); });
+    require_error(f.issue(*issuer), Code::unavailable, "still pending at the CA after 2h");
+    CHECK(sleeps == std::vector<Duration>{1h, 1h});
+}
+
+TEST_CASE("helper: exit status 5 without a delay is an error for the admin")
+{
+    Fixture f;
+    f.add_helper("h", helper_command("exit-with.sh", {"5", "soon", "cookie-1"}));
+    require_error(f.issue("h"), Code::io_error, "without a delay in seconds");
+}
+
+// ---- failures ------------------------------------------------------------------------------
+
+TEST_CASE("helper: a rejection is Invalid with the CA's reason")
+{
+    Fixture f;
+    SECTION("a program given by its path")
+    {
+        f.add_helper("h", helper_command("reject.sh"));
+    }
+    SECTION("a program looked up in the helper's PATH")
+    {
+        f.add_helper("h", "sh " + quote(k_helpers + "/reject.sh"));
+    }
+    auto issued = f.issue("h");
+    require_error(issued, Code::invalid,
+                  "CA rejected the request: name www.example.com is not allowed by policy");
+    CHECK_THAT(issued.status().message(), !Contains("second line"));
+}
+
+TEST_CASE("helper: an unreachable CA is Unavailable")
+{
+    Fixture f;
+    f.add_helper("h", helper_command("unreachable.sh"));
+    require_error(f.issue("h"), Code::unavailable,
+                  "CA unreachable (helper exit status 3): cannot connect to ca.example.test:443");
+}
+
+TEST_CASE("helper: an underconfigured helper needs the admin")
+{
+    Fixture f;
+    f.add_helper("h", helper_command("exit-with.sh", {"4", "no CA directory configured"}));
+    require_error(f.issue("h"), Code::corrupt,
+                  "the CA helper needs more configuration (exit status 4): no CA directory configured");
+}
+
+TEST_CASE("helper: a hanging helper is killed by its timeout")
+{
+    Fixture f;
+    HelperConfig config;
+    config.timeout = 1s;
+    f.add_helper("h", helper_command("hang.sh"), config);
+    auto start = std::chrono::steady_clock::now();
+    auto issued = f.issue("h");
+    double elapsed = seconds_since(start);
+    require_error(issued, Code::io_error, "the CA helper failed: timed out after 1s");
+    CHECK(elapsed < 8.0);
+}
+
+TEST_CASE("helper: exit status 0 without a certificate is an error")
+{
+    Fixture f;
+    f.add_helper("h", helper_command("exit-with.sh", {"0", "all done"}));
+    require_error(f.issue("h"), Code::io_error, "exited with status 0 but printed no certificate");
+}
+
+TEST_CASE("helper: an unknown exit status is an error naming it")
+{
+    Fixture f;
+    f.add_helper("h", helper_command("exit-with.sh", {"17", "please rekey"}));
+    require_error(f.issue("h"), Code::io_error, "the CA helper failed: exit status 17 (the CA wants a new key");
+    Fixture g;
+    g.add_helper("h", helper_command("exit-with.sh", {"42"}));
+    auto issued = g.issue("h");
+    require_error(issued, Code::io_error, "the CA helper failed: exit status 42");
+}
+
+TEST_CASE("helper: a program that cannot be started is refused at add time")
+{
+    HelperConfig config;
+    config.command = "/nonexistent/certfs-helper --flag";
+    require_error(create_helper_issuer("h", config), Code::not_found, "/nonexistent/certfs-helper");
+    config.command = "certfs-no-such-helper";
+    require_error(create_helper_issuer("h", config), Code::not_found,
+                  "cannot run certfs-no-such-helper: not found in /usr/sbin:/usr/bin:/sbin:/bin");
+    config.command = "/bin/true 'unterminated";
+    require_error(create_helper_issuer("h", config), Code::invalid, "unterminated '");
+}
+
+// ---- FETCH-ROOTS parsing -------------------------------------------------------------------
+
+TEST_CASE("helper: FETCH-ROOTS output is parsed in certmonger's format and as plain PEM")
+{
+    test::TestCa a("/CN=root a");
+    test::TestCa b("/CN=root b");
+    test::TestCa c("/CN=chain c");
+    using List = HelperCert::List;
+
+    SECTION("nicknames and three lists")
+    {
+        auto certs =
+            parse_helper_certs("Root A\n" + a.cert_pem + "\nRoot B\n" + b.cert_pem + "\nChain C\n" + c.cert_pem);
+        REQUIRE(certs.ok());
+        REQUIRE(certs->size() == 3);
+        CHECK((*certs)[0].nickname == "Root A");
+        CHECK((*certs)[0].list == List::roots);
+        CHECK((*certs)[0].pem == a.cert_pem);
+        CHECK((*certs)[1].nickname == "Root B");
+        CHECK((*certs)[1].list == List::other_roots);
+        CHECK((*certs)[2].nickname == "Chain C");
+        CHECK((*certs)[2].list == List::others);
+    }
+    SECTION("two blank lines: chain certificates without other roots, with CRLF line ends")
+    {
+        std::string text = "Root A\n" + a.cert_pem + "\n\nChain C\n" + c.cert_pem;
+        std::string crlf;
+        for (char ch : text) {
+            crlf += ch == '\n' ? std::string("\r\n") : std::string(1, ch);
+        }
+        auto certs = parse_helper_certs(crlf);
+        REQUIRE(certs.ok());
+        REQUIRE(certs->size() == 2);
+        CHECK((*certs)[0].list == List::roots);
+        CHECK((*certs)[1].list == List::others);
+        CHECK((*certs)[1].pem == c.cert_pem);
+    }
+    SECTION("plain concatenated PEM")
+    {
+        auto certs = parse_helper_certs(a.cert_pem + b.cert_pem);
+        REQUIRE(certs.ok());
+        REQUIRE(certs->size() == 2);
+        CHECK((*certs)[0].nickname.empty());
+        CHECK((*certs)[1].list == List::roots);
+        CHECK((*certs)[1].pem == b.cert_pem);
+    }
+    SECTION("nothing")
+    {
+        auto certs = parse_helper_certs("");
+        REQUIRE(certs.ok());
+        CHECK(certs->empty());
+    }
+    SECTION("damage is refused")
+    {
+        require_error(parse_helper_certs("Root\n" + a.cert_pem.substr(0, a.cert_pem.size() / 2)), Code::invalid,
+                      "has no END line");
+        require_error(parse_helper_certs("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+                      Code::invalid, "expected certificates");
+        std::string damaged = a.cert_pem;
+        damaged.replace(damaged.find('\n') + 5, 4, "!!!!");
+        require_error(parse_helper_certs(damaged), Code::invalid, "certificate 1");
+    }
+}
+
+// ---- certfsctl -----------------------------------------------------------------------------
+
+namespace {
+
+class Ctl {
+public:
+    explicit Ctl(const TempDir& dir) : m_db((dir / "ctl.db").string()) {}
+
+    test::RunResult operator()(const std::vector<std::string>& args) const
+    {
+        std::vector<std::string> argv{CERTFSCTL_PATH, "--db", m_db};
+        argv.insert(argv.end(), args.begin(), args.end());
+        auto r = test::run(argv, {}, 60);
+        CHECK_THAT(r.out, !Contains("PRIVATE KEY"));
+        CHECK_THAT(r.err, !Contains("PRIVATE KEY"));
+        return r;
+    }
+
+    test::RunResult ok(const std::vector<std::string>& args) const
+    {
+        auto r = (*this)(args);
+        INFO("stdout: " << r.out << "\nstderr: " << r.err);
+        REQUIRE(r.exit_code == 0);
+        return r;
+    }
+
+    std::string snapshot() const
+    {
+        return ok({"issuer", "list", "--json"}).out + ok({"list", "--json"}).out +
+               ok({"log", "--limit", "1000", "--json"}).out;
+    }
+
+private:
+    std::string m_db;
+};
+
+} // namespace
+
+TEST_CASE("certfsctl issuer add helper refuses bad quoting with one line and changes nothing")
+{
+    Fixture f;
+    Ctl ctl(f.dir);
+    ctl.ok({"init"});
+    std::string before = ctl.snapshot();
+    for (const std::string& command : {std::string("/bin/true 'unterminated"), std::string("/bin/true \"open"),
+                                       std::string("/bin/true trailing\\")}) {
+        auto r = ctl({"issuer", "add", "helper", "h", "--command", command});
+        INFO(command << "\nstderr: " << r.err);
+        CHECK(r.exit_code == 2);
+        CHECK_THAT(r.err, StartsWith("certfsctl: ") && Contains("--command"));
+        CHECK(line_count(r.err) == 1);
+        CHECK(r.out.empty());
+    }
+    auto missing = ctl({"issuer", "add", "helper", "h", "--command", "/nonexistent/helper"});
+    CHECK(missing.exit_code == 1);
+    CHECK_THAT(missing.err, StartsWith("certfsctl: cannot run /nonexistent/helper"));
+    CHECK(line_count(missing.err) == 1);
+    CHECK(ctl.snapshot() == before);
+}
+
+TEST_CASE("certfsctl issuer show runs IDENTIFY and FETCH-ROOTS")
+{
+    Fixture f;
+    Ctl ctl(f.dir);
+    ctl.ok({"init"});
+    auto added = ctl.ok({"issuer", "add", "helper", "signer", "--command",
+                         helper_command("leaf-only.sh", {f.ca_cert, f.ca_key}), "--timeout", "30s"});
+    CHECK_THAT(added.out, Contains("added helper issuer signer (1 root from FETCH-ROOTS)"));
+    auto shown = ctl.ok({"issuer", "show", "signer"});
+    CHECK_THAT(shown.out, Contains("kind:       helper"));
+    CHECK_THAT(shown.out, Contains("command:    " + helper_command("leaf-only.sh", {f.ca_cert, f.ca_key})));
+    CHECK_THAT(shown.out, Contains("timeout:    30s"));
+    CHECK_THAT(shown.out, Contains("identify:   certfs test leaf-only helper 1.0 for signer\n"));
+    CHECK_THAT(shown.out, !Contains("second line"));
+    CHECK_THAT(shown.out, Contains("roots:      CN=certfs helper test CA"));
+    auto js = nlohmann::json::parse(ctl.ok({"issuer", "show", "signer", "--json"}).out);
+    CHECK(js["identify"] == "certfs test leaf-only helper 1.0 for signer");
+    CHECK(js["roots"] == nlohmann::json::array({"CN=certfs helper test CA"}));
+    CHECK(js["settings"]["timeout_ms"] == 30000);
+    CHECK(ctl.ok({"issuer", "cert", "signer"}).out == f.ca.cert_pem);
+
+    // A helper without IDENTIFY or FETCH-ROOTS is shown as failing; the command succeeds.
+    auto plain =
+        ctl.ok({"issuer", "add", "helper", "plain", "--command", helper_command("issue.sh", {f.ca_cert, f.ca_key})});
+    CHECK_THAT(plain.out, Contains("no roots stored: FETCH-ROOTS exit status 6 (operation not supported"));
+    auto failing = ctl.ok({"issuer", "show", "plain"});
+    CHECK_THAT(failing.out, Contains("identify:   failed: exit status 6 (operation not supported by the helper)"));
+    CHECK_THAT(failing.out, Contains("roots:      failed: exit status 6"));
+    CHECK(failing.err.empty());
+}
+
+TEST_CASE("certfsctl: a helper that prints the certificate alone issues and renews end to end")
+{
+    Fixture f;
+    Ctl ctl(f.dir);
+    ctl.ok({"init"});
+    ctl.ok({"issuer", "add", "helper", "signer", "--command", helper_command("leaf-only.sh", {f.ca_cert, f.ca_key})});
+    ctl.ok({"add", "www.example.com", "--issuer", "signer", "--san", "www.example.com", "--ip", "192.0.2.1"});
+    auto renewed = ctl.ok({"renew", "www.example.com", "--force"});
+    CHECK_THAT(renewed.out, Contains("www.example.com: renewed: generation 2"));
+
+    auto out = (f.dir / "export").string();
+    ctl.ok({"export", "www.example.com", out});
+    CHECK(read_file(out + "/chain.pem") == f.ca.cert_pem);
+    auto verify = test::run({"/usr/bin/openssl", "verify", "-CAfile", out + "/chain.pem", out + "/cert.pem"});
+    INFO(verify.err);
+    CHECK(verify.exit_code == 0);
+    CHECK_THAT(verify.out, Contains(": OK"));
+
+    // A CA that refuses: one line naming the reason, and nothing added.
+    ctl.ok({"issuer", "add", "helper", "strict", "--command", helper_command("reject.sh")});
+    auto refused = ctl({"add", "api.example.com", "--issuer", "strict"});
+    CHECK(refused.exit_code == 1);
+    CHECK_THAT(refused.err, StartsWith("certfsctl: ") &&
+                                Contains("CA rejected the request: name api.example.com is not allowed by policy"));
+    CHECK(line_count(refused.err) == 1);
+    CHECK(nlohmann::json::parse(ctl.ok({"list", "--json"}).out).size() == 1);
+}
