@@ -29,6 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/pki.hpp"
+#include "store/store.hpp"
 #include "tests/testutil.hpp"
 
 using namespace certfs;
@@ -603,8 +604,8 @@ TEST_CASE("add issues generation 1 and show/list report the configuration")
     CHECK(list[0]["name"] == "full.example.com");
     CHECK(list[1]["name"] == "www.example.com");
     for (const auto& item : list) {
-        for (const char* key : {"name", "generation", "state", "not_after", "renew_at", "issuer", "sans", "last_error",
-                                "dns_names", "ip_addresses", "key_type", "reuse_key", "owner", "group", "mode",
+        for (const char* key : {"name", "generation", "state", "not_after", "renew_at", "due_at", "issuer", "sans",
+                                "last_error", "hook_error", "dns_names", "ip_addresses", "key_type", "reuse_key", "owner", "group", "mode",
                                 "bundle", "deploy_hooks"}) {
             INFO(key);
             CHECK(item.contains(key));
@@ -1606,4 +1607,29 @@ TEST_CASE("--help succeeds and usage errors exit 2 with one line")
     expect_failure(ctl({"list", "extra"}), 2, "extra");
     // Usage errors never touch the store.
     CHECK_FALSE(stdfs::exists(ctl.db()));
+}
+
+TEST_CASE("list and show tell a failed deploy hook and the time the scheduler renews")
+{
+    Ctl ctl;
+    ctl.init_with_ca();
+    ctl.ok({"add", "hooked.example.com", "--issuer", "ca"});
+    json before = ctl.show("hooked.example.com");
+    CHECK(before["hook_error"].is_null());
+    // The due time is renew_at pulled earlier by at most a tenth of the 30-day window.
+    auto renew_at = parse_rfc3339(before["renew_at"].get<std::string>());
+    auto due_at = parse_rfc3339(before["due_at"].get<std::string>());
+    CHECK(due_at <= renew_at);
+    CHECK(due_at >= renew_at - 3 * 24h - 1h);
+    {
+        auto st = store::Store::open(ctl.db(), {.create = false, .actor = "test", .clock = nullptr}).value();
+        REQUIRE(st->set_hook_error("hooked.example.com", "systemctl reload nginx: exit status 1").ok());
+    }
+    json after = ctl.show("hooked.example.com");
+    CHECK(after["hook_error"] == "systemctl reload nginx: exit status 1");
+    CHECK(after["generation"] == 1); // a failed hook undoes nothing
+    RunResult table = ctl.ok({"list"});
+    CHECK_THAT(table.out, Contains("deploy hook failed: systemctl reload nginx: exit status 1"));
+    RunResult text = ctl.ok({"show", "hooked.example.com"});
+    CHECK_THAT(text.out, Contains("hook error:") && Contains("systemctl reload nginx: exit status 1"));
 }

@@ -469,12 +469,17 @@ int cmd_list(store::Store& st, bool json)
     std::vector<std::vector<std::string>> rows;
     for (const auto& d : *domains) {
         std::string state(store::state_name(d.state));
-        if (d.state == store::DomainState::backoff && d.next_attempt) {
+        if (d.failures > 0 && d.next_attempt) {
             state += " (next " + format_rfc3339(*d.next_attempt) + ")";
         }
+        std::string errors = d.last_error;
+        if (!d.hook_error.empty()) {
+            errors += (errors.empty() ? "" : "; ") + ("deploy hook failed: " + d.hook_error);
+        }
+        // RENEW AT: when the scheduler renews it, jitter included.
         rows.push_back({d.name, d.current_gen ? std::to_string(*d.current_gen) : "-", state,
-                        time_or_dash(d.current_not_after), time_or_dash(renew::renew_at(d)), d.issuer.value_or("-"),
-                        d.last_error.empty() ? "" : d.last_error});
+                        time_or_dash(d.current_not_after), time_or_dash(renew::due_at(d)), d.issuer.value_or("-"),
+                        errors});
     }
     print_table({"NAME", "GEN", "STATE", "NOT AFTER", "RENEW AT", "ISSUER", "LAST ERROR"}, rows);
     return k_exit_ok;
@@ -515,6 +520,8 @@ int cmd_show(store::Store& st, const std::string& name, bool json)
     line("deploy hooks:", join(d->deploy_hooks, "; "));
     line("state:", std::string(store::state_name(d->state)));
     line("last error:", d->last_error.empty() ? "-" : d->last_error);
+    line("hook error:", d->hook_error.empty() ? "-" : d->hook_error);
+    line("due at:", time_or_dash(renew::due_at(*d)));
     line("next attempt:", time_or_dash(d->next_attempt));
     if (gen) {
         line("generation:", std::to_string(gen->gen) + " (" + std::string(store::reason_name(gen->reason)) + " " +

@@ -93,6 +93,8 @@ nlohmann::json domain_json(const store::Domain& d)
         {"dns_names", d.dns_names},
         {"ip_addresses", d.ip_addresses},
         {"last_error", d.last_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(d.last_error)},
+        {"hook_error", d.hook_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(d.hook_error)},
+        {"due_at", time_or_null(renew::due_at(d))},
         {"next_attempt", time_or_null(d.next_attempt)},
         {"key_type", pki::key_type_name(d.key_type)},
         {"reuse_key", d.reuse_key},
