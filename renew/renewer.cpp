@@ -157,41 +157,39 @@ Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool for
     }
 
     TRY(m_store.acquire_lease(scope, m_owner, k_lease_ttl));
-    if (!force) {
-        // Another process may have renewed between our read and our lease.
-        std::vector<store::Domain> fresh;
-        for (const auto& d : members) {
-            auto f = m_store.get_domain(d.name);
-            if (f.ok()) {
-                fresh.push_back(std::move(f).value());
-            }
-        }
-        if (fresh.size() == members.size() && std::none_of(fresh.begin(), fresh.end(), due)) {
-            (void)m_store.release_lease(scope, m_owner);
-            return not_due(fresh);
-        }
-    }
-    // The lease is held from here on: every path below releases it.
-    std::vector<store::CommitRequest> requests;
+    // The lease is held from here on: every path below releases it. Read the members again
+    // under it: another process may have renewed since the first read, and the generation
+    // each renewal starts from is the one its commit compares against.
     Status failure;
-    store::DomainState failed_state = store::DomainState::backoff;
+    std::vector<store::Domain> fresh;
     for (const auto& d : members) {
-        // Re-read under the lease: the generation we start from is the one we compare against.
-        auto fresh = m_store.get_domain(d.name);
-        if (!fresh.ok()) {
-            failure = fresh.status();
+        auto f = m_store.get_domain(d.name);
+        if (!f.ok()) {
+            failure = f.status();
             break;
         }
+        fresh.push_back(std::move(f).value());
+    }
+    if (failure.ok() && !force && std::none_of(fresh.begin(), fresh.end(), due)) {
+        (void)m_store.release_lease(scope, m_owner);
+        return not_due(fresh);
+    }
+    std::vector<store::CommitRequest> requests;
+    store::DomainState failed_state = store::DomainState::backoff;
+    for (const auto& d : fresh) {
+        if (!failure.ok()) {
+            break; // a member could not be read, or the previous one failed
+        }
         (void)m_store.set_state(d.name, store::DomainState::issuing, "", std::nullopt, false);
-        auto reason = fresh->current_gen ? store::Reason::renewed : store::Reason::issued;
+        auto reason = d.current_gen ? store::Reason::renewed : store::Reason::issued;
         bool issuer_failed = false;
-        auto input = issue_for(*fresh, reason, &issuer_failed);
+        auto input = issue_for(d, reason, &issuer_failed);
         if (!input.ok()) {
             failure = input.status().with_context("domain " + d.name);
             failed_state = issuer_failed ? failure_state(input.status()) : store::DomainState::misconfigured;
             break;
         }
-        requests.push_back({d.name, fresh->current_gen, std::move(input).value()});
+        requests.push_back({d.name, d.current_gen, std::move(input).value()});
     }
     std::vector<std::int64_t> gens;
     if (failure.ok()) {
