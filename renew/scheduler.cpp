@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "renew/deploy.hpp"
 #include "renew/renewer.hpp"
 
 namespace certfs::renew {
@@ -245,21 +246,14 @@ void Scheduler::run_scope(const std::string& key, const std::string& first_membe
                 spdlog::warn("{}: renewal failed: {}", key, outcomes.status().message());
             }
         } else {
-            std::vector<store::Domain> batch;
-            std::vector<std::int64_t> gens;
             for (const auto& o : *outcomes) {
-                if (!o.generation) {
-                    continue;
-                }
-                spdlog::info("{}: {}", o.domain, o.message);
-                if (auto d = (*store)->get_domain(o.domain); d.ok()) {
-                    batch.push_back(std::move(d).value());
-                    gens.push_back(*o.generation);
+                if (o.generation) {
+                    spdlog::info("{}: {}", o.domain, o.message);
                 }
             }
-            if (!batch.empty()) {
-                after_commit(**store, batch, gens);
-            }
+            // Hooks run after the flip, when new opens get the new generation. The wait is
+            // not cut short by stop(): a hook run before the flip would reload the old files.
+            deploy(**store, *outcomes, m_options.hooks, [this] { std::this_thread::sleep_for(m_options.pin_window); });
         }
     }
     {
@@ -269,44 +263,6 @@ void Scheduler::run_scope(const std::string& key, const std::string& first_membe
         m_woken = true; // room for another renewal
     }
     m_cv.notify_all();
-}
-
-void Scheduler::after_commit(store::Store& store, const std::vector<store::Domain>& batch,
-                             const std::vector<std::int64_t>& gens)
-{
-    std::vector<CommittedDomain> committed;
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-        const auto& d = batch[i];
-        if (d.deploy_hooks.empty()) {
-            continue;
-        }
-        CommittedDomain c{d.name, gens[i], d.dns_names, d.deploy_hooks};
-        c.names.insert(c.names.end(), d.ip_addresses.begin(), d.ip_addresses.end());
-        committed.push_back(std::move(c));
-        (void)store.set_state(d.name, store::DomainState::hooks, "", std::nullopt, false);
-    }
-    if (committed.empty()) {
-        return;
-    }
-    // Hooks run after the flip, when new opens get the new generation.
-    {
-        std::unique_lock lock(m_mutex);
-        m_cv.wait_for(lock, m_options.pin_window, [this] { return m_stopping; });
-    }
-    auto runs = run_hooks(committed, m_options.hooks);
-    std::map<std::string, std::string> errors;
-    for (const auto& run : runs) {
-        if (!run.status.ok()) {
-            for (const auto& name : run.domains) {
-                auto& e = errors[name];
-                e += (e.empty() ? "" : "; ") + run.command + ": " + run.status.message();
-            }
-        }
-    }
-    for (const auto& c : committed) {
-        (void)store.set_hook_error(c.name, errors[c.name]);
-        (void)store.set_state(c.name, store::DomainState::monitoring, "", std::nullopt, false);
-    }
 }
 
 } // namespace certfs::renew

@@ -74,8 +74,6 @@ private:
     void loop();
     void heartbeat_loop();
     void run_scope(const std::string& key, const std::string& first_member);
-    void after_commit(store::Store& store, const std::vector<store::Domain>& batch,
-                      const std::vector<std::int64_t>& gens);
     void warn_expiring(const Scope& scope, TimePoint now, TimePoint& next);
 
     const SchedulerOptions m_options;

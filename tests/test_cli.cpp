@@ -1633,3 +1633,57 @@ TEST_CASE("list and show tell a failed deploy hook and the time the scheduler re
     RunResult text = ctl.ok({"show", "hooked.example.com"});
     CHECK_THAT(text.out, Contains("hook error:") && Contains("systemctl reload nginx: exit status 1"));
 }
+
+TEST_CASE("renew runs the batch's deploy hooks once after the flip and records a failing one")
+{
+    Ctl ctl;
+    ctl.init_with_ca();
+    const std::string lines = ctl.path("hook.lines").string();
+    const std::string record = "sh -c 'echo \"$CERTFS_NAMES|$CERTFS_GENERATION|$CERTFS_LIVE_DIR|$(date +%s.%N)\" >> " +
+                               lines + "'";
+    const std::string broken = "sh -c 'echo broken >&2; exit 3'";
+    ctl.ok({"add", "a.example.com", "--issuer", "ca", "--bundle", "b", "--deploy-hook", record});
+    ctl.ok({"add", "b.example.com", "--issuer", "ca", "--bundle", "b", "--deploy-hook", record, "--deploy-hook",
+            broken});
+    // What a mounted daemon records: its mount point, and a pin window of 1.5 s.
+    {
+        auto st = store::Store::open(ctl.db(), {.create = false, .actor = "test", .clock = nullptr}).value();
+        REQUIRE(st->set_setting("mountpoint", "/mnt/certs").ok());
+        REQUIRE(st->set_setting("pin_window_ms", "1500").ok());
+    }
+
+    const auto started = std::chrono::system_clock::now();
+    RunResult r = ctl({"renew", "a.example.com", "--force"});
+    expect_failure(r, 1, "deploy hook failed (the renewal stays committed): " + broken + ": exit status 3");
+    CHECK_THAT(r.out, Contains("a.example.com: renewed: generation 2") && Contains("deploy hook ran: " + record));
+
+    // One run for the batch of two, naming both, after the pin window.
+    std::string out = read_file(lines);
+    REQUIRE(line_count(out) == 1);
+    auto bar = out.rfind('|');
+    CHECK(out.substr(0, bar) == "a.example.com b.example.com|2 2|/mnt/certs/live/a.example.com");
+    const double ran_at = std::stod(out.substr(bar + 1));
+    const double started_at = std::chrono::duration<double>(started.time_since_epoch()).count();
+    CHECK(ran_at - started_at >= 1.5);
+
+    // The failure is on the domain that names the hook; the commit stands.
+    json a = ctl.show("a.example.com");
+    json b = ctl.show("b.example.com");
+    CHECK(a["hook_error"].is_null());
+    CHECK_THAT(b["hook_error"].get<std::string>(), Contains(broken + ": exit status 3"));
+    CHECK(a["generation"] == 2);
+    CHECK(b["generation"] == 2);
+    CHECK(a["state"] == "monitoring");
+    CHECK(b["state"] == "monitoring");
+
+    // Without a mount, hooks still run, with no live directory and no wait.
+    {
+        auto st = store::Store::open(ctl.db(), {.create = false, .actor = "test", .clock = nullptr}).value();
+        REQUIRE(st->set_setting("mountpoint", "").ok());
+    }
+    RunResult again = ctl({"renew", "a.example.com", "--force"});
+    CHECK(again.exit_code == 1);
+    out = read_file(lines);
+    REQUIRE(line_count(out) == 2);
+    CHECK_THAT(out, Contains("a.example.com b.example.com|3 3||"));
+}

@@ -48,6 +48,19 @@ void record_mount(const std::string& db_path, const std::string& mountpoint, cer
     }
 }
 
+// The mount has ended: certfsctl's hooks get no CERTFS_LIVE_DIR and need not wait for a flip.
+// Left alone when another daemon has recorded its own mount since.
+void forget_mount(const std::string& db_path, const std::string& mountpoint)
+{
+    auto store = certfs::store::Store::open(db_path, {.create = false, .actor = "certfs", .clock = nullptr});
+    if (!store.ok()) {
+        return;
+    }
+    if (auto recorded = (*store)->setting("mountpoint"); recorded.ok() && *recorded == mountpoint) {
+        (void)(*store)->set_setting("mountpoint", "");
+    }
+}
+
 // mount(8) options that mean nothing here. libmount always hands the helper "rw" or "ro"
 // first; certfs is read-only whatever it says. dev, suid and exec are overridden below.
 bool is_mount_only_option(const std::string& opt)
@@ -248,6 +261,7 @@ int main(int argc, char** argv)
     pthread_kill(signal_thread.native_handle(), SIGTERM);
     signal_thread.join();
     fuse_session_destroy(se);
+    forget_mount(db_path, mountpoint);
     spdlog::info("unmounted {}", mountpoint);
     return rc;
 }

@@ -8,16 +8,18 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
-#include <set>
 #include <fstream>
 #include <iostream>
 #include <optional>
+#include <set>
 #include <sstream>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 
 #include "fs/export.hpp"
 #include "core/process.hpp"
+#include "renew/deploy.hpp"
 #include "renew/health.hpp"
 #include "renew/helper.hpp"
 #include "renew/local_ca.hpp"
@@ -579,6 +581,7 @@ int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool f
         }
     }
     renew::Renewer renewer(st, "certfsctl pid " + std::to_string(::getpid()));
+    const renew::MountSettings mount = renew::mount_settings(st);
     std::set<std::string> done; // bundle members are renewed with the first of them
     int rc = k_exit_ok;
     for (const auto& name : names) {
@@ -602,6 +605,17 @@ int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool f
         for (const auto& o : *outcomes) {
             done.insert(o.domain);
             std::cout << o.domain << ": " << o.message << '\n';
+        }
+        // The batch's deploy hooks, as the daemon runs them: after the flip, once per command.
+        auto runs = renew::deploy(st, *outcomes, mount.hooks, [&] { std::this_thread::sleep_for(mount.pin_window); });
+        for (const auto& run : runs) {
+            if (run.status.ok()) {
+                std::cout << "deploy hook ran: " << run.command << '\n';
+            } else {
+                std::cerr << "certfsctl: deploy hook failed (the renewal stays committed): " << run.command << ": "
+                          << run.status.message() << '\n';
+                rc = k_exit_failure;
+            }
         }
     }
     return rc;

@@ -1,0 +1,33 @@
+// What follows a commit, for the daemon's scheduler and `certfsctl renew` alike: the committed
+// domains that have deploy hooks are marked `hooks`, the caller's wait for the flip runs, each
+// hook command runs once for the batch (hooks.hpp), and every domain's outcome is recorded
+// (hook_error, shown by `certfsctl list`) before it returns to `monitoring`.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "renew/hooks.hpp"
+#include "renew/renewer.hpp"
+#include "store/store.hpp"
+
+namespace certfs::renew {
+
+// The hook settings of a process other than the daemon: lock files beside the store, and the
+// mount point and pin window the daemon recorded in the store's settings (none when no daemon
+// has mounted the store, or its mount has ended).
+struct MountSettings {
+    HookOptions hooks;
+    Duration pin_window{0}; // how long after a commit new opens see it; zero without a mount
+};
+MountSettings mount_settings(store::Store& store);
+
+// Runs the hooks of the domains `outcomes` committed (those with a generation). wait_for_flip
+// is called once, after the domains are marked and before any hook runs, and only when some
+// domain has a hook. Returns the runs, in the order hooks.hpp runs them.
+std::vector<HookRun> deploy(store::Store& store, const std::vector<RenewOutcome>& outcomes,
+                            const HookOptions& options, const std::function<void()>& wait_for_flip);
+
+} // namespace certfs::renew
