@@ -388,8 +388,17 @@ Result<std::vector<std::string>> HelperIssuer::request_env(const IssueRequest& r
 
 Result<Issued> HelperIssuer::issue(const IssueRequest& request)
 {
+    return exchange(request, "");
+}
+
+Result<Issued> HelperIssuer::poll(const IssueRequest& request, const std::string& cookie)
+{
+    return exchange(request, cookie);
+}
+
+Result<Issued> HelperIssuer::exchange(const IssueRequest& request, std::string cookie)
+{
     ASSIGN_OR_RETURN(std::vector<std::string> base_env, request_env(request));
-    std::string cookie;
     Duration waited{0};
     for (;;) {
         auto env = base_env;
@@ -440,7 +449,12 @@ Result<Issued> HelperIssuer::issue(const IssueRequest& request)
         }
         Duration remaining = m_config.max_wait - waited;
         if (remaining <= Duration::zero()) {
-            return Status::Unavailable("still pending at the CA after " + format_duration(waited));
+            // Long enough in this process: the renewal keeps the request in the store.
+            spdlog::info("issuer {}: the request is pending at the CA; keeping it, to poll in {}", m_name,
+                         format_duration(delay));
+            Issued later;
+            later.pending = PendingAtCa{cookie, delay};
+            return later;
         }
         delay = std::min(delay, remaining);
         spdlog::info("issuer {}: the request is pending at the CA; polling in {}", m_name, format_duration(delay));

@@ -4,7 +4,7 @@
 // configured timeout.
 //
 // Errors follow issuer.hpp: Code::invalid when the CA rejects the request (exit 2),
-// Code::unavailable to try again later (exit 3, or still pending after max_wait),
+// Code::unavailable to try again later (exit 3),
 // Code::corrupt when the helper needs more configuration (exit 4; status.hpp has no "failed
 // precondition", and like corrupt settings it needs the admin to fix the issuer), and
 // Code::io_error for a helper that broke the protocol (another exit status, a signal, a
@@ -30,7 +30,7 @@ struct HelperConfig {
     std::string command;                               // as the admin wrote it; split at each run
     Duration timeout = std::chrono::minutes(5);        // of each run of the helper
     Duration poll_interval = std::chrono::seconds(60); // after exit status 1 (wait, no delay given)
-    Duration max_wait = std::chrono::minutes(30);      // total sleeping between polls per issue()
+    Duration max_wait = std::chrono::minutes(5);       // sleeping between polls in one attempt
     std::string profile;                               // CERTMONGER_CA_PROFILE when not empty
 };
 
@@ -78,10 +78,13 @@ public:
     static Result<std::unique_ptr<HelperIssuer>> load(store::Store& store, const store::Issuer& issuer);
 
     // SUBMIT, then POLL while the helper says "wait", sleeping between runs, for at most
-    // max_wait in total. A pending request is not kept anywhere: when issue() returns, its
-    // cookie is forgotten. A certificate printed alone gets its chain from FETCH-ROOTS (or the
-    // roots stored at add time); the store validates that the chain links.
+    // max_wait in total; a request still waiting then is returned pending, with its cookie and
+    // the delay the helper asked for (the renewer keeps both in the store). A certificate
+    // printed alone gets its chain from FETCH-ROOTS (or the roots stored at add time); the
+    // store validates that the chain links.
     Result<Issued> issue(const IssueRequest& request) override;
+    // POLL with the cookie (SUBMIT again when the helper gave none), then as issue().
+    Result<Issued> poll(const IssueRequest& request, const std::string& cookie) override;
 
     void set_sleeper(Sleeper sleeper) { m_sleep = std::move(sleeper); }
     const HelperConfig& config() const { return m_config; }
@@ -90,6 +93,7 @@ private:
     HelperIssuer(store::Store& store, std::string name, HelperConfig config, std::vector<std::string> argv,
                  std::string stored_roots_pem);
 
+    Result<Issued> exchange(const IssueRequest& request, std::string cookie);
     Result<std::vector<std::string>> request_env(const IssueRequest& request);
     Result<Issued> complete(const std::string& output);
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "core/pki.hpp"
@@ -18,9 +19,18 @@ struct IssueRequest {
     pki::Names names;                       // canonical names from the configuration
 };
 
+// A request the CA has accepted but not decided on yet.
+struct PendingAtCa {
+    std::string cookie;     // what poll() asks with
+    Duration retry_after{}; // when to ask
+};
+
 struct Issued {
     std::string cert_pem;  // the leaf
     std::string chain_pem; // its issuer first, up to (and including, for a private CA) the root
+    // Set instead of a certificate when the request is pending: the renewal keeps the key, the
+    // CSR and the cookie in the store (store::PendingRequest) and polls after retry_after.
+    std::optional<PendingAtCa> pending;
 };
 
 // Failures are a Status: Code::unavailable for "try again later" (CA unreachable or busy),
@@ -29,6 +39,10 @@ class Issuer {
 public:
     virtual ~Issuer() = default;
     virtual Result<Issued> issue(const IssueRequest& request) = 0;
+    // Asks again about a request issue() left pending, with the same CSR. An Unavailable
+    // failure keeps the request for a later poll; any other failure ends it. Issuers that never
+    // leave a request pending keep this default, which refuses.
+    virtual Result<Issued> poll(const IssueRequest& request, const std::string& cookie);
 };
 
 // Loads the issuer named `name` from the store, whatever its kind.

@@ -4,6 +4,11 @@
 
 namespace certfs::renew {
 
+Result<Issued> Issuer::poll(const IssueRequest& /*request*/, const std::string& /*cookie*/)
+{
+    return Status::Corrupt("a request is pending at an issuer that never leaves one pending");
+}
+
 Result<std::unique_ptr<Issuer>> load_issuer(store::Store& store, std::string_view name)
 {
     ASSIGN_OR_RETURN(store::Issuer issuer, store.get_issuer(name));

@@ -86,7 +86,7 @@ Result<Issued> LocalCa::issue(const IssueRequest& request)
         }
         pki::LeafParams params{request.names, now - k_backdate, not_after, serial};
         ASSIGN_OR_RETURN(Cert leaf, pki::sign_leaf(*subject_key, *m_cert, *m_key, params));
-        return Issued{pki::cert_pem(*leaf), m_cert_pem};
+        return Issued{pki::cert_pem(*leaf), m_cert_pem, std::nullopt};
     }
     return Status::Conflict("no unused serial after " + std::to_string(k_max_draws) + " random draws");
 }

@@ -79,44 +79,102 @@ store::DomainState failure_state(const Status& issuer_failure)
     }
 }
 
+namespace {
+
+std::string pending_message(TimePoint poll_at)
+{
+    return "pending at the CA: polling again at " + format_rfc3339(poll_at);
+}
+
+} // namespace
+
 Renewer::Renewer(store::Store& store, std::string owner) : m_store(store), m_owner(std::move(owner)) {}
 
-Result<store::GenerationInput> Renewer::issue_for(const store::Domain& domain, store::Reason reason,
-                                                  bool* issuer_failed)
+Result<Renewer::Step> Renewer::advance(const store::Domain& domain, store::Reason reason, bool* issuer_failed)
 {
     if (!domain.issuer) {
         return Status::Invalid("domain " + domain.name + " has no issuer");
     }
-    ASSIGN_OR_RETURN(auto issuer, load_issuer(m_store, *domain.issuer));
-    PKey key;
-    if (domain.reuse_key && domain.current_gen) {
-        ASSIGN_OR_RETURN(store::Generation current, m_store.get_generation(domain.name, *domain.current_gen));
-        ASSIGN_OR_RETURN(key, pki::parse_private_key(current.key_pem));
-    } else {
-        ASSIGN_OR_RETURN(key, pki::generate_key(domain.key_type));
+    const TimePoint now = m_store.clock().now();
+    store::PendingRequest request;
+    bool polling = false; // request is one the store kept
+    {
+        ASSIGN_OR_RETURN(std::optional<store::PendingRequest> saved, m_store.pending(domain.name));
+        if (saved && (saved->issuer != *domain.issuer || saved->based_on != domain.current_gen)) {
+            // The domain has moved on since (an import, a rollback): the request is stale.
+            TRY(m_store.drop_pending(domain.name));
+        } else if (saved) {
+            request = std::move(*saved);
+            polling = true;
+        }
     }
-    pki::Names names{domain.dns_names, domain.ip_addresses};
-    ASSIGN_OR_RETURN(CertReq csr, pki::make_csr(*key, names));
-    IssueRequest request{&domain, pki::csr_pem(*csr), names};
-    auto issued = issuer->issue(request);
+    if (polling && !request.cert_pem.empty()) {
+        // Issued earlier; it waited for the rest of its bundle.
+        return Step{store::GenerationInput{request.key_pem, request.cert_pem, request.chain_pem, reason}, request};
+    }
+    ASSIGN_OR_RETURN(auto issuer, load_issuer(m_store, *domain.issuer));
+    if (!polling) {
+        PKey key;
+        if (domain.reuse_key && domain.current_gen) {
+            ASSIGN_OR_RETURN(store::Generation current, m_store.get_generation(domain.name, *domain.current_gen));
+            ASSIGN_OR_RETURN(key, pki::parse_private_key(current.key_pem));
+        } else {
+            ASSIGN_OR_RETURN(key, pki::generate_key(domain.key_type));
+        }
+        ASSIGN_OR_RETURN(CertReq csr, pki::make_csr(*key, pki::Names{domain.dns_names, domain.ip_addresses}));
+        request.domain = domain.name;
+        request.issuer = *domain.issuer;
+        request.based_on = domain.current_gen;
+        ASSIGN_OR_RETURN(request.key_pem, pki::private_key_pem(*key));
+        request.csr_pem = pki::csr_pem(*csr);
+        request.created_at = now;
+    }
+    IssueRequest to_issuer{&domain, request.csr_pem, pki::Names{domain.dns_names, domain.ip_addresses}};
+    auto issued = polling ? issuer->poll(to_issuer, request.cookie) : issuer->issue(to_issuer);
     if (!issued.ok()) {
         if (issuer_failed != nullptr) {
             *issuer_failed = true;
         }
+        if (polling && issued.status().code() != Code::unavailable) {
+            (void)m_store.drop_pending(domain.name); // the CA ended it: the next attempt submits anew
+        }
         return issued.status().with_context("issuer " + *domain.issuer);
     }
-    ASSIGN_OR_RETURN(std::string key_pem, pki::private_key_pem(*key));
-    return store::GenerationInput{std::move(key_pem), std::move(issued->cert_pem), std::move(issued->chain_pem),
-                                  reason};
+    if (issued->pending) {
+        request.cookie = issued->pending->cookie;
+        request.poll_at = now + issued->pending->retry_after;
+        return Step{std::nullopt, std::move(request)};
+    }
+    request.cookie.clear();
+    request.cert_pem = issued->cert_pem;
+    request.chain_pem = issued->chain_pem;
+    request.poll_at = now;
+    return Step{store::GenerationInput{request.key_pem, issued->cert_pem, issued->chain_pem, reason}, request};
 }
 
-Result<std::int64_t> Renewer::add_and_issue(const store::DomainConfig& raw)
+Result<RenewOutcome> Renewer::add_and_issue(const store::DomainConfig& raw)
 {
     ASSIGN_OR_RETURN(store::DomainConfig config, store::normalize_config(raw));
     store::Domain draft;
     static_cast<store::DomainConfig&>(draft) = config;
-    ASSIGN_OR_RETURN(store::GenerationInput first, issue_for(draft, store::Reason::issued));
-    return m_store.add_domain(config, first);
+    ASSIGN_OR_RETURN(Step first, advance(draft, store::Reason::issued));
+    if (first.ready) {
+        TRY(m_store.add_domain(config, *first.ready).status());
+        ASSIGN_OR_RETURN(store::Domain added, m_store.get_domain(config.name));
+        const std::int64_t gen = added.current_gen.value_or(0);
+        return RenewOutcome{config.name, gen, "issued: generation " + std::to_string(gen)};
+    }
+    // Pending at the CA: add the domain without a generation and keep the request to poll.
+    TRY(m_store.add_domain(config, std::nullopt).status());
+    Status kept = m_store.save_pending(first.request);
+    if (kept.ok()) {
+        kept = m_store.set_state(config.name, store::DomainState::pending, "", first.request.poll_at, false);
+    }
+    if (!kept.ok()) {
+        (void)m_store.remove_domain(config.name); // nothing half-added
+        return kept;
+    }
+    return RenewOutcome{config.name, std::nullopt, pending_message(first.request.poll_at)};
 }
 
 Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool force)
@@ -175,6 +233,8 @@ Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool for
         return not_due(fresh);
     }
     std::vector<store::CommitRequest> requests;
+    std::vector<store::PendingRequest> issued; // of `requests`, to keep while the bundle waits
+    std::optional<TimePoint> poll_at;          // the earliest poll of a member still pending
     store::DomainState failed_state = store::DomainState::backoff;
     for (const auto& d : fresh) {
         if (!failure.ok()) {
@@ -183,13 +243,40 @@ Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool for
         (void)m_store.set_state(d.name, store::DomainState::issuing, "", std::nullopt, false);
         auto reason = d.current_gen ? store::Reason::renewed : store::Reason::issued;
         bool issuer_failed = false;
-        auto input = issue_for(d, reason, &issuer_failed);
-        if (!input.ok()) {
-            failure = input.status().with_context("domain " + d.name);
-            failed_state = issuer_failed ? failure_state(input.status()) : store::DomainState::misconfigured;
+        auto step = advance(d, reason, &issuer_failed);
+        if (step.ok() && !step->ready) {
+            if (Status kept = m_store.save_pending(step->request); !kept.ok()) {
+                step = kept;
+            }
+        }
+        if (!step.ok()) {
+            failure = step.status().with_context("domain " + d.name);
+            failed_state = issuer_failed ? failure_state(step.status()) : store::DomainState::misconfigured;
             break;
         }
-        requests.push_back({d.name, d.current_gen, std::move(input).value()});
+        if (step->ready) {
+            requests.push_back({d.name, d.current_gen, std::move(*step->ready)});
+            issued.push_back(std::move(step->request));
+        } else {
+            poll_at = std::min(poll_at.value_or(TimePoint::max()), step->request.poll_at);
+        }
+    }
+    if (failure.ok() && poll_at) {
+        // Some member waits for the CA: keep the others' certificates, commit nothing yet.
+        for (const auto& request : issued) {
+            if (Status kept = m_store.save_pending(request); !kept.ok()) {
+                failure = kept;
+            }
+        }
+        if (failure.ok()) {
+            std::vector<RenewOutcome> out;
+            for (const auto& d : fresh) {
+                (void)m_store.set_state(d.name, store::DomainState::pending, "", *poll_at, false);
+                out.push_back({d.name, std::nullopt, pending_message(*poll_at)});
+            }
+            (void)m_store.release_lease(scope, m_owner);
+            return out;
+        }
     }
     std::vector<std::int64_t> gens;
     if (failure.ok()) {

@@ -55,20 +55,34 @@ public:
     Renewer(store::Store& store, std::string owner);
 
     // Issues generation 1 for a domain that is not in the store yet and adds both in one
-    // transaction. Nothing is stored when issuing fails.
-    Result<std::int64_t> add_and_issue(const store::DomainConfig& config);
+    // transaction. Nothing is stored when issuing fails. When the CA leaves the request
+    // pending, the domain is added without a generation, in state `pending`, with its request
+    // kept for the next renewal to poll; the outcome then has no generation.
+    Result<RenewOutcome> add_and_issue(const store::DomainConfig& config);
 
     // Renews `name` and every other member of its bundle, in one commit. Without force, does
     // nothing unless a member is due (due_at), checked again under the lease so that a
     // renewal that another process finished meanwhile is not done twice. On failure the error
     // is recorded on every member (state backoff, last_error, next_attempt) and returned; the
     // current generations keep serving.
+    //
+    // A member whose request the CA leaves pending keeps it in the store (key, CSR, cookie),
+    // and so does every member already issued in the same batch: the bundle commits when the
+    // last member is issued, by a later renew() that polls (the daemon's, at next_attempt, or
+    // certfsctl's). Meanwhile every member is in state `pending`, and the outcomes say so.
     Result<std::vector<RenewOutcome>> renew(std::string_view name, bool force);
 
 private:
-    // issuer_failed, when given, is set when the issuer (not the key or CSR) failed.
-    Result<store::GenerationInput> issue_for(const store::Domain& domain, store::Reason reason,
-                                             bool* issuer_failed = nullptr);
+    // One member's step: a generation ready to commit (`ready`), or a request still pending at
+    // the CA. `request` is what the store keeps for it either way.
+    struct Step {
+        std::optional<store::GenerationInput> ready;
+        store::PendingRequest request;
+    };
+    // Submits a new request for `domain`, or polls the one the store keeps for it, or takes
+    // the certificate it already holds. issuer_failed, when given, is set when the issuer (not
+    // the key, the CSR or the store) failed.
+    Result<Step> advance(const store::Domain& domain, store::Reason reason, bool* issuer_failed = nullptr);
 
     store::Store& m_store;
     std::string m_owner;

@@ -247,9 +247,7 @@ void Scheduler::run_scope(const std::string& key, const std::string& first_membe
             }
         } else {
             for (const auto& o : *outcomes) {
-                if (o.generation) {
-                    spdlog::info("{}: {}", o.domain, o.message);
-                }
+                spdlog::info("{}: {}", o.domain, o.message); // renewed, pending, or renewed meanwhile
             }
             // Hooks run after the flip, when new opens get the new generation. The wait is
             // not cut short by stop(): a hook run before the flip would reload the old files.

@@ -97,6 +97,22 @@ struct Generation {
     std::string combined_pem() const { return key_pem + cert_pem + chain_pem; }
 };
 
+// A request an issuer has accepted but not yet answered (a CA helper said "wait"), or, for a
+// bundle, a member's certificate that waits for the other members. Kept in the store so that
+// a restart polls the same request with the same key instead of submitting a new one.
+struct PendingRequest {
+    std::string domain;
+    std::string issuer;                   // the issuer it was submitted to
+    std::optional<std::int64_t> based_on; // the domain's current generation when it started
+    std::string key_pem;                  // the new key (PKCS#8 PEM)
+    std::string csr_pem;
+    std::string cookie;    // what the issuer polls with; empty once issued
+    std::string cert_pem;  // set once issued: the member waits for the rest of its bundle
+    std::string chain_pem;
+    TimePoint created_at;
+    TimePoint poll_at;     // when to ask again
+};
+
 struct Event {
     std::int64_t id = 0;
     TimePoint at;

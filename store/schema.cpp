@@ -118,7 +118,23 @@ CREATE TABLE settings (
 ) STRICT;
 )sql";
 
-constexpr std::string_view k_migrations[] = {k_v1, k_v2};
+// v3: requests pending at an issuer (model.hpp, PendingRequest), one per domain at most.
+constexpr std::string_view k_v3 = R"sql(
+CREATE TABLE pending (
+    domain_id   INTEGER PRIMARY KEY REFERENCES domains(id) ON DELETE CASCADE,
+    issuer_id   INTEGER NOT NULL REFERENCES issuers(id) ON DELETE CASCADE,
+    based_on    INTEGER,
+    key_pem     TEXT NOT NULL,
+    csr_pem     TEXT NOT NULL,
+    cookie      TEXT NOT NULL,
+    cert_pem    TEXT NOT NULL,
+    chain_pem   TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    poll_at     INTEGER NOT NULL
+) STRICT;
+)sql";
+
+constexpr std::string_view k_migrations[] = {k_v1, k_v2, k_v3};
 
 } // namespace
 

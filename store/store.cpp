@@ -514,6 +514,8 @@ Result<std::vector<std::int64_t>> Store::commit(const std::vector<CommitRequest>
             return gen.status().with_context("domain " + req.domain);
         }
         TRY(make_current(domain, *gen));
+        ASSIGN_OR_RETURN(auto drop, m_db->prepare("DELETE FROM pending WHERE domain_id = ?"));
+        TRY(drop.bind_all(domain.id).run());
         gens.push_back(*gen);
     }
     TRY(txn.commit());
@@ -624,6 +626,42 @@ Status Store::set_hook_error(std::string_view name, std::string_view error)
         TRY(log_event(name, "hook failed", error));
     }
     return txn.commit();
+}
+
+Status Store::save_pending(const PendingRequest& request)
+{
+    ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
+    ASSIGN_OR_RETURN(Domain domain, read_domain(request.domain));
+    ASSIGN_OR_RETURN(Issuer issuer, get_issuer(request.issuer));
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
+        "INSERT OR REPLACE INTO pending (domain_id, issuer_id, based_on, key_pem, csr_pem, cookie, cert_pem,"
+        " chain_pem, created_at, poll_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+    TRY(stmt.bind_all(domain.id, issuer.id, request.based_on, request.key_pem, request.csr_pem, request.cookie,
+                      request.cert_pem, request.chain_pem, to_ms(request.created_at), to_ms(request.poll_at))
+            .run());
+    return txn.commit();
+}
+
+Result<std::optional<PendingRequest>> Store::pending(std::string_view domain)
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
+        "SELECT d.name, i.name, p.based_on, p.key_pem, p.csr_pem, p.cookie, p.cert_pem, p.chain_pem, p.created_at,"
+        " p.poll_at FROM pending p JOIN domains d ON d.id = p.domain_id JOIN issuers i ON i.id = p.issuer_id"
+        " WHERE d.name = ?"));
+    ASSIGN_OR_RETURN(bool row, stmt.bind_all(domain).step());
+    if (!row) {
+        return std::optional<PendingRequest>();
+    }
+    return std::optional<PendingRequest>(PendingRequest{stmt.text(0), stmt.text(1), stmt.opt_int64(2), stmt.text(3),
+                                                        stmt.text(4), stmt.text(5), stmt.text(6), stmt.text(7),
+                                                        from_ms(stmt.int64(8)), from_ms(stmt.int64(9))});
+}
+
+Status Store::drop_pending(std::string_view domain)
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
+        "DELETE FROM pending WHERE domain_id = (SELECT id FROM domains WHERE name = ?)"));
+    return stmt.bind_all(domain).run();
 }
 
 Status Store::set_setting(std::string_view key, std::string_view value)

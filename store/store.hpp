@@ -28,7 +28,7 @@
 namespace certfs::store {
 
 inline constexpr const char* k_default_db_path = "/var/lib/certfs/certfs.db";
-inline constexpr int k_schema_version = 2;
+inline constexpr int k_schema_version = 3;
 
 struct OpenOptions {
     bool create = false;      // create the file (and run migrations) if missing
@@ -104,6 +104,13 @@ public:
 
     // The outcome of the last deploy-hook run on a domain: empty for success.
     Status set_hook_error(std::string_view name, std::string_view error);
+
+    // Pending requests (model.hpp). save_pending inserts or replaces the domain's request;
+    // pending() is nullopt when the domain has none. commit() drops the requests of the
+    // domains it commits, in the same transaction.
+    Status save_pending(const PendingRequest& request);
+    Result<std::optional<PendingRequest>> pending(std::string_view domain);
+    Status drop_pending(std::string_view domain);
 
     // Store-wide settings ("mountpoint", "pin_window_ms"); NotFound when unset.
     Status set_setting(std::string_view key, std::string_view value);

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -307,7 +308,7 @@ TEST_CASE("helper: exit status 1 waits the poll interval then polls with the coo
     CHECK(sleeps == std::vector<Duration>{7s});
 }
 
-TEST_CASE("helper: a request still pending after max-wait is Unavailable")
+TEST_CASE("helper: a request still pending after max-wait is returned pending with its cookie")
 {
     Fixture f;
     HelperConfig config;
@@ -316,7 +317,13 @@ TEST_CASE("helper: a request still pending after max-wait is Unavailable")
     auto issuer = f.load("h");
     std::vector<Duration> sleeps;
     dynamic_cast<HelperIssuer&>(*issuer).set_sleeper([&](Duration d) { sleeps.push_back(d); });
-    require_error(f.issue(*issuer), Code::unavailable, "still pending at the CA after " + format_duration(3500ms));
+    auto issued = f.issue(*issuer);
+    INFO(issued.status().message());
+    REQUIRE(issued.ok());
+    REQUIRE(issued->pending.has_value());
+    CHECK(issued->cert_pem.empty());
+    CHECK(issued->pending->cookie == "req-42");
+    CHECK(issued->pending->retry_after == 1s);
     // Three full seconds, then the rest of max-wait, then one last poll.
     CHECK(sleeps == std::vector<Duration>{1s, 1s, 1s, 500ms});
 }
@@ -330,8 +337,151 @@ TEST_CASE("helper: a delay asked for with exit status 5 is capped at one hour")
     auto issuer = f.load("h");
     std::vector<Duration> sleeps;
     dynamic_cast<HelperIssuer&>(*issuer).set_sleeper([&](Duration d) { sleeps.push_back(d); });
-    require_error(f.issue(*issuer), Code::unavailable, "still pending at the CA after 2h");
+    auto issued = f.issue(*issuer);
+    REQUIRE(issued.ok());
+    REQUIRE(issued->pending.has_value());
+    CHECK(issued->pending->cookie == "cookie-1");
+    CHECK(issued->pending->retry_after == 1h);
     CHECK(sleeps == std::vector<Duration>{1h, 1h});
+}
+
+namespace {
+
+// The requests gated.sh has seen, one "OPERATION COOKIE" line each (FETCH-ROOTS left out).
+std::vector<std::string> log_lines(const std::string& path)
+{
+    std::vector<std::string> out;
+    std::istringstream in(std::filesystem::exists(path) ? read_file(path) : "");
+    for (std::string line; std::getline(in, line);) {
+        if (!line.starts_with("FETCH-ROOTS")) {
+            out.push_back(line);
+        }
+    }
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("helper: a pending request is kept in the store and polled with the same key after a restart")
+{
+    Fixture f;
+    const std::string gate = (f.dir / "gate").string();
+    const std::string log = (f.dir / "ops.log").string();
+    HelperConfig config;
+    config.max_wait = 0ms; // keep the request at once
+    config.poll_interval = 90s;
+    f.add_helper("h", helper_command("gated.sh", {f.ca_cert, f.ca_key, gate, log}), config);
+
+    const auto before = std::chrono::system_clock::now();
+    auto added = Renewer(*f.store, "first process").add_and_issue(f.config("h"));
+    INFO(added.status().message());
+    REQUIRE(added.ok());
+    CHECK_FALSE(added->generation.has_value());
+    CHECK_THAT(added->message, StartsWith("pending at the CA: polling again at "));
+    auto d = f.store->get_domain("www.example.com").value();
+    CHECK(d.state == store::DomainState::pending);
+    CHECK_FALSE(d.current_gen.has_value());
+    REQUIRE(d.next_attempt.has_value());
+    CHECK(*d.next_attempt >= std::chrono::time_point_cast<std::chrono::seconds>(before) + 90s);
+    auto kept = f.store->pending("www.example.com").value();
+    REQUIRE(kept.has_value());
+    CHECK(kept->cookie == "req-9");
+    CHECK(log_lines(log) == std::vector<std::string>{"SUBMIT "});
+    auto listed = test::run({CERTFSCTL_PATH, "--db", f.db, "list"});
+    CHECK(listed.exit_code == 0);
+    CHECK_THAT(listed.out, Contains("pending (next " + format_rfc3339(*d.next_attempt) + ")"));
+
+    // A restart: a new connection and renewer. Not due before the poll time.
+    f.store = store::Store::open(f.db, {.create = false, .actor = "test", .clock = nullptr}).value();
+    Renewer renewer(*f.store, "second process");
+    auto early = renewer.renew("www.example.com", false);
+    REQUIRE(early.ok());
+    CHECK_THAT(early->front().message, StartsWith("not due until"));
+    CHECK(log_lines(log).size() == 1);
+
+    // Polled (forced), still waiting: the same request, not a new one.
+    auto waiting = renewer.renew("www.example.com", true);
+    INFO(waiting.status().message());
+    REQUIRE(waiting.ok());
+    CHECK_FALSE(waiting->front().generation.has_value());
+    CHECK(log_lines(log) == std::vector<std::string>{"SUBMIT ", "POLL req-9"});
+
+    // The CA issues: committed with the key made at the first submission.
+    write_file(gate, "yes");
+    auto issued = renewer.renew("www.example.com", true);
+    INFO(issued.status().message());
+    REQUIRE(issued.ok());
+    CHECK(issued->front().generation == 1);
+    CHECK(log_lines(log) == std::vector<std::string>{"SUBMIT ", "POLL req-9", "POLL req-9"});
+    auto gen = f.store->current_generation("www.example.com").value();
+    CHECK(gen.key_pem == kept->key_pem);
+    CHECK_FALSE(f.store->pending("www.example.com").value().has_value());
+    CHECK(f.store->get_domain("www.example.com").value().state == store::DomainState::monitoring);
+}
+
+TEST_CASE("helper: a pending request the CA then rejects is dropped and the domain is rejected")
+{
+    Fixture f;
+    const std::string gate = (f.dir / "gate").string();
+    const std::string log = (f.dir / "ops.log").string();
+    HelperConfig config;
+    config.max_wait = 0ms;
+    f.add_helper("h", helper_command("gated.sh", {f.ca_cert, f.ca_key, gate, log}), config);
+    Renewer renewer(*f.store, "test");
+    REQUIRE(renewer.add_and_issue(f.config("h")).ok());
+    write_file(gate, "reject");
+    require_error(renewer.renew("www.example.com", true), Code::invalid,
+                  "CA rejected the request: request denied by the officer");
+    auto d = f.store->get_domain("www.example.com").value();
+    CHECK(d.state == store::DomainState::rejected);
+    CHECK_FALSE(f.store->pending("www.example.com").value().has_value());
+    // The next attempt submits anew.
+    std::filesystem::remove(gate);
+    REQUIRE(renewer.renew("www.example.com", true).ok());
+    CHECK(log_lines(log) == std::vector<std::string>{"SUBMIT ", "POLL req-9", "SUBMIT "});
+}
+
+TEST_CASE("helper: a bundle commits when its last pending member is issued")
+{
+    Fixture f;
+    const std::string gate = (f.dir / "gate").string();
+    const std::string log = (f.dir / "ops.log").string();
+    HelperConfig config;
+    config.max_wait = 0ms;
+    f.add_helper("fast", helper_command("issue.sh", {f.ca_cert, f.ca_key, f.record}));
+    f.add_helper("slow", helper_command("gated.sh", {f.ca_cert, f.ca_key, gate, log}), config);
+    auto a = f.config("fast", {{"a.example.com"}, {}});
+    auto b = f.config("slow", {{"b.example.com"}, {}});
+    a.bundle = b.bundle = "pair";
+    REQUIRE(f.store->add_domain(a, std::nullopt).ok());
+    REQUIRE(f.store->add_domain(b, std::nullopt).ok());
+
+    Renewer renewer(*f.store, "test");
+    auto first = renewer.renew("a.example.com", false);
+    INFO(first.status().message());
+    REQUIRE(first.ok());
+    REQUIRE(first->size() == 2);
+    for (const auto& o : *first) {
+        CHECK_FALSE(o.generation.has_value());
+        CHECK(f.store->get_domain(o.domain).value().state == store::DomainState::pending);
+    }
+    // a's certificate waits in the store for b's.
+    auto a_kept = f.store->pending("a.example.com").value();
+    REQUIRE(a_kept.has_value());
+    CHECK_FALSE(a_kept->cert_pem.empty());
+    CHECK_FALSE(f.store->get_domain("a.example.com").value().current_gen.has_value());
+
+    write_file(gate, "yes");
+    auto second = renewer.renew("b.example.com", true);
+    INFO(second.status().message());
+    REQUIRE(second.ok());
+    for (const auto& o : *second) {
+        CHECK(o.generation == 1);
+    }
+    // a was not issued again: its kept certificate is the one committed.
+    CHECK(f.store->current_generation("a.example.com").value().cert_pem == a_kept->cert_pem);
+    CHECK_FALSE(f.store->pending("a.example.com").value().has_value());
+    CHECK_FALSE(f.store->pending("b.example.com").value().has_value());
 }
 
 TEST_CASE("helper: exit status 5 without a delay is an error for the admin")

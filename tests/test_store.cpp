@@ -588,7 +588,8 @@ TEST_CASE("migrations: a store of an older schema is brought up to date on open 
     CHECK(d.hook_error.empty());
     REQUIRE(store->set_hook_error("old.test", "exit status 1").ok());
     CHECK(store->get_domain("old.test").value().hook_error == "exit status 1");
-    CHECK(query_int(*store, "SELECT COUNT(*) FROM events WHERE action = 'migrate' AND detail = 'schema version 1 -> 2'") == 1);
+    CHECK(query_int(*store, "SELECT COUNT(*) FROM events WHERE action = 'migrate' AND detail = 'schema version 1 -> 3'") == 1);
+    CHECK_FALSE(store->pending("old.test").value().has_value());
 }
 
 TEST_CASE("settings: set and read back")
@@ -598,4 +599,50 @@ TEST_CASE("settings: set and read back")
     REQUIRE(f.store->set_setting("mountpoint", "/etc/certs").ok());
     REQUIRE(f.store->set_setting("mountpoint", "/srv/certs").ok());
     CHECK(f.store->setting("mountpoint").value() == "/srv/certs");
+}
+
+TEST_CASE("pending requests: saved, replaced, read back and dropped by the commit")
+{
+    Fixture f;
+    REQUIRE(f.store->add_issuer({"ca", "helper", "{}", "", ""}).ok());
+    f.add("wait.test");
+    auto none = f.store->pending("wait.test");
+    REQUIRE(none.ok());
+    CHECK_FALSE(none->has_value());
+
+    PendingRequest p;
+    p.domain = "wait.test";
+    p.issuer = "ca";
+    p.based_on = 1;
+    p.key_pem = "key";
+    p.csr_pem = "csr";
+    p.cookie = "cookie-1";
+    p.created_at = from_unix(1'700'000'000);
+    p.poll_at = from_unix(1'700'000'060);
+    REQUIRE(f.store->save_pending(p).ok());
+    p.cookie = "cookie-2";
+    REQUIRE(f.store->save_pending(p).ok()); // replaces: one request per domain
+    auto got = f.store->pending("wait.test").value();
+    REQUIRE(got.has_value());
+    CHECK(got->issuer == "ca");
+    CHECK(got->based_on == 1);
+    CHECK(got->cookie == "cookie-2");
+    CHECK(got->poll_at == p.poll_at);
+    CHECK(query_int(*f.store, "SELECT COUNT(*) FROM pending") == 1);
+
+    PendingRequest stray = p;
+    stray.domain = "nope.test";
+    require_error(f.store->save_pending(stray), Code::not_found, "nope.test");
+    p.issuer = "nope";
+    require_error(f.store->save_pending(p), Code::not_found, "nope");
+
+    // A commit drops the domain's request in its transaction.
+    f.renew("wait.test");
+    CHECK_FALSE(f.store->pending("wait.test").value().has_value());
+
+    // So does removing the domain.
+    p.issuer = "ca";
+    REQUIRE(f.store->save_pending(p).ok());
+    REQUIRE(f.store->remove_domain("wait.test").ok());
+    CHECK(query_int(*f.store, "SELECT COUNT(*) FROM pending") == 0);
 }

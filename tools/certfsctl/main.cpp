@@ -200,7 +200,7 @@ struct HelperAddArgs {
     std::string command;
     std::string timeout = "5m";
     std::string poll_interval = "60s";
-    std::string max_wait = "30m";
+    std::string max_wait = "5m";
     std::string profile;
 };
 
@@ -421,9 +421,13 @@ int cmd_add(store::Store& st, const AddArgs& args)
         return fail(Status::Conflict("domain " + args.name + " already exists"));
     }
     renew::Renewer renewer(st, "certfsctl pid " + std::to_string(::getpid()));
-    auto id = renewer.add_and_issue(config);
-    if (!id.ok()) {
-        return fail(id.status());
+    auto added = renewer.add_and_issue(config);
+    if (!added.ok()) {
+        return fail(added.status());
+    }
+    if (!added->generation) {
+        std::cout << "added " << args.name << ": " << added->message << '\n';
+        return k_exit_ok;
     }
     auto domain = st.get_domain(args.name);
     std::cout << "added " << args.name << ": generation " << (domain.ok() ? domain->current_gen.value_or(0) : 0)
@@ -471,7 +475,7 @@ int cmd_list(store::Store& st, bool json)
     std::vector<std::vector<std::string>> rows;
     for (const auto& d : *domains) {
         std::string state(store::state_name(d.state));
-        if (d.failures > 0 && d.next_attempt) {
+        if ((d.failures > 0 || d.state == store::DomainState::pending) && d.next_attempt) {
             state += " (next " + format_rfc3339(*d.next_attempt) + ")";
         }
         std::string errors = d.last_error;
@@ -755,7 +759,7 @@ int main(int argc, char** argv)
                            "Wait before polling when the CA gives no delay (default 60s)")
         ->check(check_duration);
     add_helper->add_option("--max-wait", helper_args.max_wait,
-                           "Give up waiting for a pending request after this long (default 30m)")
+                           "Wait this long for a pending request, then keep it and poll later (default 5m)")
         ->check(check_duration);
     add_helper->callback([&] { run([&](store::Store& st) { return cmd_issuer_add_helper(st, helper_args); }); });
 
