@@ -43,6 +43,16 @@ std::optional<TimePoint> due_at(const store::Domain& domain)
     return due;
 }
 
+store::DomainState shown_state(const store::Domain& domain, TimePoint now)
+{
+    if (domain.state == store::DomainState::monitoring) {
+        if (auto at = due_at(domain); at && *at <= now) {
+            return store::DomainState::due;
+        }
+    }
+    return domain.state;
+}
+
 Duration backoff_delay(std::int64_t failures)
 {
     constexpr Duration k_first = std::chrono::minutes(1);

@@ -29,6 +29,10 @@ Duration due_jitter(const store::Domain& domain);
 // an issuer (imported certificates are never renewed).
 std::optional<TimePoint> due_at(const store::Domain& domain);
 
+// The state `certfsctl list` shows: the stored one, except that a domain at rest
+// (`monitoring`) whose due time has come is shown `due` until a renewal picks it up.
+store::DomainState shown_state(const store::Domain& domain, TimePoint now);
+
 // The delay before the next attempt after `failures` failures in a row: 1 min doubling to 6 h.
 Duration backoff_delay(std::int64_t failures);
 

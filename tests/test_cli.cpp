@@ -625,6 +625,7 @@ TEST_CASE("add --no-issue adds a domain without a certificate")
     CHECK(d["renew_at"].is_null());
     CHECK(d["current"].is_null());
     CHECK(d["issuer"] == "ca");
+    CHECK(d["state"] == "due"); // the scheduler issues it as soon as it looks
     CHECK(ctl.history("later.example.com") == json::array());
 
     // A renewal (forced or not) issues the first generation.
@@ -633,6 +634,7 @@ TEST_CASE("add --no-issue adds a domain without a certificate")
     json h = ctl.history("later.example.com");
     REQUIRE(h.size() == 1);
     CHECK(h[0]["reason"] == "issued");
+    CHECK(ctl.show("later.example.com")["state"] == "monitoring");
 }
 
 TEST_CASE("every key type issues a key of that type", "[slow]")

@@ -474,7 +474,7 @@ int cmd_list(store::Store& st, bool json)
     }
     std::vector<std::vector<std::string>> rows;
     for (const auto& d : *domains) {
-        std::string state(store::state_name(d.state));
+        std::string state(store::state_name(renew::shown_state(d, st.clock().now())));
         if ((d.failures > 0 || d.state == store::DomainState::pending) && d.next_attempt) {
             state += " (next " + format_rfc3339(*d.next_attempt) + ")";
         }
@@ -524,7 +524,7 @@ int cmd_show(store::Store& st, const std::string& name, bool json)
     line("key files:", user_name(d->owner_uid) + ":" + group_name(d->group_gid) + " " + mode_text(d->mode));
     line("bundle:", d->bundle.value_or("-"));
     line("deploy hooks:", join(d->deploy_hooks, "; "));
-    line("state:", std::string(store::state_name(d->state)));
+    line("state:", std::string(store::state_name(renew::shown_state(*d, st.clock().now()))));
     line("last error:", d->last_error.empty() ? "-" : d->last_error);
     line("hook error:", d->hook_error.empty() ? "-" : d->hook_error);
     line("due at:", time_or_dash(renew::due_at(*d)));

@@ -85,7 +85,7 @@ nlohmann::json domain_json(const store::Domain& d)
     return {
         {"name", d.name},
         {"generation", d.current_gen ? nlohmann::json(*d.current_gen) : nlohmann::json(nullptr)},
-        {"state", store::state_name(d.state)},
+        {"state", store::state_name(renew::shown_state(d, std::chrono::system_clock::now()))},
         {"not_after", time_or_null(d.current_not_after)},
         {"renew_at", time_or_null(renew::renew_at(d))},
         {"issuer", d.issuer ? nlohmann::json(*d.issuer) : nlohmann::json(nullptr)},
