@@ -8,8 +8,9 @@ packages=(
     g++ cmake ninja-build pkg-config
     # libraries (see README "Dependencies")
     libssl-dev libsqlite3-dev libspdlog-dev libcli11-dev nlohmann-json3-dev libfuse3-dev fuse3
-    # tests
-    catch2 openssl
+    libcurl4-openssl-dev
+    # tests: pebble is Let's Encrypt's ACME test server (with pebble-challtestsrv)
+    catch2 openssl pebble
 )
 
 missing=()
