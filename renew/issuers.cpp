@@ -1,4 +1,5 @@
 #include "renew/issuer.hpp"
+#include "renew/acme_issuer.hpp"
 #include "renew/helper.hpp"
 #include "renew/local_ca.hpp"
 
@@ -15,6 +16,10 @@ Result<std::unique_ptr<Issuer>> load_issuer(store::Store& store, std::string_vie
     if (issuer.kind == "local") {
         ASSIGN_OR_RETURN(auto ca, LocalCa::load(store, issuer));
         return std::unique_ptr<Issuer>(std::move(ca));
+    }
+    if (issuer.kind == "acme") {
+        ASSIGN_OR_RETURN(auto acme, AcmeIssuer::load(store, issuer));
+        return std::unique_ptr<Issuer>(std::move(acme));
     }
     if (issuer.kind == "helper") {
         ASSIGN_OR_RETURN(auto helper, HelperIssuer::load(store, issuer));

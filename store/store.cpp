@@ -628,6 +628,20 @@ Status Store::set_hook_error(std::string_view name, std::string_view error)
     return txn.commit();
 }
 
+Status Store::update_issuer(std::string_view name, std::string_view config_json,
+                            std::optional<std::string_view> secret)
+{
+    ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
+        "UPDATE issuers SET config = ?, secret = COALESCE(?, secret) WHERE name = ?"));
+    TRY(stmt.bind_all(config_json, secret, name).run());
+    if (m_db->changes() == 0) {
+        return Status::NotFound("no issuer named " + std::string(name));
+    }
+    TRY(log_event("", secret ? "issuer rekey" : "issuer update", "issuer " + std::string(name)));
+    return txn.commit();
+}
+
 Status Store::save_pending(const PendingRequest& request)
 {
     ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));

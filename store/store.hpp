@@ -59,6 +59,10 @@ public:
     Result<std::string> issuer_secret(std::string_view name);
     // Conflict while a domain uses it.
     Status remove_issuer(std::string_view name);
+    // Replaces an issuer's settings (an ACME issuer records its account URL once registered)
+    // and, when given, its secret (a new account key).
+    Status update_issuer(std::string_view name, std::string_view config_json,
+                         std::optional<std::string_view> secret = std::nullopt);
 
     // Domains. add_domain validates the configuration; with `first` it also commits the first
     // generation in the same transaction, so a failed issuance leaves no half-added domain.

@@ -33,6 +33,8 @@ extern char** environ;
 
 namespace {
 
+using certfs::test::slurp;
+
 constexpr long k_fuse_super_magic = 0x65735546;
 
 bool is_fuse_mount(const stdfs::path& dir)
@@ -52,26 +54,6 @@ bool wait_until(Pred pred, Duration timeout = 10s)
         std::this_thread::sleep_for(10ms);
     }
     return pred();
-}
-
-// Reads a whole file with open/read/close; empty optional on any error.
-std::optional<std::string> slurp(const stdfs::path& path)
-{
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return std::nullopt;
-    }
-    std::string out;
-    char buf[4096];
-    ssize_t n = 0;
-    while ((n = ::read(fd, buf, sizeof buf)) > 0) {
-        out.append(buf, static_cast<std::size_t>(n));
-    }
-    ::close(fd);
-    if (n < 0) {
-        return std::nullopt;
-    }
-    return out;
 }
 
 std::string serial_of(const std::string& pem)

@@ -1,5 +1,8 @@
 #include "tests/testutil.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "core/process.hpp"
 
 #include <chrono>
@@ -24,6 +27,25 @@ TempDir::~TempDir()
 {
     std::error_code ec;
     std::filesystem::remove_all(m_path, ec);
+}
+
+std::optional<std::string> slurp(const std::filesystem::path& path)
+{
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return std::nullopt;
+    }
+    std::string out;
+    char buf[4096];
+    ssize_t n = 0;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) {
+        out.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    if (n < 0) {
+        return std::nullopt;
+    }
+    return out;
 }
 
 std::string read_file(const std::filesystem::path& path)

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,9 @@ private:
 };
 
 std::string read_file(const std::filesystem::path& path);
+// Reads a whole file with open/read/close, as a server reads its certificate; nullopt on any
+// error (for reads through a mount, where an error is what the test looks for).
+std::optional<std::string> slurp(const std::filesystem::path& path);
 void write_file(const std::filesystem::path& path, const std::string& content);
 
 struct RunResult {

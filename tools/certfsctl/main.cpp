@@ -10,15 +10,19 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
 
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include "fs/export.hpp"
 #include "core/process.hpp"
+#include "renew/acme_issuer.hpp"
 #include "renew/deploy.hpp"
 #include "renew/health.hpp"
 #include "renew/helper.hpp"
@@ -231,6 +235,36 @@ int cmd_issuer_add_helper(store::Store& st, const HelperAddArgs& args)
     return k_exit_ok;
 }
 
+struct AcmeAddArgs {
+    std::string name;
+    renew::AcmeConfig config;
+    std::string account_key_type = "ec-p256";
+    std::string eab_hmac_key;
+    std::string max_wait = "2m";
+};
+
+int cmd_issuer_add_acme(store::Store& st, AcmeAddArgs args)
+{
+    args.config.account_key_type = pki::parse_key_type(args.account_key_type).value();
+    args.config.max_wait = parse_duration(args.max_wait).value();
+    if (!args.config.webroot.empty() && args.config.http_listen != ":80") {
+        return fail(Status::Invalid("--http-listen and --webroot are two ways to answer http-01: give one"));
+    }
+    if (st.get_issuer(args.name).ok()) {
+        return fail(Status::Conflict("issuer " + args.name + " already exists"));
+    }
+    auto issuer = renew::create_acme_issuer(args.name, args.config, args.eab_hmac_key);
+    if (!issuer.ok()) {
+        return fail(issuer.status());
+    }
+    if (Status s = st.add_issuer(*issuer); !s.ok()) {
+        return fail(s);
+    }
+    std::cout << "added ACME issuer " << args.name << " (" << args.config.directory
+              << "; the account is registered at the first renewal)\n";
+    return k_exit_ok;
+}
+
 // IDENTIFY and FETCH-ROOTS of a helper issuer, as `issuer show` reports them: a helper that
 // fails is part of the answer, not a failure of the command.
 struct HelperProbe {
@@ -309,6 +343,21 @@ int cmd_issuer_show(store::Store& st, const std::string& name, bool json)
             }
         }
     }
+    std::optional<renew::AcmeConfig> acme_config;
+    if (issuer->kind == "acme") {
+        // The account (registered now if it is not yet) and the directory's metadata.
+        if (auto config = renew::parse_acme_config(issuer->config_json); config.ok()) {
+            acme_config = *config;
+        }
+        auto acme = renew::AcmeIssuer::load(st, *issuer);
+        auto described = acme.ok() ? (*acme)->describe() : Result<nlohmann::json>(acme.status());
+        if (described.ok()) {
+            j["account_url"] = (*described)["account_url"];
+            j["meta"] = (*described)["meta"];
+        } else {
+            j["acme_error"] = described.status().message();
+        }
+    }
     if (json) {
         print_json(j);
         return k_exit_ok;
@@ -330,6 +379,27 @@ int cmd_issuer_show(store::Store& st, const std::string& name, bool json)
         }
         for (std::size_t i = 0; i < probe->roots.size(); ++i) {
             std::cout << (i == 0 ? "roots:      " : "            ") << probe->roots[i] << '\n';
+        }
+    }
+    if (acme_config) {
+        std::cout << "directory:  " << acme_config->directory << '\n'
+                  << "account:    " << j.value("account_url", "-") << '\n'
+                  << "challenge:  " << acme_config->challenge;
+        if (acme_config->challenge == "dns-01") {
+            std::cout << " (hook " << acme_config->dns_hook << ")\n";
+        } else if (!acme_config->webroot.empty()) {
+            std::cout << " (webroot " << acme_config->webroot << ")\n";
+        } else {
+            std::cout << " (listening on " << acme_config->http_listen << ")\n";
+        }
+        if (j.contains("acme_error")) {
+            std::cout << "error:      " << j["acme_error"].get<std::string>() << '\n';
+        }
+        if (j.contains("meta")) {
+            for (const auto& [key, value] : j["meta"].items()) {
+                std::cout << "meta:       " << key << " = " << (value.is_string() ? value.get<std::string>() : value.dump())
+                          << '\n';
+            }
         }
     }
     if (issuer->kind == "local") {
@@ -625,6 +695,66 @@ int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool f
     return rc;
 }
 
+// The ACME issuer named `name`, or why there is none.
+Result<std::unique_ptr<renew::AcmeIssuer>> load_acme(store::Store& st, const std::string& name)
+{
+    ASSIGN_OR_RETURN(store::Issuer issuer, st.get_issuer(name));
+    if (issuer.kind != "acme") {
+        return Status::Invalid("issuer " + name + " is a " + issuer.kind + " issuer, not an ACME one");
+    }
+    return renew::AcmeIssuer::load(st, issuer);
+}
+
+int cmd_revoke(store::Store& st, const std::string& name, const std::string& reason_name,
+               std::optional<std::int64_t> gen_no)
+{
+    static const std::map<std::string, int> k_reasons = {{"unspecified", 0},
+                                                         {"keyCompromise", 1},
+                                                         {"affiliationChanged", 3},
+                                                         {"superseded", 4},
+                                                         {"cessationOfOperation", 5}};
+    auto reason = k_reasons.find(reason_name);
+    if (reason == k_reasons.end()) {
+        return fail(Status::Invalid("--reason must be one of unspecified, keyCompromise, affiliationChanged, "
+                                    "superseded, cessationOfOperation, not '" + reason_name + "'"));
+    }
+    auto d = st.get_domain(name);
+    if (!d.ok()) {
+        return fail(d.status());
+    }
+    if (!d->issuer) {
+        return fail(Status::Invalid("domain " + name + " has no issuer (its certificates are imported)"));
+    }
+    auto acme = load_acme(st, *d->issuer);
+    if (!acme.ok()) {
+        return fail(acme.status());
+    }
+    auto gen = gen_no ? st.get_generation(name, *gen_no) : st.current_generation(name);
+    if (!gen.ok()) {
+        return fail(gen.status());
+    }
+    if (Status s = (*acme)->revoke(gen->cert_pem, reason->second); !s.ok()) {
+        return fail(s.with_context("revoke " + name));
+    }
+    std::cout << name << ": generation " << gen->gen << " (serial " << gen->serial_hex << ") revoked ("
+              << reason_name << ")" << (gen->current ? "; run 'certfsctl renew " + name + " --force' to replace it" : "")
+              << '\n';
+    return k_exit_ok;
+}
+
+int cmd_issuer_rekey(store::Store& st, const std::string& name)
+{
+    auto acme = load_acme(st, name);
+    if (!acme.ok()) {
+        return fail(acme.status());
+    }
+    if (Status s = (*acme)->rekey(); !s.ok()) {
+        return fail(s.with_context("rekey " + name));
+    }
+    std::cout << "issuer " << name << ": the ACME account now uses a new key\n";
+    return k_exit_ok;
+}
+
 int cmd_rollback(store::Store& st, const std::string& name, std::optional<std::int64_t> to)
 {
     auto before = st.get_domain(name);
@@ -716,6 +846,11 @@ int cmd_log(store::Store& st, const std::string& name, int limit, bool json)
 
 int main(int argc, char** argv)
 {
+    // stdout carries command output only (JSON must parse), and stderr one line per error:
+    // the libraries' informational logging (an ACME account registered, a hook's output) is
+    // not certfsctl's to print, and their errors reach the user as the command's own.
+    spdlog::set_default_logger(spdlog::stderr_color_mt("certfsctl"));
+    spdlog::set_level(spdlog::level::err);
     CLI::App app{"certfsctl: manage the certfs certificate store"};
     app.set_help_all_flag("--help-all", "Show help for every command");
     app.require_subcommand(1);
@@ -763,6 +898,32 @@ int main(int argc, char** argv)
         ->check(check_duration);
     add_helper->callback([&] { run([&](store::Store& st) { return cmd_issuer_add_helper(st, helper_args); }); });
 
+    auto* add_acme = issuer_add->add_subcommand("acme", "An ACME (RFC 8555) CA such as Let's Encrypt");
+    AcmeAddArgs acme_args;
+    add_acme->add_option("NAME", acme_args.name, "Issuer name")->required();
+    add_acme->add_option("--directory", acme_args.config.directory, "The CA's directory URL")->required();
+    add_acme->add_option("--email", acme_args.config.email, "Contact address for the account");
+    add_acme->add_option("--ca-bundle", acme_args.config.ca_bundle,
+                         "PEM file of CAs to trust for the directory's HTTPS (default: the system's)");
+    add_acme->add_option("--eab-kid", acme_args.config.eab_kid, "External account binding key id");
+    add_acme->add_option("--eab-hmac-key", acme_args.eab_hmac_key, "External account binding HMAC key (base64url)");
+    add_acme->add_option("--account-key-type", acme_args.account_key_type,
+                         "Account key type: ec-p256 (default), ec-p384, rsa-2048...")
+        ->check(check_key_type);
+    add_acme->add_option("--challenge", acme_args.config.challenge, "http-01 (default) or dns-01");
+    add_acme->add_option("--http-listen", acme_args.config.http_listen,
+                         "Where the built-in http-01 responder listens (default :80)");
+    add_acme->add_option("--webroot", acme_args.config.webroot,
+                         "Answer http-01 with files in DIR/.well-known/acme-challenge/ for a running web server");
+    add_acme->add_option("--dns-hook", acme_args.config.dns_hook,
+                         "dns-01: command run as 'CMD set|clear NAME VALUE'; it returns once the record is visible")
+        ->check(check_command);
+    add_acme->add_option("--profile", acme_args.config.profile, "Certificate profile, when the CA offers it");
+    add_acme->add_option("--max-wait", acme_args.max_wait,
+                         "Wait this long for validation and issuance, then keep the order and poll later (default 2m)")
+        ->check(check_duration);
+    add_acme->callback([&] { run([&](store::Store& st) { return cmd_issuer_add_acme(st, acme_args); }); });
+
     bool json = false;
     std::string name;
     auto* issuer_list = issuer->add_subcommand("list", "List issuers");
@@ -775,6 +936,9 @@ int main(int argc, char** argv)
     auto* issuer_cert = issuer->add_subcommand("cert", "Print the CA certificate (PEM) for trust stores");
     issuer_cert->add_option("NAME", name)->required();
     issuer_cert->callback([&] { run([&](store::Store& st) { return cmd_issuer_cert(st, name); }); });
+    auto* issuer_rekey = issuer->add_subcommand("rekey", "Roll an ACME account over to a new key");
+    issuer_rekey->add_option("NAME", name)->required();
+    issuer_rekey->callback([&] { run([&](store::Store& st) { return cmd_issuer_rekey(st, name); }); });
     auto* issuer_remove = issuer->add_subcommand("remove", "Remove an issuer no domain uses");
     issuer_remove->add_option("NAME", name)->required();
     issuer_remove->callback([&] { run([&](store::Store& st) { return cmd_issuer_remove(st, name); }); });
@@ -840,6 +1004,15 @@ int main(int argc, char** argv)
     rollback->add_option("NAME", name)->required();
     rollback->add_option("--to", gen, "Generation (default: the one before the current)")->check(CLI::PositiveNumber);
     rollback->callback([&] { run([&](store::Store& st) { return cmd_rollback(st, name, gen); }); });
+
+    std::string reason = "unspecified";
+    std::optional<std::int64_t> revoke_gen;
+    auto* revoke = app.add_subcommand("revoke", "Revoke a certificate at its ACME CA");
+    revoke->add_option("NAME", name)->required();
+    revoke->add_option("--reason", reason,
+                       "unspecified (default), keyCompromise, affiliationChanged, superseded, cessationOfOperation");
+    revoke->add_option("--gen", revoke_gen, "Generation (default: the current one)")->check(CLI::PositiveNumber);
+    revoke->callback([&] { run([&](store::Store& st) { return cmd_revoke(st, name, reason, revoke_gen); }); });
 
     auto* remove = app.add_subcommand("remove", "Remove a domain and its history");
     remove->add_option("NAME", name)->required();

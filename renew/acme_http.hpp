@@ -1,0 +1,61 @@
+// HTTP for the ACME client, over libcurl: one easy handle per client, so that connections
+// (and TLS sessions) are reused across the requests of a renewal.
+//
+// Thread-safety: one HttpClient per thread at a time (libcurl's rule for easy handles).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/clock.hpp"
+#include "core/status.hpp"
+
+namespace certfs::renew::acme {
+
+struct HttpResponse {
+    long status = 0;
+    std::multimap<std::string, std::string> headers; // names lower-cased
+    std::string body;
+
+    // The first value of a header, empty when absent.
+    std::string header(const std::string& name) const;
+    // Every value of a header ("link" may repeat).
+    std::vector<std::string> headers_named(const std::string& name) const;
+};
+
+struct HttpOptions {
+    std::string ca_bundle;                           // PEM file of trusted CAs; empty: the system's
+    Duration timeout = std::chrono::seconds(30);     // per request
+    Duration connect_timeout = std::chrono::seconds(10);
+};
+
+class HttpClient {
+public:
+    explicit HttpClient(HttpOptions options);
+    ~HttpClient();
+    HttpClient(const HttpClient&) = delete;
+    HttpClient& operator=(const HttpClient&) = delete;
+
+    // Unavailable when the server cannot be reached (naming the URL and libcurl's reason); any
+    // HTTP status is a response.
+    Result<HttpResponse> get(const std::string& url);
+    Result<HttpResponse> head(const std::string& url);
+    Result<HttpResponse> post(const std::string& url, const std::string& body, const std::string& content_type);
+
+private:
+    Result<HttpResponse> perform(const std::string& method, const std::string& url, const std::string* body,
+                                 const std::string& content_type);
+
+    HttpOptions m_options;
+    void* m_curl; // CURL*
+};
+
+// Retry-After (RFC 9110 §10.2.3): delay-seconds or an HTTP date; nullopt when absent or unreadable.
+std::optional<Duration> parse_retry_after(const std::string& value, TimePoint now);
+
+// The URL of a Link header with rel="REL" (RFC 8288), e.g. rel="up" or rel="alternate".
+std::vector<std::string> link_urls(const HttpResponse& response, const std::string& rel);
+
+} // namespace certfs::renew::acme

@@ -1,0 +1,78 @@
+// The `acme` issuer: certificates from an RFC 8555 CA (Let's Encrypt, pebble, step-ca...).
+//
+// The account key is made when the issuer is added and kept in the issuer's secret; the
+// account itself is registered on first use and its URL recorded in the issuer's settings.
+// One issue() is one order: new order for every DNS name and IP address of the domain,
+// authorizations answered by the challenge responders (acme_challenge.hpp), finalize with the
+// domain's CSR, download with the chain. An order that is still processing when the wait
+// ends is returned pending with its URL as the cookie; poll() picks it up again.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "renew/acme_challenge.hpp"
+#include "renew/acme_client.hpp"
+#include "renew/issuer.hpp"
+
+namespace certfs::renew {
+
+struct AcmeConfig {
+    std::string directory;
+    std::string email;
+    std::string ca_bundle;       // PEM file trusted for the directory's HTTPS; empty: the system's
+    std::string eab_kid;         // with the HMAC key in the secret
+    pki::KeyType account_key_type = pki::KeyType::ec_p256;
+    std::string challenge = "http-01"; // or "dns-01"
+    std::string http_listen = ":80";
+    std::string webroot;
+    std::string dns_hook;
+    std::string profile;
+    std::string account_url;     // set once registered
+    Duration max_wait = std::chrono::minutes(2); // for validation and issuance in one attempt
+};
+
+std::string acme_config_json(const AcmeConfig& config);
+Result<AcmeConfig> parse_acme_config(const std::string& json);
+
+// Checks the settings (Invalid naming the bad one), makes the account key, and builds the
+// issuer for Store::add_issuer. eab_hmac_key is the admin's base64url text. Offline: the
+// directory is first contacted by the first renewal.
+Result<store::NewIssuer> create_acme_issuer(std::string_view name, const AcmeConfig& config,
+                                            const std::string& eab_hmac_key);
+
+class AcmeIssuer final : public Issuer {
+public:
+    static Result<std::unique_ptr<AcmeIssuer>> load(store::Store& store, const store::Issuer& issuer);
+
+    Result<Issued> issue(const IssueRequest& request) override;
+    Result<Issued> poll(const IssueRequest& request, const std::string& order_url) override;
+
+    // The directory and account, for `certfsctl issuer show`: registers the account if needed.
+    Result<nlohmann::json> describe();
+
+    // Revokes a certificate this account ordered (RFC 8555 §7.6), with an RFC 5280 reason
+    // code (0 unspecified, 1 keyCompromise, 3 affiliationChanged, 4 superseded,
+    // 5 cessationOfOperation).
+    Status revoke(const std::string& cert_pem, int reason);
+    // Rolls the account over to a new key of the same type (RFC 8555 §7.3.5) and stores it.
+    // The old key stays in the store until the CA has accepted the new one.
+    Status rekey();
+
+private:
+    AcmeIssuer(store::Store& store, std::string name, AcmeConfig config, PKey account_key, std::string eab_key);
+
+    Result<std::unique_ptr<acme::Client>> client();
+    Result<Issued> drive(acme::Client& client, const IssueRequest& request, std::string order_url,
+                         nlohmann::json order);
+    Status authorize(acme::Client& client, const nlohmann::json& order, TimePoint deadline);
+    Result<Issued> download(acme::Client& client, const nlohmann::json& order);
+
+    store::Store& m_store;
+    std::string m_name;
+    AcmeConfig m_config;
+    PKey m_account_key;
+    std::string m_eab_key; // raw bytes; empty without EAB
+};
+
+} // namespace certfs::renew
