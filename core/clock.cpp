@@ -1,6 +1,7 @@
 #include "core/clock.hpp"
 
 #include <charconv>
+#include <cstdio>
 #include <ctime>
 #include <limits>
 
@@ -42,6 +43,51 @@ std::string format_rfc3339(TimePoint t)
     char buf[32];
     std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
     return buf;
+}
+
+Result<TimePoint> parse_rfc3339(std::string_view text)
+{
+    const std::string t(text);
+    auto bad = [&] { return Status::Invalid("not an RFC 3339 time: '" + t + "'"); };
+    int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0, used = 0;
+    if (std::sscanf(t.c_str(), "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%2d%n", &year, &month, &day, &hour, &minute, &second,
+                    &used) != 6 ||
+        used != 19) {
+        return bad();
+    }
+    std::size_t pos = 19;
+    std::int64_t ms = 0;
+    if (pos < t.size() && t[pos] == '.') {
+        std::int64_t scale = 100;
+        for (++pos; pos < t.size() && t[pos] >= '0' && t[pos] <= '9'; ++pos) {
+            ms += (t[pos] - '0') * scale;
+            scale /= 10;
+        }
+    }
+    std::int64_t offset_s = 0;
+    if (pos < t.size() && (t[pos] == 'Z' || t[pos] == 'z')) {
+        ++pos;
+    } else if (pos + 6 == t.size() && (t[pos] == '+' || t[pos] == '-') && t[pos + 3] == ':') {
+        int oh = 0, om = 0;
+        if (std::sscanf(t.c_str() + pos + 1, "%2d:%2d", &oh, &om) != 2) {
+            return bad();
+        }
+        offset_s = (t[pos] == '-' ? -1 : 1) * (oh * 3600 + om * 60);
+        pos += 6;
+    } else {
+        return bad();
+    }
+    if (pos != t.size() || month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
+        return bad();
+    }
+    std::tm tm{};
+    tm.tm_year = year - 1900;
+    tm.tm_mon = month - 1;
+    tm.tm_mday = day;
+    tm.tm_hour = hour;
+    tm.tm_min = minute;
+    tm.tm_sec = second;
+    return from_unix(timegm(&tm) - offset_s) + std::chrono::milliseconds(ms);
 }
 
 namespace {

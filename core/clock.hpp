@@ -45,6 +45,9 @@ TimePoint from_unix(std::int64_t seconds);
 
 // RFC 3339 in UTC with a Z: "2026-11-23T21:08:09Z". Whole seconds.
 std::string format_rfc3339(TimePoint t);
+// Reads RFC 3339: "2026-11-23T21:08:09Z", with optional fractional seconds (kept to the
+// millisecond) and a "Z" or "+HH:MM" offset. Invalid, naming the text, otherwise.
+Result<TimePoint> parse_rfc3339(std::string_view text);
 
 // A duration as the admin writes it: one or more <number><unit> parts, units ms, s, m, h, d,
 // w, y (365 days): "90d", "12h", "1h30m", "500ms", "10y". Refuses an empty string, a missing

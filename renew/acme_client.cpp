@@ -2,6 +2,9 @@
 
 #include <set>
 
+#include <openssl/bn.h>
+#include <openssl/x509v3.h>
+
 #include <spdlog/spdlog.h>
 
 #include "renew/acme_jws.hpp"
@@ -80,9 +83,29 @@ Status problem_status(const nlohmann::json& problem, long http_status, const std
     }
 }
 
+Result<std::string> ari_cert_id(const X509& cert)
+{
+    const ASN1_OCTET_STRING* keyid = X509_get0_authority_key_id(const_cast<X509*>(&cert));
+    if (keyid == nullptr) {
+        return Status::Invalid("the certificate has no authority key identifier");
+    }
+    std::unique_ptr<BIGNUM, CDeleter<BN_free>> serial(ASN1_INTEGER_to_BN(X509_get0_serialNumber(&cert), nullptr));
+    if (!serial) {
+        return Status::Invalid("the certificate's serial number is unreadable");
+    }
+    std::string octets(static_cast<std::size_t>(BN_num_bytes(serial.get())), '\0');
+    BN_bn2bin(serial.get(), reinterpret_cast<unsigned char*>(octets.data()));
+    if (octets.empty() || (static_cast<unsigned char>(octets.front()) & 0x80) != 0) {
+        octets.insert(octets.begin(), '\0'); // DER: a positive INTEGER never starts with a set bit
+    }
+    std::string aki(reinterpret_cast<const char*>(ASN1_STRING_get0_data(keyid)),
+                    static_cast<std::size_t>(ASN1_STRING_length(keyid)));
+    return base64url(aki) + "." + base64url(octets);
+}
+
 Client::Client(ClientOptions options, const EVP_PKEY& account_key, std::string account_url, const Clock& clock)
     : m_options(std::move(options)), m_key(account_key), m_account_url(std::move(account_url)), m_clock(clock),
-      m_http(m_options.http)
+      m_http(pooled_http_client(m_options.http))
 {
 }
 
@@ -91,7 +114,7 @@ Result<nlohmann::json> Client::directory()
     if (m_directory) {
         return *m_directory;
     }
-    ASSIGN_OR_RETURN(HttpResponse r, m_http.get(m_options.directory_url));
+    ASSIGN_OR_RETURN(HttpResponse r, m_http->get(m_options.directory_url));
     auto body = nlohmann::json::parse(r.body, nullptr, false);
     if (r.status != 200 || !body.is_object()) {
         if (r.status >= 500) {
@@ -122,7 +145,7 @@ Result<std::string> Client::nonce()
         return n;
     }
     ASSIGN_OR_RETURN(std::string url, endpoint("newNonce"));
-    ASSIGN_OR_RETURN(HttpResponse r, m_http.head(url));
+    ASSIGN_OR_RETURN(HttpResponse r, m_http->head(url));
     std::string n = r.header("replay-nonce");
     if (n.empty()) {
         return Status::Unavailable("the ACME server gave no nonce (HTTP status " + std::to_string(r.status) + ")");
@@ -152,7 +175,7 @@ Result<HttpResponse> Client::post_once(const std::string& url, const std::option
         header["kid"] = m_account_url;
     }
     ASSIGN_OR_RETURN(nlohmann::json jws, sign_jws(m_key, header, payload ? payload->dump() : std::string()));
-    ASSIGN_OR_RETURN(HttpResponse r, m_http.post(url, jws.dump(), "application/jose+json"));
+    ASSIGN_OR_RETURN(HttpResponse r, m_http->post(url, jws.dump(), "application/jose+json"));
     if (std::string n = r.header("replay-nonce"); !n.empty()) {
         m_nonces.push_back(std::move(n));
     }

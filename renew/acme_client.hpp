@@ -38,6 +38,10 @@ struct ClientOptions {
 Status problem_status(const nlohmann::json& problem, long http_status, const std::string& context,
                       std::optional<Duration> retry_after = std::nullopt);
 
+// The certificate identifier of RFC 9773 §4.1: base64url(authority key identifier) "."
+// base64url(the serial number's DER content octets). Invalid without an AKI key identifier.
+Result<std::string> ari_cert_id(const X509& cert);
+
 class Client {
 public:
     // account_url: empty until the account is registered (register_account()).
@@ -55,6 +59,8 @@ public:
     // A signed POST with the account's kid (the jwk before registration). payload nullopt is
     // POST-as-GET. Retries once on badNonce. A problem response becomes its Status.
     Result<HttpResponse> post(const std::string& url, const std::optional<nlohmann::json>& payload);
+    // A plain GET (renewal information is not signed).
+    Result<HttpResponse> get(const std::string& url) { return m_http->get(url); }
     // POST-as-GET and parse the JSON body.
     Result<nlohmann::json> fetch(const std::string& url);
 
@@ -72,7 +78,7 @@ private:
     const EVP_PKEY& m_key;
     std::string m_account_url;
     const Clock& m_clock;
-    HttpClient m_http;
+    PooledHttpClient m_http;
     std::optional<nlohmann::json> m_directory;
     std::vector<std::string> m_nonces; // unused Replay-Nonce values, newest last
 };

@@ -136,6 +136,43 @@ Result<HttpResponse> HttpClient::perform(const std::string& method, const std::s
     return response;
 }
 
+namespace {
+
+std::mutex g_pool_mutex;
+std::vector<std::unique_ptr<HttpClient>> g_pool; // idle clients; guarded by g_pool_mutex
+constexpr std::size_t k_pool_max = 8;
+
+bool same_options(const HttpOptions& a, const HttpOptions& b)
+{
+    return a.ca_bundle == b.ca_bundle && a.timeout == b.timeout && a.connect_timeout == b.connect_timeout;
+}
+
+} // namespace
+
+void HttpPoolReturn::operator()(HttpClient* client) const
+{
+    std::unique_ptr<HttpClient> owned(client);
+    std::lock_guard lock(g_pool_mutex);
+    if (g_pool.size() < k_pool_max) {
+        g_pool.push_back(std::move(owned));
+    }
+}
+
+PooledHttpClient pooled_http_client(const HttpOptions& options)
+{
+    {
+        std::lock_guard lock(g_pool_mutex);
+        for (auto it = g_pool.rbegin(); it != g_pool.rend(); ++it) {
+            if (same_options((*it)->options(), options)) {
+                PooledHttpClient client((*it).release());
+                g_pool.erase(std::next(it).base());
+                return client;
+            }
+        }
+    }
+    return PooledHttpClient(new HttpClient(options));
+}
+
 std::optional<Duration> parse_retry_after(const std::string& value, TimePoint now)
 {
     const std::string v = trim(value);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,6 +45,8 @@ public:
     Result<HttpResponse> head(const std::string& url);
     Result<HttpResponse> post(const std::string& url, const std::string& body, const std::string& content_type);
 
+    const HttpOptions& options() const { return m_options; }
+
 private:
     Result<HttpResponse> perform(const std::string& method, const std::string& url, const std::string* body,
                                  const std::string& content_type);
@@ -51,6 +54,16 @@ private:
     HttpOptions m_options;
     void* m_curl; // CURL*
 };
+
+// HttpClients kept for reuse within a process, per set of options: a renewal takes one and
+// gives it back, so the next renewal (certfsctl renew --all, the daemon's next due domain)
+// reuses its open connection and TLS session instead of connecting and loading the trust
+// store again. Thread-safe.
+struct HttpPoolReturn {
+    void operator()(HttpClient* client) const;
+};
+using PooledHttpClient = std::unique_ptr<HttpClient, HttpPoolReturn>;
+PooledHttpClient pooled_http_client(const HttpOptions& options);
 
 // Retry-After (RFC 9110 §10.2.3): delay-seconds or an HTTP date; nullopt when absent or unreadable.
 std::optional<Duration> parse_retry_after(const std::string& value, TimePoint now);

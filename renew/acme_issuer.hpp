@@ -47,6 +47,8 @@ public:
 
     Result<Issued> issue(const IssueRequest& request) override;
     Result<Issued> poll(const IssueRequest& request, const std::string& order_url) override;
+    // GET renewalInfo/<cert id> (RFC 9773); nullopt when the directory has no renewalInfo.
+    Result<std::optional<RenewalWindow>> renewal_info(const store::Generation& current) override;
 
     // The directory and account, for `certfsctl issuer show`: registers the account if needed.
     Result<nlohmann::json> describe();

@@ -33,6 +33,13 @@ struct Issued {
     std::optional<PendingAtCa> pending;
 };
 
+// A CA's suggested renewal window for one certificate (ACME renewal information, RFC 9773).
+struct RenewalWindow {
+    TimePoint start;
+    TimePoint end;
+    std::optional<Duration> retry_after; // when to ask again, if the CA said
+};
+
 // Failures are a Status: Code::unavailable for "try again later" (CA unreachable or busy),
 // Code::invalid for a request the CA refuses, anything else for a fault that needs the admin.
 class Issuer {
@@ -43,6 +50,9 @@ public:
     // failure keeps the request for a later poll; any other failure ends it. Issuers that never
     // leave a request pending keep this default, which refuses.
     virtual Result<Issued> poll(const IssueRequest& request, const std::string& cookie);
+    // The window the CA suggests for renewing `current`, nullopt when it offers none (the
+    // default: only ACME CAs with renewalInfo do).
+    virtual Result<std::optional<RenewalWindow>> renewal_info(const store::Generation& current);
 };
 
 // Loads the issuer named `name` from the store, whatever its kind.

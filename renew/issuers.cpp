@@ -10,6 +10,11 @@ Result<Issued> Issuer::poll(const IssueRequest& /*request*/, const std::string& 
     return Status::Corrupt("a request is pending at an issuer that never leaves one pending");
 }
 
+Result<std::optional<RenewalWindow>> Issuer::renewal_info(const store::Generation& /*current*/)
+{
+    return std::optional<RenewalWindow>();
+}
+
 Result<std::unique_ptr<Issuer>> load_issuer(store::Store& store, std::string_view name)
 {
     ASSIGN_OR_RETURN(store::Issuer issuer, store.get_issuer(name));

@@ -37,6 +37,10 @@ std::optional<TimePoint> due_at(const store::Domain& domain)
     }
     auto at = renew_at(domain);
     TimePoint due = at ? *at - due_jitter(domain) : TimePoint{};
+    // The CA's suggestion for this certificate (ACME renewal information) wins when earlier.
+    if (domain.ari_at && domain.ari_gen && domain.ari_gen == domain.current_gen && *domain.ari_at < due) {
+        due = *domain.ari_at;
+    }
     if (domain.next_attempt && *domain.next_attempt > due) {
         due = *domain.next_attempt;
     }

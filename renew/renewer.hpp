@@ -24,7 +24,8 @@ std::optional<TimePoint> renew_at(const store::Domain& domain);
 // with every certificate, different between domains and hosts.
 Duration due_jitter(const store::Domain& domain);
 
-// When `domain` should next be renewed: renew_at minus the jitter, or the next attempt after a
+// When `domain` should next be renewed: renew_at minus the jitter (or the time picked in the
+// CA's renewal window for the current certificate, when earlier), or the next attempt after a
 // failure if that is later; at once when it has no certificate. nullopt for a domain without
 // an issuer (imported certificates are never renewed).
 std::optional<TimePoint> due_at(const store::Domain& domain);

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "renew/deploy.hpp"
+#include "renew/issuer.hpp"
 #include "renew/renewer.hpp"
 
 namespace certfs::renew {
@@ -13,6 +14,13 @@ namespace certfs::renew {
 namespace {
 
 constexpr std::array<int, 5> k_warning_days = {30, 14, 7, 3, 1};
+
+// Renewal information (ACME ARI): how many fetches at once, and when to ask again.
+constexpr std::size_t k_max_ari_fetches = 2;
+constexpr Duration k_ari_default_retry = std::chrono::hours(6);
+constexpr Duration k_ari_min_retry = std::chrono::minutes(1);
+constexpr Duration k_ari_max_retry = std::chrono::hours(24);
+constexpr Duration k_ari_retry_after_error = std::chrono::hours(1);
 
 // How long the loop sleeps at most: a clock step or a missed wake-up costs no more than this.
 constexpr Duration k_max_sleep = std::chrono::minutes(10);
@@ -155,6 +163,8 @@ Result<TimePoint> Scheduler::step()
     }
     ASSIGN_OR_RETURN(auto domains, m_store->list_domains());
     const TimePoint now = m_clock.now();
+    TimePoint next = TimePoint::max();
+    plan_renewal_info(domains, now, next);
     std::map<std::string, Scope> scopes;
     for (auto& d : domains) {
         Scope& s = scopes[scope_key(d)];
@@ -162,7 +172,6 @@ Result<TimePoint> Scheduler::step()
         s.members.push_back(std::move(d));
     }
 
-    TimePoint next = TimePoint::max();
     for (const auto& [key, scope] : scopes) {
         warn_expiring(scope, now, next);
         std::optional<TimePoint> due;
@@ -199,6 +208,80 @@ Result<TimePoint> Scheduler::step()
     }
     m_first_step = false;
     return next;
+}
+
+void Scheduler::plan_renewal_info(const std::vector<store::Domain>& domains, TimePoint now, TimePoint& next)
+{
+    // ACME renewal information (RFC 9773), fetched for each ACME domain's current certificate
+    // when it is new, and again when the CA's Retry-After (or our default) has passed.
+    auto issuers = m_store->list_issuers();
+    if (!issuers.ok()) {
+        return;
+    }
+    std::set<std::string> acme;
+    for (const auto& i : *issuers) {
+        if (i.kind == "acme") {
+            acme.insert(i.name);
+        }
+    }
+    for (const auto& d : domains) {
+        if (!d.issuer || !acme.contains(*d.issuer) || !d.current_gen) {
+            continue;
+        }
+        const bool fresh = d.ari_gen == d.current_gen && d.ari_next_check;
+        if (fresh && *d.ari_next_check > now) {
+            next = std::min(next, *d.ari_next_check);
+            continue;
+        }
+        if (m_ari_running.contains(d.name) || m_ari_running.size() >= k_max_ari_fetches) {
+            continue; // a fetch finishing wakes the loop
+        }
+        m_ari_running.insert(d.name);
+        ++m_busy;
+        m_workers.emplace_back([this, name = d.name] { refresh_renewal_info(name); });
+    }
+}
+
+void Scheduler::refresh_renewal_info(const std::string& name)
+{
+    auto fetch = [&]() -> Status {
+        ASSIGN_OR_RETURN(auto store, store::Store::open(m_options.db_path, {.create = false,
+                                                                            .actor = m_options.owner,
+                                                                            .clock = &m_clock}));
+        ASSIGN_OR_RETURN(store::Domain d, store->get_domain(name));
+        if (!d.issuer || !d.current_gen) {
+            return Status::Ok();
+        }
+        ASSIGN_OR_RETURN(store::Generation current, store->get_generation(name, *d.current_gen));
+        ASSIGN_OR_RETURN(auto issuer, load_issuer(*store, *d.issuer));
+        auto window = issuer->renewal_info(current);
+        const TimePoint now = m_clock.now();
+        std::optional<TimePoint> at = d.ari_gen == d.current_gen ? d.ari_at : std::nullopt;
+        Duration again = k_ari_retry_after_error;
+        if (window.ok() && *window) {
+            const auto span = std::chrono::duration_cast<Duration>((*window)->end - (*window)->start);
+            at = (*window)->start + std::chrono::duration_cast<Duration>(span * random_unit());
+            again = std::clamp((*window)->retry_after.value_or(k_ari_default_retry), k_ari_min_retry, k_ari_max_retry);
+            spdlog::info("{}: the CA suggests renewing between {} and {}; picked {}", name,
+                         format_rfc3339((*window)->start), format_rfc3339((*window)->end), format_rfc3339(*at));
+        } else if (window.ok()) {
+            at.reset(); // the CA keeps no renewal information: ask again now and then
+            again = k_ari_max_retry;
+        } else {
+            spdlog::warn("{}: no renewal information: {}", name, window.status().message());
+        }
+        return store->set_renewal_info(name, current.gen, at, now + again);
+    };
+    if (Status s = fetch(); !s.ok() && s.code() != Code::conflict) {
+        spdlog::warn("{}: cannot record renewal information: {}", name, s.message());
+    }
+    {
+        std::lock_guard lock(m_mutex);
+        m_ari_running.erase(name);
+        --m_busy;
+        m_woken = true;
+    }
+    m_cv.notify_all();
 }
 
 void Scheduler::warn_expiring(const Scope& scope, TimePoint now, TimePoint& next)

@@ -11,6 +11,10 @@
 //   restart_spread instead of all running at once.
 // - At most `concurrency` renewals at a time, never two for one domain or bundle (the in-memory
 //   set of running scopes here, the store's lease across processes).
+// - ACME renewal information (RFC 9773): for each ACME domain's current certificate, the
+//   window the CA suggests; a random time in it becomes the due time when earlier. Fetched
+//   when the certificate is new and again after the CA's Retry-After (1 min to 24 h, 6 h when
+//   it gives none).
 // - Warnings at 30, 14, 7, 3 and 1 days before expiry of a certificate that is not being
 //   renewed normally (a failed renewal, or an imported certificate).
 //
@@ -75,6 +79,9 @@ private:
     void heartbeat_loop();
     void run_scope(const std::string& key, const std::string& first_member);
     void warn_expiring(const Scope& scope, TimePoint now, TimePoint& next);
+    // Starts fetches of ACME renewal information that are due; caller holds m_mutex.
+    void plan_renewal_info(const std::vector<store::Domain>& domains, TimePoint now, TimePoint& next);
+    void refresh_renewal_info(const std::string& name); // a worker
 
     const SchedulerOptions m_options;
     const Clock& m_clock;
@@ -83,6 +90,7 @@ private:
     std::condition_variable m_cv;                 // wakes the loop, and wait_idle()
     std::unique_ptr<store::Store> m_store;        // the loop's connection; guarded by m_mutex
     std::set<std::string> m_running;              // scopes being renewed; guarded by m_mutex
+    std::set<std::string> m_ari_running;          // domains whose ARI is being fetched; guarded
     std::map<std::string, TimePoint> m_not_before; // overdue at start: spread; guarded by m_mutex
     std::map<std::pair<std::string, std::int64_t>, int> m_warned; // (domain, gen) -> days; guarded
     bool m_first_step = true;  // guarded by m_mutex

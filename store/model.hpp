@@ -67,6 +67,11 @@ struct Domain : DomainConfig {
     std::optional<TimePoint> current_not_before; // of the current generation
     std::optional<TimePoint> current_not_after;
     std::string current_serial; // hex, of the current generation's leaf; empty without one
+    // ACME renewal information (RFC 9773): the generation it was fetched for, the time picked
+    // in the CA's suggested window (none when the CA suggested none), and the next fetch.
+    std::optional<std::int64_t> ari_gen;
+    std::optional<TimePoint> ari_at;
+    std::optional<TimePoint> ari_next_check;
     TimePoint created_at;
 };
 

@@ -134,7 +134,14 @@ CREATE TABLE pending (
 ) STRICT;
 )sql";
 
-constexpr std::string_view k_migrations[] = {k_v1, k_v2, k_v3};
+// v4: ACME renewal information per domain (model.hpp, Domain::ari_*).
+constexpr std::string_view k_v4 = R"sql(
+ALTER TABLE domains ADD COLUMN ari_gen INTEGER;
+ALTER TABLE domains ADD COLUMN ari_at INTEGER;
+ALTER TABLE domains ADD COLUMN ari_next_check INTEGER;
+)sql";
+
+constexpr std::string_view k_migrations[] = {k_v1, k_v2, k_v3, k_v4};
 
 } // namespace
 

@@ -72,7 +72,7 @@ pki::Names names_of(const DomainConfig& config)
     "SELECT d.id, d.name, i.name, d.dns_names, d.ip_addresses, d.key_type, d.reuse_key,"         \
     " d.renew_before_ms, d.owner_uid, d.group_gid, d.mode, d.bundle, d.deploy_hooks, d.state,"    \
     " d.last_error, d.next_attempt, d.failures, d.current_gen, d.created_at, g.not_before, g.not_after,"    \
-    " d.hook_error, g.serial"                                                                   \
+    " d.hook_error, g.serial, d.ari_gen, d.ari_at, d.ari_next_check"                            \
     " FROM domains d LEFT JOIN issuers i ON i.id = d.issuer_id"                                 \
     " LEFT JOIN generations g ON g.domain_id = d.id AND g.gen = d.current_gen"
 
@@ -109,6 +109,9 @@ Result<Domain> domain_from_row(const Stmt& row)
     d.current_not_after = opt_time(row.opt_int64(20));
     d.hook_error = row.text(21);
     d.current_serial = row.opt_text(22).value_or("");
+    d.ari_gen = row.opt_int64(23);
+    d.ari_at = opt_time(row.opt_int64(24));
+    d.ari_next_check = opt_time(row.opt_int64(25));
     return d;
 }
 
@@ -640,6 +643,19 @@ Status Store::update_issuer(std::string_view name, std::string_view config_json,
     }
     TRY(log_event("", secret ? "issuer rekey" : "issuer update", "issuer " + std::string(name)));
     return txn.commit();
+}
+
+Status Store::set_renewal_info(std::string_view name, std::int64_t gen, std::optional<TimePoint> at,
+                               TimePoint next_check)
+{
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
+        "UPDATE domains SET ari_gen = ?, ari_at = ?, ari_next_check = ? WHERE name = ? AND current_gen = ?"));
+    TRY(stmt.bind_all(gen, opt_ms(at), to_ms(next_check), name, gen).run());
+    if (m_db->changes() == 0) {
+        return Status::Conflict("domain " + std::string(name) + ": generation " + std::to_string(gen) +
+                                " is not current (renewal information is per certificate)");
+    }
+    return Status::Ok();
 }
 
 Status Store::save_pending(const PendingRequest& request)

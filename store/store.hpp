@@ -28,7 +28,7 @@
 namespace certfs::store {
 
 inline constexpr const char* k_default_db_path = "/var/lib/certfs/certfs.db";
-inline constexpr int k_schema_version = 3;
+inline constexpr int k_schema_version = 4;
 
 struct OpenOptions {
     bool create = false;      // create the file (and run migrations) if missing
@@ -108,6 +108,11 @@ public:
 
     // The outcome of the last deploy-hook run on a domain: empty for success.
     Status set_hook_error(std::string_view name, std::string_view error);
+
+    // The renewal time an ACME CA suggested for generation `gen` (ARI, RFC 9773), none when it
+    // suggested nothing, and when to ask again. Conflict when gen is no longer current.
+    Status set_renewal_info(std::string_view name, std::int64_t gen, std::optional<TimePoint> at,
+                            TimePoint next_check);
 
     // Pending requests (model.hpp). save_pending inserts or replaces the domain's request;
     // pending() is nullopt when the domain has none. commit() drops the requests of the

@@ -9,6 +9,7 @@
 #include <openssl/param_build.h>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -277,4 +278,39 @@ TEST_CASE("acme: revocation at the CA and account key rollover")
     REQUIRE_FALSE(refused.ok());
     INFO(refused.status().message());
     CHECK(refused.status().code() != Code::unavailable);
+}
+
+TEST_CASE("acme: eight renewals at once share the built-in responder and each commits once")
+{
+    AcmeFixture f;
+    f.add_issuer(f.config());
+    constexpr int k_domains = 8;
+    for (int i = 0; i < k_domains; ++i) {
+        REQUIRE(f.store->add_domain(f.domain("d" + std::to_string(i) + ".test", {"d" + std::to_string(i) + ".test"}),
+                                    std::nullopt)
+                    .ok());
+    }
+    std::vector<std::string> errors(k_domains);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < k_domains; ++i) {
+        threads.emplace_back([&, i] {
+            auto own = store::Store::open(f.db, {.create = false, .actor = "test", .clock = nullptr});
+            if (!own.ok()) {
+                errors[i] = own.status().message();
+                return;
+            }
+            auto r = Renewer(**own, "worker " + std::to_string(i)).renew("d" + std::to_string(i) + ".test", false);
+            if (!r.ok()) {
+                errors[i] = r.status().message();
+            }
+        });
+    }
+    for (auto& t : threads) {
+        t.join();
+    }
+    for (int i = 0; i < k_domains; ++i) {
+        INFO("d" << i << ".test: " << errors[i]);
+        CHECK(errors[i].empty());
+        CHECK(f.store->get_domain("d" + std::to_string(i) + ".test")->current_gen == 1);
+    }
 }

@@ -70,3 +70,21 @@ TEST_CASE("TRY and ASSIGN_OR_RETURN pass errors up and values through")
     CHECK(checked(3).code() == Code::invalid);
     CHECK(Status::NotFound("x").with_context("domain a").message() == "domain a: x");
 }
+
+TEST_CASE("parse_rfc3339 reads what format_rfc3339 writes and the forms ACME servers send")
+{
+    const TimePoint t = from_unix(1'795'000'000);
+    CHECK(parse_rfc3339(format_rfc3339(t)).value() == t);
+    CHECK(parse_rfc3339("2026-11-23T21:08:09Z").value() == from_unix(1'795'468'089));
+    CHECK(parse_rfc3339("2026-11-23T21:08:09.25Z").value() == from_unix(1'795'468'089) + std::chrono::milliseconds(250));
+    CHECK(parse_rfc3339("2026-11-23T22:08:09+01:00").value() == from_unix(1'795'468'089));
+    CHECK(parse_rfc3339("2026-11-23T20:38:09-00:30").value() == from_unix(1'795'468'089));
+    for (const char* bad : {"", "2026-11-23", "2026-11-23T21:08:09", "2026-13-23T21:08:09Z", "2026-11-23T21:08:09Zx",
+                            "yesterday"}) {
+        INFO(bad);
+        auto r = parse_rfc3339(bad);
+        REQUIRE_FALSE(r.ok());
+        CHECK(r.status().code() == Code::invalid);
+        CHECK_THAT(r.status().message(), Catch::Contains("not an RFC 3339 time"));
+    }
+}

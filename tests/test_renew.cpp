@@ -427,3 +427,25 @@ TEST_CASE("export: refuses to take over a directory that holds other files")
     REQUIRE(fs::export_generation(f.domain("own.test"), f.current("own.test"), out / "empty").ok());
     CHECK(std::filesystem::is_symlink(out / "empty"));
 }
+
+TEST_CASE("renew: the CA's suggested renewal time wins when earlier and only for its certificate")
+{
+    Fixture f;
+    REQUIRE(f.renewer.add_and_issue(f.config("ari.test")).ok());
+    const auto plain = due_at(f.domain("ari.test")).value();
+    const auto gen = *f.domain("ari.test").current_gen;
+
+    // Earlier than the default: it wins.
+    REQUIRE(f.store->set_renewal_info("ari.test", gen, plain - 24h, f.clock.now() + 6h).ok());
+    CHECK(due_at(f.domain("ari.test")).value() == std::chrono::time_point_cast<Duration>(plain - 24h));
+    // Later: the default stays.
+    REQUIRE(f.store->set_renewal_info("ari.test", gen, plain + 24h, f.clock.now() + 6h).ok());
+    CHECK(due_at(f.domain("ari.test")).value() == plain);
+    // For an older certificate it means nothing, and it cannot be recorded for one.
+    REQUIRE(f.store->set_renewal_info("ari.test", gen, plain - 24h, f.clock.now() + 6h).ok());
+    REQUIRE(f.renewer.renew("ari.test", true).ok());
+    const auto renewed = f.domain("ari.test");
+    CHECK(due_at(renewed).value() == renew_at(renewed).value() - due_jitter(renewed));
+    require_error(f.store->set_renewal_info("ari.test", gen, plain, f.clock.now()), Code::conflict,
+                  "is not current");
+}

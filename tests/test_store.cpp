@@ -588,7 +588,7 @@ TEST_CASE("migrations: a store of an older schema is brought up to date on open 
     CHECK(d.hook_error.empty());
     REQUIRE(store->set_hook_error("old.test", "exit status 1").ok());
     CHECK(store->get_domain("old.test").value().hook_error == "exit status 1");
-    CHECK(query_int(*store, "SELECT COUNT(*) FROM events WHERE action = 'migrate' AND detail = 'schema version 1 -> 3'") == 1);
+    CHECK(query_int(*store, "SELECT COUNT(*) FROM events WHERE action = 'migrate' AND detail = 'schema version 1 -> 4'") == 1);
     CHECK_FALSE(store->pending("old.test").value().has_value());
 }
 

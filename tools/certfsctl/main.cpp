@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -598,6 +599,10 @@ int cmd_show(store::Store& st, const std::string& name, bool json)
     line("last error:", d->last_error.empty() ? "-" : d->last_error);
     line("hook error:", d->hook_error.empty() ? "-" : d->hook_error);
     line("due at:", time_or_dash(renew::due_at(*d)));
+    if (d->ari_gen && d->ari_gen == d->current_gen && d->ari_at) {
+        line("ca suggests:", format_rfc3339(*d->ari_at) + " (renewal information; next check " +
+                                 time_or_dash(d->ari_next_check) + ")");
+    }
     line("next attempt:", time_or_dash(d->next_attempt));
     if (gen) {
         line("generation:", std::to_string(gen->gen) + " (" + std::string(store::reason_name(gen->reason)) + " " +
@@ -637,7 +642,7 @@ int cmd_history(store::Store& st, const std::string& name, bool json)
     return k_exit_ok;
 }
 
-int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool force)
+int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool force, int jobs)
 {
     if (all == !names.empty()) {
         std::cerr << "certfsctl: renew takes domain names or --all, not both and not neither\n";
@@ -654,35 +659,68 @@ int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool f
             }
         }
     }
-    renew::Renewer renewer(st, "certfsctl pid " + std::to_string(::getpid()));
-    const renew::MountSettings mount = renew::mount_settings(st);
-    std::set<std::string> done; // bundle members are renewed with the first of them
-    int rc = k_exit_ok;
+    // One renewal per bundle, through whichever member comes first, success or not.
+    std::vector<std::string> scopes;
+    std::set<std::string> covered;
     for (const auto& name : names) {
-        if (done.count(name) != 0) {
+        if (!covered.insert(name).second) {
             continue;
         }
-        // A bundle is tried once, through whichever member comes first, success or not.
+        scopes.push_back(name);
         if (auto d = st.get_domain(name); d.ok() && d->bundle) {
             if (auto members = st.bundle_members(*d->bundle); members.ok()) {
                 for (const auto& member : *members) {
-                    done.insert(member.name);
+                    covered.insert(member.name);
                 }
             }
         }
-        auto outcomes = renewer.renew(name, force);
-        if (!outcomes.ok()) {
-            fail(outcomes.status().with_context("renew " + name));
+    }
+
+    // Up to `jobs` renewals at once, each on a connection of its own (like the daemon's
+    // workers); each batch's deploy hooks run after its flip, as the daemon runs them.
+    struct Done {
+        Result<std::vector<renew::RenewOutcome>> outcomes = Status::Unavailable("not run");
+        std::vector<renew::HookRun> runs;
+    };
+    std::vector<Done> done(scopes.size());
+    const renew::MountSettings mount = renew::mount_settings(st);
+    const std::string owner = "certfsctl pid " + std::to_string(::getpid());
+    std::atomic<std::size_t> next{0};
+    auto work = [&] {
+        auto own = open_store(st.path());
+        for (std::size_t i = next++; i < scopes.size(); i = next++) {
+            if (!own.ok()) {
+                done[i].outcomes = own.status();
+                continue;
+            }
+            renew::Renewer renewer(**own, owner);
+            done[i].outcomes = renewer.renew(scopes[i], force);
+            if (done[i].outcomes.ok()) {
+                done[i].runs = renew::deploy(**own, *done[i].outcomes, mount.hooks,
+                                             [&] { std::this_thread::sleep_for(mount.pin_window); });
+            }
+        }
+    };
+    std::vector<std::thread> workers;
+    for (int j = 1; j < std::min<int>(jobs, static_cast<int>(scopes.size())); ++j) {
+        workers.emplace_back(work);
+    }
+    work();
+    for (auto& w : workers) {
+        w.join();
+    }
+
+    int rc = k_exit_ok;
+    for (std::size_t i = 0; i < scopes.size(); ++i) {
+        if (!done[i].outcomes.ok()) {
+            fail(done[i].outcomes.status().with_context("renew " + scopes[i]));
             rc = k_exit_failure;
             continue;
         }
-        for (const auto& o : *outcomes) {
-            done.insert(o.domain);
+        for (const auto& o : *done[i].outcomes) {
             std::cout << o.domain << ": " << o.message << '\n';
         }
-        // The batch's deploy hooks, as the daemon runs them: after the flip, once per command.
-        auto runs = renew::deploy(st, *outcomes, mount.hooks, [&] { std::this_thread::sleep_for(mount.pin_window); });
-        for (const auto& run : runs) {
+        for (const auto& run : done[i].runs) {
             if (run.status.ok()) {
                 std::cout << "deploy hook ran: " << run.command << '\n';
             } else {
@@ -997,7 +1035,9 @@ int main(int argc, char** argv)
     renew_cmd->add_option("NAME", names, "Domains to renew");
     renew_cmd->add_flag("--all", all, "Every domain with an issuer");
     renew_cmd->add_flag("--force", force, "Renew even if not due");
-    renew_cmd->callback([&] { run([&](store::Store& st) { return cmd_renew(st, names, all, force); }); });
+    int jobs = 4;
+    renew_cmd->add_option("--jobs", jobs, "Renewals at once (default 4)")->check(CLI::Range(1, 64));
+    renew_cmd->callback([&] { run([&](store::Store& st) { return cmd_renew(st, names, all, force, jobs); }); });
 
     std::optional<std::int64_t> gen;
     auto* rollback = app.add_subcommand("rollback", "Make an older generation current again");

@@ -96,6 +96,8 @@ nlohmann::json domain_json(const store::Domain& d)
         {"hook_error", d.hook_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(d.hook_error)},
         {"due_at", time_or_null(renew::due_at(d))},
         {"next_attempt", time_or_null(d.next_attempt)},
+        // The time picked in the CA's suggested renewal window (ACME ARI) for this certificate.
+        {"ari_at", time_or_null(d.ari_gen && d.ari_gen == d.current_gen ? d.ari_at : std::nullopt)},
         {"key_type", pki::key_type_name(d.key_type)},
         {"reuse_key", d.reuse_key},
         {"renew_before", d.renew_before ? nlohmann::json(format_duration(*d.renew_before)) : nlohmann::json(nullptr)},
