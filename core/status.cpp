@@ -21,7 +21,18 @@ Status Status::with_context(std::string_view context) const
     if (ok()) {
         return *this;
     }
-    return Status(m_code, std::string(context) + ": " + m_message);
+    Status out(m_code, std::string(context) + ": " + m_message);
+    out.m_retry_after = m_retry_after;
+    return out;
+}
+
+Status Status::with_retry_after(std::chrono::milliseconds delay) const
+{
+    Status out = *this;
+    if (!ok()) {
+        out.m_retry_after = delay;
+    }
+    return out;
 }
 
 } // namespace certfs

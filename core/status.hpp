@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cassert>
+#include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -45,11 +46,16 @@ public:
     // The same status with "context: " put in front of its message.
     Status with_context(std::string_view context) const;
 
+    // A failure may say when it is worth trying again (an HTTP server's Retry-After).
+    Status with_retry_after(std::chrono::milliseconds delay) const;
+    std::optional<std::chrono::milliseconds> retry_after() const { return m_retry_after; }
+
 private:
     Status(Code code, std::string msg) : m_code(code), m_message(std::move(msg)) {}
 
     Code m_code = Code::ok;
     std::string m_message;
+    std::optional<std::chrono::milliseconds> m_retry_after;
 };
 
 template <typename T>

@@ -73,14 +73,19 @@ Status problem_status(const nlohmann::json& problem, long http_status, const std
     if (retry_after) {
         message += " (retry after " + format_duration(std::max(*retry_after, Duration(std::chrono::seconds(1)))) + ")";
     }
+    Status out;
     switch (code_for(type, http_status)) {
     case Code::invalid:
-        return Status::Invalid(message);
+        out = Status::Invalid(message);
+        break;
     case Code::unavailable:
-        return Status::Unavailable(message);
+        out = Status::Unavailable(message);
+        break;
     default:
-        return Status::Corrupt(message);
+        out = Status::Corrupt(message);
+        break;
     }
+    return retry_after ? out.with_retry_after(*retry_after) : out;
 }
 
 Result<std::string> ari_cert_id(const X509& cert)

@@ -303,8 +303,10 @@ Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool for
     }
     if (!failure.ok()) {
         for (const auto& d : members) {
-            (void)m_store.set_state(d.name, failed_state, failure.message(),
-                                    now + jittered_backoff(d.failures + 1, random_unit()), true);
+            // Never sooner than the CA asked (Retry-After on a rate limit or a busy server).
+            Duration wait = std::max(jittered_backoff(d.failures + 1, random_unit()),
+                                     failure.retry_after().value_or(Duration::zero()));
+            (void)m_store.set_state(d.name, failed_state, failure.message(), now + wait, true);
         }
     }
     (void)m_store.release_lease(scope, m_owner);

@@ -88,3 +88,14 @@ TEST_CASE("parse_rfc3339 reads what format_rfc3339 writes and the forms ACME ser
         CHECK_THAT(r.status().message(), Catch::Contains("not an RFC 3339 time"));
     }
 }
+
+TEST_CASE("a failure's Retry-After survives added context and an ok status takes none")
+{
+    Status s = Status::Unavailable("busy").with_retry_after(std::chrono::seconds(90));
+    CHECK(s.retry_after() == std::chrono::milliseconds(90'000));
+    Status outer = s.with_context("new order");
+    CHECK(outer.message() == "new order: busy");
+    CHECK(outer.retry_after() == std::chrono::milliseconds(90'000));
+    CHECK_FALSE(Status::Unavailable("busy").retry_after().has_value());
+    CHECK_FALSE(Status::Ok().with_retry_after(std::chrono::seconds(1)).retry_after().has_value());
+}
