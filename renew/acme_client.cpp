@@ -205,9 +205,12 @@ Result<HttpResponse> Client::post(const std::string& url, const std::optional<nl
     }
 }
 
-Result<nlohmann::json> Client::fetch(const std::string& url)
+Result<nlohmann::json> Client::fetch(const std::string& url, std::optional<Duration>* retry_after)
 {
     ASSIGN_OR_RETURN(HttpResponse r, post(url, std::nullopt));
+    if (retry_after != nullptr) {
+        *retry_after = parse_retry_after(r.header("retry-after"), m_clock.now());
+    }
     auto body = nlohmann::json::parse(r.body, nullptr, false);
     if (!body.is_object()) {
         return Status::Unavailable("POST " + url + ": the ACME server's answer is not a JSON object");

@@ -61,8 +61,9 @@ public:
     Result<HttpResponse> post(const std::string& url, const std::optional<nlohmann::json>& payload);
     // A plain GET (renewal information is not signed).
     Result<HttpResponse> get(const std::string& url) { return m_http->get(url); }
-    // POST-as-GET and parse the JSON body.
-    Result<nlohmann::json> fetch(const std::string& url);
+    // POST-as-GET and parse the JSON body; retry_after, when given, gets the answer's
+    // Retry-After (nullopt without one), for polling.
+    Result<nlohmann::json> fetch(const std::string& url, std::optional<Duration>* retry_after = nullptr);
 
     // Signs with another key and its jwk (revocation by certificate key, key rollover's inner JWS).
     Result<nlohmann::json> sign_with_jwk(const EVP_PKEY& key, const std::string& url, const nlohmann::json& payload,

@@ -226,28 +226,30 @@ Result<Issued> AcmeIssuer::issue(const IssueRequest& request)
     if (order_url.empty() || !order.is_object()) {
         return Status::Unavailable("new order: the CA's answer has no order");
     }
-    return drive(*acme_client, request, std::move(order_url), std::move(order));
+    return drive(*acme_client, request, std::move(order_url), std::move(order),
+                 acme::parse_retry_after(r->header("retry-after"), acme_client->clock().now()));
 }
 
 Result<Issued> AcmeIssuer::poll(const IssueRequest& request, const std::string& order_url)
 {
     ASSIGN_OR_RETURN(auto acme_client, client());
-    ASSIGN_OR_RETURN(json order, acme_client->fetch(order_url));
-    return drive(*acme_client, request, order_url, std::move(order));
+    std::optional<Duration> retry_after;
+    ASSIGN_OR_RETURN(json order, acme_client->fetch(order_url, &retry_after));
+    return drive(*acme_client, request, order_url, std::move(order), retry_after);
 }
 
 Result<Issued> AcmeIssuer::drive(acme::Client& acme_client, const IssueRequest& request, std::string order_url,
-                                 json order)
+                                 json order, std::optional<Duration> retry_after)
 {
     const TimePoint deadline = acme_client.clock().now() + m_config.max_wait;
-    auto still_waiting = [&] {
+    auto still_waiting = [&](Duration delay) {
         Issued later;
-        later.pending = PendingAtCa{order_url, std::chrono::minutes(1)};
+        later.pending = PendingAtCa{order_url, std::max(delay, Duration(std::chrono::seconds(1)))};
         return later;
     };
     if (status_of(order) == "pending") {
         TRY(authorize(acme_client, order, deadline));
-        ASSIGN_OR_RETURN(order, acme_client.fetch(order_url));
+        ASSIGN_OR_RETURN(order, acme_client.fetch(order_url, &retry_after));
     }
     if (status_of(order) == "ready") {
         ASSIGN_OR_RETURN(CertReq csr, pki::parse_csr(request.csr_pem));
@@ -263,13 +265,15 @@ Result<Issued> AcmeIssuer::drive(acme::Client& acme_client, const IssueRequest& 
             return finalized.status().with_context("finalize");
         }
         order = json::parse(finalized->body, nullptr, false);
+        retry_after = acme::parse_retry_after(finalized->header("retry-after"), acme_client.clock().now());
     }
     for (int attempt = 0; status_of(order) == "processing" || status_of(order) == "ready"; ++attempt) {
-        if (acme_client.clock().now() >= deadline) {
-            return still_waiting();
+        const Duration delay = poll_delay(attempt, retry_after);
+        if (acme_client.clock().now() + delay > deadline) {
+            return still_waiting(delay);
         }
-        std::this_thread::sleep_for(poll_delay(attempt, std::nullopt));
-        ASSIGN_OR_RETURN(order, acme_client.fetch(order_url));
+        std::this_thread::sleep_for(delay);
+        ASSIGN_OR_RETURN(order, acme_client.fetch(order_url, &retry_after));
     }
     const std::string status = status_of(order);
     if (status == "valid") {
@@ -338,8 +342,9 @@ Status AcmeIssuer::authorize(acme::Client& acme_client, const json& order, TimeP
         }
     }
     for (const auto& [authz_url, challenge_url] : to_poll) {
+        std::optional<Duration> retry_after;
         for (int attempt = 0;; ++attempt) {
-            ASSIGN_OR_RETURN(json authz, acme_client.fetch(authz_url));
+            ASSIGN_OR_RETURN(json authz, acme_client.fetch(authz_url, &retry_after));
             const std::string status = status_of(authz);
             const std::string name = identifier_text(authz.value("identifier", json::object()));
             if (status == "valid") {
@@ -357,11 +362,12 @@ Status AcmeIssuer::authorize(acme::Client& acme_client, const json& order, TimeP
             if (status != "pending") {
                 return Status::Invalid("authorization for " + name + " is " + status);
             }
-            if (acme_client.clock().now() >= deadline) {
+            const Duration delay = poll_delay(attempt, retry_after);
+            if (acme_client.clock().now() + delay > deadline) {
                 return Status::Unavailable("validation of " + name + " did not finish within " +
                                            format_duration(m_config.max_wait));
             }
-            std::this_thread::sleep_for(poll_delay(attempt, std::nullopt));
+            std::this_thread::sleep_for(delay);
         }
     }
     return Status::Ok();

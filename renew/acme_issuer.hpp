@@ -65,8 +65,9 @@ private:
     AcmeIssuer(store::Store& store, std::string name, AcmeConfig config, PKey account_key, std::string eab_key);
 
     Result<std::unique_ptr<acme::Client>> client();
+    // retry_after: the Retry-After of the answer that gave `order`, for its next poll.
     Result<Issued> drive(acme::Client& client, const IssueRequest& request, std::string order_url,
-                         nlohmann::json order);
+                         nlohmann::json order, std::optional<Duration> retry_after);
     Status authorize(acme::Client& client, const nlohmann::json& order, TimePoint deadline);
     Result<Issued> download(acme::Client& client, const nlohmann::json& order);
 

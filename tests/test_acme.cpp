@@ -314,3 +314,28 @@ TEST_CASE("acme: eight renewals at once share the built-in responder and each co
         CHECK(f.store->get_domain("d" + std::to_string(i) + ".test")->current_gen == 1);
     }
 }
+
+TEST_CASE("acme: an RS256 account bound to an external account issues")
+{
+    const std::string mac = acme::base64url("certfs test EAB key, 32 bytes!!!");
+    test::PebbleOptions options;
+    options.require_eab = true;
+    options.eab_keys = {{"kid-7", mac}};
+    AcmeFixture f(options);
+    AcmeConfig config = f.config();
+    config.account_key_type = pki::KeyType::rsa_2048;
+    config.eab_kid = "kid-7";
+    f.add_issuer(config, mac);
+    auto added = Renewer(*f.store, "test").add_and_issue(f.domain("bound.test", {"bound.test"}));
+    INFO(added.status().message() << "\n" << f.pebble.log());
+    REQUIRE(added.ok());
+    CHECK(added->generation == 1);
+    f.verify_served("bound.test");
+    CHECK_THAT(parse_acme_config(f.store->get_issuer("pebble")->config_json)->account_url, Contains("/my-account/"));
+    // Without the binding, the same CA refuses a new account.
+    AcmeConfig unbound = f.config();
+    f.add_issuer(unbound, "", "unbound");
+    auto refused = AcmeIssuer::load(*f.store, f.store->get_issuer("unbound").value()).value()->describe();
+    REQUIRE_FALSE(refused.ok());
+    CHECK_THAT(refused.status().message(), Contains("externalAccountRequired"));
+}

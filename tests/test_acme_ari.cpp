@@ -195,3 +195,66 @@ TEST_CASE("acme ari: a rate limit's Retry-After holds the next attempt back")
     CHECK(*d.next_attempt >= std::chrono::time_point_cast<std::chrono::seconds>(now) + 7200s);
     CHECK(*d.next_attempt <= std::chrono::system_clock::now() + 7200s + 1s);
 }
+
+TEST_CASE("acme stub: a badNonce answer is retried once with the nonce it carried")
+{
+    StubFixture f(json::object());
+    std::mutex mutex;
+    int calls = 0;
+    f.stub.on("POST", "/new-order", [&](const StubRequest&) {
+        std::lock_guard lock(mutex);
+        return ++calls == 1 ? StubResponse::problem(400, "badNonce", "stale nonce")
+                            : StubResponse::problem(400, "rejectedIdentifier", "the stub stops here");
+    });
+    auto renewed = Renewer(*f.store, "test").renew("ari.test", true);
+    REQUIRE_FALSE(renewed.ok());
+    CHECK_THAT(renewed.status().message(), Contains("rejectedIdentifier: the stub stops here"));
+    auto orders = f.stub.requests("POST", "/new-order");
+    REQUIRE(orders.size() == 2);
+    CHECK(orders[0].jws_protected["nonce"] != orders[1].jws_protected["nonce"]);
+}
+
+TEST_CASE("acme stub: polling an order waits as long as Retry-After says and keeps it pending past max-wait")
+{
+    StubFixture f(json::object());
+    std::mutex mutex;
+    int polls = 0;
+    int retry_after_s = 1;
+    f.stub.on("POST", "/order/1", [&](const StubRequest&) {
+        std::lock_guard lock(mutex);
+        StubResponse r;
+        if (++polls == 1) {
+            r = StubResponse::json(200, json{{"status", "processing"}});
+            r.headers.emplace_back("Retry-After", std::to_string(retry_after_s));
+        } else {
+            r = StubResponse::json(200, json{{"status", "invalid"},
+                                             {"error", {{"type", "urn:ietf:params:acme:error:caa"},
+                                                        {"detail", "CAA forbids"}}}});
+        }
+        return r;
+    });
+    auto issuer = AcmeIssuer::load(*f.store, f.store->get_issuer("stub").value()).value();
+    store::Domain d = f.store->get_domain("ari.test").value();
+    IssueRequest request{&d, "", pki::Names{{"ari.test"}, {}}};
+
+    const auto start = std::chrono::steady_clock::now();
+    auto first = issuer->poll(request, f.stub.base_url() + "/order/1");
+    const auto waited = std::chrono::steady_clock::now() - start;
+    REQUIRE_FALSE(first.ok());
+    CHECK(first.status().code() == Code::invalid);
+    CHECK_THAT(first.status().message(), Contains("caa: CAA forbids"));
+    CHECK(waited >= 1s); // not the 5 ms of its own first poll
+
+    // A Retry-After beyond max-wait (2 minutes): kept pending for that long, not slept through.
+    {
+        std::lock_guard lock(mutex);
+        polls = 0;
+        retry_after_s = 600;
+    }
+    auto second = issuer->poll(request, f.stub.base_url() + "/order/1");
+    INFO(second.status().message());
+    REQUIRE(second.ok());
+    REQUIRE(second->pending.has_value());
+    CHECK(second->pending->cookie == f.stub.base_url() + "/order/1");
+    CHECK(second->pending->retry_after == std::chrono::duration_cast<Duration>(600s));
+}
