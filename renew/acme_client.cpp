@@ -122,9 +122,11 @@ Result<nlohmann::json> Client::directory()
     ASSIGN_OR_RETURN(HttpResponse r, m_http->get(m_options.directory_url));
     auto body = nlohmann::json::parse(r.body, nullptr, false);
     if (r.status != 200 || !body.is_object()) {
-        if (r.status >= 500) {
-            return Status::Unavailable("ACME directory " + m_options.directory_url + ": HTTP status " +
-                                       std::to_string(r.status));
+        if (r.status >= 500 || r.status == 429 || r.status == 408) {
+            Status busy = Status::Unavailable("ACME directory " + m_options.directory_url + ": HTTP status " +
+                                              std::to_string(r.status));
+            auto retry_after = parse_retry_after(r.header("retry-after"), m_clock.now());
+            return retry_after ? busy.with_retry_after(*retry_after) : busy;
         }
         return Status::Corrupt("ACME directory " + m_options.directory_url + " is not an ACME directory (HTTP status " +
                                std::to_string(r.status) + ")");

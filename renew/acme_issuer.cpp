@@ -33,9 +33,15 @@ std::string status_of(const json& object)
 }
 
 // The secret: the account key PEM, and the EAB HMAC key (base64url) when there is one.
-std::string secret_json(const std::string& key_pem, const std::string& eab_hmac_key)
+// next_key_pem: a rollover's new key, kept until the CA is known to have accepted it.
+std::string secret_json(const std::string& key_pem, const std::string& eab_hmac_key,
+                        const std::string& next_key_pem = "")
 {
-    return json{{"account_key", key_pem}, {"eab_hmac_key", eab_hmac_key}}.dump();
+    json j{{"account_key", key_pem}, {"eab_hmac_key", eab_hmac_key}};
+    if (!next_key_pem.empty()) {
+        j["next_account_key"] = next_key_pem;
+    }
+    return j.dump();
 }
 
 std::string identifier_text(const json& identifier)
@@ -43,7 +49,34 @@ std::string identifier_text(const json& identifier)
     return identifier.is_object() ? identifier.value("value", "") : "";
 }
 
+// A CA's answer of an unexpected shape (a number where a string belongs) makes nlohmann::json
+// throw: that is the CA's fault and worth a later try, never the daemon's end.
+template <typename F>
+auto guarded(const std::string& what, F&& body) -> decltype(body())
+{
+    try {
+        return body();
+    } catch (const nlohmann::json::exception& e) {
+        return Status::Unavailable(what + ": the CA's answer is malformed (" + e.what() + ")");
+    }
+}
+
 } // namespace
+
+Result<Issued> AcmeIssuer::issue(const IssueRequest& request)
+{
+    return guarded("new order", [&] { return issue_order(request); });
+}
+
+Result<Issued> AcmeIssuer::poll(const IssueRequest& request, const std::string& order_url)
+{
+    return guarded("order " + order_url, [&] { return poll_order(request, order_url); });
+}
+
+Result<std::optional<RenewalWindow>> AcmeIssuer::renewal_info(const store::Generation& current)
+{
+    return guarded("renewal information", [&] { return fetch_renewal_info(current); });
+}
 
 std::string acme_config_json(const AcmeConfig& c)
 {
@@ -146,7 +179,11 @@ Result<std::unique_ptr<AcmeIssuer>> AcmeIssuer::load(store::Store& store, const 
     if (auto text = j.value("eab_hmac_key", ""); !text.empty()) {
         ASSIGN_OR_RETURN(eab, acme::base64url_decode(text));
     }
-    return std::unique_ptr<AcmeIssuer>(new AcmeIssuer(store, issuer.name, std::move(config), std::move(key), eab));
+    auto loaded = std::unique_ptr<AcmeIssuer>(new AcmeIssuer(store, issuer.name, std::move(config), std::move(key), eab));
+    if (auto next = j.value("next_account_key", ""); !next.empty()) {
+        ASSIGN_OR_RETURN(loaded->m_next_key, pki::parse_private_key(next));
+    }
+    return loaded;
 }
 
 AcmeIssuer::AcmeIssuer(store::Store& store, std::string name, AcmeConfig config, PKey account_key,
@@ -161,6 +198,9 @@ Result<std::unique_ptr<acme::Client>> AcmeIssuer::client()
     acme::ClientOptions options;
     options.directory_url = m_config.directory;
     options.http.ca_bundle = m_config.ca_bundle;
+    if (m_next_key && !m_config.account_url.empty()) {
+        TRY(finish_rollover(options));
+    }
     auto client = std::make_unique<acme::Client>(options, *m_account_key, m_config.account_url, m_store.clock());
     if (m_config.account_url.empty()) {
         std::optional<acme::ExternalAccountBinding> eab;
@@ -175,7 +215,7 @@ Result<std::unique_ptr<acme::Client>> AcmeIssuer::client()
     return client;
 }
 
-Result<Issued> AcmeIssuer::issue(const IssueRequest& request)
+Result<Issued> AcmeIssuer::issue_order(const IssueRequest& request)
 {
     ASSIGN_OR_RETURN(auto acme_client, client());
     json identifiers = json::array();
@@ -230,7 +270,7 @@ Result<Issued> AcmeIssuer::issue(const IssueRequest& request)
                  acme::parse_retry_after(r->header("retry-after"), acme_client->clock().now()));
 }
 
-Result<Issued> AcmeIssuer::poll(const IssueRequest& request, const std::string& order_url)
+Result<Issued> AcmeIssuer::poll_order(const IssueRequest& request, const std::string& order_url)
 {
     ASSIGN_OR_RETURN(auto acme_client, client());
     std::optional<Duration> retry_after;
@@ -248,7 +288,10 @@ Result<Issued> AcmeIssuer::drive(acme::Client& acme_client, const IssueRequest& 
         return later;
     };
     if (status_of(order) == "pending") {
-        TRY(authorize(acme_client, order, deadline));
+        ASSIGN_OR_RETURN(std::optional<Duration> unfinished, authorize(acme_client, order, deadline));
+        if (unfinished) {
+            return still_waiting(*unfinished); // the CA is still validating: poll the order later
+        }
         ASSIGN_OR_RETURN(order, acme_client.fetch(order_url, &retry_after));
     }
     if (status_of(order) == "ready") {
@@ -280,15 +323,22 @@ Result<Issued> AcmeIssuer::drive(acme::Client& acme_client, const IssueRequest& 
         return download(acme_client, order);
     }
     if (status == "invalid") {
-        if (order.contains("error")) {
-            return acme::problem_status(order["error"], 403, "order " + order_url);
+        // Final: this order will never be valid. A "try later" problem (serverInternal...)
+        // becomes Conflict, which still backs off but makes the renewer drop the order and
+        // submit a new one next time, instead of polling this one forever.
+        Status failed = order.contains("error") ? acme::problem_status(order["error"], 403, "order " + order_url)
+                                                : Status::Invalid("order " + order_url + " is invalid");
+        if (failed.code() == Code::unavailable) {
+            Status final_failure = Status::Conflict(failed.message());
+            return failed.retry_after() ? final_failure.with_retry_after(*failed.retry_after()) : final_failure;
         }
-        return Status::Invalid("order " + order_url + " is invalid");
+        return failed;
     }
     return Status::Unavailable("order " + order_url + " is in state '" + status + "'");
 }
 
-Status AcmeIssuer::authorize(acme::Client& acme_client, const json& order, TimePoint deadline)
+Result<std::optional<Duration>> AcmeIssuer::authorize(acme::Client& acme_client, const json& order,
+                                                      TimePoint deadline)
 {
     ASSIGN_OR_RETURN(std::string thumbprint, acme::jwk_thumbprint(*m_account_key));
     std::vector<acme::ChallengeSpec> specs;
@@ -326,13 +376,18 @@ Status AcmeIssuer::authorize(acme::Client& acme_client, const json& order, TimeP
         to_poll.emplace_back(url, status_of(*chosen) == "pending" ? chosen->value("url", "") : "");
     }
     if (specs.empty()) {
-        return Status::Ok();
+        return std::optional<Duration>();
     }
     acme::ResponderConfig responders;
     responders.http_listen = m_config.http_listen;
     responders.webroot = m_config.webroot;
     responders.dns_hook = m_config.dns_hook;
-    ASSIGN_OR_RETURN(auto answering, acme::ChallengeSet::prepare(responders, specs));
+    auto answering = acme::ChallengeSet::prepare(responders, specs);
+    if (!answering.ok()) {
+        // A local problem (settings, a webroot, the hook), not the CA's refusal.
+        const Status& s = answering.status();
+        return s.code() == Code::invalid ? Status::Corrupt(s.message()) : s;
+    }
     for (const auto& [authz_url, challenge_url] : to_poll) {
         if (!challenge_url.empty()) {
             auto r = acme_client.post(challenge_url, json::object());
@@ -364,13 +419,14 @@ Status AcmeIssuer::authorize(acme::Client& acme_client, const json& order, TimeP
             }
             const Duration delay = poll_delay(attempt, retry_after);
             if (acme_client.clock().now() + delay > deadline) {
-                return Status::Unavailable("validation of " + name + " did not finish within " +
-                                           format_duration(m_config.max_wait));
+                spdlog::info("issuer {}: validation of {} did not finish within {}; keeping the order", m_name, name,
+                             format_duration(m_config.max_wait));
+                return std::optional<Duration>(delay);
             }
             std::this_thread::sleep_for(delay);
         }
     }
-    return Status::Ok();
+    return std::optional<Duration>();
 }
 
 Result<Issued> AcmeIssuer::download(acme::Client& acme_client, const json& order)
@@ -397,6 +453,11 @@ Result<Issued> AcmeIssuer::download(acme::Client& acme_client, const json& order
 
 Result<json> AcmeIssuer::describe()
 {
+    return guarded("issuer " + m_name, [&]() -> Result<json> { return describe_account(); });
+}
+
+Result<json> AcmeIssuer::describe_account()
+{
     ASSIGN_OR_RETURN(auto acme_client, client());
     ASSIGN_OR_RETURN(json dir, acme_client->directory());
     return json{{"account_url", acme_client->account_url()}, {"meta", dir.value("meta", json::object())}};
@@ -418,6 +479,27 @@ Status AcmeIssuer::revoke(const std::string& cert_pem, int reason)
     return r.ok() ? Status::Ok() : r.status().with_context("revocation");
 }
 
+Status AcmeIssuer::finish_rollover(const acme::ClientOptions& options)
+{
+    // A rollover was cut short after the CA was asked: whichever key the CA knows the account
+    // by is the one to keep.
+    acme::Client with_old(options, *m_account_key, m_config.account_url, m_store.clock());
+    auto old_works = with_old.fetch(m_config.account_url);
+    if (!old_works.ok() && old_works.status().code() == Code::unavailable) {
+        return old_works.status().with_context("checking an interrupted account key rollover");
+    }
+    const std::string eab_text = m_eab_key.empty() ? std::string() : acme::base64url(m_eab_key);
+    if (!old_works.ok()) {
+        acme::Client with_next(options, *m_next_key, m_config.account_url, m_store.clock());
+        TRY(with_next.fetch(m_config.account_url).status().with_context("account key rollover"));
+        m_account_key = std::move(m_next_key);
+        spdlog::info("issuer {}: the CA had accepted the new account key; keeping it", m_name);
+    }
+    m_next_key.reset();
+    ASSIGN_OR_RETURN(std::string key_pem, pki::private_key_pem(*m_account_key));
+    return m_store.update_issuer(m_name, acme_config_json(m_config), secret_json(key_pem, eab_text));
+}
+
 Status AcmeIssuer::rekey()
 {
     ASSIGN_OR_RETURN(auto acme_client, client());
@@ -429,19 +511,25 @@ Status AcmeIssuer::rekey()
                                                              json{{"account", acme_client->account_url()},
                                                                   {"oldKey", old_jwk}},
                                                              false));
+    // The new key is in the store before the CA hears of it: if what follows is cut short,
+    // the next use finds out which key the CA kept (finish_rollover).
+    ASSIGN_OR_RETURN(std::string old_pem, pki::private_key_pem(*m_account_key));
+    ASSIGN_OR_RETURN(std::string key_pem, pki::private_key_pem(*new_key));
+    const std::string eab_text = m_eab_key.empty() ? std::string() : acme::base64url(m_eab_key);
+    TRY(m_store.update_issuer(m_name, acme_config_json(m_config), secret_json(old_pem, eab_text, key_pem)));
     auto r = acme_client->post(url, inner);
     if (!r.ok()) {
+        if (r.status().code() != Code::unavailable) { // refused: the old key stays the account's
+            (void)m_store.update_issuer(m_name, acme_config_json(m_config), secret_json(old_pem, eab_text));
+        }
         return r.status().with_context("account key rollover");
     }
-    ASSIGN_OR_RETURN(std::string key_pem, pki::private_key_pem(*new_key));
-    std::string eab_text = m_eab_key.empty() ? std::string() : acme::base64url(m_eab_key);
-    TRY(m_store.update_issuer(m_name, acme_config_json(m_config), secret_json(key_pem, eab_text)));
     acme_client.reset(); // it signs with the old key
     m_account_key = std::move(new_key);
-    return Status::Ok();
+    return m_store.update_issuer(m_name, acme_config_json(m_config), secret_json(key_pem, eab_text));
 }
 
-Result<std::optional<RenewalWindow>> AcmeIssuer::renewal_info(const store::Generation& current)
+Result<std::optional<RenewalWindow>> AcmeIssuer::fetch_renewal_info(const store::Generation& current)
 {
     // Unauthenticated: no account is needed, and none is registered for it.
     acme::ClientOptions options;

@@ -58,17 +58,26 @@ public:
     // 5 cessationOfOperation).
     Status revoke(const std::string& cert_pem, int reason);
     // Rolls the account over to a new key of the same type (RFC 8555 §7.3.5) and stores it.
-    // The old key stays in the store until the CA has accepted the new one.
+    // The new key is stored beside the old one before the CA is asked, so an interruption
+    // (a crash, a store write that fails) is settled at the next use.
     Status rekey();
 
 private:
     AcmeIssuer(store::Store& store, std::string name, AcmeConfig config, PKey account_key, std::string eab_key);
 
     Result<std::unique_ptr<acme::Client>> client();
+    Result<Issued> issue_order(const IssueRequest& request);
+    Result<Issued> poll_order(const IssueRequest& request, const std::string& order_url);
+    Result<std::optional<RenewalWindow>> fetch_renewal_info(const store::Generation& current);
+    Result<nlohmann::json> describe_account();
+    // Settles a rollover cut short: keeps whichever key the CA knows the account by.
+    Status finish_rollover(const acme::ClientOptions& options);
     // retry_after: the Retry-After of the answer that gave `order`, for its next poll.
     Result<Issued> drive(acme::Client& client, const IssueRequest& request, std::string order_url,
                          nlohmann::json order, std::optional<Duration> retry_after);
-    Status authorize(acme::Client& client, const nlohmann::json& order, TimePoint deadline);
+    // Answers and polls the order's pending authorizations. Returns the delay after which to
+    // poll again when the deadline came first (the CA still validating), nullopt when all are valid.
+    Result<std::optional<Duration>> authorize(acme::Client& client, const nlohmann::json& order, TimePoint deadline);
     Result<Issued> download(acme::Client& client, const nlohmann::json& order);
 
     store::Store& m_store;
@@ -76,6 +85,7 @@ private:
     AcmeConfig m_config;
     PKey m_account_key;
     std::string m_eab_key; // raw bytes; empty without EAB
+    PKey m_next_key;       // set while a rollover may have been cut short
 };
 
 } // namespace certfs::renew

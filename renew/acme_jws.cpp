@@ -69,10 +69,12 @@ Result<std::string> base64url_decode(std::string_view text)
     std::string out;
     std::uint32_t acc = 0;
     int bits = 0;
-    for (char c : text) {
+    for (const char& c : text) {
         auto v = k_alphabet.find(c);
         if (v == std::string_view::npos) {
-            return Status::Invalid("not base64url: unexpected character '" + std::string(1, c) + "'");
+            // The position, not the character: the text may be a secret (an EAB HMAC key).
+            return Status::Invalid("not base64url: unexpected character at position " +
+                                   std::to_string(&c - text.data() + 1));
         }
         acc = (acc << 6) | static_cast<std::uint32_t>(v);
         bits += 6;

@@ -269,6 +269,8 @@ void Scheduler::refresh_renewal_info(const std::string& name)
             again = k_ari_max_retry;
         } else {
             spdlog::warn("{}: no renewal information: {}", name, window.status().message());
+            again = std::clamp(window.status().retry_after().value_or(k_ari_retry_after_error), k_ari_min_retry,
+                               k_ari_max_retry);
         }
         return store->set_renewal_info(name, current.gen, at, now + again);
     };

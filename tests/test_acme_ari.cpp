@@ -258,3 +258,28 @@ TEST_CASE("acme stub: polling an order waits as long as Retry-After says and kee
     CHECK(second->pending->cookie == f.stub.base_url() + "/order/1");
     CHECK(second->pending->retry_after == std::chrono::duration_cast<Duration>(600s));
 }
+
+TEST_CASE("acme stub: a kept order that failed for good is dropped and not polled again")
+{
+    StubFixture f(json::object());
+    f.stub.on("POST", "/order/2", [](const StubRequest&) {
+        return StubResponse::json(200, json{{"status", "invalid"},
+                                            {"error", {{"type", "urn:ietf:params:acme:error:serverInternal"},
+                                                       {"detail", "finalization failed"}}}});
+    });
+    store::PendingRequest kept;
+    kept.domain = "ari.test";
+    kept.issuer = "stub";
+    kept.based_on = 1;
+    kept.key_pem = f.leaf.key_pem;
+    kept.csr_pem = "unused";
+    kept.cookie = f.stub.base_url() + "/order/2";
+    kept.created_at = kept.poll_at = std::chrono::system_clock::now();
+    REQUIRE(f.store->save_pending(kept).ok());
+
+    auto renewed = Renewer(*f.store, "test").renew("ari.test", true);
+    REQUIRE_FALSE(renewed.ok());
+    CHECK_THAT(renewed.status().message(), Contains("serverInternal: finalization failed"));
+    CHECK(f.store->get_domain("ari.test")->state == store::DomainState::backoff); // the CA's trouble, retried
+    CHECK_FALSE(f.store->pending("ari.test").value().has_value());                // with a new order
+}
