@@ -93,25 +93,6 @@ std::optional<std::string> base64url_decode(const std::string& text)
     return out;
 }
 
-std::string base64url_encode(const unsigned char* data, std::size_t size)
-{
-    static constexpr char k_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    std::string out;
-    unsigned int acc = 0;
-    int bits = 0;
-    for (std::size_t i = 0; i < size; ++i) {
-        acc = (acc << 8) | data[i];
-        bits += 8;
-        while (bits >= 6) {
-            bits -= 6;
-            out.push_back(k_alphabet[(acc >> bits) & 0x3f]);
-        }
-    }
-    if (bits > 0) {
-        out.push_back(k_alphabet[(acc << (6 - bits)) & 0x3f]);
-    }
-    return out;
-}
 
 // Fills protected and payload when body is a flattened JWS; leaves them null otherwise.
 void decode_jws(StubRequest& request)
@@ -256,6 +237,26 @@ std::string serialize(const StubResponse& response, const std::string& nonce, bo
 }
 
 } // namespace
+
+std::string stub_base64url(std::string_view bytes)
+{
+    static constexpr char k_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    std::string out;
+    unsigned int acc = 0;
+    int bits = 0;
+    for (unsigned char b : bytes) {
+        acc = (acc << 8) | b;
+        bits += 8;
+        while (bits >= 6) {
+            bits -= 6;
+            out.push_back(k_alphabet[(acc >> bits) & 0x3f]);
+        }
+    }
+    if (bits > 0) {
+        out.push_back(k_alphabet[(acc << (6 - bits)) & 0x3f]);
+    }
+    return out;
+}
 
 std::string StubRequest::header(const std::string& name) const
 {
@@ -438,7 +439,7 @@ std::string AcmeStub::fresh_nonce()
     for (int i = 0; i < 8; ++i) {
         bytes[16 + static_cast<std::size_t>(i)] = static_cast<unsigned char>(counter >> (8 * i));
     }
-    return base64url_encode(bytes.data(), bytes.size());
+    return stub_base64url(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }
 
 StubResponse AcmeStub::dispatch(const StubRequest& request)

@@ -29,6 +29,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -69,6 +70,9 @@ struct StubResponse {
 };
 
 using StubHandler = std::function<StubResponse(const StubRequest&)>;
+
+// base64url without padding, the stub's own (it shares no code with the client it checks).
+std::string stub_base64url(std::string_view bytes);
 
 class AcmeStub {
 public:

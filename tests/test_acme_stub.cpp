@@ -115,32 +115,12 @@ private:
     CurlHandle m_curl;
 };
 
-std::string b64url(const std::string& bytes)
-{
-    static constexpr char k_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    std::string out;
-    unsigned int acc = 0;
-    int bits = 0;
-    for (unsigned char b : bytes) {
-        acc = (acc << 8) | b;
-        bits += 8;
-        while (bits >= 6) {
-            bits -= 6;
-            out.push_back(k_alphabet[(acc >> bits) & 0x3f]);
-        }
-    }
-    if (bits > 0) {
-        out.push_back(k_alphabet[(acc << (6 - bits)) & 0x3f]);
-    }
-    return out;
-}
-
 // A flattened JWS as a client sends it; the signature is junk, which the stub does not check.
 std::string jws(const nlohmann::json& protected_header, const std::optional<nlohmann::json>& payload)
 {
-    return nlohmann::json{{"protected", b64url(protected_header.dump())},
-                          {"payload", payload ? b64url(payload->dump()) : ""},
-                          {"signature", b64url("not a signature")}}
+    return nlohmann::json{{"protected", certfs::test::stub_base64url(protected_header.dump())},
+                          {"payload", payload ? certfs::test::stub_base64url(payload->dump()) : ""},
+                          {"signature", certfs::test::stub_base64url("not a signature")}}
         .dump();
 }
 
