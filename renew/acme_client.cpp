@@ -160,15 +160,12 @@ Result<std::string> Client::nonce()
     return n;
 }
 
-Result<nlohmann::json> Client::sign_with_jwk(const EVP_PKEY& key, const std::string& url,
-                                             const nlohmann::json& payload, bool with_nonce)
+Result<nlohmann::json> Client::sign_key_change(const EVP_PKEY& new_key, const std::string& url,
+                                               const nlohmann::json& payload)
 {
     nlohmann::json header{{"url", url}};
-    ASSIGN_OR_RETURN(header["jwk"], public_jwk(key));
-    if (with_nonce) {
-        ASSIGN_OR_RETURN(header["nonce"], nonce());
-    }
-    return sign_jws(key, header, payload.dump());
+    ASSIGN_OR_RETURN(header["jwk"], public_jwk(new_key));
+    return sign_jws(new_key, header, payload.dump());
 }
 
 Result<HttpResponse> Client::post_once(const std::string& url, const std::optional<nlohmann::json>& payload,

@@ -65,9 +65,10 @@ public:
     // Retry-After (nullopt without one), for polling.
     Result<nlohmann::json> fetch(const std::string& url, std::optional<Duration>* retry_after = nullptr);
 
-    // Signs with another key and its jwk (revocation by certificate key, key rollover's inner JWS).
-    Result<nlohmann::json> sign_with_jwk(const EVP_PKEY& key, const std::string& url, const nlohmann::json& payload,
-                                         bool with_nonce);
+    // The inner JWS of a key change (RFC 8555 §7.3.5): signed by the new key, with its jwk
+    // and no nonce.
+    Result<nlohmann::json> sign_key_change(const EVP_PKEY& new_key, const std::string& url,
+                                           const nlohmann::json& payload);
 
     const Clock& clock() const { return m_clock; }
 

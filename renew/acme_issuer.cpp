@@ -507,10 +507,9 @@ Status AcmeIssuer::rekey()
     ASSIGN_OR_RETURN(PKey new_key, pki::generate_key(m_config.account_key_type));
     ASSIGN_OR_RETURN(json old_jwk, acme::public_jwk(*m_account_key));
     // The inner JWS is signed by the new key, without a nonce; the outer one by the old key.
-    ASSIGN_OR_RETURN(json inner, acme_client->sign_with_jwk(*new_key, url,
-                                                             json{{"account", acme_client->account_url()},
-                                                                  {"oldKey", old_jwk}},
-                                                             false));
+    ASSIGN_OR_RETURN(json inner,
+                     acme_client->sign_key_change(*new_key, url,
+                                                  json{{"account", acme_client->account_url()}, {"oldKey", old_jwk}}));
     // The new key is in the store before the CA hears of it: if what follows is cut short,
     // the next use finds out which key the CA kept (finish_rollover).
     ASSIGN_OR_RETURN(std::string old_pem, pki::private_key_pem(*m_account_key));
