@@ -17,6 +17,7 @@
 #include "renew/acme_issuer.hpp"
 #include "renew/acme_jws.hpp"
 #include "renew/renewer.hpp"
+#include "tests/acme_fixture.hpp"
 #include "tests/pebble.hpp"
 #include "tests/testutil.hpp"
 
@@ -158,61 +159,7 @@ TEST_CASE("acme: problem documents become a status with the code the renewer map
 
 // ---- against pebble ------------------------------------------------------------------------
 
-namespace {
-
-// A store with an ACME issuer "pebble" for a private pebble, answering http-01 itself.
-struct AcmeFixture {
-    test::Pebble pebble;
-    TempDir dir;
-    std::string db = (dir / "certfs.db").string();
-    std::unique_ptr<store::Store> store =
-        store::Store::open(db, {.create = true, .actor = "test", .clock = nullptr}).value();
-
-    explicit AcmeFixture(test::PebbleOptions options = {}) : pebble(options) {}
-
-    AcmeConfig config() const
-    {
-        AcmeConfig c;
-        c.directory = pebble.directory_url();
-        c.ca_bundle = pebble.ca_bundle();
-        c.http_listen = "127.0.0.1:" + std::to_string(pebble.http01_port());
-        c.max_wait = 30s;
-        return c;
-    }
-
-    void add_issuer(const AcmeConfig& c, const std::string& eab_key = "", const std::string& name = "pebble")
-    {
-        auto issuer = create_acme_issuer(name, c, eab_key);
-        INFO(issuer.status().message());
-        REQUIRE(issuer.ok());
-        REQUIRE(store->add_issuer(*issuer).ok());
-    }
-
-    store::DomainConfig domain(const std::string& name, std::vector<std::string> dns, std::vector<std::string> ip = {})
-    {
-        store::DomainConfig c;
-        c.name = name;
-        c.issuer = "pebble";
-        c.dns_names = std::move(dns);
-        c.ip_addresses = std::move(ip);
-        return c;
-    }
-
-    // The current generation verifies against pebble's root with openssl, for TLS servers.
-    void verify_served(const std::string& name)
-    {
-        auto gen = store->current_generation(name).value();
-        write_file(dir / "root.pem", pebble.issuing_root_pem());
-        write_file(dir / "chain.pem", gen.chain_pem);
-        write_file(dir / "cert.pem", gen.cert_pem);
-        auto r = test::run({"/usr/bin/openssl", "verify", "-purpose", "sslserver", "-CAfile", (dir / "root.pem").string(),
-                            "-untrusted", (dir / "chain.pem").string(), (dir / "cert.pem").string()});
-        INFO(r.out << r.err);
-        CHECK(r.exit_code == 0);
-    }
-};
-
-} // namespace
+using certfs::test::AcmeFixture;
 
 TEST_CASE("acme: two DNS names and an IP address issued over http-01 with the built-in responder")
 {

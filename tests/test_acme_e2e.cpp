@@ -35,6 +35,7 @@
 #include "renew/acme_issuer.hpp"
 #include "renew/acme_jws.hpp"
 #include "renew/renewer.hpp"
+#include "tests/acme_fixture.hpp"
 #include "tests/pebble.hpp"
 #include "tests/testutil.hpp"
 
@@ -230,70 +231,15 @@ class WebrootServer {
     std::thread m_thread;         // last: started after everything it uses exists
 };
 
-// A store with ACME issuers for one private pebble, used in-process through the Renewer.
-struct AcmeFixture {
-    test::Pebble pebble;
-    TempDir dir;
-    std::string db = (dir / "certfs.db").string();
-    std::unique_ptr<store::Store> store =
-        store::Store::open(db, {.create = true, .actor = "test", .clock = nullptr}).value();
+using certfs::test::AcmeFixture;
 
-    explicit AcmeFixture(test::PebbleOptions options = {}) : pebble(std::move(options)) {}
-
-    renew::AcmeConfig config() const
-    {
-        renew::AcmeConfig c;
-        c.directory = pebble.directory_url();
-        c.ca_bundle = pebble.ca_bundle();
-        c.http_listen = "127.0.0.1:" + std::to_string(pebble.http01_port());
-        c.max_wait = 30s;
-        return c;
-    }
-
-    void add_issuer(const renew::AcmeConfig& c, const std::string& name = "pebble")
-    {
-        auto issuer = renew::create_acme_issuer(name, c, "");
-        INFO(issuer.status().message());
-        REQUIRE(issuer.ok());
-        REQUIRE(store->add_issuer(*issuer).ok());
-    }
-
-    static store::DomainConfig domain(const std::string& name, std::vector<std::string> dns,
-                                      std::vector<std::string> ip = {})
-    {
-        store::DomainConfig c;
-        c.name = name;
-        c.issuer = "pebble";
-        c.dns_names = std::move(dns);
-        c.ip_addresses = std::move(ip);
-        return c;
-    }
-
-    // cert.pem + chain.pem verify against pebble's issuing root, as a TLS client would check.
-    void verify(const stdfs::path& cert, const stdfs::path& chain) const
-    {
-        write_file(dir / "root.pem", pebble.issuing_root_pem());
-        auto r = test::run({"/usr/bin/openssl", "verify", "-purpose", "sslserver", "-CAfile",
-                            (dir / "root.pem").string(), "-untrusted", chain.string(), cert.string()});
-        INFO(r.out << r.err);
-        CHECK(r.exit_code == 0);
-    }
-
-    void verify_served(const std::string& name) const
-    {
-        auto gen = store->current_generation(name).value();
-        write_file(dir / "chain.pem", gen.chain_pem);
-        write_file(dir / "cert.pem", gen.cert_pem);
-        verify(dir / "cert.pem", dir / "chain.pem");
-    }
-
-    std::set<std::string> served_dns_names(const std::string& name) const
-    {
-        auto cert = pki::parse_cert(store->current_generation(name).value().cert_pem).value();
-        auto names = pki::cert_info(*cert).value().dns_names;
-        return {names.begin(), names.end()};
-    }
-};
+// The DNS names of a domain's current certificate.
+std::set<std::string> served_dns_names(const AcmeFixture& f, const std::string& name)
+{
+    auto cert = pki::parse_cert(f.store->current_generation(name).value().cert_pem).value();
+    auto names = pki::cert_info(*cert).value().dns_names;
+    return {names.begin(), names.end()};
+}
 
 // certfsctl on a store of its own.
 class Ctl {
@@ -505,7 +451,7 @@ TEST_CASE("acme e2e: dns-01 through a hook with a wildcard and its base name and
     REQUIRE(added.ok());
     CHECK(added->generation == 1);
     f.verify_served("wild.test");
-    CHECK(f.served_dns_names("wild.test") == std::set<std::string>{"*.wild.test", "dns.test", "wild.test"});
+    CHECK(served_dns_names(f, "wild.test") == std::set<std::string>{"*.wild.test", "dns.test", "wild.test"});
 
     // One set per authorization (the wildcard and its base name share a record name with two
     // values), then one clear per value set, each after its set.
@@ -566,7 +512,7 @@ TEST_CASE("acme e2e: http-01 through a webroot that the test serves and the chal
     REQUIRE(added.ok());
     CHECK(added->generation == 1);
     f.verify_served("web.test");
-    CHECK(f.served_dns_names("web.test") == std::set<std::string>{"web.test", "www.web.test"});
+    CHECK(served_dns_names(f, "web.test") == std::set<std::string>{"web.test", "www.web.test"});
 
     // pebble fetched one token per identifier from the test's server, and each file was there
     // with TOKEN.THUMBPRINT in it.
