@@ -191,7 +191,7 @@ Result<RenewOutcome> Renewer::add_and_issue(const store::DomainConfig& raw)
     return RenewOutcome{config.name, std::nullopt, pending_message(first.request.poll_at)};
 }
 
-Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool force)
+Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool force, bool move_now)
 {
     ASSIGN_OR_RETURN(store::Domain domain, m_store.get_domain(name));
     std::vector<store::Domain> members;
@@ -294,7 +294,7 @@ Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool for
     }
     std::vector<std::int64_t> gens;
     if (failure.ok()) {
-        auto committed = m_store.commit(requests);
+        auto committed = m_store.commit(requests, move_now);
         if (committed.ok()) {
             gens = std::move(committed).value();
         } else {

@@ -75,7 +75,8 @@ public:
     // and so does every member already issued in the same batch: the bundle commits when the
     // last member is issued, by a later renew() that polls (the daemon's, at next_attempt, or
     // certfsctl's). Meanwhile every member is in state `pending`, and the outcomes say so.
-    Result<std::vector<RenewOutcome>> renew(std::string_view name, bool force);
+    // With move_now the commit moves every reader at once (`renew --now`, store::Store::commit).
+    Result<std::vector<RenewOutcome>> renew(std::string_view name, bool force, bool move_now = false);
 
 private:
     // One member's step: a generation ready to commit (`ready`), or a request still pending at

@@ -72,6 +72,9 @@ struct Domain : DomainConfig {
     std::optional<std::int64_t> ari_gen;
     std::optional<TimePoint> ari_at;
     std::optional<TimePoint> ari_next_check;
+    // The current generation when `renew --now` or `rollback --now` made it current: readers
+    // are not held on the one before (fs/pins.hpp). None after any other commit.
+    std::optional<std::int64_t> move_now_gen;
     TimePoint created_at;
 };
 

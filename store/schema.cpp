@@ -141,7 +141,13 @@ ALTER TABLE domains ADD COLUMN ari_at INTEGER;
 ALTER TABLE domains ADD COLUMN ari_next_check INTEGER;
 )sql";
 
-constexpr std::string_view k_migrations[] = {k_v1, k_v2, k_v3, k_v4};
+// v5: the generation a `renew --now` or `rollback --now` made current, so that the filesystem
+// moves every reader to it at once (Domain::move_now_gen); cleared by the next commit.
+constexpr std::string_view k_v5 = R"sql(
+ALTER TABLE domains ADD COLUMN move_now_gen INTEGER;
+)sql";
+
+constexpr std::string_view k_migrations[] = {k_v1, k_v2, k_v3, k_v4, k_v5};
 
 } // namespace
 

@@ -28,7 +28,7 @@
 namespace certfs::store {
 
 inline constexpr const char* k_default_db_path = "/var/lib/certfs/certfs.db";
-inline constexpr int k_schema_version = 4;
+inline constexpr int k_schema_version = 5;
 
 struct OpenOptions {
     bool create = false;      // create the file (and run migrations) if missing
@@ -89,8 +89,9 @@ public:
     // Validates and commits new generations for one domain or a whole bundle in one write
     // transaction: all become current, or none does. Returns the new generation numbers in
     // request order. Conflict when a domain's current generation is no longer the expected
-    // one or a serial is already used by its issuer; Invalid when validation fails.
-    Result<std::vector<std::int64_t>> commit(const std::vector<CommitRequest>& requests);
+    // one or a serial is already used by its issuer; Invalid when validation fails. With
+    // move_now the filesystem moves every reader to them at once (Domain::move_now_gen).
+    Result<std::vector<std::int64_t>> commit(const std::vector<CommitRequest>& requests, bool move_now = false);
     Result<std::int64_t> commit_one(const CommitRequest& request);
 
     // Imports a certificate and key as a new generation of `name` (reason imported). An
@@ -99,8 +100,9 @@ public:
     Result<std::int64_t> import_generation(std::string_view name, GenerationInput input);
 
     // Makes an older generation current again (default: the newest one older than the
-    // current). The target must still validate. Returns the new current generation.
-    Result<std::int64_t> rollback(std::string_view name, std::optional<std::int64_t> to);
+    // current). The target must still validate. Returns the new current generation. move_now
+    // as for commit().
+    Result<std::int64_t> rollback(std::string_view name, std::optional<std::int64_t> to, bool move_now = false);
 
     // Renewal state shown by `certfsctl list`.
     Status set_state(std::string_view name, DomainState state, std::string_view last_error,
@@ -152,7 +154,7 @@ private:
     // Inserts a normalised domain (and its first generation); the caller holds a WriteTxn.
     Result<std::int64_t> insert_domain(const DomainConfig& config, const std::optional<GenerationInput>& first);
     Result<std::int64_t> insert_generation(const Domain& domain, const GenerationInput& input);
-    Status make_current(const Domain& domain, std::int64_t gen);
+    Status make_current(const Domain& domain, std::int64_t gen, bool move_now = false);
     Result<Generation> read_generation(std::string_view name, std::int64_t gen);
 
     std::string m_path;

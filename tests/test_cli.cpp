@@ -1067,6 +1067,25 @@ TEST_CASE("renew: not due and --force and and usage")
     CHECK(ctl.snapshot() == snapshot);
 }
 
+TEST_CASE("renew --now renews even when not due and says that every reader moves at once")
+{
+    Ctl ctl;
+    ctl.init_with_ca();
+    ctl.ok({"add", "n.example.com", "--issuer", "ca"});
+    RunResult r = ctl.ok({"renew", "n.example.com", "--now"});
+    CHECK_THAT(r.out, Contains("n.example.com: renewed: generation 2"));
+    CHECK_THAT(r.out, Contains("n.example.com: every reader moves to generation 2 at once (--now); one reading its "
+                               "key and certificate at that moment may pair them wrongly once"));
+    CHECK(current_gen(ctl.history("n.example.com")) == 2);
+    // Without --now nothing says so.
+    RunResult plain = ctl.ok({"renew", "n.example.com", "--force"});
+    CHECK_THAT(plain.out, !Contains("--now"));
+    // A failing --now renewal says nothing of moving.
+    const std::string before = ctl.snapshot();
+    expect_failure(ctl({"renew", "nope.example.com", "--now"}), 1, "no domain named nope.example.com");
+    CHECK(ctl.snapshot() == before);
+}
+
 TEST_CASE("concurrent renewals of one domain never reuse or skip a generation number")
 {
     Ctl ctl;
@@ -1309,9 +1328,12 @@ TEST_CASE("rollback makes an older generation current without reusing numbers")
     expect_failure(ctl({"rollback", "nope.example.com"}), 1, "no domain named nope.example.com");
     CHECK(ctl.snapshot() == before);
 
-    ctl.ok({"rollback", "rb.example.com", "--to", "3"});
+    RunResult now = ctl.ok({"rollback", "rb.example.com", "--to", "3", "--now"});
+    CHECK_THAT(now.out, Contains("rb.example.com: generation 3 is current again (was 1)"));
+    CHECK_THAT(now.out, Contains("rb.example.com: every reader moves to generation 3 at once (--now)"));
     CHECK(current_gen(ctl.history("rb.example.com")) == 3);
-    ctl.ok({"rollback", "rb.example.com", "--to", "1"});
+    RunResult plain = ctl.ok({"rollback", "rb.example.com", "--to", "1"});
+    CHECK_THAT(plain.out, !Contains("--now"));
 
     // The next renewal is max + 1, not a reused number.
     RunResult renewed = ctl.ok({"renew", "rb.example.com", "--force"});

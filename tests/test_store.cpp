@@ -423,6 +423,27 @@ TEST_CASE("rollback makes an older generation current without renumbering")
     CHECK(history.back().current);
 }
 
+TEST_CASE("--now: a commit or a rollback made with it is marked for the filesystem, and the next commit clears it")
+{
+    Fixture f;
+    f.add("now.test");
+    CHECK_FALSE(f.store->get_domain("now.test").value().move_now_gen.has_value());
+    auto d = f.store->get_domain("now.test").value();
+    auto gen = f.store->commit({{"now.test", d.current_gen, f.input(make_leaf(f.ca, {d.dns_names, {}}), Reason::renewed)}},
+                               true);
+    REQUIRE(gen.ok());
+    CHECK(f.store->get_domain("now.test").value().move_now_gen == gen->front());
+    CHECK(f.store->events(std::string_view("now.test"), 10).value().back().action == "move now");
+    f.renew("now.test");
+    CHECK_FALSE(f.store->get_domain("now.test").value().move_now_gen.has_value());
+    REQUIRE(f.store->rollback("now.test", 2, true).ok());
+    CHECK(f.store->get_domain("now.test").value().move_now_gen == 2);
+    CHECK_THAT(f.store->events(std::string_view("now.test"), 10).value().back().detail,
+               Contains("3 -> 2, every reader moves at once"));
+    REQUIRE(f.store->rollback("now.test", 1).ok());
+    CHECK_FALSE(f.store->get_domain("now.test").value().move_now_gen.has_value());
+}
+
 TEST_CASE("rollback refuses a generation that no longer validates")
 {
     Fixture f;
@@ -588,7 +609,10 @@ TEST_CASE("migrations: a store of an older schema is brought up to date on open 
     CHECK(d.hook_error.empty());
     REQUIRE(store->set_hook_error("old.test", "exit status 1").ok());
     CHECK(store->get_domain("old.test").value().hook_error == "exit status 1");
-    CHECK(query_int(*store, "SELECT COUNT(*) FROM events WHERE action = 'migrate' AND detail = 'schema version 1 -> 4'") == 1);
+    const std::string migrated = "SELECT COUNT(*) FROM events WHERE action = 'migrate' AND detail = 'schema version 1 -> " +
+                                 std::to_string(k_schema_version) + "'";
+    CHECK(query_int(*store, migrated.c_str()) == 1);
+    CHECK_FALSE(d.move_now_gen.has_value());
     CHECK_FALSE(store->pending("old.test").value().has_value());
 }
 

@@ -642,7 +642,14 @@ int cmd_history(store::Store& st, const std::string& name, bool json)
     return k_exit_ok;
 }
 
-int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool force, int jobs)
+// What --now means, said where it takes effect.
+std::string moved_now_note(const std::string& domain, std::int64_t gen)
+{
+    return domain + ": every reader moves to generation " + std::to_string(gen) +
+           " at once (--now); one reading its key and certificate at that moment may pair them wrongly once";
+}
+
+int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool force, bool now, int jobs)
 {
     if (all == !names.empty()) {
         std::cerr << "certfsctl: renew takes domain names or --all, not both and not neither\n";
@@ -694,7 +701,7 @@ int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool f
                 continue;
             }
             renew::Renewer renewer(**own, owner);
-            done[i].outcomes = renewer.renew(scopes[i], force);
+            done[i].outcomes = renewer.renew(scopes[i], force || now, now);
             if (done[i].outcomes.ok()) {
                 done[i].runs = renew::deploy(**own, *done[i].outcomes, mount.hooks,
                                              [&] { std::this_thread::sleep_for(mount.pin_window); });
@@ -719,6 +726,9 @@ int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool f
         }
         for (const auto& o : *done[i].outcomes) {
             std::cout << o.domain << ": " << o.message << '\n';
+            if (now && o.generation) {
+                std::cout << moved_now_note(o.domain, *o.generation) << '\n';
+            }
         }
         for (const auto& run : done[i].runs) {
             if (run.status.ok()) {
@@ -793,18 +803,21 @@ int cmd_issuer_rekey(store::Store& st, const std::string& name)
     return k_exit_ok;
 }
 
-int cmd_rollback(store::Store& st, const std::string& name, std::optional<std::int64_t> to)
+int cmd_rollback(store::Store& st, const std::string& name, std::optional<std::int64_t> to, bool now)
 {
     auto before = st.get_domain(name);
     if (!before.ok()) {
         return fail(before.status());
     }
-    auto gen = st.rollback(name, to);
+    auto gen = st.rollback(name, to, now);
     if (!gen.ok()) {
         return fail(gen.status().with_context("rollback " + name));
     }
     std::cout << name << ": generation " << *gen << " is current again (was " << before->current_gen.value_or(0)
               << ")\n";
+    if (now) {
+        std::cout << moved_now_note(name, *gen) << '\n';
+    }
     return k_exit_ok;
 }
 
@@ -1031,19 +1044,24 @@ int main(int argc, char** argv)
     std::vector<std::string> names;
     bool all = false;
     bool force = false;
+    bool now = false;
+    const std::string now_help = "Move every reader to it at once, even one between its key and its certificate "
+                                 "(for a compromised key)";
     auto* renew_cmd = app.add_subcommand("renew", "Renew what is due now");
     renew_cmd->add_option("NAME", names, "Domains to renew");
     renew_cmd->add_flag("--all", all, "Every domain with an issuer");
     renew_cmd->add_flag("--force", force, "Renew even if not due");
+    renew_cmd->add_flag("--now", now, now_help + "; implies --force");
     int jobs = 4;
     renew_cmd->add_option("--jobs", jobs, "Renewals at once (default 4)")->check(CLI::Range(1, 64));
-    renew_cmd->callback([&] { run([&](store::Store& st) { return cmd_renew(st, names, all, force, jobs); }); });
+    renew_cmd->callback([&] { run([&](store::Store& st) { return cmd_renew(st, names, all, force, now, jobs); }); });
 
     std::optional<std::int64_t> gen;
     auto* rollback = app.add_subcommand("rollback", "Make an older generation current again");
     rollback->add_option("NAME", name)->required();
     rollback->add_option("--to", gen, "Generation (default: the one before the current)")->check(CLI::PositiveNumber);
-    rollback->callback([&] { run([&](store::Store& st) { return cmd_rollback(st, name, gen); }); });
+    rollback->add_flag("--now", now, now_help);
+    rollback->callback([&] { run([&](store::Store& st) { return cmd_rollback(st, name, gen, now); }); });
 
     std::string reason = "unspecified";
     std::optional<std::int64_t> revoke_gen;
