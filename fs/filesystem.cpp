@@ -8,6 +8,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/log.hpp"
 #include "fs/errno.hpp"
 
 namespace certfs::fs {
@@ -52,6 +53,21 @@ Filesystem* self(fuse_req_t req)
 TimePoint now()
 {
     return std::chrono::system_clock::now();
+}
+
+// A time on the pins' monotonic clock as the wall clock shows it.
+TimePoint wall_time_of(PinTime t)
+{
+    return now() + std::chrono::duration_cast<std::chrono::system_clock::duration>(t - PinClock::now());
+}
+
+// The process's command name, as ps shows it.
+std::string command_of(std::uint32_t pid)
+{
+    std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+    std::string name;
+    std::getline(comm, name);
+    return name.empty() ? "?" : name;
 }
 
 timespec to_timespec(TimePoint t)
@@ -209,7 +225,7 @@ void Filesystem::watch()
             spdlog::warn("cannot read the store: {}", s.message());
         }
         run_timers();
-        // Joins and flips are due at set times, more often than the store is polled.
+        // Second drops are due at set times, more often than the store is polled.
         const auto until = std::min(PinClock::now() + m_options.poll_interval, next_timer());
         lock.lock();
         m_watch_cv.wait_until(lock, until, [this] { return m_stopping; });
@@ -240,12 +256,18 @@ Status Filesystem::refresh()
         m_options.on_store_change();
     }
     const PinTime at = PinClock::now();
-    std::vector<std::pair<fuse_ino_t, std::string>> stale; // kernel entries to invalidate
+    const TimePoint wall = now();
+    // A certificate's expiry on the monotonic clock the pins use.
+    auto expiry = [&](const std::optional<TimePoint>& not_after) {
+        return not_after ? at + std::chrono::duration_cast<PinClock::duration>(*not_after - wall) : PinTime::max();
+    };
+    std::vector<std::pair<fuse_ino_t, std::string>> stale; // kernel entries to drop
     struct Commit {
         std::string name;
         std::int64_t gen;
-        std::optional<fuse_ino_t> dir; // live/<name>, if the kernel ever looked it up
-        bool starts_transition;
+        PinTime expires;
+        bool now;    // made with --now: every reader moves at once
+        bool starts; // it starts a transition: the kernel may be caching entries of the domain
     };
     std::vector<Commit> commits; // domains that changed generation
     {
@@ -257,15 +279,24 @@ Status Filesystem::refresh()
             if (old != m_domains.end() && old->second.id == d.id) {
                 view = std::move(old->second);
                 if (view.current && d.current_gen && *view.current != *d.current_gen) {
-                    // A commit or a rollback: new opens see it after the flip.
-                    const bool starts = !view.pins;
-                    if (starts) {
-                        view.pins = std::make_unique<DomainPins>(*view.current, m_options.pin_window);
+                    // A commit or a rollback: new opens see it after the flip (pins.hpp).
+                    Commit c{d.name, *d.current_gen, expiry(d.current_not_after), d.move_now_gen == d.current_gen,
+                             !view.pins};
+                    if (c.starts) {
+                        view.pins = std::make_unique<DomainPins>(
+                            *view.current, expiry(view.current_not_after),
+                            PinOptions{m_options.pin_window, m_options.max_hold});
                     }
-                    view.pins->committed(*d.current_gen, at);
-                    commits.push_back({d.name, *d.current_gen, live_dir(d.id), starts});
-                    spdlog::info("{}: generation {} committed; visible in {} ms", d.name, *d.current_gen,
-                                 m_options.pin_window.count());
+                    if (c.now) {
+                        view.pins->committed_now(c.gen, c.expires);
+                        spdlog::warn("{}: generation {} committed with --now: every reader moves to it at once",
+                                     d.name, c.gen);
+                    } else {
+                        view.pins->committed(c.gen, c.expires, at);
+                        spdlog::info("{}: generation {} committed; visible in {} ms", d.name, c.gen,
+                                     (redrop_delay() + m_options.pin_window).count());
+                    }
+                    commits.push_back(std::move(c));
                 }
             } else if (old != m_domains.end()) {
                 stale.emplace_back(k_live, d.name); // removed and added again: a new domain
@@ -273,6 +304,7 @@ Status Filesystem::refresh()
             }
             view.id = d.id;
             view.current = d.current_gen;
+            view.current_not_after = d.current_not_after;
             view.generations = index[d.name];
             view.uid = d.owner_uid;
             view.gid = d.group_gid;
@@ -287,43 +319,38 @@ Status Filesystem::refresh()
         }
         m_domains = std::move(next);
     }
-    if (session != nullptr) {
-        for (const auto& [parent, name] : stale) {
-            // ENOENT: the kernel had no such entry cached; nothing to do.
-            fuse_lowlevel_notify_inval_entry(session, parent, name.c_str(), name.size());
-        }
-        for (const Commit& c : commits) {
-            // A transition that starts joins its readers several times (pins.hpp); in one
-            // already under way every lookup is seen and one drop is enough.
-            invalidate_live(session, c.name, c.dir, c.starts_transition ? Join::sample : Join::none);
-        }
+    if (session == nullptr) {
+        return Status::Ok();
     }
-    // The pin window counts from when the kernel holds no cached entry of the old generation
-    // any more: an open through such an entry was not recorded, and must be a whole window
-    // older than the flip.
-    const PinTime invalidated = PinClock::now();
+    for (const auto& [parent, name] : stale) {
+        drop_entry(session, parent, name);
+    }
+    for (const Commit& c : commits) {
+        drop_entry(session, k_live, c.name);
+    }
+    // When a transition starts, the kernel was caching the domain's entry, and opens through it
+    // were not seen: the window counts from when it holds no such entry any more, so that such
+    // an open is a whole window older than the flip. The drop above waits for lookups in
+    // progress (the kernel takes live/'s lock for it), but not for a revalidation of the entry
+    // that started before the commit and may still store a long timeout in it: a second drop,
+    // once such a revalidation has surely finished, removes that too, and the flip comes one
+    // window after it (run_timers()). During a transition no answer may be cached: nothing to
+    // wait for.
+    const PinTime dropped = PinClock::now();
     std::lock_guard lock(m_mutex);
     for (const Commit& c : commits) {
         auto d = m_domains.find(c.name);
-        if (d == m_domains.end() || !d->second.pins || d->second.pins->newest() != c.gen) {
-            continue;
-        }
-        if (c.starts_transition && d->second.pins->sampling()) {
-            // Commits that land while it samples do not move the schedule: sampling ends.
-            d->second.joins_left = k_joins - 1;
-            d->second.next_join = invalidated + join_interval();
-        } else if (!d->second.pins->sampling()) {
-            d->second.pins->committed(c.gen, invalidated);
-            d->second.flips.push_back(invalidated + m_options.pin_window);
+        if (c.starts && d != m_domains.end() && d->second.pins) {
+            d->second.pins->hold(dropped);
+            d->second.redrop = dropped + redrop_delay();
         }
     }
     return Status::Ok();
 }
 
-PinDuration Filesystem::join_interval() const
+PinDuration Filesystem::redrop_delay() const
 {
-    return std::min<PinDuration>(k_max_join_interval,
-                                 std::chrono::duration_cast<PinDuration>(m_options.pin_window) / (2 * k_joins));
+    return std::min<PinDuration>(k_max_redrop_delay, std::chrono::duration_cast<PinDuration>(m_options.pin_window) / 4);
 }
 
 PinTime Filesystem::next_timer() const
@@ -331,11 +358,8 @@ PinTime Filesystem::next_timer() const
     PinTime next = PinTime::max();
     std::lock_guard lock(m_mutex);
     for (const auto& [name, view] : m_domains) {
-        if (view.joins_left > 0) {
-            next = std::min(next, view.next_join);
-        }
-        for (PinTime flip : view.flips) {
-            next = std::min(next, flip);
+        if (view.redrop) {
+            next = std::min(next, *view.redrop);
         }
     }
     return next;
@@ -343,88 +367,67 @@ PinTime Filesystem::next_timer() const
 
 void Filesystem::run_timers()
 {
-    // Joins (pins.hpp), and flips: a lookup that chose the old generation just before a
-    // commit was seen can have its (cacheable) reply reach the kernel after the invalidation
-    // at the commit. Invalidating again at the flip removes any such entry: by then that
-    // lookup finished long ago, and every entry given out since the transition's last join
-    // was uncacheable anyway.
-    std::vector<std::tuple<std::string, std::optional<fuse_ino_t>, Join>> due_now;
     fuse_session* session = nullptr;
     {
         std::lock_guard store_lock(m_store_mutex);
         session = m_session;
     }
+    std::vector<std::string> due;
     {
         std::lock_guard lock(m_mutex);
         const PinTime t = PinClock::now();
         for (auto& [name, view] : m_domains) {
-            if (view.joins_left > 0 && view.next_join <= t) {
-                if (!view.pins || !view.pins->sampling()) {
-                    view.joins_left = 0; // the transition ended (a rollback to what is visible)
-                } else {
-                    // Counted from now, not from the schedule: however late the watcher is,
-                    // readers get a stretch of cached opens before every join.
-                    --view.joins_left;
-                    view.next_join = t + join_interval();
-                    due_now.emplace_back(name, live_dir(view.id), view.joins_left == 0 ? Join::last : Join::sample);
-                }
-            }
-            if (std::erase_if(view.flips, [&](PinTime flip) { return flip <= t; }) > 0) {
-                due_now.emplace_back(name, live_dir(view.id), Join::none);
+            if (view.redrop && *view.redrop <= t) {
+                view.redrop.reset();
+                due.push_back(name);
             }
         }
     }
     if (session == nullptr) {
         return;
     }
-    for (const auto& [name, dir, join] : due_now) {
-        invalidate_live(session, name, dir, join);
-    }
-}
-
-std::optional<fuse_ino_t> Filesystem::live_dir(std::int64_t domain_id) const
-{
-    auto dir = m_inode_of.find({static_cast<int>(Kind::live_domain), domain_id, 0, -1});
-    return dir != m_inode_of.end() ? std::optional(dir->second) : std::nullopt;
-}
-
-void Filesystem::invalidate_live(fuse_session* session, const std::string& name, std::optional<fuse_ino_t> dir,
-                                 Join join)
-{
-    // The first lookup a thread makes after this decides where the daemon thinks its rounds
-    // start (pins.hpp), so no thread may open one file through a cached entry and then look
-    // the next one up. Invalidating the files one by one would allow exactly that for as long
-    // as the notifications take (milliseconds on a loaded machine). Dropping live/<name> prunes
-    // its unused file entries in one step; a walk after it must look <name> up again, and that
-    // lookup waits (the gate) until the file entries that were in use are dropped too. The
-    // gate closes only after the first notification: the kernel holds live/'s lock for it,
-    // which a lookup waiting at the gate would also hold.
-    fuse_lowlevel_notify_inval_entry(session, k_live, name.c_str(), name.size());
-    {
+    for (const auto& name : due) {
+        drop_entry(session, k_live, name);
         std::lock_guard lock(m_mutex);
         auto d = m_domains.find(name);
         if (d != m_domains.end() && d->second.pins) {
-            const PinTime t = PinClock::now();
-            if (join == Join::sample) {
-                d->second.pins->begin_sample(t, t + join_interval() / 2);
-            } else if (join == Join::last) {
-                d->second.pins->end_sampling(t);
-                d->second.flips.push_back(t + m_options.pin_window);
-            }
+            d->second.pins->hold(PinClock::now());
         }
-        if (!dir) {
-            return; // the kernel never looked the directory up: it has no file entries
+    }
+}
+
+HoldCounts Filesystem::hold_counts() const
+{
+    std::lock_guard lock(m_mutex);
+    return m_holds;
+}
+
+void Filesystem::report(const std::string& domain, std::uint32_t pid, const DomainPins::Choice& choice)
+{
+    const auto held_for = std::chrono::duration_cast<Duration>(PinClock::now() - choice.held_since);
+    if (choice.event == DomainPins::Event::held) {
+        {
+            std::lock_guard lock(m_mutex);
+            ++m_holds.held;
         }
-        m_gated.insert(name);
+        log_notice("process {} ({}) keeps reading generation {} of {} because it never pauses; it moves when it "
+                   "pauses, at the latest at {}",
+                   pid, command_of(pid), choice.held_gen, domain, format_rfc3339(wall_time_of(choice.bound)));
+    } else if (choice.event == DomainPins::Event::moved_at_bound) {
+        {
+            std::lock_guard lock(m_mutex);
+            ++m_holds.moved_at_bound;
+        }
+        spdlog::warn("process {} ({}) moved from generation {} to {} of {} at the bound, after {} without a pause: "
+                     "if it was between its key and its certificate, it paired them wrongly once",
+                     pid, command_of(pid), choice.held_gen, choice.gen, domain, format_duration(held_for));
     }
-    for (const char* file : k_file_names) {
-        fuse_lowlevel_notify_inval_entry(session, *dir, file, std::strlen(file));
-    }
-    {
-        std::lock_guard lock(m_mutex);
-        m_gated.erase(name);
-    }
-    m_gate_cv.notify_all();
+}
+
+void Filesystem::drop_entry(fuse_session* session, fuse_ino_t parent, const std::string& name)
+{
+    // ENOENT: the kernel had no such entry cached; nothing to do.
+    fuse_lowlevel_notify_inval_entry(session, parent, name.c_str(), name.size());
 }
 
 Result<std::shared_ptr<const Filesystem::Content>> Filesystem::load_content(const std::string& domain,
@@ -489,17 +492,16 @@ std::uint32_t Filesystem::process_of(std::uint32_t tid)
     return pid;
 }
 
-Result<Filesystem::Entry> Filesystem::file_entry(const std::string& domain, std::int64_t gen, int file)
+Result<Filesystem::Entry> Filesystem::file_entry(const std::string& domain, std::int64_t domain_id, std::int64_t gen,
+                                                 int file)
 {
-    std::int64_t domain_id = 0;
     std::shared_ptr<const Content> content;
     {
         std::lock_guard lock(m_mutex);
         auto d = m_domains.find(domain);
-        if (d == m_domains.end()) {
+        if (d == m_domains.end() || d->second.id != domain_id) {
             return Status::NotFound("no domain " + domain);
         }
-        domain_id = d->second.id;
         auto c = m_content.find({domain_id, gen});
         if (c != m_content.end()) {
             content = c->second;
@@ -541,57 +543,67 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
             return Entry{k_archive, true};
         }
         return Status::NotFound(name);
-    case Kind::live:
-    case Kind::archive: {
-        std::unique_lock lock(m_mutex);
-        if (dir.kind == Kind::live) {
-            // Bounded: the watcher's notifications for one domain take milliseconds.
-            m_gate_cv.wait_for(lock, std::chrono::seconds(1), [&] { return !m_gated.contains(name); });
+    case Kind::live: {
+        std::int64_t domain_id = 0;
+        std::int64_t gen = 0;
+        bool transition = false;
+        {
+            std::lock_guard lock(m_mutex);
+            auto d = m_domains.find(name);
+            if (d == m_domains.end() || !d->second.current) {
+                return Status::NotFound(name);
+            }
+            domain_id = d->second.id;
+            gen = *d->second.current;
+            transition = d->second.pins != nullptr;
         }
+        bool cacheable = true;
+        if (transition) {
+            // Which generation this process gets (pins.hpp); the kernel must ask again next time.
+            const auto tid = static_cast<std::uint32_t>(fuse_req_ctx(req)->pid);
+            const std::uint32_t pid = process_of(tid);
+            DomainPins::Choice choice;
+            {
+                std::lock_guard lock(m_mutex);
+                auto d = m_domains.find(name);
+                if (d == m_domains.end() || d->second.id != domain_id || !d->second.current) {
+                    return Status::NotFound(name);
+                }
+                gen = *d->second.current;
+                if (d->second.pins) {
+                    const PinTime t = PinClock::now();
+                    choice = d->second.pins->choose(pid, t);
+                    gen = choice.gen;
+                    if (d->second.pins->in_transition(t)) {
+                        cacheable = false;
+                    } else {
+                        d->second.pins.reset();
+                        m_tgid_of.clear();
+                    }
+                }
+            }
+            if (choice.event != DomainPins::Event::none) {
+                report(name, pid, choice);
+            }
+        }
+        std::lock_guard lock(m_mutex);
+        return Entry{inode_for(Kind::live_domain, name, domain_id, gen, -1), cacheable};
+    }
+    case Kind::archive: {
+        std::lock_guard lock(m_mutex);
         auto d = m_domains.find(name);
-        if (d == m_domains.end() || (dir.kind == Kind::live ? !d->second.current : d->second.generations.empty())) {
+        if (d == m_domains.end() || d->second.generations.empty()) {
             return Status::NotFound(name);
         }
-        auto kind = dir.kind == Kind::live ? Kind::live_domain : Kind::archive_domain;
-        return Entry{inode_for(kind, name, d->second.id, 0, -1), true};
+        return Entry{inode_for(Kind::archive_domain, name, d->second.id, 0, -1), true};
     }
-    case Kind::live_domain: {
+    case Kind::live_domain:
+    case Kind::archive_gen: {
         int file = file_index(name);
         if (file < 0) {
             return Status::NotFound(name);
         }
-        std::int64_t gen = 0;
-        bool cacheable = true;
-        bool transition = false;
-        {
-            std::lock_guard lock(m_mutex);
-            auto d = m_domains.find(dir.domain);
-            if (d == m_domains.end() || d->second.id != dir.domain_id || !d->second.current) {
-                return Status::NotFound(dir.domain);
-            }
-            gen = *d->second.current;
-            transition = d->second.pins != nullptr;
-        }
-        if (transition) {
-            const auto* ctx = fuse_req_ctx(req);
-            auto tid = static_cast<std::uint32_t>(ctx->pid);
-            std::uint32_t pid = process_of(tid);
-            std::lock_guard lock(m_mutex);
-            auto d = m_domains.find(dir.domain);
-            if (d != m_domains.end() && d->second.pins) {
-                auto t = PinClock::now();
-                gen = d->second.pins->choose(tid, pid, file, t);
-                if (d->second.pins->in_transition(t)) {
-                    cacheable = d->second.pins->cacheable_while_sampling(t);
-                } else {
-                    d->second.pins.reset();
-                    m_tgid_of.clear();
-                }
-            }
-        }
-        ASSIGN_OR_RETURN(Entry entry, file_entry(dir.domain, gen, file));
-        entry.cacheable = cacheable;
-        return entry;
+        return file_entry(dir.domain, dir.domain_id, dir.gen, file);
     }
     case Kind::archive_domain: {
         auto gen = parse_gen(name);
@@ -606,13 +618,6 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
             return Status::NotFound(name);
         }
         return Entry{inode_for(Kind::archive_gen, dir.domain, dir.domain_id, *gen, -1), true};
-    }
-    case Kind::archive_gen: {
-        int file = file_index(name);
-        if (file < 0) {
-            return Status::NotFound(name);
-        }
-        return file_entry(dir.domain, dir.gen, file);
     }
     case Kind::file:
         return Status::NotFound(name);
@@ -763,24 +768,28 @@ void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t
             items.push_back({"archive", k_archive, S_IFDIR});
             break;
         case Kind::live:
+            for (const auto& [name, view] : m_domains) {
+                if (view.current) {
+                    items.push_back({name, inode_for(Kind::live_domain, name, view.id, *view.current, -1), S_IFDIR});
+                }
+            }
+            break;
         case Kind::archive:
             for (const auto& [name, view] : m_domains) {
-                if (dir.kind == Kind::live ? view.current.has_value() : !view.generations.empty()) {
-                    auto kind = dir.kind == Kind::live ? Kind::live_domain : Kind::archive_domain;
-                    items.push_back({name, inode_for(kind, name, view.id, 0, -1), S_IFDIR});
+                if (!view.generations.empty()) {
+                    items.push_back({name, inode_for(Kind::archive_domain, name, view.id, 0, -1), S_IFDIR});
                 }
             }
             break;
         case Kind::live_domain:
         case Kind::archive_gen: {
             auto d = m_domains.find(dir.domain);
-            if (d == m_domains.end() || !d->second.current) {
+            if (d == m_domains.end() || d->second.id != dir.domain_id) {
                 break;
             }
-            std::int64_t gen = dir.kind == Kind::live_domain ? *d->second.current : dir.gen;
             for (int f = 0; f < static_cast<int>(k_file_names.size()); ++f) {
                 items.push_back({k_file_names[static_cast<std::size_t>(f)],
-                                 inode_for(Kind::file, dir.domain, dir.domain_id, gen, f), S_IFREG});
+                                 inode_for(Kind::file, dir.domain, dir.domain_id, dir.gen, f), S_IFREG});
             }
             break;
         }

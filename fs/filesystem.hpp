@@ -4,9 +4,13 @@
 //   /archive/<name>/<gen>/{...same five files...}              every generation, immutable
 //
 // One inode per (domain, generation, file), never reused within a mount, so an open file
-// descriptor reads one generation for its whole life and the page cache can be kept. Which
-// generation a lookup in live/ returns is decided by DomainPins (pins.hpp). A watcher thread
-// follows the store (PRAGMA data_version), starts transitions and invalidates kernel entries;
+// descriptor reads one generation for its whole life and the page cache can be kept. The
+// directory live/<name> is one inode per generation too: a lookup of <name> names one
+// generation's directory, whose file entries never change, so everything opened through one
+// directory descriptor (or below one working directory) comes from one generation, and the
+// kernel may cache the file entries for good. Only the entry <name> in live/ changes: which
+// generation a lookup of it returns is decided by DomainPins (pins.hpp). A watcher thread
+// follows the store (PRAGMA data_version), starts transitions and drops the kernel's entries;
 // request handlers never call notify functions (that can deadlock).
 //
 // Thread-safety: handlers run on libfuse's worker threads; all shared state is guarded as
@@ -37,13 +41,20 @@ namespace certfs::fs {
 inline constexpr std::array<const char*, 5> k_file_names = {"cert.pem", "chain.pem", "fullchain.pem", "privkey.pem",
                                                              "combined.pem"};
 inline constexpr Duration k_default_pin_window = std::chrono::seconds(2);
-// A transition joins its readers this many times before the flip (pins.hpp), this far apart.
-inline constexpr int k_joins = 8;
-inline constexpr PinDuration k_max_join_interval = std::chrono::milliseconds(20);
+// A commit drops the kernel's entry for live/<name> at once and again this much later (at most a
+// quarter of the window), and flips one window after the second drop (see refresh()).
+inline constexpr PinDuration k_max_redrop_delay = std::chrono::milliseconds(100);
+
+// Readers held on an older generation since the mount (pins.hpp): what the metrics show.
+struct HoldCounts {
+    std::uint64_t held = 0;           // processes held for a window or longer
+    std::uint64_t moved_at_bound = 0; // of those, moved at the bound rather than at a pause
+};
 
 struct Options {
     std::string db_path;
     Duration pin_window = k_default_pin_window;
+    Duration max_hold = k_default_max_hold; // the bound on a hold (pins.hpp)
     Duration poll_interval = std::chrono::milliseconds(100); // how often the watcher looks
     std::function<void()> on_store_change; // called by the watcher after it saw a change
 };
@@ -62,6 +73,8 @@ public:
     // outlives both. An error means the store could not be opened: nothing was started.
     Status start(fuse_session* se);
     void stop();
+
+    HoldCounts hold_counts() const;
 
     // Handlers, called by the thin op_* functions in filesystem.cpp. Each replies exactly once.
     void init(fuse_conn_info* conn);
@@ -94,12 +107,11 @@ private:
     struct DomainView {
         std::int64_t id = 0;
         std::optional<std::int64_t> current;
+        std::optional<TimePoint> current_not_after;
         std::vector<std::pair<std::int64_t, TimePoint>> generations;
         std::uint32_t uid = 0, gid = 0, mode = 0600;
         std::unique_ptr<DomainPins> pins; // set while in transition
-        std::vector<PinTime> flips;        // when committed generations become visible
-        int joins_left = 0;                // joins the transition still makes
-        PinTime next_join{};               // when the next one is due
+        std::optional<PinTime> redrop;     // when the second drop of a commit is due
     };
 
     // What a lookup answers: an inode and whether the kernel may cache the entry.
@@ -111,19 +123,18 @@ private:
     Filesystem(Options options, std::unique_ptr<store::Store> store);
 
     Status refresh(); // re-reads the domains; called by the watcher
-    void run_timers();          // due joins and flips; called by the watcher
-    PinTime next_timer() const; // the next due join or flip
-    std::optional<fuse_ino_t> live_dir(std::int64_t domain_id) const; // m_mutex held
-    PinDuration join_interval() const;
-    // What a drop of the kernel's entries means to the domain's pins (pins.hpp).
-    enum class Join { none, sample, last };
-    // Drops the kernel's entries for live/<name>/ and its files as one step; watcher only.
-    void invalidate_live(fuse_session* session, const std::string& name, std::optional<fuse_ino_t> dir, Join join);
+    void run_timers();          // due second drops; called by the watcher
+    PinTime next_timer() const; // the next due second drop
+    PinDuration redrop_delay() const;
+    // Drops the kernel's entry for live/<name>; watcher only.
+    void drop_entry(fuse_session* session, fuse_ino_t parent, const std::string& name);
+    // Logs what a choice of the pins reports about a process (resolve(), no lock held).
+    void report(const std::string& domain, std::uint32_t pid, const DomainPins::Choice& choice);
     void watch();     // the watcher thread's loop
     Result<std::shared_ptr<const Content>> load_content(const std::string& domain, std::int64_t gen);
 
     Result<Entry> resolve(fuse_req_t req, fuse_ino_t parent, const char* name);
-    Result<Entry> file_entry(const std::string& domain, std::int64_t gen, int file);
+    Result<Entry> file_entry(const std::string& domain, std::int64_t domain_id, std::int64_t gen, int file);
     fuse_ino_t inode_for(Kind kind, const std::string& domain, std::int64_t domain_id, std::int64_t gen, int file);
     struct stat attributes(fuse_ino_t ino, const Node& node) const;
     std::uint32_t process_of(std::uint32_t tid);
@@ -144,8 +155,7 @@ private:
     fuse_ino_t m_next_ino = 4;                                                           // guarded by m_mutex
     std::map<std::pair<std::int64_t, std::int64_t>, std::shared_ptr<const Content>> m_content; // guarded by m_mutex
     std::map<std::uint32_t, std::uint32_t> m_tgid_of; // tid -> pid; guarded by m_mutex
-    std::set<std::string> m_gated; // domains whose file entries are being invalidated; guarded by m_mutex
-    std::condition_variable m_gate_cv; // signalled when m_gated shrinks
+    HoldCounts m_holds;                               // guarded by m_mutex
 
     std::mutex m_watch_mutex;
     std::condition_variable m_watch_cv;

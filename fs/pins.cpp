@@ -4,16 +4,39 @@
 
 namespace certfs::fs {
 
-void DomainPins::committed(std::int64_t gen, PinTime at)
+DomainPins::DomainPins(std::int64_t current, PinTime expires, PinOptions options)
+    : m_options(options), m_visible(current), m_newest(current)
 {
+    m_expires[current] = expires;
+}
+
+void DomainPins::committed(std::int64_t gen, PinTime expires, PinTime at)
+{
+    m_expires[gen] = expires;
     // A rollback to gen drops what was committed above it and is not visible yet; a renewal
     // (a higher number) keeps the earlier flips.
     std::erase_if(m_pending, [&](const auto& p) { return p.second >= gen; });
     m_newest = gen;
     if (gen != m_visible || !m_pending.empty()) {
-        m_pending.emplace_back(at + m_window, gen);
+        m_pending.emplace_back(at + m_options.window, gen);
         std::sort(m_pending.begin(), m_pending.end());
     }
+}
+
+void DomainPins::committed_now(std::int64_t gen, PinTime expires)
+{
+    m_expires[gen] = expires;
+    m_pending.clear();
+    m_hold = PinTime{};
+    m_visible = gen;
+    m_newest = gen;
+    m_processes.clear();
+}
+
+void DomainPins::hold(PinTime at)
+{
+    visible(at); // what was due before is visible already, whether or not a lookup asked
+    m_hold = std::max(m_hold, at + m_options.window);
 }
 
 std::int64_t DomainPins::visible(PinTime now)
@@ -25,114 +48,74 @@ std::int64_t DomainPins::visible(PinTime now)
     return m_visible;
 }
 
-std::int64_t DomainPins::choose(std::uint32_t tid, std::uint32_t pid, int file, PinTime now)
+DomainPins::Choice DomainPins::choose(std::uint32_t pid, PinTime now)
 {
     const std::int64_t visible_now = visible(now);
-    const unsigned bit = 1U << file;
-    if (m_sampling && now < m_observe_until) {
-        Votes& votes = m_votes[tid];
-        if (votes.join != m_join) {
-            votes.join = m_join;
-            ++votes.first[static_cast<std::size_t>(file)];
-        }
+    auto it = m_processes.find(pid);
+    if (it == m_processes.end() || now - it->second.last > m_options.window) {
+        // Quiet on the domain for a window, or not seen since the transition began (and then
+        // the flip is a window away from anything it opened through the cache): a round of its
+        // certainly starts here.
+        ProcessPin fresh;
+        fresh.gen = visible_now;
+        fresh.last = now;
+        m_processes.insert_or_assign(pid, fresh);
+        return Choice{visible_now};
     }
-    auto proc = m_processes.find(pid);
-    if (proc != m_processes.end() && now - proc->second.last > m_window) {
-        m_processes.erase(proc);
-        proc = m_processes.end();
-    }
-    bool same_open = false;
-    auto it = m_threads.find(tid);
-    if (it != m_threads.end() && now - it->second.last <= m_window) {
-        ThreadPin& pin = it->second;
-        if ((pin.round & bit) != 0) {
-            bool expected = (pin.relookup & bit) != 0;
-            bool burst = file == pin.last_file && now - pin.burst < m_same_open;
-            if (expected || burst) {
-                if (expected && !burst) {
-                    // Possibly the first lookup of a new open (the awaited one never came),
-                    // kept on the pinned generation: it starts a round of its own there, so
-                    // that the files opened after it match it, and the kernel's second
-                    // lookup for it is absorbed too.
-                    pin.round = 0;
-                    pin.burst = now;
-                }
-                pin.relookup &= ~bit;
-                same_open = true;
-            } else {
-                pin = ThreadPin{visible_now, now, 0, 0, -1, now}; // a new round
-            }
-        }
-    } else {
-        std::int64_t gen = visible_now;
-        unsigned round = 0;
-        auto head = m_heads.find(tid);
-        if (head != m_heads.end() && head->second != file && now - m_last_join <= m_window) {
-            // Its round began with a file it opened through the cache before the last join.
-            gen = m_join_gen;
-            round = 1U << head->second;
-        } else if (proc != m_processes.end() && (proc->second.round & bit) == 0) {
-            gen = proc->second.gen; // another thread of the process opened the other files
-        }
-        if (head != m_heads.end()) {
-            m_heads.erase(head);
-        }
-        it = m_threads.insert_or_assign(tid, ThreadPin{gen, now, round, 0, -1, now}).first;
-    }
-    ThreadPin& pin = it->second;
-    const std::int64_t gen = pin.gen;
-    auto& answered = m_answered[static_cast<std::size_t>(file)];
-    if (!same_open) {
-        pin.burst = now;
-        if (answered.size() > 1 || !answered.contains(gen)) {
-            pin.relookup |= bit; // the shared entry may name another generation: the kernel may ask again
-        }
-    }
-    answered.insert(gen);
-    pin.round |= bit;
+    ProcessPin& pin = it->second;
+    const PinClock::duration gap = now - pin.last;
     pin.last = now;
-    pin.last_file = file;
-
-    ProcessPin& p = m_processes[pid];
-    if (p.gen != gen || p.round == 0) {
-        p = ProcessPin{gen, now, 0};
-    }
-    p.round |= bit;
-    p.last = now;
-    return gen;
-}
-
-void DomainPins::begin_sample(PinTime at, PinTime until)
-{
-    m_sampling = true;
-    ++m_join;
-    m_observe_until = until;
-    hold(at);
-}
-
-void DomainPins::end_sampling(PinTime at)
-{
-    m_heads.clear();
-    for (const auto& [tid, votes] : m_votes) {
-        auto best = std::max_element(votes.first.begin(), votes.first.end());
-        if (std::count(votes.first.begin(), votes.first.end(), *best) == 1) {
-            m_heads[tid] = static_cast<int>(best - votes.first.begin());
+    Choice choice{pin.gen};
+    if (pin.gen == visible_now) {
+        pin.held_since.reset();
+        pin.reported = false;
+    } else {
+        if (!pin.held_since) {
+            pin.held_since = now;
+        }
+        const PinTime bound = bound_of(pin);
+        if (now >= bound && (gap >= long_gap(pin) || now >= bound + m_options.window)) {
+            choice = Choice{visible_now, Event::moved_at_bound, pin.gen, *pin.held_since, bound};
+            pin = ProcessPin{};
+            pin.gen = visible_now;
+            pin.last = now;
+            return choice;
+        }
+        if (!pin.reported && now - *pin.held_since >= m_options.window) {
+            pin.reported = true;
+            choice = Choice{pin.gen, Event::held, pin.gen, *pin.held_since, bound};
         }
     }
-    m_votes.clear();
-    // What was recorded between joins is out of date: the threads went on through the cache.
-    m_threads.clear();
-    m_processes.clear();
-    m_sampling = false;
-    m_last_join = at;
-    m_join_gen = visible(at);
-    hold(at);
+    pin.gaps[pin.gap_count % k_gaps] = gap;
+    ++pin.gap_count;
+    return choice;
+}
+
+PinTime DomainPins::bound_of(const ProcessPin& pin) const
+{
+    const PinTime since = *pin.held_since;
+    PinClock::duration hold = m_options.max_hold;
+    if (auto e = m_expires.find(pin.gen); e != m_expires.end()) {
+        hold = std::min(hold, std::max<PinClock::duration>((e->second - since) / 2, PinClock::duration::zero()));
+    }
+    return since + hold;
+}
+
+PinClock::duration DomainPins::long_gap(const ProcessPin& pin)
+{
+    const std::size_t n = std::min(pin.gap_count, k_gaps);
+    if (n < 4) {
+        return PinClock::duration::max(); // too few to tell: only the latest move applies
+    }
+    std::array<PinClock::duration, k_gaps> sorted = pin.gaps;
+    const auto nth = sorted.begin() + static_cast<long>(n * 4 / 5);
+    std::nth_element(sorted.begin(), nth, sorted.begin() + static_cast<long>(n));
+    return *nth; // the 80th percentile: where a loop typically pauses between its rounds
 }
 
 void DomainPins::forget_stale(PinTime now)
 {
-    std::erase_if(m_threads, [&](const auto& kv) { return now - kv.second.last > m_window; });
-    std::erase_if(m_processes, [&](const auto& kv) { return now - kv.second.last > m_window; });
+    std::erase_if(m_processes, [&](const auto& kv) { return now - kv.second.last > m_options.window; });
 }
 
 bool DomainPins::in_transition(PinTime now)
@@ -142,17 +125,8 @@ bool DomainPins::in_transition(PinTime now)
     if (!m_pending.empty() || visible_now != m_newest) {
         return true;
     }
-    for (const auto& [tid, pin] : m_threads) {
-        if (pin.gen != m_newest) {
-            return true;
-        }
-    }
-    for (const auto& [pid, pin] : m_processes) {
-        if (pin.gen != m_newest) {
-            return true;
-        }
-    }
-    return false;
+    return std::any_of(m_processes.begin(), m_processes.end(),
+                       [&](const auto& kv) { return kv.second.gen != m_newest; });
 }
 
 } // namespace certfs::fs

@@ -1,11 +1,10 @@
 // The filesystem on a real FUSE mount: the daemon as users run it, plain POSIX calls.
 // Each test mounts in its own temp dir, waits on conditions with timeouts, and always
 // unmounts and stops the daemon (by pid).
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -13,6 +12,7 @@
 #include <atomic>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -22,6 +22,7 @@
 
 #include "renew/local_ca.hpp"
 #include "renew/renewer.hpp"
+#include "tests/mount.hpp"
 #include "tests/testutil.hpp"
 
 using namespace certfs;
@@ -29,32 +30,14 @@ using certfs::test::TempDir;
 using namespace std::chrono_literals;
 namespace stdfs = std::filesystem;
 
-extern char** environ;
 
 namespace {
 
+using certfs::test::is_fuse_mount;
+using certfs::test::serial_seen_by_new_process;
 using certfs::test::slurp;
-
-constexpr long k_fuse_super_magic = 0x65735546;
-
-bool is_fuse_mount(const stdfs::path& dir)
-{
-    struct statfs sf{};
-    return ::statfs(dir.c_str(), &sf) == 0 && sf.f_type == k_fuse_super_magic;
-}
-
-template <typename Pred>
-bool wait_until(Pred pred, Duration timeout = 10s)
-{
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (pred()) {
-            return true;
-        }
-        std::this_thread::sleep_for(10ms);
-    }
-    return pred();
-}
+using certfs::test::wait_until;
+using Mount = certfs::test::CaMount;
 
 std::string serial_of(const std::string& pem)
 {
@@ -69,138 +52,11 @@ bool pair_matches(const std::string& key_pem, const std::string& cert_pem)
     return key.ok() && certs.ok() && pki::key_matches(*certs->front(), **key);
 }
 
-// The serial another process (with no pins of its own) sees in cert.pem right now.
-std::string serial_seen_by_new_process(const stdfs::path& cert)
-{
-    auto r = test::run({"/usr/bin/openssl", "x509", "-noout", "-serial", "-in", cert.string()});
-    std::string out = r.out;
-    if (out.rfind("serial=", 0) != 0) {
-        return "";
-    }
-    std::string hex = out.substr(7, out.find('\n') - 7);
-    std::transform(hex.begin(), hex.end(), hex.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    hex.erase(0, std::min(hex.find_first_not_of('0'), hex.size() - 1));
-    return hex;
-}
-
 int env_int(const char* name, int fallback)
 {
     const char* v = std::getenv(name);
     return v != nullptr && std::atoi(v) > 0 ? std::atoi(v) : fallback;
 }
-
-class Mount {
-public:
-    explicit Mount(Duration pin_window = 2s, std::vector<std::string> extra = {})
-    {
-        // mkdtemp made the directory 0700; other users must reach the mount point.
-        stdfs::permissions(m_dir.path(), stdfs::perms::owner_all | stdfs::perms::group_read |
-                                             stdfs::perms::group_exec | stdfs::perms::others_read |
-                                             stdfs::perms::others_exec);
-        stdfs::create_directory(m_mnt);
-        auto store = store::Store::open(m_db.string(), {.create = true, .actor = "test", .clock = nullptr}).value();
-        REQUIRE(store->add_issuer(renew::create_local_ca("ca", {}, std::chrono::system_clock::now()).value()).ok());
-        store.reset();
-        std::vector<std::string> argv{CERTFS_PATH, "--db", m_db.string(), "--pin-window",
-                                      std::to_string(pin_window.count()) + "ms", "-f"};
-        argv.insert(argv.end(), extra.begin(), extra.end());
-        argv.push_back(m_mnt.string());
-        m_pid = spawn(argv);
-        REQUIRE(wait_until([&] { return is_fuse_mount(m_mnt); }));
-    }
-
-    ~Mount()
-    {
-        // Unmount even when the test failed; then the daemon exits by itself.
-        test::run({"/usr/bin/fusermount3", "-u", m_mnt.string()});
-        if (m_pid > 0 && !wait_exit(10s)) {
-            ::kill(m_pid, SIGKILL);
-            ::waitpid(m_pid, nullptr, 0);
-            test::run({"/usr/bin/fusermount3", "-uz", m_mnt.string()});
-        }
-    }
-
-    Mount(const Mount&) = delete;
-    Mount& operator=(const Mount&) = delete;
-
-    static pid_t spawn(const std::vector<std::string>& args, const std::string& log = "/dev/null")
-    {
-        posix_spawn_file_actions_t actions;
-        posix_spawn_file_actions_init(&actions);
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-        posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-        posix_spawn_file_actions_adddup2(&actions, 1, 2);
-        std::vector<std::string> copy = args;
-        std::vector<char*> argp;
-        for (auto& s : copy) {
-            argp.push_back(s.data());
-        }
-        argp.push_back(nullptr);
-        pid_t pid = -1;
-        int rc = posix_spawn(&pid, argp[0], &actions, nullptr, argp.data(), environ);
-        posix_spawn_file_actions_destroy(&actions);
-        REQUIRE(rc == 0);
-        return pid;
-    }
-
-    // Waits for the daemon to exit; its exit status in *status.
-    bool wait_exit(Duration timeout, int* status = nullptr)
-    {
-        int st = 0;
-        bool done = wait_until([&] { return ::waitpid(m_pid, &st, WNOHANG) == m_pid; }, timeout);
-        if (done) {
-            m_pid = -1;
-            if (status != nullptr) {
-                *status = st;
-            }
-        }
-        return done;
-    }
-
-    std::unique_ptr<store::Store> store()
-    {
-        return store::Store::open(m_db.string(), {.create = false, .actor = "test", .clock = nullptr}).value();
-    }
-
-    // Adds a domain issued by the local CA and waits until the mount shows it.
-    void add(const std::string& name, std::uint32_t mode = 0600, std::uint32_t uid = 0)
-    {
-        auto st = store();
-        store::DomainConfig c;
-        c.name = name;
-        c.issuer = "ca";
-        c.dns_names = {name};
-        c.mode = mode;
-        c.owner_uid = uid;
-        REQUIRE(renew::Renewer(*st, "test").add_and_issue(c).ok());
-        REQUIRE(wait_until([&] { return stdfs::exists(live(name) / "cert.pem"); }));
-    }
-
-    // Commits a new generation; returns its serial.
-    std::string renew(const std::string& name)
-    {
-        auto st = store();
-        REQUIRE(renew::Renewer(*st, "test").renew(name, true).ok());
-        return st->current_generation(name).value().serial_hex;
-    }
-
-    // Waits until a fresh process sees `serial` in live/<name>/cert.pem (the flip happened).
-    void wait_flip(const std::string& name, const std::string& serial)
-    {
-        REQUIRE(wait_until([&] { return serial_seen_by_new_process(live(name) / "cert.pem") == serial; }, 15s));
-    }
-
-    stdfs::path live(const std::string& name) const { return m_mnt / "live" / name; }
-    const stdfs::path& mnt() const { return m_mnt; }
-    const stdfs::path& db() const { return m_db; }
-    pid_t pid() const { return m_pid; }
-
-private:
-    TempDir m_dir;
-    stdfs::path m_db = m_dir / "certfs.db";
-    stdfs::path m_mnt = m_dir / "mnt";
-    pid_t m_pid = -1;
-};
 
 } // namespace
 
@@ -368,7 +224,6 @@ struct LoopStats {
     int mismatches = 0;
     int errors = 0;
     std::set<std::string> serials;
-    std::string last; // the serial of the last pair read
 };
 
 // Loops over privkey.pem + fullchain.pem (separate opens, separate closes) until stop.
@@ -386,18 +241,19 @@ LoopStats read_pairs(const stdfs::path& dir, const std::atomic<bool>& stop)
         if (!pair_matches(*key, *chain)) {
             ++s.mismatches;
         }
-        s.last = serial_of(*chain);
-        s.serials.insert(s.last);
+        s.serials.insert(serial_of(*chain));
     }
     return s;
 }
 
 } // namespace
 
-TEST_CASE("fs (3c and 3d): looping readers never mismatch and move to each new generation")
+TEST_CASE("fs (3c and 3d): looping threads of one process keep their generation together and move when it pauses")
 {
-    Mount m(500ms);
+    const Duration window = 500ms;
+    Mount m(window);
     m.add("loop.test");
+    const std::string first = m.store()->current_generation("loop.test").value().serial_hex;
     std::atomic<bool> stop{false};
     LoopStats one;
     LoopStats two_a;
@@ -406,29 +262,29 @@ TEST_CASE("fs (3c and 3d): looping readers never mismatch and move to each new g
     std::thread t1([&] { one = read_pairs(m.live("loop.test"), stop); });
     std::thread t2([&] { two_a = read_pairs(m.live("loop.test"), stop); });
     std::thread t3([&] { two_b = read_pairs(m.live("loop.test"), stop); });
-    std::vector<std::string> serials;
+    std::string last;
     for (int i = 0; i < 5; ++i) {
-        serials.push_back(m.renew("loop.test"));
-        m.wait_flip("loop.test", serials.back());
+        last = m.renew("loop.test");
+        m.wait_flip("loop.test", last); // a new process gets each one at once
     }
-    // Every reader reaches the last generation: nobody is stuck on an old one.
-    bool all_moved = wait_until([&] {
-        auto chain = slurp(m.live("loop.test") / "fullchain.pem");
-        return chain && serial_of(*chain) == serials.back();
-    });
-    std::this_thread::sleep_for(600ms); // one more pin window of reading on the newest generation
     stop = true;
     t1.join();
     t2.join();
     t3.join();
-    CHECK(all_moved);
     for (const auto* s : {&one, &two_a, &two_b}) {
         CHECK(s->errors == 0);
         CHECK(s->mismatches == 0);
         CHECK(s->rounds > 20);
-        CHECK(s->serials.count(serials.back()) == 1);
-        CHECK(s->serials.size() >= 4); // moved through the generations, not just the last
+        // The process never paused: every thread of it kept the generation it had.
+        CHECK(s->serials == std::set<std::string>{first});
     }
+    // Quiet for longer than a window, the process gets the newest.
+    std::this_thread::sleep_for(window + 100ms);
+    auto key = slurp(m.live("loop.test") / "privkey.pem");
+    auto chain = slurp(m.live("loop.test") / "fullchain.pem");
+    REQUIRE((key && chain));
+    CHECK(pair_matches(*key, *chain));
+    CHECK(serial_of(*chain) == last);
 }
 
 TEST_CASE("fs (4): stress: several reader processes and renewals as fast as they commit and no mismatch")
@@ -436,33 +292,16 @@ TEST_CASE("fs (4): stress: several reader processes and renewals as fast as they
     // bench/stress.sh runs this same test for minutes by raising these.
     const int k_readers = env_int("CERTFS_STRESS_READERS", 3);
     const int k_renewals = env_int("CERTFS_STRESS_RENEWALS", 200);
-    Mount m(200ms);
+    const Duration window = 200ms;
+    Mount m(window);
     m.add("stress.test");
-    auto dir = m.live("stress.test");
-    std::vector<std::pair<pid_t, int>> readers; // pid, read end of its result pipe
+    // Each parses every pair and pauses for 2.5 windows every 2, so that it moves along.
+    std::vector<std::unique_ptr<test::PairReader>> readers;
     for (int i = 0; i < k_readers; ++i) {
-        int fds[2];
-        REQUIRE(::pipe(fds) == 0);
-        pid_t pid = ::fork();
-        if (pid == 0) {
-            ::close(fds[0]);
-            // Read until the parent closes our stdin-like pipe? Simpler: until a stop file exists.
-            std::atomic<bool> stop{false};
-            std::thread watcher([&] {
-                while (!stdfs::exists(dir.parent_path().parent_path().parent_path() / "stop")) {
-                    std::this_thread::sleep_for(20ms);
-                }
-                stop = true;
-            });
-            LoopStats s = read_pairs(dir, stop);
-            watcher.join();
-            std::string report = std::to_string(s.rounds) + " " + std::to_string(s.mismatches) + " " +
-                                 std::to_string(s.errors) + " " + std::to_string(s.serials.size()) + " " + s.last;
-            (void)!::write(fds[1], report.data(), report.size());
-            _exit(0);
-        }
-        ::close(fds[1]);
-        readers.emplace_back(pid, fds[0]);
+        readers.push_back(std::make_unique<test::PairReader>(
+            m.live("stress.test"), std::vector<std::string>{"--window-ms", "200", "--parse-every", "--pause-ms", "500",
+                                                            "--pause-every-ms", "400", "--name", "stress"}));
+        REQUIRE(readers.back()->wait_ready(30s));
     }
     std::string last;
     {
@@ -474,28 +313,14 @@ TEST_CASE("fs (4): stress: several reader processes and renewals as fast as they
         last = st->current_generation("stress.test").value().serial_hex;
     }
     m.wait_flip("stress.test", last);
-    // Let every reader finish a round on the newest generation before stopping them.
-    std::this_thread::sleep_for(500ms);
-    test::write_file(m.mnt().parent_path() / "stop", "");
-    for (auto [pid, fd] : readers) {
-        std::string report;
-        char buf[128];
-        ssize_t n = 0;
-        while ((n = ::read(fd, buf, sizeof buf)) > 0) {
-            report.append(buf, static_cast<std::size_t>(n));
-        }
-        ::close(fd);
-        int status = 0;
-        REQUIRE(::waitpid(pid, &status, 0) == pid);
-        int rounds = 0, mismatches = -1, errors = -1, generations = 0;
-        std::string final_serial;
-        std::istringstream(report) >> rounds >> mismatches >> errors >> generations >> final_serial;
-        INFO("reader " << pid << ": " << report);
-        CHECK(mismatches == 0);
-        CHECK(errors == 0);
-        CHECK(rounds > 100);
-        CHECK(generations >= 2);
-        CHECK(final_serial == last); // every reader reached the newest generation
+    for (auto& r : readers) {
+        auto c = r->stop();
+        INFO("reader " << r->pid());
+        CHECK(c["mismatches"] == 0);
+        CHECK(c["errors"] == 0);
+        CHECK(c["rounds"] > 100);
+        CHECK(c["generations"] >= 2);
+        CHECK(c.serials["final"] == last); // every reader reached the newest generation
     }
     CHECK(m.store()->history("stress.test").value().size() == static_cast<std::size_t>(k_renewals + 1));
 }
@@ -571,7 +396,7 @@ TEST_CASE("daemon: SIGTERM unmounts cleanly: a busy mount point and a missing st
 
     REQUIRE(::kill(m.pid(), SIGTERM) == 0);
     int status = -1;
-    REQUIRE(m.wait_exit(10s, &status));
+    REQUIRE(m.daemon().wait_exit(10s, &status));
     CHECK(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
     CHECK_FALSE(is_fuse_mount(m.mnt()));
@@ -598,28 +423,30 @@ TEST_CASE("daemon: the fstab form (DBPATH MOUNTPOINT -o OPTS) mounts read-only a
     CHECK(wait_until([&] { return !is_fuse_mount(mnt); }));
 }
 
-TEST_CASE("fs: a reader reopening one file in a tight loop moves to the new generation")
+TEST_CASE("fs: a reader reopening one file in a tight loop keeps its generation until it pauses")
 {
-    Mount m(500ms);
+    const Duration window = 500ms;
+    Mount m(window);
     m.add("tight.test");
+    const std::string first = m.store()->current_generation("tight.test").value().serial_hex;
     std::atomic<bool> stop{false};
-    std::string seen;
-    std::mutex seen_mutex;
+    std::set<std::string> seen;
     std::thread reader([&] {
         while (!stop) {
             auto cert = slurp(m.live("tight.test") / "cert.pem");
-            std::lock_guard lock(seen_mutex);
-            seen = cert ? serial_of(*cert) : "error";
+            seen.insert(cert ? serial_of(*cert) : "error");
         }
     });
     auto serial = m.renew("tight.test");
-    bool moved = wait_until([&] {
-        std::lock_guard lock(seen_mutex);
-        return seen == serial;
-    });
+    m.wait_flip("tight.test", serial);
+    std::this_thread::sleep_for(2 * window); // it goes on looping well past the flip
     stop = true;
     reader.join();
-    CHECK(moved);
+    CHECK(seen == std::set<std::string>{first});
+    std::this_thread::sleep_for(window + 100ms);
+    auto cert = slurp(m.live("tight.test") / "cert.pem");
+    REQUIRE(cert);
+    CHECK(serial_of(*cert) == serial);
 }
 
 TEST_CASE("daemon: a relative --db still works once the daemon changed to /")
@@ -670,11 +497,7 @@ TEST_CASE("daemon: renews short-lived certificates by itself while readers match
         }
     }
     REQUIRE(wait_until([&] { return stdfs::exists(m.live("a.short.test") / "privkey.pem"); }));
-    std::atomic<bool> stop{false};
-    LoopStats one;
-    LoopStats two;
-    std::thread t1([&] { one = read_pairs(m.live("a.short.test"), stop); });
-    std::thread t2([&] { two = read_pairs(m.live("a.short.test"), stop); });
+    auto readers = test::pausing_readers(m.live("a.short.test"), 200ms);
     auto current = [&](const char* name) { return m.store()->get_domain(name).value().current_gen.value_or(0); };
     // Three renewals, by the daemon alone, and the hook of each has run.
     auto hook_lines = [&] {
@@ -686,15 +509,13 @@ TEST_CASE("daemon: renews short-lived certificates by itself while readers match
         return lines;
     };
     bool renewed = wait_until([&] { return current("a.short.test") >= 4 && hook_lines().size() >= 3; }, 120s);
-    stop = true;
-    t1.join();
-    t2.join();
     REQUIRE(renewed);
     CHECK(current("b.short.test") == current("a.short.test"));
-    for (const auto* s : {&one, &two}) {
-        CHECK(s->errors == 0);
-        CHECK(s->mismatches == 0);
-        CHECK(s->serials.size() >= 3);
+    for (auto& r : readers) {
+        auto c = r->stop();
+        CHECK(c["errors"] == 0);
+        CHECK(c["mismatches"] == 0);
+        CHECK(c["generations"] >= 3);
     }
     // One line per batch, each naming both domains at one generation.
     auto lines = hook_lines();
@@ -707,4 +528,118 @@ TEST_CASE("daemon: renews short-lived certificates by itself while readers match
     auto a = m.store()->get_domain("a.short.test").value();
     CHECK(a.hook_error.empty());
     CHECK(a.last_error.empty());
+}
+
+TEST_CASE("fs: a directory descriptor of live/<name>/ names one generation, after the flip and a pause too")
+{
+    const Duration window = 300ms;
+    Mount m(window);
+    m.add("dir.test");
+    const auto old_gen = m.store()->current_generation("dir.test").value();
+    int dirfd = ::open(m.live("dir.test").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    REQUIRE(dirfd >= 0);
+    auto serial = m.renew("dir.test");
+    m.wait_flip("dir.test", serial);
+    std::this_thread::sleep_for(window + 100ms); // quiet for longer than a window
+    auto read_at = [&](const char* name) {
+        int fd = ::openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+        std::string out;
+        char buf[4096];
+        ssize_t n = 0;
+        while (fd >= 0 && (n = ::read(fd, buf, sizeof buf)) > 0) {
+            out.append(buf, static_cast<std::size_t>(n));
+        }
+        if (fd >= 0) {
+            ::close(fd);
+        }
+        return out;
+    };
+    const std::string key = read_at("privkey.pem");
+    const std::string cert = read_at("cert.pem");
+    CHECK(key == old_gen.key_pem);
+    CHECK(cert == old_gen.cert_pem);
+    CHECK(read_at("combined.pem") == old_gen.combined_pem());
+    // Listing it shows the same five files.
+    DIR* listing = ::fdopendir(::dup(dirfd));
+    REQUIRE(listing != nullptr);
+    std::set<std::string> names;
+    while (dirent* e = ::readdir(listing)) {
+        names.insert(e->d_name);
+    }
+    ::closedir(listing);
+    CHECK(names == std::set<std::string>{".", "..", "cert.pem", "chain.pem", "fullchain.pem", "privkey.pem",
+                                         "combined.pem"});
+    ::close(dirfd);
+    // A path from the top gets the new generation.
+    CHECK(serial_of(slurp(m.live("dir.test") / "cert.pem").value()) == serial);
+}
+
+TEST_CASE("fs: renew --now and rollback --now move a reader that never pauses at once, and say so")
+{
+    Mount m(200ms);
+    m.add("now.test");
+    auto ctl = [&](std::vector<std::string> args) {
+        args.insert(args.begin(), {CERTFSCTL_PATH, "--db", m.db().string()});
+        return test::run(args);
+    };
+    const std::vector<std::string> reader_args{"--window-ms", "200", "--name", "nowreader"};
+    {
+        test::PairReader reader(m.live("now.test"), reader_args);
+        REQUIRE(reader.wait_ready(30s));
+        m.wait_flip("now.test", m.renew("now.test")); // it is held on generation 1
+        auto r = ctl({"renew", "now.test", "--now"}); // due or not
+        INFO(r.err);
+        REQUIRE(r.exit_code == 0);
+        CHECK_THAT(r.out, Catch::Contains("now.test: renewed: generation 3"));
+        CHECK_THAT(r.out, Catch::Contains("now.test: every reader moves to generation 3 at once (--now)"));
+        const auto third = m.store()->current_generation("now.test").value().serial_hex;
+        m.wait_flip("now.test", third);
+        auto c = reader.stop();
+        CHECK(c.serials["last"] == third);
+        CHECK(c["mismatches"] <= 1); // once, if --now came between its key and its certificate
+        CHECK(c["errors"] == 0);
+    }
+    {
+        test::PairReader reader(m.live("now.test"), reader_args);
+        REQUIRE(reader.wait_ready(30s));
+        m.wait_flip("now.test", m.renew("now.test")); // it is held on generation 3
+        auto r = ctl({"rollback", "now.test", "--to", "2", "--now"});
+        INFO(r.err);
+        REQUIRE(r.exit_code == 0);
+        CHECK_THAT(r.out, Catch::Contains("now.test: every reader moves to generation 2 at once (--now)"));
+        const auto second = m.store()->get_generation("now.test", 2).value().serial_hex;
+        m.wait_flip("now.test", second);
+        auto c = reader.stop();
+        CHECK(c.serials["last"] == second);
+        CHECK(c["mismatches"] <= 1);
+    }
+    CHECK_THAT(m.log(), Catch::Contains("now.test: generation 3 committed with --now: every reader moves to it at once"));
+    CHECK_THAT(m.log(), Catch::Contains("now.test: generation 2 committed with --now: every reader moves to it at once"));
+}
+
+TEST_CASE("daemon: a reader that never pauses is held until the bound, then moved where it rests between rounds")
+{
+    test::CpuHogs hogs(2);
+    Mount m(200ms, {"--max-hold", "2s"});
+    m.add("bound.test");
+    // A monitor's loop: a pair, then 20 ms of rest, never a window's.
+    test::PairReader reader(m.live("bound.test"), {"--window-ms", "200", "--rest-us", "20000", "--name", "monitor"});
+    REQUIRE(reader.wait_ready(30s));
+    const auto serial = m.renew("bound.test");
+    m.wait_flip("bound.test", serial);
+    const std::string who = "process " + std::to_string(reader.pid()) + " (monitor) ";
+    INFO(m.log());
+    CHECK(wait_until([&] { return m.log().find(who + "keeps reading generation 1 of bound.test because it never "
+                                               "pauses; it moves when it pauses, at the latest at ") !=
+                                  std::string::npos; }));
+    CHECK(wait_until([&] { return m.log().find(who + "moved from generation 1 to 2 of bound.test at the bound") !=
+                                  std::string::npos; }));
+    auto c = reader.stop();
+    CHECK(c.serials["last"] == serial);
+    CHECK(c["mismatches"] == 0);
+    CHECK(c["errors"] == 0);
+    // The daemon counts them, and says so when it unmounts.
+    test::run({"/usr/bin/fusermount3", "-u", m.mnt().string()});
+    REQUIRE(m.daemon().wait_exit(10s));
+    CHECK_THAT(m.log(), Catch::Contains("readers held on an older generation: 1, moved at the bound: 1"));
 }

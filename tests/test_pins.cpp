@@ -1,7 +1,9 @@
-// DomainPins: which generation each lookup gets during a transition (contract point 5).
+// DomainPins: which generation each process gets when it looks up live/<domain> during a
+// transition (contract point 5). A fake timeline; the real mount is in test_fs and test_fs_pairs.
 #include <catch2/catch.hpp>
 
-#include <array>
+#include <algorithm>
+#include <vector>
 
 #include "fs/pins.hpp"
 
@@ -11,122 +13,228 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr int k_cert = 0;
-constexpr int k_fullchain = 2;
-constexpr int k_privkey = 3;
-constexpr int k_combined_for_test()
-{
-    return 4;
-}
 constexpr PinDuration k_window = 2s;
+using Event = DomainPins::Event;
 
 struct Scenario {
-    PinTime t0 = PinTime{} + std::chrono::hours(1000);
-    DomainPins pins{1, k_window};
+    explicit Scenario(PinDuration max_hold = k_default_max_hold, PinDuration validity = std::chrono::days(30))
+        : pins(1, t0 + validity, PinOptions{k_window, max_hold})
+    {
+    }
 
-    PinTime at(PinDuration d) const { return t0 + d; }
+    PinTime t0 = PinTime{} + std::chrono::hours(1000);
+    DomainPins pins;
+
+    PinTime at(PinClock::duration d) const { return t0 + d; }
+    // A renewal committed at `d` whose certificate runs for 30 days.
+    void commit(std::int64_t gen, PinClock::duration d) { pins.committed(gen, at(d) + std::chrono::days(30), at(d)); }
+    std::int64_t gen(std::uint32_t pid, PinClock::duration d) { return pins.choose(pid, at(d)).gen; }
 };
+
+// Drives one process's lookups: `gaps` is its loop (the time before each lookup), repeated from
+// `from` until `until`. Returns every choice, in order, with the time it was made.
+std::vector<std::pair<PinClock::duration, DomainPins::Choice>> loop(Scenario& s, std::uint32_t pid,
+                                                                    const std::vector<PinClock::duration>& gaps,
+                                                                    PinClock::duration from, PinClock::duration until)
+{
+    std::vector<std::pair<PinClock::duration, DomainPins::Choice>> out;
+    PinClock::duration t = from;
+    for (std::size_t i = 0; t < until; ++i) {
+        out.emplace_back(t, s.pins.choose(pid, s.at(t)));
+        t += gaps[i % gaps.size()];
+    }
+    return out;
+}
 
 } // namespace
 
 TEST_CASE("pins: a commit becomes visible one pin window later and not earlier")
 {
     Scenario s;
-    s.pins.committed(2, s.at(0s));
-    CHECK(s.pins.choose(100, 100, k_cert, s.at(1999ms)) == 1);
-    CHECK(s.pins.choose(200, 200, k_cert, s.at(2000ms)) == 2);
+    s.commit(2, 0s);
+    CHECK(s.gen(100, 1999ms) == 1);
+    CHECK(s.gen(200, 2000ms) == 2);
 }
 
-TEST_CASE("pins (a): one thread opens the key and the flip happens and it opens the certificate: same generation")
+TEST_CASE("pins (a): a process that opened the key before the flip gets the certificate of its generation after it")
 {
     Scenario s;
-    s.pins.committed(2, s.at(0s));
-    CHECK(s.pins.choose(100, 100, k_privkey, s.at(1500ms)) == 1);
-    CHECK(s.pins.choose(100, 100, k_cert, s.at(3400ms)) == 1); // after the flip, within its window
-}
-
-TEST_CASE("pins (b): the key opened by one thread and the certificate by another thread of the process")
-{
-    Scenario s;
-    s.pins.committed(2, s.at(0s));
-    CHECK(s.pins.choose(101, 100, k_privkey, s.at(1500ms)) == 1);
-    CHECK(s.pins.choose(102, 100, k_cert, s.at(3000ms)) == 1);
+    s.commit(2, 0s);
+    CHECK(s.gen(100, 1500ms) == 1);
+    CHECK(s.gen(100, 3400ms) == 1); // after the flip, within its window
     // Another process at the same moment gets the new one.
-    CHECK(s.pins.choose(201, 200, k_cert, s.at(3000ms)) == 2);
+    CHECK(s.gen(200, 3400ms) == 2);
 }
 
-TEST_CASE("pins (c): a looping reader moves at the start of a round and never in the middle")
+TEST_CASE("pins (e): a process quiet for longer than a window gets the new generation right after the flip")
 {
     Scenario s;
-    s.pins.committed(2, s.at(0s));
-    std::vector<std::pair<std::int64_t, std::int64_t>> rounds;
-    for (int i = 0; i < 40; ++i) {
-        auto t = s.at(std::chrono::milliseconds(i * 100));
-        auto key = s.pins.choose(100, 100, k_privkey, t);
-        auto chain = s.pins.choose(100, 100, k_fullchain, t + 50ms);
-        rounds.emplace_back(key, chain);
+    s.commit(2, 0s);
+    CHECK(s.gen(100, 100ms) == 1);
+    CHECK(s.gen(100, 2101ms) == 2); // 2001 ms later: quiet for more than a window
+    Scenario t;
+    t.commit(2, 0s);
+    CHECK(t.gen(100, 100ms) == 1);
+    CHECK(t.gen(100, 2100ms) == 1); // exactly a window later: not quiet for longer than one
+}
+
+TEST_CASE("pins (c): a reader that never pauses keeps its generation whatever its loop, and moves when it pauses")
+{
+    // The loops of issue 9, as the time before each lookup: the symmetric fast looper, the one
+    // that parses after the certificate, the one that works between the key and the
+    // certificate, and one that sleeps a little less than a window between rounds.
+    const std::vector<std::vector<PinClock::duration>> loops = {
+        {30us, 30us}, {30us, 300us}, {300us, 30us}, {30us, 1900ms}};
+    for (const auto& gaps : loops) {
+        Scenario s;
+        s.commit(2, 0s);
+        s.commit(3, 5s);
+        auto choices = loop(s, 100, gaps, 1s, 20s);
+        auto moved = std::count_if(choices.begin(), choices.end(), [](const auto& tc) { return tc.second.gen != 1; });
+        CHECK(moved == 0);
+        // A pause of a window and a little more: it moves, to the newest.
+        CHECK(s.gen(100, choices.back().first + k_window + 1ms) == 3);
     }
-    for (const auto& [key, chain] : rounds) {
-        CHECK(key == chain);
+}
+
+TEST_CASE("pins (d): the threads of a process share its pin: the process moves when all of them paused")
+{
+    Scenario s;
+    s.commit(2, 0s);
+    // Two threads of process 100 take turns; each alone pauses for longer than a window.
+    CHECK(s.gen(100, 1900ms) == 1);
+    CHECK(s.gen(100, 3000ms) == 1);
+    CHECK(s.gen(100, 4500ms) == 1);
+    CHECK(s.gen(100, 6000ms) == 1);
+    CHECK(s.gen(100, 8001ms) == 2);
+}
+
+TEST_CASE("pins: a held reader is reported once, a window into its hold, with its bound")
+{
+    Scenario s(1h);
+    s.commit(2, 0s);
+    CHECK(s.pins.choose(100, s.at(1900ms)).event == Event::none);
+    // The flip at 2 s: from its next lookup on it is held.
+    CHECK(s.pins.choose(100, s.at(2100ms)).event == Event::none);
+    CHECK(s.pins.choose(100, s.at(4000ms)).event == Event::none); // 1.9 s into the hold
+    auto c = s.pins.choose(100, s.at(4100ms));
+    CHECK(c.event == Event::held);
+    CHECK(c.gen == 1);
+    CHECK(c.held_gen == 1);
+    CHECK(c.held_since == s.at(2100ms));
+    CHECK(c.bound == s.at(2100ms) + 1h);
+    for (PinDuration t = 4200ms; t < 20s; t += 100ms) {
+        REQUIRE(s.pins.choose(100, s.at(t)).event == Event::none);
     }
-    CHECK(rounds.front().first == 1);
-    CHECK(rounds.back().first == 2); // it did move
-    // ... at the first round that started after the flip.
-    CHECK(rounds[19].first == 1);
-    CHECK(rounds[20].first == 2);
+    // A process on the visible generation is not held.
+    CHECK(s.pins.choose(200, s.at(3000ms)).event == Event::none);
+    CHECK(s.pins.choose(200, s.at(6000ms)).event == Event::none);
 }
 
-TEST_CASE("pins (d): two threads of one process and each looping over its own pairs")
+TEST_CASE("pins: the bound is max_hold, or half the time the held certificate still had, if that is shorter")
 {
-    Scenario s;
-    s.pins.committed(2, s.at(0s));
-    for (int i = 0; i < 60; ++i) {
-        auto t = s.at(std::chrono::milliseconds(i * 70));
-        // Thread 101 and thread 102 interleave, offset so their rounds straddle the flip differently.
-        auto a1 = s.pins.choose(101, 100, k_privkey, t);
-        auto b1 = s.pins.choose(102, 100, k_fullchain, t + 10ms);
-        auto a2 = s.pins.choose(101, 100, k_fullchain, t + 30ms);
-        auto b2 = s.pins.choose(102, 100, k_privkey, t + 60ms);
-        CHECK(a1 == a2);
-        CHECK(b1 == b2);
+    // The certificate of generation 1 expires 10 minutes after the start: the hold, from 2.1 s,
+    // ends halfway to that.
+    Scenario s(1h, 10min);
+    s.commit(2, 0s);
+    CHECK(s.gen(100, 1900ms) == 1);
+    CHECK(s.gen(100, 2100ms) == 1);
+    auto c = s.pins.choose(100, s.at(4100ms));
+    REQUIRE(c.event == Event::held);
+    CHECK(c.bound == s.at(2100ms) + (10min - 2100ms) / 2);
+    // One that has expired by then is not held: its bound is the hold's start, and it moves at
+    // its first long gap, a window later at the latest.
+    Scenario e(1h, 1s);
+    e.commit(2, 0s);
+    auto choices = loop(e, 100, {100ms}, 1900ms, 6s);
+    for (const auto& [t, ch] : choices) {
+        INFO(std::chrono::duration_cast<std::chrono::milliseconds>(t).count() << " ms");
+        if (t < 2000ms) {
+            CHECK(ch.gen == 1);
+        } else if (t >= 2000ms + k_window) {
+            CHECK(ch.gen == 2);
+        }
     }
-    CHECK(s.pins.choose(101, 100, k_privkey, s.at(4300ms)) == 2);
 }
 
-TEST_CASE("pins (e): a process with no recent open gets the new generation right after the flip")
+TEST_CASE("pins: at the bound a held reader moves where it typically pauses, or a window later at the latest")
 {
-    Scenario s;
-    s.pins.committed(2, s.at(0s));
-    CHECK(s.pins.choose(100, 100, k_privkey, s.at(100ms)) == 1);
-    // The same process, quiet for longer than the window, then back after the flip.
-    CHECK(s.pins.choose(100, 100, k_cert, s.at(2200ms)) == 2);
+    // It parses after each pair: 30 µs before the certificate, 400 µs before the key.
+    Scenario s(10s);
+    s.commit(2, 0s);
+    auto choices = loop(s, 100, {30us, 400us}, 1900ms, 14s);
+    std::size_t moved = 0;
+    for (std::size_t i = 0; i < choices.size(); ++i) {
+        if (choices[i].second.event == Event::moved_at_bound) {
+            moved = i;
+            break;
+        }
+    }
+    REQUIRE(moved > 0);
+    const auto& [t, c] = choices[moved];
+    CHECK(c.gen == 2);
+    CHECK(c.held_gen == 1);
+    CHECK(t >= 1900ms + 10s);
+    // At a key: every even lookup, the one after the 400 µs gap.
+    CHECK(moved % 2 == 0);
+    CHECK(choices[moved - 1].second.gen == 1);
+    CHECK(std::all_of(choices.begin() + static_cast<long>(moved), choices.end(),
+                      [](const auto& tc) { return tc.second.gen == 2; }));
+
+    // A symmetric looper has no longer gap: it moves at once at the bound.
+    Scenario f(10s);
+    f.commit(2, 0s);
+    auto flat = loop(f, 100, {100ms}, 1900ms, 16s);
+    for (const auto& [ft, fc] : flat) {
+        INFO(std::chrono::duration_cast<std::chrono::milliseconds>(ft).count() << " ms");
+        CHECK(fc.gen == (ft < 2000ms + 10s ? 1 : 2));
+    }
+
+    // One whose gaps only shrink never has a long one: it moves one window after the bound.
+    Scenario d(10s);
+    d.commit(2, 0s);
+    PinClock::duration dt = 1900ms;
+    PinClock::duration gap = 1s;
+    std::vector<std::pair<PinClock::duration, std::int64_t>> shrinking;
+    while (dt < 20s) {
+        shrinking.emplace_back(dt, d.gen(100, dt));
+        gap = std::max<PinClock::duration>(gap * 99 / 100, 1ms);
+        dt += gap;
+    }
+    // Its hold began at its first lookup after the flip.
+    const auto since = std::find_if(shrinking.begin(), shrinking.end(), [](const auto& p) { return p.first >= 2s; });
+    REQUIRE(since != shrinking.end());
+    for (const auto& [st, g] : shrinking) {
+        INFO(std::chrono::duration_cast<std::chrono::milliseconds>(st).count() << " ms");
+        CHECK(g == (st < since->first + 10s + k_window ? 1 : 2));
+    }
 }
 
-TEST_CASE("pins: the kernel's revalidate-then-lookup of one name is one open and not a new round")
+TEST_CASE("pins: --now is visible at once and moves every process at its next lookup")
 {
     Scenario s;
-    s.pins.committed(2, s.at(0s));
-    CHECK(s.pins.choose(100, 100, k_privkey, s.at(1900ms)) == 1);
-    CHECK(s.pins.choose(100, 100, k_cert, s.at(2100ms)) == 1);
-    // The cached entry for cert.pem is revalidated and looked up again at once: still round one.
-    CHECK(s.pins.choose(100, 100, k_cert, s.at(2101ms)) == 1);
-    // A real reopen, after the lookups of one open could have taken (a quarter of the window),
-    // starts a new round.
-    CHECK(s.pins.choose(100, 100, k_cert, s.at(2700ms)) == 2);
+    s.commit(2, 0s);
+    CHECK(s.gen(100, 1000ms) == 1);
+    CHECK(s.gen(100, 2500ms) == 1); // held
+    s.pins.committed_now(3, s.at(3s) + 30 * 24h);
+    CHECK(s.gen(100, 3001ms) == 3);
+    CHECK(s.gen(200, 3001ms) == 3);
+    CHECK(s.pins.visible(s.at(3001ms)) == 3);
+    CHECK_FALSE(s.pins.in_transition(s.at(3002ms)));
 }
 
-TEST_CASE("pins: the transition ends when the newest generation is visible and no old pin is left")
+TEST_CASE("pins: the transition ends when the newest generation is visible and no process holds an older one")
 {
     Scenario s;
-    s.pins.committed(2, s.at(0s));
+    s.commit(2, 0s);
     CHECK(s.pins.in_transition(s.at(0s)));
-    CHECK(s.pins.choose(100, 100, k_privkey, s.at(1900ms)) == 1);
+    CHECK(s.gen(100, 1900ms) == 1);
     CHECK(s.pins.in_transition(s.at(2100ms))); // process 100 still holds generation 1
-    CHECK(s.pins.in_transition(s.at(3800ms)));
+    CHECK(s.pins.in_transition(s.at(3900ms)));
     CHECK_FALSE(s.pins.in_transition(s.at(3901ms)));
     // With no reader at all it ends at the flip.
     Scenario quiet;
-    quiet.pins.committed(2, quiet.at(0s));
+    quiet.commit(2, 0s);
     CHECK(quiet.pins.in_transition(quiet.at(1999ms)));
     CHECK_FALSE(quiet.pins.in_transition(quiet.at(2000ms)));
 }
@@ -134,124 +242,45 @@ TEST_CASE("pins: the transition ends when the newest generation is visible and n
 TEST_CASE("pins: quick commits each flip at their own time: a rollback drops what it rolled back")
 {
     Scenario s;
-    s.pins.committed(2, s.at(0s));
-    s.pins.committed(3, s.at(500ms));
-    CHECK(s.pins.choose(100, 100, k_cert, s.at(1999ms)) == 1);
-    CHECK(s.pins.choose(200, 200, k_cert, s.at(2100ms)) == 2);
-    CHECK(s.pins.choose(300, 300, k_cert, s.at(2500ms)) == 3);
+    s.commit(2, 0s);
+    s.commit(3, 500ms);
+    CHECK(s.gen(100, 1999ms) == 1);
+    CHECK(s.gen(200, 2100ms) == 2);
+    CHECK(s.gen(300, 2500ms) == 3);
     CHECK(s.pins.newest() == 3);
     // A rollback before the flip: the rolled-back generation is never served.
     Scenario r;
-    r.pins.committed(2, r.at(0s));
-    r.pins.committed(1, r.at(500ms));
+    r.commit(2, 0s);
+    r.commit(1, 500ms);
     for (PinDuration t : {1000ms, 2100ms, 2600ms, 5000ms}) {
-        CHECK(r.pins.choose(300, 300, k_cert, r.at(t)) == 1);
+        CHECK(r.gen(300 + static_cast<std::uint32_t>(t.count()), t) == 1);
     }
     CHECK_FALSE(r.pins.in_transition(r.at(5s) + k_window + 1ms));
     // A rollback after the flip flips back like a renewal.
-    s.pins.committed(1, s.at(3s));
-    CHECK(s.pins.choose(400, 400, k_cert, s.at(4999ms)) == 3);
-    CHECK(s.pins.choose(500, 500, k_cert, s.at(5000ms)) == 1);
-    // Calling committed again for the same generation moves its flip later (re-anchoring).
-    Scenario a;
-    a.pins.committed(2, a.at(0s));
-    a.pins.committed(2, a.at(300ms));
-    CHECK(a.pins.choose(600, 600, k_cert, a.at(2100ms)) == 1);
-    CHECK(a.pins.choose(700, 700, k_cert, a.at(2300ms)) == 2);
+    s.commit(1, 3s);
+    CHECK(s.gen(400, 4999ms) == 3);
+    CHECK(s.gen(500, 5000ms) == 1);
 }
 
-TEST_CASE("pins: the kernel's second lookup of a changed entry is the same open however late it comes")
+TEST_CASE("pins: no flip before one window after the kernel's entries were last dropped")
 {
     Scenario s;
-    s.pins.committed(2, s.at(0s));
-    CHECK(s.pins.choose(100, 100, k_privkey, s.at(1950ms)) == 1);
-    // Another process makes the cached cert.pem entry name generation 2.
-    CHECK(s.pins.choose(200, 200, k_cert, s.at(2010ms)) == 2);
-    // Thread 100 opens cert.pem: it is pinned to 1, the entry names 2, so the kernel drops the
-    // entry and looks the name up again, here 600 ms later on a very loaded machine.
-    CHECK(s.pins.choose(100, 100, k_cert, s.at(2050ms)) == 1);
-    CHECK(s.pins.choose(100, 100, k_cert, s.at(2650ms)) == 1);
-    // That late lookup may as well have been a new open: the round restarts from it, still on
-    // generation 1, so the key opened next matches it; the reader moves at the next repeat.
-    CHECK(s.pins.choose(100, 100, k_privkey, s.at(2700ms)) == 1);
-    CHECK(s.pins.choose(100, 100, k_cert, s.at(2750ms)) == 2);
-}
-
-TEST_CASE("pins: a reader reopening one file in a tight loop moves and the transition ends")
-{
-    Scenario s;
-    s.pins.committed(2, s.at(0s));
-    std::int64_t last = 0;
-    auto t = s.at(1500ms);
-    for (int i = 0; i < 2000; ++i, t += 1ms) {
-        last = s.pins.choose(100, 100, k_combined_for_test(), t);
-    }
-    CHECK(last == 2);
-    CHECK_FALSE(s.pins.in_transition(t + 5ms));
-}
-
-TEST_CASE("pins: a process that opens from a fresh thread each time is not stuck on its process pin")
-{
-    Scenario s;
-    s.pins.committed(2, s.at(0s));
-    std::int64_t last = 0;
-    std::uint32_t tid = 1000;
-    for (auto t = s.at(1s); t < s.at(4s); t += 100ms) {
-        last = s.pins.choose(tid++, 100, k_cert, t); // one short-lived thread per open
-    }
-    CHECK(last == 2);
-}
-
-TEST_CASE("pins: joins vote where a reader's rounds begin: one seen mid-round is not misled")
-{
-    Scenario s;
-    s.pins.committed(2, s.at(0s));
-    // Five joins 20 ms apart. Thread 100 loops key then chain; at the third join it had just
-    // opened the key through the cache, so its first lookup there is the chain.
-    const std::array<int, 5> first_seen = {k_privkey, k_privkey, k_fullchain, k_privkey, k_privkey};
-    for (int j = 0; j < 5; ++j) {
-        auto join = s.at(std::chrono::milliseconds(20 * j));
-        s.pins.begin_sample(join, join + 10ms);
-        CHECK_FALSE(s.pins.cacheable_while_sampling(join + 5ms)); // observed right after a join
-        CHECK(s.pins.choose(100, 100, first_seen[static_cast<std::size_t>(j)], join + 1ms) == 1);
-        CHECK(s.pins.cacheable_while_sampling(join + 15ms)); // cached again in between
-    }
-    // The last join finds it mid-round again: it had opened the key through the cache.
-    s.pins.end_sampling(s.at(100ms));
-    CHECK_FALSE(s.pins.cacheable_while_sampling(s.at(115ms)));
-    std::vector<std::pair<std::int64_t, std::int64_t>> rounds;
-    rounds.emplace_back(1, s.pins.choose(100, 100, k_fullchain, s.at(101ms)));
-    for (int i = 0; i < 30; ++i) {
-        auto t = s.at(std::chrono::milliseconds(110 + 100 * i));
-        auto key = s.pins.choose(100, 100, k_privkey, t);
-        auto chain = s.pins.choose(100, 100, k_fullchain, t + 5ms);
-        rounds.emplace_back(key, chain);
-    }
-    for (const auto& [key, chain] : rounds) {
-        CHECK(key == chain);
-    }
-    CHECK(rounds.back().first == 2); // and it moved
-}
-
-TEST_CASE("pins: without votes the first lookup after a join starts the round")
-{
-    Scenario s;
-    s.pins.committed(2, s.at(0s));
-    s.pins.begin_sample(s.at(0ms), s.at(10ms));
-    s.pins.end_sampling(s.at(20ms));
-    // Thread 100 never voted (it was quiet): its first lookup is the first file of its round.
-    CHECK(s.pins.choose(100, 100, k_fullchain, s.at(2010ms)) == 1);
-    CHECK(s.pins.choose(100, 100, k_privkey, s.at(2015ms)) == 1);
-    CHECK(s.pins.choose(100, 100, k_fullchain, s.at(2030ms)) == 2); // a repeat after the flip: a new round
-}
-
-TEST_CASE("pins: no flip before one window after the last join")
-{
-    Scenario s;
-    s.pins.committed(2, s.at(0s));
-    s.pins.begin_sample(s.at(0ms), s.at(10ms));
-    s.pins.end_sampling(s.at(100ms));
-    CHECK(s.pins.choose(100, 100, k_cert, s.at(2099ms)) == 1);
-    CHECK(s.pins.choose(200, 200, k_cert, s.at(2100ms)) == 2);
-    CHECK_FALSE(s.pins.sampling());
+    s.commit(2, 0s);
+    s.pins.hold(s.at(300ms)); // the second drop
+    CHECK(s.gen(100, 2299ms) == 1);
+    CHECK(s.gen(200, 2300ms) == 2);
+    // A later hold delays every flip still pending then, a later commit's too.
+    Scenario m;
+    m.commit(2, 0s);
+    m.commit(3, 100ms);
+    m.pins.hold(m.at(1s));
+    CHECK(m.gen(100, 2999ms) == 1);
+    CHECK(m.gen(200, 3000ms) == 3);
+    // ... but not one that was due before it, asked for or not.
+    Scenario d;
+    d.commit(2, 0s);
+    d.commit(3, 2500ms);
+    d.pins.hold(d.at(2500ms)); // nobody looked the domain up since generation 2 flipped at 2 s
+    CHECK(d.gen(100, 2600ms) == 2);
+    CHECK(d.gen(200, 4500ms) == 3);
 }

@@ -423,7 +423,7 @@ TEST_CASE("rollback makes an older generation current without renumbering")
     CHECK(history.back().current);
 }
 
-TEST_CASE("--now: a commit or a rollback made with it is marked for the filesystem, and the next commit clears it")
+TEST_CASE("move now: a commit or a rollback made with --now is marked for the filesystem, and the next commit clears it")
 {
     Fixture f;
     f.add("now.test");

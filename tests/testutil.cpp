@@ -59,6 +59,14 @@ std::string read_file(const std::filesystem::path& path)
     return ss.str();
 }
 
+std::string file_or_empty(const std::filesystem::path& path)
+{
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
 void write_file(const std::filesystem::path& path, const std::string& content)
 {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);

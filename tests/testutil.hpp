@@ -2,9 +2,11 @@
 // running a program with its output captured.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -31,6 +33,8 @@ private:
 };
 
 std::string read_file(const std::filesystem::path& path);
+// The whole file, or "" when it cannot be read (for logs that may not exist yet).
+std::string file_or_empty(const std::filesystem::path& path);
 // Reads a whole file with open/read/close, as a server reads its certificate; nullopt on any
 // error (for reads through a mount, where an error is what the test looks for).
 std::optional<std::string> slurp(const std::filesystem::path& path);
@@ -46,6 +50,20 @@ struct RunResult {
 // environment entries ("KEY=VALUE") added, and waits at most timeout_s seconds.
 RunResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env = {},
               int timeout_s = 60);
+
+// Polls pred every 10 ms until it holds or timeout passed; returns its last answer.
+template <typename Pred>
+bool wait_until(Pred pred, Duration timeout = std::chrono::seconds(10))
+{
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (pred()) {
+            return true;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return pred();
+}
 
 // Asserts that s failed with `code` and a message containing `part`.
 inline void require_error(const Status& s, Code code, const std::string& part)

@@ -1,6 +1,6 @@
 // certfs: the daemon. Mounts the store read-only with FUSE.
 //
-//   certfs [--db PATH] [--pin-window DUR] [--no-renew] [-f] [-o OPTS] MOUNTPOINT
+//   certfs [--db PATH] [--pin-window DUR] [--max-hold DUR] [--no-renew] [-f] [-o OPTS] MOUNTPOINT
 //   certfs DBPATH MOUNTPOINT -o OPTS          (the form mount -t fuse.certfs uses)
 #include <sys/stat.h>
 
@@ -16,10 +16,9 @@
 #include <sstream>
 
 #include <CLI/CLI.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
 
+#include "core/log.hpp"
 #include "fs/filesystem.hpp"
 #include "renew/scheduler.hpp"
 
@@ -104,14 +103,19 @@ int main(int argc, char** argv)
     std::vector<std::string> positional;
     std::string db_path = certfs::store::k_default_db_path;
     std::string pin_window = "2s";
+    std::string max_hold = "1h";
     bool no_renew = false;
     bool foreground = false;
     std::vector<std::string> options;
     app.add_option("--db", db_path, "The store")->envname("CERTFS_DB");
-    app.add_option("--pin-window", pin_window, "Pin window (default 2s)")->check([](const std::string& text) {
+    auto check_duration = [](const std::string& text) {
         auto d = certfs::parse_duration(text);
         return d.ok() ? std::string() : d.status().message();
-    });
+    };
+    app.add_option("--pin-window", pin_window, "Pin window (default 2s)")->check(check_duration);
+    app.add_option("--max-hold", max_hold,
+                   "Longest a reader that never pauses keeps an older generation (default 1h)")
+        ->check(check_duration);
     app.add_flag("--no-renew", no_renew, "Do not run the renewal scheduler");
     app.add_flag("-f,--foreground", foreground, "Stay in the foreground and log to stderr");
     app.add_option("-o", options, "Mount options (allow_other, ...)")->allow_extra_args(false);
@@ -170,6 +174,7 @@ int main(int argc, char** argv)
     certfs::fs::Options fs_options;
     fs_options.db_path = db_path;
     fs_options.pin_window = renew_options.pin_window;
+    fs_options.max_hold = certfs::parse_duration(max_hold).value();
     std::atomic<certfs::renew::Scheduler*> wake_target{nullptr};
     fs_options.on_store_change = [&wake_target] {
         if (auto* s = wake_target.load()) {
@@ -201,11 +206,7 @@ int main(int argc, char** argv)
         fuse_session_destroy(se);
         return fail("cannot detach");
     }
-    if (foreground) {
-        spdlog::set_default_logger(spdlog::stderr_color_mt("certfs"));
-    } else {
-        spdlog::set_default_logger(spdlog::syslog_logger_mt("certfs", "certfs", LOG_PID, LOG_DAEMON));
-    }
+    certfs::setup_logging("certfs", foreground);
 
     // SIGTERM, SIGINT and SIGHUP go to one thread, created before any other so that every
     // thread blocks them. It stops the watcher while the workers still serve (a watcher in the
@@ -262,6 +263,8 @@ int main(int argc, char** argv)
     signal_thread.join();
     fuse_session_destroy(se);
     forget_mount(db_path, mountpoint);
-    spdlog::info("unmounted {}", mountpoint);
+    const certfs::fs::HoldCounts holds = (*fs)->hold_counts();
+    spdlog::info("unmounted {}; readers held on an older generation: {}, moved at the bound: {}", mountpoint,
+                 holds.held, holds.moved_at_bound);
     return rc;
 }
