@@ -241,22 +241,23 @@ done
 
 # During a transition. `certfsctl renew --force` commits generation N+1; certfs's watcher sees
 # the commit within its 100 ms poll and starts a transition: generation N stays visible for one
-# pin window (2 s) so that a reader that opens fullchain.pem and then privkey.pem gets a
-# matching pair, and every lookup in live/bench.test/ is answered with entry timeout 0 so that
-# the daemon can decide per thread which generation each open gets (except between the joins
-# of the transition's first ~100 ms, when the kernel may cache again; see fs/pins.hpp). So in a
-# transition nearly every
-# open (and every stat) of live/bench.test/fullchain.pem costs the kernel a FUSE LOOKUP round
-# trip to the daemon (two context switches, the daemon's per-thread pin bookkeeping), where in
-# steady state the kernel answers from its dentry and attribute caches with no round trip at
-# all (long timeouts, no OPEN request: the daemon answers the first OPEN with ENOSYS and the
-# kernel opens by itself from then on, keeping the page cache). With 2 threads on a small
-# machine the benchmark threads and the daemon's worker threads also compete for the CPUs.
+# pin window (2 s, plus the 100 ms until the kernel's entry is dropped a second time) so that a
+# reader that opens fullchain.pem and then privkey.pem gets a matching pair, and the entry
+# live/bench.test is answered with entry timeout 0 so that the daemon can decide per process
+# which generation's directory each path walk gets (fs/pins.hpp). So in a transition every open
+# (and every stat) of live/bench.test/fullchain.pem costs the kernel a FUSE LOOKUP round trip to
+# the daemon (two context switches, the daemon's per-process pin bookkeeping), where in steady
+# state the kernel answers from its dentry and attribute caches with no round trip at all (long
+# timeouts, no OPEN request: the daemon answers the first OPEN with ENOSYS and the kernel opens
+# by itself from then on, keeping the page cache). The entries below live/bench.test/<gen>/
+# stay cached in a transition too. With 2 threads on a small machine the benchmark threads and
+# the daemon's worker threads also compete for the CPUs.
 #
 # Each run gets its own commit and measures for TRANSITION_SECONDS < pin window right after it,
 # so the whole run falls inside the transition; the script checks that the old generation was
 # still the one served when the run ended, then waits for the flip to the new generation and
-# for the transition to end (one pin window after the run's last lookup) before the next commit.
+# for the transition to end (one pin window after the run's last lookup: the benchmark, which
+# never pauses, is held on the old generation until then) before the next commit.
 gen=1
 live_is "$gen" || die "$live_file does not hold generation $gen's bytes before the first renewal"
 echo "measuring (transition: ${transition_seconds} s per run, right after each commit)..." >&2

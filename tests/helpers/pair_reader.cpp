@@ -3,7 +3,7 @@
 // (tests/test_fs_pairs.cpp) and bench/stress.sh run several at once against a real mount.
 //
 //   pair_reader DIR --window-ms W [--name NAME] [--cert-first] [--threads N] [--parse-every]
-//               [--work-us U] [--rest-us R] [--dir-fd] [--pause-ms P --pause-every-ms E]
+//               [--work-us U] [--rest-us R] [--dir-fd | --combined] [--pause-ms P --pause-every-ms E]
 //               [--visible FILE]
 //
 // DIR is live/<domain>. Each thread loops: open, read and close the first file (privkey.pem, or
@@ -11,7 +11,8 @@
 // next round (a monitor's loop, if R is under the window). A pair whose bytes are those
 // of the last pair it verified is taken as verified (the fast reader of issue 9); other pairs
 // are parsed and checked with OpenSSL, every pair with --parse-every. With --dir-fd a round
-// opens DIR as a directory and openat()s both files through it.
+// opens DIR as a directory and openat()s both files through it; with --combined it reads the
+// key and the chain from combined.pem, in one open.
 //
 // With --pause-every-ms every thread stops between rounds every E ms, the process stays away
 // from the mount for P ms, and then goes on. FILE (outside the mount) holds the serial of the
@@ -61,6 +62,7 @@ struct Options {
     long work_us = 0;
     long rest_us = 0;
     bool dir_fd = false;
+    bool combined = false;
     long pause_ms = 0;
     long pause_every_ms = 0;
     std::string visible;
@@ -232,7 +234,9 @@ private:
     // second file of that round then differs too, as it should).
     std::optional<std::string> open_one(Worker& w, int dirfd, int file, bool timed, bool& moved_in_round)
     {
-        const std::string name = (file == 0) == m_o.cert_first ? "cert.pem" : "privkey.pem";
+        const std::string name = m_o.combined                     ? "combined.pem"
+                                 : (file == 0) == m_o.cert_first ? "cert.pem"
+                                                                 : "privkey.pem";
         Read r = read_at(dirfd, m_o.dir_fd ? name : m_o.dir + "/" + name);
         if (!r.bytes) {
             return std::nullopt;
@@ -273,6 +277,15 @@ private:
                 }
                 w.prev_open = start;
             }
+        } else if (m_o.combined) {
+            // One open: the key and the chain come out of one file.
+            auto both = open_one(w, AT_FDCWD, 0, true, moved);
+            const std::string end = "-----END PRIVATE KEY-----\n";
+            const std::size_t cut = both ? both->find(end) : std::string::npos;
+            if (cut != std::string::npos) {
+                first = both->substr(0, cut + end.size());
+                second = both->substr(cut + end.size());
+            }
         } else {
             first = open_one(w, AT_FDCWD, 0, true, moved);
             spin();
@@ -292,8 +305,8 @@ private:
             m_last_serial = w.serial;
             return;
         }
-        const std::string& key = m_o.cert_first ? *second : *first;
-        const std::string& cert = m_o.cert_first ? *first : *second;
+        const std::string& key = m_o.cert_first && !m_o.combined ? *second : *first;
+        const std::string& cert = m_o.cert_first && !m_o.combined ? *first : *second;
         auto serial = matching_serial(key, cert);
         if (!serial) {
             ++m_mismatches;
@@ -347,6 +360,7 @@ int main(int argc, char** argv)
     app.add_option("--work-us", o.work_us, "Busy work between the two files")->check(CLI::NonNegativeNumber);
     app.add_option("--rest-us", o.rest_us, "Sleep after each round")->check(CLI::NonNegativeNumber);
     app.add_flag("--dir-fd", o.dir_fd, "Open both files through a directory descriptor");
+    app.add_flag("--combined", o.combined, "Read the pair from combined.pem, one open");
     app.add_option("--pause-ms", o.pause_ms, "Length of each pause")->check(CLI::NonNegativeNumber);
     app.add_option("--pause-every-ms", o.pause_every_ms, "Pause this often")->check(CLI::NonNegativeNumber);
     app.add_option("--visible", o.visible, "File holding the serial last seen visible");
