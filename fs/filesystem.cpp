@@ -55,6 +55,12 @@ TimePoint now()
     return std::chrono::system_clock::now();
 }
 
+// A wall-clock time (a certificate's expiry) on the pins' monotonic clock, from `at`, about now.
+PinTime pin_time_of(const std::optional<TimePoint>& t, PinTime at)
+{
+    return t ? at + std::chrono::duration_cast<PinClock::duration>(*t - now()) : PinTime::max();
+}
+
 // A time on the pins' monotonic clock as the wall clock shows it.
 TimePoint wall_time_of(PinTime t)
 {
@@ -256,20 +262,15 @@ Status Filesystem::refresh()
         m_options.on_store_change();
     }
     const PinTime at = PinClock::now();
-    const TimePoint wall = now();
-    // A certificate's expiry on the monotonic clock the pins use.
-    auto expiry = [&](const std::optional<TimePoint>& not_after) {
-        return not_after ? at + std::chrono::duration_cast<PinClock::duration>(*not_after - wall) : PinTime::max();
-    };
     std::vector<std::pair<fuse_ino_t, std::string>> stale; // kernel entries to drop
     struct Commit {
         std::string name;
-        std::int64_t gen;
-        PinTime expires;
         bool now;    // made with --now: every reader moves at once
         bool starts; // it starts a transition: the kernel may be caching entries of the domain
+        std::vector<fuse_ino_t> old_dirs; // with now: live/<name> directories of older generations
     };
-    std::vector<Commit> commits; // domains that changed generation
+    std::vector<Commit> commits; // domains whose generation changed
+    std::vector<std::pair<spdlog::level::level_enum, std::string>> said; // to log once the lock is released
     {
         std::lock_guard lock(m_mutex);
         std::map<std::string, DomainView> next;
@@ -278,23 +279,12 @@ Status Filesystem::refresh()
             auto old = m_domains.find(d.name);
             if (old != m_domains.end() && old->second.id == d.id) {
                 view = std::move(old->second);
-                if (view.current && d.current_gen && *view.current != *d.current_gen) {
-                    // A commit or a rollback: new opens see it after the flip (pins.hpp).
-                    Commit c{d.name, *d.current_gen, expiry(d.current_not_after), d.move_now_gen == d.current_gen,
-                             !view.pins};
-                    if (c.starts) {
-                        view.pins = std::make_unique<DomainPins>(
-                            *view.current, expiry(view.current_not_after),
-                            PinOptions{m_options.pin_window, m_options.max_hold});
-                    }
+                const bool now_asked = d.move_now_count != view.move_now_count;
+                if (view.current && d.current_gen && (*view.current != *d.current_gen || now_asked)) {
+                    Commit c{d.name, now_asked, !view.pins, {}};
+                    said.push_back(commit_started(view, d, c.now, at));
                     if (c.now) {
-                        view.pins->committed_now(c.gen, c.expires);
-                        spdlog::warn("{}: generation {} committed with --now: every reader moves to it at once",
-                                     d.name, c.gen);
-                    } else {
-                        view.pins->committed(c.gen, c.expires, at);
-                        spdlog::info("{}: generation {} committed; visible in {} ms", d.name, c.gen,
-                                     (redrop_delay() + m_options.pin_window).count());
+                        c.old_dirs = live_dirs_except(view.id, *d.current_gen);
                     }
                     commits.push_back(std::move(c));
                 }
@@ -305,6 +295,7 @@ Status Filesystem::refresh()
             view.id = d.id;
             view.current = d.current_gen;
             view.current_not_after = d.current_not_after;
+            view.move_now_count = d.move_now_count;
             view.generations = index[d.name];
             view.uid = d.owner_uid;
             view.gid = d.group_gid;
@@ -319,6 +310,9 @@ Status Filesystem::refresh()
         }
         m_domains = std::move(next);
     }
+    for (const auto& [level, line] : said) {
+        spdlog::log(level, line);
+    }
     if (session == nullptr) {
         return Status::Ok();
     }
@@ -327,25 +321,85 @@ Status Filesystem::refresh()
     }
     for (const Commit& c : commits) {
         drop_entry(session, k_live, c.name);
+        // A directory descriptor, working directory or bind mount of an older generation's
+        // directory follows the new one from its next open.
+        for (fuse_ino_t dir : c.old_dirs) {
+            for (const char* file : k_file_names) {
+                drop_entry(session, dir, file);
+            }
+        }
     }
     // When a transition starts, the kernel was caching the domain's entry, and opens through it
     // were not seen: the window counts from when it holds no such entry any more, so that such
-    // an open is a whole window older than the flip. The drop above waits for lookups in
-    // progress (the kernel takes live/'s lock for it), but not for a revalidation of the entry
-    // that started before the commit and may still store a long timeout in it: a second drop,
-    // once such a revalidation has surely finished, removes that too, and the flip comes one
-    // window after it (run_timers()). During a transition no answer may be cached: nothing to
-    // wait for.
+    // an open is a whole window older than the flip (commit_started() stopped the flips until
+    // then). The drop above waits for lookups in progress, which hold live/'s lock as the
+    // kernel's invalidation does. A revalidation of the entry holds no lock: one that started
+    // before the commit may store its long timeout in the dropped entry after the drop, and a
+    // lookup of the same directory inode brings that very entry back (d_splice_alias reuses the
+    // directory's alias). A second drop, once such a revalidation has surely finished, removes
+    // it, and the flip comes one window after that (run_timers()). During a transition no answer
+    // may be cached: nothing to wait for.
     const PinTime dropped = PinClock::now();
     std::lock_guard lock(m_mutex);
     for (const Commit& c : commits) {
         auto d = m_domains.find(c.name);
-        if (c.starts && d != m_domains.end() && d->second.pins) {
+        if (c.starts && !c.now && d != m_domains.end() && d->second.pins) {
             d->second.pins->hold(dropped);
             d->second.redrop = dropped + redrop_delay();
         }
     }
     return Status::Ok();
+}
+
+std::pair<spdlog::level::level_enum, std::string> Filesystem::commit_started(DomainView& view, const store::Domain& d,
+                                                                             bool move_now, PinTime at)
+{
+    const PinTime expires = pin_time_of(d.current_not_after, at);
+    const std::int64_t old_gen = *view.current;
+    const std::int64_t gen = *d.current_gen;
+    const bool starts = !view.pins;
+    if (starts) {
+        view.pins = std::make_unique<DomainPins>(old_gen, pin_time_of(view.current_not_after, at),
+                                                 PinOptions{m_options.pin_window, m_options.max_hold});
+    }
+    if (move_now) {
+        view.pins->committed_now(gen, expires);
+        view.retired.clear();
+        return {spdlog::level::warn,
+                d.name + ": generation " + std::to_string(gen) + " committed with --now: every reader moves to it at once"};
+    }
+    view.pins->committed(gen, expires, at);
+    if (starts) {
+        view.pins->block_flips(); // until the drop (refresh())
+    }
+    // Its directory serves it for as long as a process may be held on it (pins.hpp).
+    const PinDuration left = std::chrono::duration_cast<PinDuration>(pin_time_of(view.current_not_after, at) - at);
+    const PinDuration hold = std::min<PinDuration>(m_options.max_hold, std::max<PinDuration>(left / 2, PinDuration(0)));
+    std::erase_if(view.retired, [&](const auto& r) { return r.second <= at; });
+    view.retired[old_gen] = at + redrop_delay() + 3 * m_options.pin_window + hold;
+    view.retired.erase(gen);
+    const auto visible_in = (starts ? redrop_delay() : PinDuration(0)) + m_options.pin_window;
+    return {spdlog::level::info, d.name + ": generation " + std::to_string(gen) + " committed; visible in " +
+                                     std::to_string(visible_in.count()) + " ms"};
+}
+
+std::vector<fuse_ino_t> Filesystem::live_dirs_except(std::int64_t domain_id, std::int64_t gen) const
+{
+    std::vector<fuse_ino_t> dirs;
+    const int kind = static_cast<int>(Kind::live_domain);
+    for (auto it = m_inode_of.lower_bound({kind, domain_id, 0, -1});
+         it != m_inode_of.end() && std::get<0>(it->first) == kind && std::get<1>(it->first) == domain_id; ++it) {
+        if (std::get<2>(it->first) != gen) {
+            dirs.push_back(it->second);
+        }
+    }
+    return dirs;
+}
+
+double Filesystem::live_file_timeout() const
+{
+    // Long enough to cost nothing in steady state; no longer than a hold, which it ends.
+    return std::chrono::duration<double>(std::min<Duration>(k_live_file_timeout, m_options.max_hold)).count();
 }
 
 PinDuration Filesystem::redrop_delay() const
@@ -372,6 +426,9 @@ void Filesystem::run_timers()
         std::lock_guard store_lock(m_store_mutex);
         session = m_session;
     }
+    if (session == nullptr) {
+        return;
+    }
     std::vector<std::string> due;
     {
         std::lock_guard lock(m_mutex);
@@ -379,19 +436,20 @@ void Filesystem::run_timers()
         for (auto& [name, view] : m_domains) {
             if (view.redrop && *view.redrop <= t) {
                 view.redrop.reset();
-                due.push_back(name);
+                if (view.pins) {
+                    view.pins->block_flips(); // until the drop below
+                    due.push_back(name);
+                }
             }
         }
     }
-    if (session == nullptr) {
-        return;
-    }
     for (const auto& name : due) {
         drop_entry(session, k_live, name);
+        const PinTime dropped = PinClock::now();
         std::lock_guard lock(m_mutex);
         auto d = m_domains.find(name);
         if (d != m_domains.end() && d->second.pins) {
-            d->second.pins->hold(PinClock::now());
+            d->second.pins->hold(dropped);
         }
     }
 }
@@ -427,7 +485,10 @@ void Filesystem::report(const std::string& domain, std::uint32_t pid, const Doma
 void Filesystem::drop_entry(fuse_session* session, fuse_ino_t parent, const std::string& name)
 {
     // ENOENT: the kernel had no such entry cached; nothing to do.
-    fuse_lowlevel_notify_inval_entry(session, parent, name.c_str(), name.size());
+    int rc = fuse_lowlevel_notify_inval_entry(session, parent, name.c_str(), name.size());
+    if (rc != 0 && rc != -ENOENT) {
+        spdlog::warn("cannot drop the kernel's entry {} (in inode {}): {}", name, parent, std::strerror(-rc));
+    }
 }
 
 Result<std::shared_ptr<const Filesystem::Content>> Filesystem::load_content(const std::string& domain,
@@ -472,14 +533,17 @@ fuse_ino_t Filesystem::inode_for(Kind kind, const std::string& domain, std::int6
 
 std::uint32_t Filesystem::process_of(std::uint32_t tid)
 {
+    const PinTime t = PinClock::now();
     {
         std::lock_guard lock(m_mutex);
         auto it = m_tgid_of.find(tid);
-        if (it != m_tgid_of.end()) {
-            return it->second;
+        // Unused for a window, the thread may have ended and its id gone to another process.
+        if (it != m_tgid_of.end() && t - it->second.second <= m_options.pin_window) {
+            it->second.second = t;
+            return it->second.first;
         }
     }
-    std::uint32_t pid = tid;
+    std::optional<std::uint32_t> pid;
     std::ifstream status("/proc/" + std::to_string(tid) + "/status");
     for (std::string line; std::getline(status, line);) {
         if (line.rfind("Tgid:", 0) == 0) {
@@ -487,9 +551,19 @@ std::uint32_t Filesystem::process_of(std::uint32_t tid)
             break;
         }
     }
+    if (!pid) {
+        // Outside the daemon's pid namespace (tid 0), or gone: such threads share one pin, or
+        // have one each. Late for some, never wrong for a process that is visible.
+        if (!m_unknown_process_said.exchange(true)) {
+            spdlog::warn("cannot tell the process of thread {} (not in the daemon's pid namespace, or gone): it is "
+                         "pinned on its own",
+                         tid);
+        }
+        pid = tid;
+    }
     std::lock_guard lock(m_mutex);
-    m_tgid_of[tid] = pid;
-    return pid;
+    m_tgid_of[tid] = {*pid, t};
+    return *pid;
 }
 
 Result<Filesystem::Entry> Filesystem::file_entry(const std::string& domain, std::int64_t domain_id, std::int64_t gen,
@@ -520,7 +594,49 @@ Result<Filesystem::Entry> Filesystem::file_entry(const std::string& domain, std:
     node.uid = secret && d != m_domains.end() ? d->second.uid : 0;
     node.gid = secret && d != m_domains.end() ? d->second.gid : 0;
     node.mode = secret && d != m_domains.end() ? d->second.mode : 0644;
-    return Entry{ino, true};
+    return Entry{ino, k_long_timeout};
+}
+
+Result<Filesystem::Choice> Filesystem::generation_for(fuse_req_t req, const std::string& name, std::int64_t domain_id)
+{
+    {
+        std::lock_guard lock(m_mutex);
+        auto d = m_domains.find(name);
+        if (d == m_domains.end() || d->second.id != domain_id || !d->second.current) {
+            return Status::NotFound(name);
+        }
+        if (!d->second.pins) {
+            return Choice{*d->second.current, true};
+        }
+    }
+    // In a transition: which generation this process gets (pins.hpp); the kernel must ask again
+    // next time.
+    const std::uint32_t pid = process_of(static_cast<std::uint32_t>(fuse_req_ctx(req)->pid));
+    DomainPins::Choice choice;
+    Choice chosen;
+    {
+        std::lock_guard lock(m_mutex);
+        auto d = m_domains.find(name);
+        if (d == m_domains.end() || d->second.id != domain_id || !d->second.current) {
+            return Status::NotFound(name);
+        }
+        chosen = Choice{*d->second.current, true};
+        if (d->second.pins) {
+            const PinTime t = PinClock::now();
+            choice = d->second.pins->choose(pid, t);
+            chosen.gen = choice.gen;
+            if (d->second.pins->in_transition(t)) {
+                chosen.cacheable = false;
+            } else {
+                d->second.pins.reset();
+                m_tgid_of.clear();
+            }
+        }
+    }
+    if (choice.event != DomainPins::Event::none) {
+        report(name, pid, choice);
+    }
+    return chosen;
 }
 
 Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent, const char* name)
@@ -537,16 +653,14 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
     switch (dir.kind) {
     case Kind::root:
         if (std::strcmp(name, "live") == 0) {
-            return Entry{k_live, true};
+            return Entry{k_live, k_long_timeout};
         }
         if (std::strcmp(name, "archive") == 0) {
-            return Entry{k_archive, true};
+            return Entry{k_archive, k_long_timeout};
         }
         return Status::NotFound(name);
     case Kind::live: {
         std::int64_t domain_id = 0;
-        std::int64_t gen = 0;
-        bool transition = false;
         {
             std::lock_guard lock(m_mutex);
             auto d = m_domains.find(name);
@@ -554,40 +668,11 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
                 return Status::NotFound(name);
             }
             domain_id = d->second.id;
-            gen = *d->second.current;
-            transition = d->second.pins != nullptr;
         }
-        bool cacheable = true;
-        if (transition) {
-            // Which generation this process gets (pins.hpp); the kernel must ask again next time.
-            const auto tid = static_cast<std::uint32_t>(fuse_req_ctx(req)->pid);
-            const std::uint32_t pid = process_of(tid);
-            DomainPins::Choice choice;
-            {
-                std::lock_guard lock(m_mutex);
-                auto d = m_domains.find(name);
-                if (d == m_domains.end() || d->second.id != domain_id || !d->second.current) {
-                    return Status::NotFound(name);
-                }
-                gen = *d->second.current;
-                if (d->second.pins) {
-                    const PinTime t = PinClock::now();
-                    choice = d->second.pins->choose(pid, t);
-                    gen = choice.gen;
-                    if (d->second.pins->in_transition(t)) {
-                        cacheable = false;
-                    } else {
-                        d->second.pins.reset();
-                        m_tgid_of.clear();
-                    }
-                }
-            }
-            if (choice.event != DomainPins::Event::none) {
-                report(name, pid, choice);
-            }
-        }
+        ASSIGN_OR_RETURN(Choice chosen, generation_for(req, name, domain_id));
         std::lock_guard lock(m_mutex);
-        return Entry{inode_for(Kind::live_domain, name, domain_id, gen, -1), cacheable};
+        return Entry{inode_for(Kind::live_domain, name, domain_id, chosen.gen, -1),
+                     chosen.cacheable ? k_long_timeout : 0.0};
     }
     case Kind::archive: {
         std::lock_guard lock(m_mutex);
@@ -595,9 +680,37 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
         if (d == m_domains.end() || d->second.generations.empty()) {
             return Status::NotFound(name);
         }
-        return Entry{inode_for(Kind::archive_domain, name, d->second.id, 0, -1), true};
+        return Entry{inode_for(Kind::archive_domain, name, d->second.id, 0, -1), k_long_timeout};
     }
-    case Kind::live_domain:
+    case Kind::live_domain: {
+        int file = file_index(name);
+        if (file < 0) {
+            return Status::NotFound(name);
+        }
+        // The directory serves its generation while a process may be held on it. Then a
+        // directory descriptor, working directory or bind mount of it follows the domain as a
+        // path from the top does (generation_for()), uncached: an entry of another generation
+        // must not stay in this directory, which may serve its own again (a rollback).
+        bool serves = false;
+        {
+            std::lock_guard lock(m_mutex);
+            auto d = m_domains.find(dir.domain);
+            if (d == m_domains.end() || d->second.id != dir.domain_id || !d->second.current) {
+                return Status::NotFound(dir.domain);
+            }
+            auto r = d->second.retired.find(dir.gen);
+            serves = dir.gen == *d->second.current || (r != d->second.retired.end() && PinClock::now() < r->second);
+        }
+        if (serves) {
+            ASSIGN_OR_RETURN(Entry entry, file_entry(dir.domain, dir.domain_id, dir.gen, file));
+            entry.timeout = live_file_timeout();
+            return entry;
+        }
+        ASSIGN_OR_RETURN(Choice chosen, generation_for(req, dir.domain, dir.domain_id));
+        ASSIGN_OR_RETURN(Entry entry, file_entry(dir.domain, dir.domain_id, chosen.gen, file));
+        entry.timeout = 0.0;
+        return entry;
+    }
     case Kind::archive_gen: {
         int file = file_index(name);
         if (file < 0) {
@@ -617,7 +730,7 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
         if (!exists) {
             return Status::NotFound(name);
         }
-        return Entry{inode_for(Kind::archive_gen, dir.domain, dir.domain_id, *gen, -1), true};
+        return Entry{inode_for(Kind::archive_gen, dir.domain, dir.domain_id, *gen, -1), k_long_timeout};
     }
     case Kind::file:
         return Status::NotFound(name);
@@ -648,7 +761,7 @@ void Filesystem::lookup(fuse_req_t req, fuse_ino_t parent, const char* name)
     }
     e.ino = entry->ino;
     e.attr_timeout = k_long_timeout;
-    e.entry_timeout = entry->cacheable ? k_long_timeout : 0.0;
+    e.entry_timeout = entry->timeout;
     fuse_reply_entry(req, &e);
 }
 

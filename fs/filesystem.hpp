@@ -6,10 +6,11 @@
 // One inode per (domain, generation, file), never reused within a mount, so an open file
 // descriptor reads one generation for its whole life and the page cache can be kept. The
 // directory live/<name> is one inode per generation too: a lookup of <name> names one
-// generation's directory, whose file entries never change, so everything opened through one
-// directory descriptor (or below one working directory) comes from one generation, and the
-// kernel may cache the file entries for good. Only the entry <name> in live/ changes: which
-// generation a lookup of it returns is decided by DomainPins (pins.hpp). A watcher thread
+// generation's directory, which serves that generation for as long as a process may be held on
+// it (DomainView::retired), so everything opened through one directory descriptor, below one
+// working directory or through a bind mount of it comes from one generation until then; after
+// that it follows the domain as a path from the top does. Which generation a lookup of <name>
+// returns is decided by DomainPins (pins.hpp). A watcher thread
 // follows the store (PRAGMA data_version), starts transitions and drops the kernel's entries;
 // request handlers never call notify functions (that can deadlock).
 //
@@ -28,10 +29,11 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <spdlog/common.h>
 
 #include "fs/pins.hpp"
 #include "store/store.hpp"
@@ -44,6 +46,9 @@ inline constexpr Duration k_default_pin_window = std::chrono::seconds(2);
 // A commit drops the kernel's entry for live/<name> at once and again this much later (at most a
 // quarter of the window), and flips one window after the second drop (see refresh()).
 inline constexpr PinDuration k_max_redrop_delay = std::chrono::milliseconds(100);
+// How long the kernel may keep a file entry below live/<name>/ (at most --max-hold): a directory
+// that no longer serves its generation follows the current one within this.
+inline constexpr Duration k_live_file_timeout = std::chrono::seconds(60);
 
 // Readers held on an older generation since the mount (pins.hpp): what the metrics show.
 struct HoldCounts {
@@ -110,19 +115,30 @@ private:
         std::optional<TimePoint> current_not_after;
         std::vector<std::pair<std::int64_t, TimePoint>> generations;
         std::uint32_t uid = 0, gid = 0, mode = 0600;
+        std::int64_t move_now_count = 0;   // store::Domain::move_now_count when last seen
         std::unique_ptr<DomainPins> pins; // set while in transition
         std::optional<PinTime> redrop;     // when the second drop of a commit is due
+        // Generations no longer current whose live/<name> directory still serves them, until
+        // when: as long as a process may be held on them. Then it serves the current one.
+        std::map<std::int64_t, PinTime> retired;
     };
 
-    // What a lookup answers: an inode and whether the kernel may cache the entry.
+    // What a lookup answers: an inode and how long the kernel may keep the entry, in seconds.
     struct Entry {
         fuse_ino_t ino = 0;
-        bool cacheable = true;
+        double timeout = 0;
     };
 
     Filesystem(Options options, std::unique_ptr<store::Store> store);
 
     Status refresh(); // re-reads the domains; called by the watcher
+    // What a commit seen by refresh() does to the domain's pins and directories (m_mutex held);
+    // returns the line to log.
+    std::pair<spdlog::level::level_enum, std::string> commit_started(DomainView& view, const store::Domain& d,
+                                                                     bool move_now, PinTime at);
+    // The live/<name> directory inodes of the domain for generations other than gen (m_mutex held).
+    std::vector<fuse_ino_t> live_dirs_except(std::int64_t domain_id, std::int64_t gen) const;
+    double live_file_timeout() const;
     void run_timers();          // due second drops; called by the watcher
     PinTime next_timer() const; // the next due second drop
     PinDuration redrop_delay() const;
@@ -134,6 +150,13 @@ private:
     Result<std::shared_ptr<const Content>> load_content(const std::string& domain, std::int64_t gen);
 
     Result<Entry> resolve(fuse_req_t req, fuse_ino_t parent, const char* name);
+    // The generation of domain `name` the process of req gets now, and whether the kernel may
+    // cache that answer: the current one in steady state, DomainPins' choice in a transition.
+    struct Choice {
+        std::int64_t gen = 0;
+        bool cacheable = true;
+    };
+    Result<Choice> generation_for(fuse_req_t req, const std::string& name, std::int64_t domain_id);
     Result<Entry> file_entry(const std::string& domain, std::int64_t domain_id, std::int64_t gen, int file);
     fuse_ino_t inode_for(Kind kind, const std::string& domain, std::int64_t domain_id, std::int64_t gen, int file);
     struct stat attributes(fuse_ino_t ino, const Node& node) const;
@@ -143,6 +166,7 @@ private:
     const TimePoint m_mounted_at;
     fuse_session* m_session = nullptr;
     std::atomic<bool> m_no_open{false}; // kernel supports opens without a round trip; set in init
+    std::atomic<bool> m_unknown_process_said{false}; // process_of() warned once
 
     std::mutex m_store_mutex;
     std::unique_ptr<store::Store> m_store; // guarded by m_store_mutex
@@ -154,7 +178,8 @@ private:
     std::map<fuse_ino_t, Node> m_nodes;                                                  // guarded by m_mutex
     fuse_ino_t m_next_ino = 4;                                                           // guarded by m_mutex
     std::map<std::pair<std::int64_t, std::int64_t>, std::shared_ptr<const Content>> m_content; // guarded by m_mutex
-    std::map<std::uint32_t, std::uint32_t> m_tgid_of; // tid -> pid; guarded by m_mutex
+    // tid -> (pid, last use); an entry unused for a window is read again. Guarded by m_mutex.
+    std::map<std::uint32_t, std::pair<std::uint32_t, PinTime>> m_tgid_of;
     HoldCounts m_holds;                               // guarded by m_mutex
 
     std::mutex m_watch_mutex;

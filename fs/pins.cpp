@@ -33,12 +33,6 @@ void DomainPins::committed_now(std::int64_t gen, PinTime expires)
     m_processes.clear();
 }
 
-void DomainPins::hold(PinTime at)
-{
-    visible(at); // what was due before is visible already, whether or not a lookup asked
-    m_hold = std::max(m_hold, at + m_options.window);
-}
-
 std::int64_t DomainPins::visible(PinTime now)
 {
     while (!m_pending.empty() && m_pending.front().first <= now && m_hold <= now) {

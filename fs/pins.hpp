@@ -31,14 +31,14 @@
 // was seen and, when it starts a transition, one window after the filesystem dropped the
 // kernel's cached entries of the domain (hold() takes that time): a process that opened a file
 // through the cache just before, unseen, looks its next file up within the window, so it still
-// gets the old generation and is pinned to it. Each commit flips at its own time; a rollback drops the pending flips above its target, so a generation
-// rolled back before its flip is never served. A commit made with --now (committed_now) is
-// visible at once and drops every pin: every process moves at its next lookup, mid-round or not.
+// gets the old generation and is pinned to it. Each commit flips at its own time; a rollback
+// drops the pending flips above its target, so a generation rolled back before its flip is never
+// served. A commit made with --now (committed_now) is visible at once and drops every pin: every
+// process moves at its next lookup, mid-round or not.
 //
 // Times come from a monotonic clock. Thread-safety: not thread-safe; the caller serialises.
 #pragma once
 
-#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdint>
@@ -68,9 +68,12 @@ public:
     void committed(std::int64_t gen, PinTime expires, PinTime at);
     // The same, made with --now: visible at once, and no process keeps a pin.
     void committed_now(std::int64_t gen, PinTime expires);
-    // The kernel may have answered opens from entries it cached until `at`, unseen: no commit
-    // still pending at `at` becomes visible before at + window.
-    void hold(PinTime at);
+    // The kernel may be answering opens from entries it caches, unseen: no pending commit becomes
+    // visible until hold() is called.
+    void block_flips() { m_hold = PinTime::max(); }
+    // The kernel held cached entries until `at`: no pending commit becomes visible before
+    // at + window. Replaces an earlier block or hold.
+    void hold(PinTime at) { m_hold = at + m_options.window; }
 
     // What a lookup by process `pid` at `now` gets, and what changed for that process.
     enum class Event {
@@ -93,7 +96,6 @@ public:
 
     // The generation processes without a pin get at `now`.
     std::int64_t visible(PinTime now);
-    std::int64_t newest() const { return m_newest; }
 
 private:
     static constexpr std::size_t k_gaps = 16;

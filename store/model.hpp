@@ -72,9 +72,9 @@ struct Domain : DomainConfig {
     std::optional<std::int64_t> ari_gen;
     std::optional<TimePoint> ari_at;
     std::optional<TimePoint> ari_next_check;
-    // The current generation when `renew --now` or `rollback --now` made it current: readers
-    // are not held on the one before (fs/pins.hpp). None after any other commit.
-    std::optional<std::int64_t> move_now_gen;
+    // How many commits were made with --now: when it grows, the filesystem moves every reader to
+    // the current generation at once instead of holding those that have not paused (fs/pins.hpp).
+    std::int64_t move_now_count = 0;
     TimePoint created_at;
 };
 

@@ -141,10 +141,11 @@ ALTER TABLE domains ADD COLUMN ari_at INTEGER;
 ALTER TABLE domains ADD COLUMN ari_next_check INTEGER;
 )sql";
 
-// v5: the generation a `renew --now` or `rollback --now` made current, so that the filesystem
-// moves every reader to it at once (Domain::move_now_gen); cleared by the next commit.
+// v5: how many commits `renew --now`, `rollback --now` or `import --now` made on each domain:
+// when it grows, the filesystem moves every reader at once (Domain::move_now_count). A count,
+// so that a commit right after it cannot hide it from a daemon that polls.
 constexpr std::string_view k_v5 = R"sql(
-ALTER TABLE domains ADD COLUMN move_now_gen INTEGER;
+ALTER TABLE domains ADD COLUMN move_now_count INTEGER NOT NULL DEFAULT 0;
 )sql";
 
 constexpr std::string_view k_migrations[] = {k_v1, k_v2, k_v3, k_v4, k_v5};

@@ -72,7 +72,7 @@ pki::Names names_of(const DomainConfig& config)
     "SELECT d.id, d.name, i.name, d.dns_names, d.ip_addresses, d.key_type, d.reuse_key,"         \
     " d.renew_before_ms, d.owner_uid, d.group_gid, d.mode, d.bundle, d.deploy_hooks, d.state,"    \
     " d.last_error, d.next_attempt, d.failures, d.current_gen, d.created_at, g.not_before, g.not_after,"    \
-    " d.hook_error, g.serial, d.ari_gen, d.ari_at, d.ari_next_check, d.move_now_gen"            \
+    " d.hook_error, g.serial, d.ari_gen, d.ari_at, d.ari_next_check, d.move_now_count"          \
     " FROM domains d LEFT JOIN issuers i ON i.id = d.issuer_id"                                 \
     " LEFT JOIN generations g ON g.domain_id = d.id AND g.gen = d.current_gen"
 
@@ -112,7 +112,7 @@ Result<Domain> domain_from_row(const Stmt& row)
     d.ari_gen = row.opt_int64(23);
     d.ari_at = opt_time(row.opt_int64(24));
     d.ari_next_check = opt_time(row.opt_int64(25));
-    d.move_now_gen = row.opt_int64(26);
+    d.move_now_count = row.int64(26);
     return d;
 }
 
@@ -498,8 +498,12 @@ Status Store::make_current(const Domain& domain, std::int64_t gen, bool move_now
 {
     ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
         "UPDATE domains SET current_gen = ?, state = 'monitoring', last_error = '', next_attempt = NULL,"
-        " failures = 0, move_now_gen = ? WHERE id = ?"));
-    return stmt.bind_all(gen, move_now ? std::optional<std::int64_t>(gen) : std::nullopt, domain.id).run();
+        " failures = 0, move_now_count = move_now_count + ? WHERE id = ?"));
+    TRY(stmt.bind_all(gen, move_now ? 1 : 0, domain.id).run());
+    if (move_now) {
+        TRY(log_event(domain.name, "move now", "every reader moves to generation " + std::to_string(gen) + " at once"));
+    }
+    return Status::Ok();
 }
 
 Result<std::vector<std::int64_t>> Store::commit(const std::vector<CommitRequest>& requests, bool move_now)
@@ -518,9 +522,6 @@ Result<std::vector<std::int64_t>> Store::commit(const std::vector<CommitRequest>
             return gen.status().with_context("domain " + req.domain);
         }
         TRY(make_current(domain, *gen, move_now));
-        if (move_now) {
-            TRY(log_event(req.domain, "move now", "every reader moves to generation " + std::to_string(*gen) + " at once"));
-        }
         ASSIGN_OR_RETURN(auto drop, m_db->prepare("DELETE FROM pending WHERE domain_id = ?"));
         TRY(drop.bind_all(domain.id).run());
         gens.push_back(*gen);
@@ -535,7 +536,7 @@ Result<std::int64_t> Store::commit_one(const CommitRequest& request)
     return gens.front();
 }
 
-Result<std::int64_t> Store::import_generation(std::string_view name, GenerationInput input)
+Result<std::int64_t> Store::import_generation(std::string_view name, GenerationInput input, bool move_now)
 {
     TRY(check_domain_name(name));
     input.reason = Reason::imported;
@@ -543,7 +544,7 @@ Result<std::int64_t> Store::import_generation(std::string_view name, GenerationI
     auto existing = read_domain(name);
     if (existing.ok()) {
         ASSIGN_OR_RETURN(std::int64_t gen, insert_generation(*existing, input));
-        TRY(make_current(*existing, gen));
+        TRY(make_current(*existing, gen, move_now));
         TRY(txn.commit());
         return gen;
     }
@@ -599,8 +600,7 @@ Result<std::int64_t> Store::rollback(std::string_view name, std::optional<std::i
     }
     TRY(make_current(domain, target, move_now));
     TRY(log_event(name, "rollback",
-                  "generation " + std::to_string(*domain.current_gen) + " -> " + std::to_string(target) +
-                      (move_now ? ", every reader moves at once" : "")));
+                  "generation " + std::to_string(*domain.current_gen) + " -> " + std::to_string(target)));
     TRY(txn.commit());
     return target;
 }

@@ -90,14 +90,15 @@ public:
     // transaction: all become current, or none does. Returns the new generation numbers in
     // request order. Conflict when a domain's current generation is no longer the expected
     // one or a serial is already used by its issuer; Invalid when validation fails. With
-    // move_now the filesystem moves every reader to them at once (Domain::move_now_gen).
+    // move_now the filesystem moves every reader to them at once (Domain::move_now_count).
     Result<std::vector<std::int64_t>> commit(const std::vector<CommitRequest>& requests, bool move_now = false);
     Result<std::int64_t> commit_one(const CommitRequest& request);
 
     // Imports a certificate and key as a new generation of `name` (reason imported). An
     // existing domain must be covered by it and switches conditionally on its current
-    // generation; a missing one is created, without an issuer, for the leaf's SANs.
-    Result<std::int64_t> import_generation(std::string_view name, GenerationInput input);
+    // generation; a missing one is created, without an issuer, for the leaf's SANs. move_now as
+    // for commit().
+    Result<std::int64_t> import_generation(std::string_view name, GenerationInput input, bool move_now = false);
 
     // Makes an older generation current again (default: the newest one older than the
     // current). The target must still validate. Returns the new current generation. move_now

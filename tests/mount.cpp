@@ -103,8 +103,12 @@ Daemon::Daemon(const std::filesystem::path& db, const std::filesystem::path& mnt
     argv.insert(argv.end(), extra.begin(), extra.end());
     argv.push_back(m_mnt.string());
     m_pid = spawn(argv, m_log.string());
-    INFO(this->log());
-    REQUIRE(wait_until([&] { return is_fuse_mount(m_mnt); }));
+    if (!wait_until([&] { return is_fuse_mount(m_mnt); })) {
+        // The destructor will not run: stop it here.
+        kill_and_reap(m_pid);
+        run({"/usr/bin/fusermount3", "-uz", m_mnt.string()});
+        FAIL("certfs did not mount " << m_mnt << "; its log:\n" << this->log());
+    }
 }
 
 Daemon::~Daemon()
@@ -168,9 +172,10 @@ std::string CaMount::renew(const std::string& name)
 
 void CaMount::wait_flip(const std::string& name, const std::string& serial)
 {
-    INFO("waiting for serial " << serial << " in " << name);
-    REQUIRE(wait_until([&] { return serial_seen_by_new_process(live(name) / "cert.pem") == serial; },
-                       std::chrono::seconds(15)));
+    const bool seen = wait_until([&] { return serial_seen_by_new_process(live(name) / "cert.pem") == serial; },
+                                 std::chrono::seconds(15));
+    INFO("waited for serial " << serial << " in " << name << "; the daemon said:\n" << log());
+    REQUIRE(seen);
 }
 
 std::string serial_seen_by_new_process(const std::filesystem::path& cert)
@@ -204,18 +209,16 @@ CpuHogs::~CpuHogs()
 
 // ---- PairReader ------------------------------------------------------------------------------
 
-PairReader::PairReader(const std::filesystem::path& dir, const std::vector<std::string>& args)
+// ---- Child -----------------------------------------------------------------------------------
+
+Child::Child(const std::vector<std::string>& argv)
 {
-    std::vector<std::string> argv{PAIR_READER_PATH, dir.string()};
-    argv.insert(argv.end(), args.begin(), args.end());
     m_pid = spawn(argv, "", &m_stdin, &m_stdout);
 }
 
-PairReader::~PairReader()
+Child::~Child()
 {
-    if (m_stdin >= 0) {
-        ::close(m_stdin);
-    }
+    close_stdin();
     if (m_stdout >= 0) {
         ::close(m_stdout);
     }
@@ -224,10 +227,10 @@ PairReader::~PairReader()
     }
 }
 
-bool PairReader::wait_ready(Duration timeout)
+bool Child::wait_for_output(const std::string& text, Duration timeout)
 {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (m_out.find("ready\n") == std::string::npos) {
+    while (m_out.find(text) == std::string::npos) {
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
         if (left.count() <= 0) {
             return false;
@@ -239,7 +242,7 @@ bool PairReader::wait_ready(Duration timeout)
         if (::select(m_stdout + 1, &set, nullptr, nullptr, &tv) <= 0) {
             continue;
         }
-        char buf[256];
+        char buf[4096];
         ssize_t n = ::read(m_stdout, buf, sizeof buf);
         if (n <= 0) {
             return false;
@@ -249,26 +252,62 @@ bool PairReader::wait_ready(Duration timeout)
     return true;
 }
 
-PairReader::Report PairReader::stop(Duration timeout)
+void Child::write(const std::string& text)
 {
-    ::close(m_stdin);
-    m_stdin = -1;
-    int status = 0;
-    bool exited = reap(m_pid, timeout, &status);
-    if (exited) {
-        m_pid = -1;
+    REQUIRE(::write(m_stdin, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+}
+
+void Child::close_stdin()
+{
+    if (m_stdin >= 0) {
+        ::close(m_stdin);
+        m_stdin = -1;
     }
+}
+
+std::optional<int> Child::wait(Duration timeout)
+{
+    int status = 0;
+    if (!reap(m_pid, timeout, &status)) {
+        return std::nullopt;
+    }
+    m_pid = -1;
     char buf[4096];
-    ssize_t n = 0;
-    while (exited && (n = ::read(m_stdout, buf, sizeof buf)) > 0) {
+    for (ssize_t n = 0; (n = ::read(m_stdout, buf, sizeof buf)) > 0;) {
         m_out.append(buf, static_cast<std::size_t>(n));
     }
-    INFO("pair_reader said: " << m_out);
-    REQUIRE(exited);
-    REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
-    REQUIRE(m_out.find("rounds=") != std::string::npos);
+    return status;
+}
+
+// ---- PairReader ------------------------------------------------------------------------------
+
+namespace {
+
+std::vector<std::string> pair_reader_argv(const std::filesystem::path& dir, const std::vector<std::string>& args)
+{
+    std::vector<std::string> argv{PAIR_READER_PATH, dir.string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
+}
+
+} // namespace
+
+PairReader::PairReader(const std::filesystem::path& dir, const std::vector<std::string>& args)
+    : m_child(pair_reader_argv(dir, args))
+{
+}
+
+PairReader::Report PairReader::stop(Duration timeout)
+{
+    m_child.close_stdin();
+    auto status = m_child.wait(timeout);
+    const std::string& out = m_child.output();
+    INFO("pair_reader said: " << out);
+    REQUIRE(status);
+    REQUIRE((WIFEXITED(*status) && WEXITSTATUS(*status) == 0));
+    REQUIRE(out.find("rounds=") != std::string::npos);
     Report report;
-    std::istringstream words(m_out.substr(m_out.rfind("rounds=")));
+    std::istringstream words(out.substr(out.rfind("rounds=")));
     for (std::string word; words >> word;) {
         auto eq = word.find('=');
         const std::string key = word.substr(0, eq);

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -93,17 +94,40 @@ private:
     std::vector<pid_t> m_pids;
 };
 
+// A program with its stdin and stdout on pipes (stderr goes with stdout). The destructor closes
+// both and kills and reaps it if it still runs.
+class Child {
+public:
+    explicit Child(const std::vector<std::string>& argv);
+    ~Child();
+    Child(const Child&) = delete;
+    Child& operator=(const Child&) = delete;
+
+    // Reads its output until it holds `text`; false when the timeout passed or it ended first.
+    bool wait_for_output(const std::string& text, Duration timeout);
+    void write(const std::string& text);
+    void close_stdin();
+    // Waits for it to exit and reads the rest of its output: its wait status, nullopt on timeout.
+    std::optional<int> wait(Duration timeout);
+
+    const std::string& output() const { return m_out; }
+    pid_t pid() const { return m_pid; }
+
+private:
+    pid_t m_pid = -1;
+    int m_stdin = -1;  // write end
+    int m_stdout = -1; // read end
+    std::string m_out; // what it printed so far
+};
+
 // One pair_reader process (see its header for the options and the counts it reports).
 class PairReader {
 public:
     // args: pair_reader's options after DIR.
     PairReader(const std::filesystem::path& dir, const std::vector<std::string>& args);
-    ~PairReader();
-    PairReader(const PairReader&) = delete;
-    PairReader& operator=(const PairReader&) = delete;
 
     // Waits until it has read its first pair.
-    bool wait_ready(Duration timeout);
+    bool wait_ready(Duration timeout) { return m_child.wait_for_output("ready\n", timeout); }
     // Ends its loop and returns its counts (key -> value). The serials: `last` read while it
     // looped, `final` after it stopped, in serials["last"] and serials["final"].
     struct Report {
@@ -113,13 +137,10 @@ public:
     };
     Report stop(Duration timeout = std::chrono::seconds(60));
 
-    pid_t pid() const { return m_pid; }
+    pid_t pid() const { return m_child.pid(); }
 
 private:
-    pid_t m_pid = -1;
-    int m_stdin = -1;  // write end: closing it stops the reader
-    int m_stdout = -1; // read end
-    std::string m_out; // what it printed so far
+    Child m_child;
 };
 
 // Two pair_readers of dir, of one thread and of two, that pause for 2.5 windows every 2 windows:

@@ -778,9 +778,10 @@ TEST_CASE("import creates a domain without an issuer from a foreign certificate"
     check_verifies(dir);
     check_key_matches_cert(dir);
 
-    // A newer certificate for the same names: a new generation.
+    // A newer certificate for the same names: a new generation (imported with --now, which says so).
     auto second = foreign.leaf({{"alt.example.com", "imp.example.com"}, {"192.0.2.9"}});
-    ctl.ok(import_args(ctl, "imp.example.com", "two", second, foreign.pem()));
+    RunResult now = ctl.ok(cat(import_args(ctl, "imp.example.com", "two", second, foreign.pem()), {"--now"}));
+    CHECK_THAT(now.out, Contains("imp.example.com: every reader moves to generation 2 at once (--now)"));
     // The chain may also follow the leaf in the certificate file.
     auto third = foreign.leaf({{"imp.example.com", "alt.example.com", "more.example.com"}, {"192.0.2.9"}});
     write_file(ctl.path("three.full.pem"), third.cert_pem + foreign.pem());
@@ -1082,8 +1083,15 @@ TEST_CASE("renew --now renews even when not due and says that every reader moves
     CHECK_THAT(plain.out, !Contains("--now"));
     // A failing --now renewal says nothing of moving.
     const std::string before = ctl.snapshot();
-    expect_failure(ctl({"renew", "nope.example.com", "--now"}), 1, "no domain named nope.example.com");
+    RunResult failed = ctl({"renew", "nope.example.com", "--now"});
+    expect_failure(failed, 1, "no domain named nope.example.com");
+    CHECK_THAT(failed.out + failed.err, !Contains("moves"));
     CHECK(ctl.snapshot() == before);
+    // A domain that reuses its key keeps it through --now too, as the reference says.
+    ctl.ok({"add", "k.example.com", "--issuer", "ca", "--reuse-key"});
+    auto gen1 = ctl.export_to("k.example.com", "gen1");
+    ctl.ok({"renew", "k.example.com", "--now"});
+    CHECK(read_file(gen1 / "privkey.pem") == read_file(ctl.export_to("k.example.com", "gen2") / "privkey.pem"));
 }
 
 TEST_CASE("concurrent renewals of one domain never reuse or skip a generation number")

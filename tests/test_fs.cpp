@@ -13,9 +13,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <set>
-#include <sstream>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -50,12 +48,6 @@ bool pair_matches(const std::string& key_pem, const std::string& cert_pem)
     auto key = pki::parse_private_key(key_pem);
     auto certs = pki::parse_certs(cert_pem);
     return key.ok() && certs.ok() && pki::key_matches(*certs->front(), **key);
-}
-
-int env_int(const char* name, int fallback)
-{
-    const char* v = std::getenv(name);
-    return v != nullptr && std::atoi(v) > 0 ? std::atoi(v) : fallback;
 }
 
 } // namespace
@@ -215,6 +207,7 @@ TEST_CASE("fs (3b): the key opened by one thread and the certificate by another 
     m.wait_flip("threads.test", new_serial);
     std::string cert;
     std::thread([&] { cert = slurp(m.live("threads.test") / "cert.pem").value(); }).join();
+    CHECK(serial_of(cert) != new_serial); // the process's pin, not what a new process gets
     CHECK(pair_matches(key, cert));
 }
 
@@ -291,8 +284,8 @@ TEST_CASE("fs (3c and 3d): looping threads of one process keep their generation 
 TEST_CASE("fs (4): stress: several reader processes and renewals as fast as they commit and no mismatch")
 {
     // bench/stress.sh runs this same test for minutes by raising these.
-    const int k_readers = env_int("CERTFS_STRESS_READERS", 3);
-    const int k_renewals = env_int("CERTFS_STRESS_RENEWALS", 200);
+    const int k_readers = static_cast<int>(test::env_number("CERTFS_STRESS_READERS", 3));
+    const int k_renewals = static_cast<int>(test::env_number("CERTFS_STRESS_RENEWALS", 200));
     const Duration window = 200ms;
     Mount m(window);
     m.add("stress.test");
@@ -393,6 +386,14 @@ TEST_CASE("daemon: SIGTERM unmounts cleanly: a busy mount point and a missing st
     auto missing = test::run({CERTFS_PATH, "--db", (other / "none.db").string(), "-f", (other / "mnt").string()});
     CHECK(missing.exit_code == 1);
     CHECK_THAT(missing.err, Catch::Contains("does not exist (run 'certfsctl init')"));
+    CHECK_FALSE(is_fuse_mount(other / "mnt"));
+    // A bound on holds that would overflow the clock, or none at all.
+    for (const char* hold : {"20y", "0s", "soon"}) {
+        auto bad = test::run({CERTFS_PATH, "--db", m.db().string(), "--max-hold", hold, "-f", (other / "mnt").string()});
+        INFO(hold);
+        CHECK(bad.exit_code == 2);
+        CHECK_THAT(bad.err, Catch::StartsWith("certfs: --max-hold"));
+    }
     CHECK_FALSE(is_fuse_mount(other / "mnt"));
 
     REQUIRE(::kill(m.pid(), SIGTERM) == 0);
@@ -582,30 +583,16 @@ TEST_CASE("fs: a process whose working directory is live/<name>/ keeps that gene
     m.add("cwd.test");
     const auto old_gen = m.store()->current_generation("cwd.test").value();
     // A shell that changes into the directory, then waits for a line before reading.
-    int in = -1;
-    int out = -1;
-    const std::string script = "cd " + m.live("cwd.test").string() + " && echo in && read go && cat cert.pem";
-    pid_t sh = test::spawn({"/bin/sh", "-c", script}, "", &in, &out);
-    std::string said;
-    char buf[4096];
-    while (said.find("in\n") == std::string::npos) {
-        ssize_t n = ::read(out, buf, sizeof buf);
-        REQUIRE(n > 0);
-        said.append(buf, static_cast<std::size_t>(n));
-    }
+    test::Child sh({"/bin/sh", "-c", "cd " + m.live("cwd.test").string() + " && echo in && read go && cat cert.pem"});
+    REQUIRE(sh.wait_for_output("in\n", 10s));
     auto serial = m.renew("cwd.test");
     m.wait_flip("cwd.test", serial);
     std::this_thread::sleep_for(window + 100ms);
-    REQUIRE(::write(in, "go\n", 3) == 3);
-    ::close(in);
-    for (ssize_t n = 0; (n = ::read(out, buf, sizeof buf)) > 0;) {
-        said.append(buf, static_cast<std::size_t>(n));
-    }
-    ::close(out);
-    int status = 0;
-    REQUIRE(::waitpid(sh, &status, 0) == sh);
-    CHECK(WIFEXITED(status));
-    CHECK(said == "in\n" + old_gen.cert_pem);
+    sh.write("go\n");
+    auto status = sh.wait(10s);
+    REQUIRE(status);
+    CHECK(WIFEXITED(*status));
+    CHECK(sh.output() == "in\n" + old_gen.cert_pem);
 }
 
 TEST_CASE("fs: renew --now and rollback --now move a reader that never pauses at once, and say so")
@@ -626,6 +613,9 @@ TEST_CASE("fs: renew --now and rollback --now move a reader that never pauses at
             REQUIRE(r->wait_ready(30s));
         }
         m.wait_flip("now.test", m.renew("now.test")); // they are held on generation 1
+        // A directory descriptor opened now names generation 2 until --now.
+        int dirfd = ::open(m.live("now.test").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        REQUIRE(dirfd >= 0);
         auto r = ctl({"renew", "now.test", "--now"}); // due or not
         INFO(r.err);
         REQUIRE(r.exit_code == 0);
@@ -633,16 +623,31 @@ TEST_CASE("fs: renew --now and rollback --now move a reader that never pauses at
         CHECK_THAT(r.out, Catch::Contains("now.test: every reader moves to generation 3 at once (--now)"));
         const auto third = m.store()->current_generation("now.test").value().serial_hex;
         m.wait_flip("now.test", third);
+        auto through_fd = [&] {
+            int fd = ::openat(dirfd, "cert.pem", O_RDONLY | O_CLOEXEC);
+            std::string cert(8192, '\0');
+            ssize_t n = fd >= 0 ? ::read(fd, cert.data(), cert.size()) : -1;
+            if (fd >= 0) {
+                ::close(fd);
+            }
+            return n > 0 ? serial_of(cert.substr(0, static_cast<std::size_t>(n))) : "error";
+        };
+        CHECK(wait_until([&] { return through_fd() == third; }, 2s));
+        ::close(dirfd);
         auto c = reader.stop();
         CHECK(c.serials["last"] == third);
         CHECK(c["mismatches"] <= 1); // once, if --now came between its key and its certificate
         CHECK(c["errors"] == 0);
-        for (auto* one_open : {&dir_reader, &combined_reader}) {
-            auto o = one_open->stop();
-            CHECK(o.serials["last"] == third);
-            CHECK(o["mismatches"] == 0);
-            CHECK(o["errors"] == 0);
-        }
+        // --now moves directory descriptors at once too: one between its key and its
+        // certificate may get them mixed once. combined.pem is one open: never.
+        auto d = dir_reader.stop();
+        CHECK(d.serials["last"] == third);
+        CHECK(d["mismatches"] <= 1);
+        CHECK(d["errors"] == 0);
+        auto o = combined_reader.stop();
+        CHECK(o.serials["last"] == third);
+        CHECK(o["mismatches"] == 0);
+        CHECK(o["errors"] == 0);
     }
     {
         test::PairReader reader(m.live("now.test"), reader_args);
@@ -667,9 +672,11 @@ TEST_CASE("daemon: a reader that never pauses is held until the bound, then move
     test::CpuHogs hogs(2);
     Mount m(200ms, {"--max-hold", "2s"});
     m.add("bound.test");
-    // A monitor's loop: a pair, then 20 ms of rest, never a window's. And two that never rest but
-    // open one generation per round: through a directory descriptor, and combined.pem.
-    test::PairReader reader(m.live("bound.test"), {"--window-ms", "200", "--rest-us", "20000", "--name", "monitor"});
+    // A monitor's loop: the key, 10 ms of work, the certificate, 20 ms of rest, never a window's.
+    // And two that never rest but open one generation per round: through a directory
+    // descriptor, and combined.pem.
+    test::PairReader reader(m.live("bound.test"), {"--window-ms", "200", "--work-us", "10000", "--rest-us", "20000",
+                                                   "--name", "monitor"});
     test::PairReader dir_reader(m.live("bound.test"), {"--window-ms", "200", "--dir-fd", "--name", "dirreader"});
     test::PairReader combined_reader(m.live("bound.test"), {"--window-ms", "200", "--combined", "--name", "combreader"});
     for (auto* r : {&reader, &dir_reader, &combined_reader}) {
@@ -680,9 +687,9 @@ TEST_CASE("daemon: a reader that never pauses is held until the bound, then move
     INFO(m.log());
     for (auto [r, name] : {std::pair{&reader, "monitor"}, {&dir_reader, "dirreader"}, {&combined_reader, "combreader"}}) {
         const std::string who = "process " + std::to_string(r->pid()) + " (" + name + ") ";
-        CHECK(wait_until([&] { return m.log().find(who + "keeps reading generation 1 of bound.test because it never "
-                                                   "pauses; it moves when it pauses, at the latest at ") !=
-                                      std::string::npos; }));
+        const std::string notice = "[notice] " + who + "keeps reading generation 1 of bound.test because it never "
+                                                       "pauses; it moves when it pauses, at the latest at ";
+        CHECK(wait_until([&] { return m.log().find(notice) != std::string::npos; }));
         CHECK(wait_until([&] {
             return m.log().find(who + "moved from generation 1 to 2 of bound.test at the bound") != std::string::npos;
         }));
@@ -691,6 +698,13 @@ TEST_CASE("daemon: a reader that never pauses is held until the bound, then move
         CHECK(c.serials["last"] == serial);
         CHECK(c["mismatches"] == 0);
         CHECK(c["errors"] == 0);
+        // Said once for its one hold.
+        const std::string log = m.log();
+        std::size_t said = 0;
+        for (auto at = log.find(notice); at != std::string::npos; at = log.find(notice, at + 1)) {
+            ++said;
+        }
+        CHECK(said == 1);
     }
     // The daemon counts them, and says so when it unmounts.
     test::run({"/usr/bin/fusermount3", "-u", m.mnt().string()});
@@ -737,4 +751,44 @@ TEST_CASE("daemon: a hold ends at half the time the held certificate still had, 
                      20s));
     auto c = reader.stop();
     CHECK(c.serials["last"] == serial);
+}
+
+TEST_CASE("fs: a bind mount of live/<name>/ keeps its generation until the bound, then follows the current one")
+{
+    Mount m(200ms, {"--max-hold", "2s", "--no-renew"});
+    m.add("bind.test");
+    const auto old_gen = m.store()->current_generation("bind.test").value();
+    const stdfs::path bind = m.dir() / "bind";
+    stdfs::create_directory(bind);
+    struct BindMount {
+        stdfs::path at;
+        ~BindMount() { test::run({"/usr/bin/umount", at.string()}); }
+    };
+    REQUIRE(test::run({"/usr/bin/mount", "--bind", m.live("bind.test").string(), bind.string()}).exit_code == 0);
+    BindMount guard{bind};
+    auto serial = m.renew("bind.test");
+    m.wait_flip("bind.test", serial);
+    const auto flipped = std::chrono::steady_clock::now();
+    CHECK(serial_of(slurp(bind / "cert.pem").value()) == old_gen.serial_hex);
+    // The bound (2 s), then at most the file entries' timeout (the bound too).
+    CHECK(wait_until([&] { return serial_of(slurp(bind / "cert.pem").value()) == serial; }, 10s));
+    CHECK(std::chrono::steady_clock::now() - flipped >= 1500ms);
+    auto key = slurp(bind / "privkey.pem").value();
+    CHECK(pair_matches(key, slurp(bind / "fullchain.pem").value()));
+
+    // A bind mount made now names generation 2; --now moves it at once.
+    const stdfs::path now_bind = m.dir() / "now-bind";
+    stdfs::create_directory(now_bind);
+    REQUIRE(test::run({"/usr/bin/mount", "--bind", m.live("bind.test").string(), now_bind.string()}).exit_code == 0);
+    BindMount now_guard{now_bind};
+    const auto third = m.renew("bind.test");
+    m.wait_flip("bind.test", third);
+    CHECK(serial_of(slurp(now_bind / "cert.pem").value()) == serial);
+    {
+        auto st = m.store();
+        REQUIRE(renew::Renewer(*st, "test").renew("bind.test", true, true).ok());
+    }
+    const auto fourth = m.store()->current_generation("bind.test").value().serial_hex;
+    m.wait_flip("bind.test", fourth);
+    CHECK(wait_until([&] { return serial_of(slurp(now_bind / "cert.pem").value()) == fourth; }, 1s));
 }

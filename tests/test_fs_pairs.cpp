@@ -6,10 +6,6 @@
 //
 // bench/stress.sh runs the same test at the default pin window (CERTFS_PAIRS_WINDOW_MS=2000) and
 // with more renewals (CERTFS_PAIRS_RENEWALS).
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cstdlib>
 #include <iomanip>
 #include <iostream>
 #include <memory>
@@ -26,12 +22,6 @@ namespace stdfs = std::filesystem;
 
 namespace {
 
-long env_long(const char* name, long fallback)
-{
-    const char* v = std::getenv(name);
-    return v != nullptr && std::atol(v) > 0 ? std::atol(v) : fallback;
-}
-
 struct Kind {
     std::string name;              // its process name
     std::vector<std::string> args; // pair_reader's options
@@ -42,8 +32,8 @@ struct Kind {
 
 TEST_CASE("fs pairs: the worst loops never get a mismatched pair: held while they loop, moved when they pause")
 {
-    const auto window = std::chrono::milliseconds(env_long("CERTFS_PAIRS_WINDOW_MS", 200));
-    const long renewals = env_long("CERTFS_PAIRS_RENEWALS", 100);
+    const auto window = std::chrono::milliseconds(test::env_number("CERTFS_PAIRS_WINDOW_MS", 200));
+    const long renewals = test::env_number("CERTFS_PAIRS_RENEWALS", 100);
     const std::string w = std::to_string(window.count());
     const std::string pause = std::to_string(window.count() * 5 / 2);
     const std::string pause_every = std::to_string(window.count() * 2);

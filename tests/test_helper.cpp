@@ -405,6 +405,12 @@ TEST_CASE("helper: a pending request is kept in the store and polled with the sa
     REQUIRE(waiting.ok());
     CHECK_FALSE(waiting->front().generation.has_value());
     CHECK(log_lines(log) == std::vector<std::string>{"SUBMIT ", "POLL req-9"});
+    // certfsctl renew --now polls too, and says that nothing moved.
+    auto now = test::run({CERTFSCTL_PATH, "--db", f.db, "renew", "www.example.com", "--now"});
+    CHECK(now.exit_code == 0);
+    CHECK_THAT(now.out, Contains("www.example.com: nothing moved (--now): no new generation yet; once the CA has "
+                                 "issued it, run 'certfsctl renew www.example.com --now' again"));
+    CHECK(log_lines(log) == std::vector<std::string>{"SUBMIT ", "POLL req-9", "POLL req-9"});
 
     // The CA issues: committed with the key made at the first submission.
     write_file(gate, "yes");
@@ -412,7 +418,7 @@ TEST_CASE("helper: a pending request is kept in the store and polled with the sa
     INFO(issued.status().message());
     REQUIRE(issued.ok());
     CHECK(issued->front().generation == 1);
-    CHECK(log_lines(log) == std::vector<std::string>{"SUBMIT ", "POLL req-9", "POLL req-9"});
+    CHECK(log_lines(log) == std::vector<std::string>{"SUBMIT ", "POLL req-9", "POLL req-9", "POLL req-9"});
     auto gen = f.store->current_generation("www.example.com").value();
     CHECK(gen.key_pem == kept->key_pem);
     CHECK_FALSE(f.store->pending("www.example.com").value().has_value());

@@ -59,6 +59,12 @@ std::string read_file(const std::filesystem::path& path)
     return ss.str();
 }
 
+long env_number(const char* name, long fallback)
+{
+    const char* v = std::getenv(name);
+    return v != nullptr && std::atol(v) > 0 ? std::atol(v) : fallback;
+}
+
 std::string file_or_empty(const std::filesystem::path& path)
 {
     std::ifstream in(path, std::ios::binary);

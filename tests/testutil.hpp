@@ -51,6 +51,9 @@ struct RunResult {
 RunResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env = {},
               int timeout_s = 60);
 
+// The environment variable `name` as a positive number, or fallback (for sizes bench/ raises).
+long env_number(const char* name, long fallback);
+
 // Polls pred every 10 ms until it holds or timeout passed; returns its last answer.
 template <typename Pred>
 bool wait_until(Pred pred, Duration timeout = std::chrono::seconds(10))

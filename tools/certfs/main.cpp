@@ -115,7 +115,13 @@ int main(int argc, char** argv)
     app.add_option("--pin-window", pin_window, "Pin window (default 2s)")->check(check_duration);
     app.add_option("--max-hold", max_hold,
                    "Longest a reader that never pauses keeps an older generation (default 1h)")
-        ->check(check_duration);
+        ->check([&](const std::string& text) {
+            auto d = certfs::parse_duration(text);
+            if (!d.ok()) {
+                return d.status().message();
+            }
+            return *d > std::chrono::days(3650) ? std::string("at most 10y") : std::string();
+        });
     app.add_flag("--no-renew", no_renew, "Do not run the renewal scheduler");
     app.add_flag("-f,--foreground", foreground, "Stay in the foreground and log to stderr");
     app.add_option("-o", options, "Mount options (allow_other, ...)")->allow_extra_args(false);

@@ -506,8 +506,15 @@ int cmd_add(store::Store& st, const AddArgs& args)
     return k_exit_ok;
 }
 
+// What --now means, said where it takes effect.
+std::string moved_now_note(const std::string& domain, std::int64_t gen)
+{
+    return domain + ": every reader moves to generation " + std::to_string(gen) +
+           " at once (--now); one reading its key and certificate at that moment may pair them wrongly once";
+}
+
 int cmd_import(store::Store& st, const std::string& name, const std::string& cert_file, const std::string& key_file,
-               const std::string& chain_file)
+               const std::string& chain_file, bool now)
 {
     store::GenerationInput input;
     for (auto [file, field] : {std::pair{&cert_file, &input.cert_pem}, std::pair{&key_file, &input.key_pem},
@@ -521,11 +528,14 @@ int cmd_import(store::Store& st, const std::string& name, const std::string& cer
         }
         *field = std::move(*text);
     }
-    auto gen = st.import_generation(name, input);
+    auto gen = st.import_generation(name, input, now);
     if (!gen.ok()) {
         return fail(gen.status());
     }
     std::cout << "imported " << name << ": generation " << *gen << '\n';
+    if (now) {
+        std::cout << moved_now_note(name, *gen) << '\n';
+    }
     return k_exit_ok;
 }
 
@@ -642,13 +652,6 @@ int cmd_history(store::Store& st, const std::string& name, bool json)
     return k_exit_ok;
 }
 
-// What --now means, said where it takes effect.
-std::string moved_now_note(const std::string& domain, std::int64_t gen)
-{
-    return domain + ": every reader moves to generation " + std::to_string(gen) +
-           " at once (--now); one reading its key and certificate at that moment may pair them wrongly once";
-}
-
 int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool force, bool now, int jobs)
 {
     if (all == !names.empty()) {
@@ -728,6 +731,9 @@ int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool f
             std::cout << o.domain << ": " << o.message << '\n';
             if (now && o.generation) {
                 std::cout << moved_now_note(o.domain, *o.generation) << '\n';
+            } else if (now) {
+                std::cout << o.domain << ": nothing moved (--now): no new generation yet; once the CA has issued it, "
+                          << "run 'certfsctl renew " << o.domain << " --now' again\n";
             }
         }
         for (const auto& run : done[i].runs) {
@@ -1016,6 +1022,11 @@ int main(int argc, char** argv)
     add->add_flag("--no-issue", add_args.no_issue, "Add without issuing a certificate now");
     add->callback([&] { run([&](store::Store& st) { return cmd_add(st, add_args); }); });
 
+    // --now, for renew, rollback and import
+    bool now = false;
+    const std::string now_help = "Move every reader to it at once, even one between its key and its certificate "
+                                 "(for a compromised key)";
+
     // import
     std::string cert_file;
     std::string key_file;
@@ -1025,7 +1036,9 @@ int main(int argc, char** argv)
     import->add_option("--cert", cert_file, "Certificate PEM (may include the chain)")->required();
     import->add_option("--key", key_file, "Private key PEM")->required();
     import->add_option("--chain", chain_file, "Intermediate certificates PEM");
-    import->callback([&] { run([&](store::Store& st) { return cmd_import(st, name, cert_file, key_file, chain_file); }); });
+    import->add_flag("--now", now, now_help);
+    import->callback(
+        [&] { run([&](store::Store& st) { return cmd_import(st, name, cert_file, key_file, chain_file, now); }); });
 
     auto* list = app.add_subcommand("list", "List domains with their state and expiry");
     list->add_flag("--json", json, "JSON output");
@@ -1044,9 +1057,6 @@ int main(int argc, char** argv)
     std::vector<std::string> names;
     bool all = false;
     bool force = false;
-    bool now = false;
-    const std::string now_help = "Move every reader to it at once, even one between its key and its certificate "
-                                 "(for a compromised key)";
     auto* renew_cmd = app.add_subcommand("renew", "Renew what is due now");
     renew_cmd->add_option("NAME", names, "Domains to renew");
     renew_cmd->add_flag("--all", all, "Every domain with an issuer");
