@@ -313,9 +313,6 @@ Status Filesystem::refresh()
     for (const auto& [level, line] : said) {
         spdlog::log(level, line);
     }
-    if (session == nullptr) {
-        return Status::Ok();
-    }
     for (const auto& [parent, name] : stale) {
         drop_entry(session, parent, name);
     }
@@ -426,9 +423,6 @@ void Filesystem::run_timers()
         std::lock_guard store_lock(m_store_mutex);
         session = m_session;
     }
-    if (session == nullptr) {
-        return;
-    }
     std::vector<std::string> due;
     {
         std::lock_guard lock(m_mutex);
@@ -484,6 +478,9 @@ void Filesystem::report(const std::string& domain, std::uint32_t pid, const Doma
 
 void Filesystem::drop_entry(fuse_session* session, fuse_ino_t parent, const std::string& name)
 {
+    if (session == nullptr) {
+        return; // not mounted yet: the kernel holds no entry
+    }
     // ENOENT: the kernel had no such entry cached; nothing to do.
     int rc = fuse_lowlevel_notify_inval_entry(session, parent, name.c_str(), name.size());
     if (rc != 0 && rc != -ENOENT) {

@@ -142,7 +142,8 @@ private:
     void run_timers();          // due second drops; called by the watcher
     PinTime next_timer() const; // the next due second drop
     PinDuration redrop_delay() const;
-    // Drops the kernel's entry for live/<name>; watcher only.
+    // Drops the kernel's entry `name` in directory `parent`; watcher only. Nothing to drop before
+    // start().
     void drop_entry(fuse_session* session, fuse_ino_t parent, const std::string& name);
     // Logs what a choice of the pins reports about a process (resolve(), no lock held).
     void report(const std::string& domain, std::uint32_t pid, const DomainPins::Choice& choice);
