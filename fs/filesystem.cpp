@@ -352,12 +352,13 @@ std::pair<spdlog::level::level_enum, std::string> Filesystem::commit_started(Dom
                                                                              bool move_now, PinTime at)
 {
     const PinTime expires = pin_time_of(d.current_not_after, at);
+    const PinTime old_expires = pin_time_of(view.current_not_after, at);
+    const PinOptions options{m_options.pin_window, m_options.max_hold};
     const std::int64_t old_gen = *view.current;
     const std::int64_t gen = *d.current_gen;
     const bool starts = !view.pins;
     if (starts) {
-        view.pins = std::make_unique<DomainPins>(old_gen, pin_time_of(view.current_not_after, at),
-                                                 PinOptions{m_options.pin_window, m_options.max_hold});
+        view.pins = std::make_unique<DomainPins>(old_gen, old_expires, options);
     }
     if (move_now) {
         view.pins->committed_now(gen, expires);
@@ -369,11 +370,10 @@ std::pair<spdlog::level::level_enum, std::string> Filesystem::commit_started(Dom
     if (starts) {
         view.pins->block_flips(); // until the drop (refresh())
     }
-    // Its directory serves it for as long as a process may be held on it (pins.hpp).
-    const PinDuration left = std::chrono::duration_cast<PinDuration>(pin_time_of(view.current_not_after, at) - at);
-    const PinDuration hold = std::min<PinDuration>(m_options.max_hold, std::max<PinDuration>(left / 2, PinDuration(0)));
+    // Its directory serves it for as long as a process may be held on it (pins.hpp): a hold
+    // begins within a window of the flip, which is up to a second drop and a window away.
     std::erase_if(view.retired, [&](const auto& r) { return r.second <= at; });
-    view.retired[old_gen] = at + redrop_delay() + 3 * m_options.pin_window + hold;
+    view.retired[old_gen] = at + redrop_delay() + 3 * m_options.pin_window + hold_limit(options, old_expires, at);
     view.retired.erase(gen);
     const auto visible_in = (starts ? redrop_delay() : PinDuration(0)) + m_options.pin_window;
     return {spdlog::level::info, d.name + ": generation " + std::to_string(gen) + " committed; visible in " +

@@ -85,14 +85,17 @@ DomainPins::Choice DomainPins::choose(std::uint32_t pid, PinTime now)
     return choice;
 }
 
+PinClock::duration hold_limit(const PinOptions& options, PinTime expires, PinTime since)
+{
+    return std::min<PinClock::duration>(options.max_hold,
+                                        std::max<PinClock::duration>((expires - since) / 2, PinClock::duration::zero()));
+}
+
 PinTime DomainPins::bound_of(const ProcessPin& pin) const
 {
     const PinTime since = *pin.held_since;
-    PinClock::duration hold = m_options.max_hold;
-    if (auto e = m_expires.find(pin.gen); e != m_expires.end()) {
-        hold = std::min(hold, std::max<PinClock::duration>((e->second - since) / 2, PinClock::duration::zero()));
-    }
-    return since + hold;
+    auto e = m_expires.find(pin.gen);
+    return since + (e != m_expires.end() ? hold_limit(m_options, e->second, since) : m_options.max_hold);
 }
 
 PinClock::duration DomainPins::long_gap(const ProcessPin& pin)

@@ -59,6 +59,10 @@ struct PinOptions {
     PinDuration max_hold = k_default_max_hold;
 };
 
+// How long a process may be held, from `since`, on a generation whose certificate expires at
+// `expires`: max_hold, or half the time the certificate still has, if shorter (the bound).
+PinClock::duration hold_limit(const PinOptions& options, PinTime expires, PinTime since);
+
 class DomainPins {
 public:
     // `current` is visible now; its certificate expires at `expires`.
