@@ -1,6 +1,6 @@
 // Time: one Clock interface so that the store, the issuers and the scheduler can be driven by
 // a fake clock in tests. Times are std::chrono::system_clock time points; the store keeps
-// them as whole Unix seconds.
+// them as Unix milliseconds (store/schema.cpp), certificates as whole seconds.
 #pragma once
 
 #include <chrono>
@@ -40,6 +40,7 @@ private:
     TimePoint m_now; // guarded by m_mutex
 };
 
+// Whole Unix seconds, as X.509 times and RFC 3339 text carry them (sub-seconds are dropped).
 std::int64_t to_unix(TimePoint t);
 TimePoint from_unix(std::int64_t seconds);
 

@@ -24,7 +24,7 @@ Result<Reason> parse_reason(std::string_view name);
 
 struct NewIssuer {
     std::string name;
-    std::string kind;        // "local"
+    std::string kind;        // "local", "acme" or "helper" (renew/issuers.cpp builds each)
     std::string config_json; // kind-specific settings, interpreted by renew/
     std::string secret_pem;  // e.g. the local CA's private key; never listed
     std::string cert_pem;    // e.g. the local CA's certificate
