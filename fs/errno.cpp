@@ -1,6 +1,10 @@
 #include "fs/errno.hpp"
 
 #include <cerrno>
+#include <exception>
+#include <new>
+
+#include <spdlog/spdlog.h>
 
 namespace certfs::fs {
 
@@ -16,6 +20,23 @@ int to_errno(const Status& status)
     case Code::unavailable: return EAGAIN;
     }
     return EIO;
+}
+
+int exception_errno(const char* where) noexcept
+{
+    // spdlog catches what its own formatting throws, so logging here cannot throw again.
+    try {
+        throw;
+    } catch (const std::bad_alloc&) {
+        spdlog::error("{}: out of memory", where);
+        return ENOMEM;
+    } catch (const std::exception& e) {
+        spdlog::error("{}: {}", where, e.what());
+        return EIO;
+    } catch (...) {
+        spdlog::error("{}: an unknown exception", where);
+        return EIO;
+    }
 }
 
 } // namespace certfs::fs

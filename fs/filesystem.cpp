@@ -10,29 +10,14 @@
 
 #include "core/log.hpp"
 #include "fs/errno.hpp"
+#include "fs/watcher.hpp"
 
 namespace certfs::fs {
 
 namespace {
 
-constexpr fuse_ino_t k_root = FUSE_ROOT_ID;
-constexpr fuse_ino_t k_live = 2;
-constexpr fuse_ino_t k_archive = 3;
 // Content never changes under an inode, so the kernel may keep answers for long.
 constexpr double k_long_timeout = 86400.0;
-
-constexpr int k_privkey = 3;
-constexpr int k_combined = 4;
-
-int file_index(const char* name)
-{
-    for (std::size_t i = 0; i < k_file_names.size(); ++i) {
-        if (std::strcmp(name, k_file_names[i]) == 0) {
-            return static_cast<int>(i);
-        }
-    }
-    return -1;
-}
 
 std::optional<std::int64_t> parse_gen(const char* name)
 {
@@ -53,12 +38,6 @@ Filesystem* self(fuse_req_t req)
 TimePoint now()
 {
     return std::chrono::system_clock::now();
-}
-
-// A wall-clock time (a certificate's expiry) on the pins' monotonic clock, from `at`, about now.
-PinTime pin_time_of(const std::optional<TimePoint>& t, PinTime at)
-{
-    return t ? at + std::chrono::duration_cast<PinClock::duration>(*t - now()) : PinTime::max();
 }
 
 // A time on the pins' monotonic clock as the wall clock shows it.
@@ -82,50 +61,112 @@ timespec to_timespec(TimePoint t)
     return timespec{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
 }
 
-// ---- the operations table: decode, one call, the member replies -----------------------------
+// ---- the operations table: decode, one call, exactly one reply ------------------------------
+
+// The boundary of a request: runs compute(), which returns a Result, and replies exactly once:
+// reply(value) on success, the Status's errno (to_errno()) on an error, and ENOMEM or EIO if an
+// exception left compute() (logged by exception_errno()). reply() only calls a fuse_reply_*.
+// compute() releases every lock before it returns, so no reply runs under one.
+template <typename Compute, typename Reply>
+void answer(fuse_req_t req, const char* op, Compute&& compute, Reply&& reply) noexcept
+{
+    using R = decltype(compute());
+    std::optional<R> result;
+    int err = 0;
+    try {
+        result.emplace(compute());
+    } catch (...) {
+        err = exception_errno(op);
+    }
+    if (!result) {
+        fuse_reply_err(req, err);
+    } else if (!result->ok()) {
+        fuse_reply_err(req, to_errno(result->status()));
+    } else {
+        reply(result->value());
+    }
+}
+
+// The boundary of what has no reply but fuse_reply_none() (forget) or none at all (init).
+template <typename Body>
+void contain(const char* op, Body&& body) noexcept
+{
+    try {
+        body();
+    } catch (...) {
+        exception_errno(op);
+    }
+}
 
 void op_init(void* userdata, fuse_conn_info* conn)
 {
-    static_cast<Filesystem*>(userdata)->init(conn);
+    contain("init", [&] { static_cast<Filesystem*>(userdata)->init(conn); });
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name)
 {
-    self(req)->lookup(req, parent, name);
+    answer(req, "lookup", [&] { return self(req)->do_lookup(req, parent, name); },
+           [&](const fuse_entry_param& e) { fuse_reply_entry(req, &e); });
 }
 
 void op_forget(fuse_req_t req, fuse_ino_t ino, std::uint64_t nlookup)
 {
-    self(req)->forget(ino, nlookup);
+    contain("forget", [&] { self(req)->forget(ino, nlookup); });
     fuse_reply_none(req);
 }
 
 void op_forget_multi(fuse_req_t req, std::size_t count, fuse_forget_data* forgets)
 {
-    for (std::size_t i = 0; i < count; ++i) {
-        self(req)->forget(forgets[i].ino, forgets[i].nlookup);
-    }
+    contain("forget", [&] {
+        for (std::size_t i = 0; i < count; ++i) {
+            self(req)->forget(forgets[i].ino, forgets[i].nlookup);
+        }
+    });
     fuse_reply_none(req);
 }
 
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*)
 {
-    self(req)->getattr(req, ino);
+    answer(req, "getattr", [&] { return self(req)->do_getattr(ino); },
+           [&](const struct stat& st) { fuse_reply_attr(req, &st, k_long_timeout); });
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi)
 {
-    self(req)->open(req, ino, fi);
+    if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+        fuse_reply_err(req, EROFS);
+        return;
+    }
+    answer(req, "open", [&] { return self(req)->do_open(ino); }, [&](Filesystem::OpenAnswer a) {
+        switch (a) {
+        case Filesystem::OpenAnswer::open:
+            fi->keep_cache = 1;
+            fuse_reply_open(req, fi);
+            return;
+        case Filesystem::OpenAnswer::kernel_opens: fuse_reply_err(req, ENOSYS); return;
+        case Filesystem::OpenAnswer::not_a_file: fuse_reply_err(req, EISDIR); return;
+        }
+        fuse_reply_err(req, EIO);
+    });
 }
 
 void op_read(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fuse_file_info*)
 {
-    self(req)->read(req, ino, size, off);
+    answer(req, "read", [&] { return self(req)->do_read(ino, size, off); }, [&](const Filesystem::Bytes& b) {
+        fuse_reply_buf(req, b.size > 0 ? b.data->data() + b.offset : nullptr, b.size);
+    });
 }
 
 void op_readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fuse_file_info*)
 {
-    self(req)->readdir(req, ino, size, off);
+    answer(req, "readdir", [&] { return self(req)->do_readdir(req, ino, size, off); },
+           [&](const Filesystem::Listing& l) {
+               if (!l.is_directory) {
+                   fuse_reply_err(req, ENOTDIR);
+                   return;
+               }
+               fuse_reply_buf(req, l.entries.data(), l.entries.size());
+           });
 }
 
 // Everything that would change the tree: the filesystem is read-only.
@@ -174,7 +215,8 @@ const fuse_lowlevel_ops& Filesystem::operations()
 }
 
 Filesystem::Filesystem(Options options, std::unique_ptr<store::Store> store)
-    : m_options(std::move(options)), m_mounted_at(now()), m_store(std::move(store))
+    : m_options(std::move(options)), m_mounted_at(now()), m_store(std::move(store)),
+      m_watcher(std::make_unique<Watcher>(*this))
 {
     m_nodes[k_root].kind = Kind::root;
     m_nodes[k_live].kind = Kind::live;
@@ -185,7 +227,7 @@ Result<std::unique_ptr<Filesystem>> Filesystem::create(const Options& options)
 {
     ASSIGN_OR_RETURN(auto store, store::Store::open(options.db_path, {.create = false, .actor = "certfs", .clock = nullptr}));
     std::unique_ptr<Filesystem> fs(new Filesystem(options, std::move(store)));
-    TRY(fs->refresh());
+    TRY(fs->m_watcher->refresh());
     // SQLite connections must not cross fork() (the daemon may still detach): start() opens
     // the connection the watcher and the handlers use.
     fs->m_store.reset();
@@ -202,250 +244,20 @@ Status Filesystem::start(fuse_session* se)
     {
         std::lock_guard lock(m_store_mutex);
         ASSIGN_OR_RETURN(m_store, store::Store::open(m_options.db_path, {.create = false, .actor = "certfs", .clock = nullptr}));
-        m_session = se;
-        // data_version counts per connection: this is a new one, so compare nothing old with it.
-        m_data_version = -1;
     }
-    m_watcher = std::thread([this] { watch(); });
+    m_watcher->start(se);
     return Status::Ok();
 }
 
 void Filesystem::stop()
 {
-    {
-        std::lock_guard lock(m_watch_mutex);
-        m_stopping = true;
-    }
-    m_watch_cv.notify_all();
-    if (m_watcher.joinable()) {
-        m_watcher.join();
-    }
-}
-
-void Filesystem::watch()
-{
-    std::unique_lock lock(m_watch_mutex);
-    while (!m_stopping) {
-        lock.unlock();
-        if (Status s = refresh(); !s.ok()) {
-            spdlog::warn("cannot read the store: {}", s.message());
-        }
-        run_timers();
-        // Second drops are due at set times, more often than the store is polled.
-        const auto until = std::min(PinClock::now() + m_options.poll_interval, next_timer());
-        lock.lock();
-        m_watch_cv.wait_until(lock, until, [this] { return m_stopping; });
-    }
-}
-
-Status Filesystem::refresh()
-{
-    std::vector<store::Domain> domains;
-    std::map<std::string, std::vector<std::pair<std::int64_t, TimePoint>>> index;
-    fuse_session* session = nullptr;
-    {
-        std::lock_guard lock(m_store_mutex);
-        if (!m_store) {
-            return Status::Unavailable("the store is not open");
-        }
-        ASSIGN_OR_RETURN(std::int64_t version, m_store->data_version());
-        if (version == m_data_version) {
-            return Status::Ok();
-        }
-        ASSIGN_OR_RETURN(domains, m_store->list_domains());
-        ASSIGN_OR_RETURN(index, m_store->generation_index());
-        m_data_version = version;
-        session = m_session;
-    }
-
-    if (m_options.on_store_change) {
-        m_options.on_store_change();
-    }
-    const PinTime at = PinClock::now();
-    std::vector<std::pair<fuse_ino_t, std::string>> stale; // kernel entries to drop
-    struct Commit {
-        std::string name;
-        bool now;    // made with --now: every reader moves at once
-        bool starts; // it starts a transition: the kernel may be caching entries of the domain
-        std::vector<fuse_ino_t> old_dirs; // with now: live/<name> directories of older generations
-    };
-    std::vector<Commit> commits; // domains whose generation changed
-    std::vector<std::pair<spdlog::level::level_enum, std::string>> said; // to log once the lock is released
-    {
-        std::lock_guard lock(m_mutex);
-        std::map<std::string, DomainView> next;
-        for (const auto& d : domains) {
-            DomainView view;
-            auto old = m_domains.find(d.name);
-            if (old != m_domains.end() && old->second.id == d.id) {
-                view = std::move(old->second);
-                const bool now_asked = d.move_now_count != view.move_now_count;
-                if (view.current && d.current_gen && (*view.current != *d.current_gen || now_asked)) {
-                    Commit c{d.name, now_asked, !view.pins, {}};
-                    said.push_back(commit_started(view, d, c.now, at));
-                    if (c.now) {
-                        c.old_dirs = live_dirs_except(view.id, *d.current_gen);
-                    }
-                    commits.push_back(std::move(c));
-                }
-            } else if (old != m_domains.end()) {
-                stale.emplace_back(k_live, d.name); // removed and added again: a new domain
-                stale.emplace_back(k_archive, d.name);
-            }
-            view.id = d.id;
-            view.current = d.current_gen;
-            view.current_not_after = d.current_not_after;
-            view.move_now_count = d.move_now_count;
-            view.generations = index[d.name];
-            view.uid = d.owner_uid;
-            view.gid = d.group_gid;
-            view.mode = d.mode;
-            next.emplace(d.name, std::move(view));
-        }
-        for (const auto& [name, view] : m_domains) {
-            if (next.count(name) == 0) {
-                stale.emplace_back(k_live, name);
-                stale.emplace_back(k_archive, name);
-            }
-        }
-        m_domains = std::move(next);
-    }
-    for (const auto& [level, line] : said) {
-        spdlog::log(level, line);
-    }
-    for (const auto& [parent, name] : stale) {
-        drop_entry(session, parent, name);
-    }
-    for (const Commit& c : commits) {
-        drop_entry(session, k_live, c.name);
-        // A directory descriptor, working directory or bind mount of an older generation's
-        // directory follows the new one from its next open.
-        for (fuse_ino_t dir : c.old_dirs) {
-            for (const char* file : k_file_names) {
-                drop_entry(session, dir, file);
-            }
-        }
-    }
-    // When a transition starts, the kernel was caching the domain's entry, and opens through it
-    // were not seen: the window counts from when it holds no such entry any more, so that such
-    // an open is a whole window older than the flip (commit_started() stopped the flips until
-    // then). The drop above waits for lookups in progress, which hold live/'s lock as the
-    // kernel's invalidation does. A revalidation of the entry holds no lock: one that started
-    // before the commit may store its long timeout in the dropped entry after the drop, and a
-    // lookup of the same directory inode brings that very entry back (d_splice_alias reuses the
-    // directory's alias). A second drop, once such a revalidation has surely finished, removes
-    // it, and the flip comes one window after that (run_timers()). During a transition no answer
-    // may be cached: nothing to wait for.
-    const PinTime dropped = PinClock::now();
-    std::lock_guard lock(m_mutex);
-    for (const Commit& c : commits) {
-        auto d = m_domains.find(c.name);
-        if (c.starts && !c.now && d != m_domains.end() && d->second.pins) {
-            d->second.pins->hold(dropped);
-            d->second.redrop = dropped + redrop_delay();
-        }
-    }
-    return Status::Ok();
-}
-
-std::pair<spdlog::level::level_enum, std::string> Filesystem::commit_started(DomainView& view, const store::Domain& d,
-                                                                             bool move_now, PinTime at)
-{
-    const PinTime expires = pin_time_of(d.current_not_after, at);
-    const PinTime old_expires = pin_time_of(view.current_not_after, at);
-    const PinOptions options{m_options.pin_window, m_options.max_hold};
-    const std::int64_t old_gen = *view.current;
-    const std::int64_t gen = *d.current_gen;
-    const bool starts = !view.pins;
-    if (starts) {
-        view.pins = std::make_unique<DomainPins>(old_gen, old_expires, options);
-    }
-    if (move_now) {
-        view.pins->committed_now(gen, expires);
-        view.retired.clear();
-        return {spdlog::level::warn,
-                d.name + ": generation " + std::to_string(gen) + " committed with --now: every reader moves to it at once"};
-    }
-    view.pins->committed(gen, expires, at);
-    if (starts) {
-        view.pins->block_flips(); // until the drop (refresh())
-    }
-    // Its directory serves it for as long as a process may be held on it (pins.hpp): a hold
-    // begins within a window of the flip, which is up to a second drop and a window away.
-    std::erase_if(view.retired, [&](const auto& r) { return r.second <= at; });
-    view.retired[old_gen] = at + redrop_delay() + 3 * m_options.pin_window + hold_limit(options, old_expires, at);
-    view.retired.erase(gen);
-    const auto visible_in = (starts ? redrop_delay() : PinDuration(0)) + m_options.pin_window;
-    return {spdlog::level::info, d.name + ": generation " + std::to_string(gen) + " committed; visible in " +
-                                     std::to_string(visible_in.count()) + " ms"};
-}
-
-std::vector<fuse_ino_t> Filesystem::live_dirs_except(std::int64_t domain_id, std::int64_t gen) const
-{
-    std::vector<fuse_ino_t> dirs;
-    const int kind = static_cast<int>(Kind::live_domain);
-    for (auto it = m_inode_of.lower_bound({kind, domain_id, 0, -1});
-         it != m_inode_of.end() && std::get<0>(it->first) == kind && std::get<1>(it->first) == domain_id; ++it) {
-        if (std::get<2>(it->first) != gen) {
-            dirs.push_back(it->second);
-        }
-    }
-    return dirs;
+    m_watcher->stop();
 }
 
 double Filesystem::live_file_timeout() const
 {
     // Long enough to cost nothing in steady state; no longer than a hold, which it ends.
     return std::chrono::duration<double>(std::min<Duration>(k_live_file_timeout, m_options.max_hold)).count();
-}
-
-PinDuration Filesystem::redrop_delay() const
-{
-    return std::min<PinDuration>(k_max_redrop_delay, std::chrono::duration_cast<PinDuration>(m_options.pin_window) / 4);
-}
-
-PinTime Filesystem::next_timer() const
-{
-    PinTime next = PinTime::max();
-    std::lock_guard lock(m_mutex);
-    for (const auto& [name, view] : m_domains) {
-        if (view.redrop) {
-            next = std::min(next, *view.redrop);
-        }
-    }
-    return next;
-}
-
-void Filesystem::run_timers()
-{
-    fuse_session* session = nullptr;
-    {
-        std::lock_guard store_lock(m_store_mutex);
-        session = m_session;
-    }
-    std::vector<std::string> due;
-    {
-        std::lock_guard lock(m_mutex);
-        const PinTime t = PinClock::now();
-        for (auto& [name, view] : m_domains) {
-            if (view.redrop && *view.redrop <= t) {
-                view.redrop.reset();
-                if (view.pins) {
-                    view.pins->block_flips(); // until the drop below
-                    due.push_back(name);
-                }
-            }
-        }
-    }
-    for (const auto& name : due) {
-        drop_entry(session, k_live, name);
-        const PinTime dropped = PinClock::now();
-        std::lock_guard lock(m_mutex);
-        auto d = m_domains.find(name);
-        if (d != m_domains.end() && d->second.pins) {
-            d->second.pins->hold(dropped);
-        }
-    }
 }
 
 HoldCounts Filesystem::hold_counts() const
@@ -497,13 +309,9 @@ Result<std::shared_ptr<const Filesystem::Content>> Filesystem::load_content(cons
     }
     ASSIGN_OR_RETURN(store::Generation g, m_store->get_generation(domain, gen));
     auto content = std::make_shared<Content>();
-    content->files = {
-        std::make_shared<const std::string>(g.cert_pem),
-        std::make_shared<const std::string>(g.chain_pem),
-        std::make_shared<const std::string>(g.fullchain_pem()),
-        std::make_shared<const std::string>(g.key_pem),
-        std::make_shared<const std::string>(g.combined_pem()),
-    };
+    for (std::size_t i = 0; i < k_file_count; ++i) {
+        content->files[i] = std::make_shared<const std::string>(file_content(k_files[i].kind, g));
+    }
     content->created_at = g.created_at;
     return std::shared_ptr<const Content>(std::move(content));
 }
@@ -587,7 +395,7 @@ Result<Filesystem::Entry> Filesystem::file_entry(const std::string& domain, std:
     Node& node = m_nodes.at(ino);
     node.content = content;
     auto d = m_domains.find(domain);
-    bool secret = file == k_privkey || file == k_combined;
+    bool secret = k_files[static_cast<std::size_t>(file)].is_private;
     node.uid = secret && d != m_domains.end() ? d->second.uid : 0;
     node.gid = secret && d != m_domains.end() ? d->second.gid : 0;
     node.mode = secret && d != m_domains.end() ? d->second.mode : 0644;
@@ -656,21 +464,7 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
             return Entry{k_archive, k_long_timeout};
         }
         return Status::NotFound(name);
-    case Kind::live: {
-        std::int64_t domain_id = 0;
-        {
-            std::lock_guard lock(m_mutex);
-            auto d = m_domains.find(name);
-            if (d == m_domains.end() || !d->second.current) {
-                return Status::NotFound(name);
-            }
-            domain_id = d->second.id;
-        }
-        ASSIGN_OR_RETURN(Choice chosen, generation_for(req, name, domain_id));
-        std::lock_guard lock(m_mutex);
-        return Entry{inode_for(Kind::live_domain, name, domain_id, chosen.gen, -1),
-                     chosen.cacheable ? k_long_timeout : 0.0};
-    }
+    case Kind::live: return resolve_in_live(req, name);
     case Kind::archive: {
         std::lock_guard lock(m_mutex);
         auto d = m_domains.find(name);
@@ -679,60 +473,83 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
         }
         return Entry{inode_for(Kind::archive_domain, name, d->second.id, 0, -1), k_long_timeout};
     }
-    case Kind::live_domain: {
-        int file = file_index(name);
-        if (file < 0) {
-            return Status::NotFound(name);
-        }
-        // The directory serves its generation while a process may be held on it. Then a
-        // directory descriptor, working directory or bind mount of it follows the domain as a
-        // path from the top does (generation_for()), uncached: an entry of another generation
-        // must not stay in this directory, which may serve its own again (a rollback).
-        bool serves = false;
-        {
-            std::lock_guard lock(m_mutex);
-            auto d = m_domains.find(dir.domain);
-            if (d == m_domains.end() || d->second.id != dir.domain_id || !d->second.current) {
-                return Status::NotFound(dir.domain);
-            }
-            auto r = d->second.retired.find(dir.gen);
-            serves = dir.gen == *d->second.current || (r != d->second.retired.end() && PinClock::now() < r->second);
-        }
-        if (serves) {
-            ASSIGN_OR_RETURN(Entry entry, file_entry(dir.domain, dir.domain_id, dir.gen, file));
-            entry.timeout = live_file_timeout();
-            return entry;
-        }
-        ASSIGN_OR_RETURN(Choice chosen, generation_for(req, dir.domain, dir.domain_id));
-        ASSIGN_OR_RETURN(Entry entry, file_entry(dir.domain, dir.domain_id, chosen.gen, file));
-        entry.timeout = 0.0;
-        return entry;
-    }
+    case Kind::live_domain: return resolve_in_live_domain(req, dir, name);
     case Kind::archive_gen: {
-        int file = file_index(name);
-        if (file < 0) {
+        auto file = file_index(name);
+        if (!file) {
             return Status::NotFound(name);
         }
-        return file_entry(dir.domain, dir.domain_id, dir.gen, file);
+        return file_entry(dir.domain, dir.domain_id, dir.gen, static_cast<int>(*file));
     }
-    case Kind::archive_domain: {
-        auto gen = parse_gen(name);
-        std::lock_guard lock(m_mutex);
-        auto d = m_domains.find(dir.domain);
-        if (!gen || d == m_domains.end() || d->second.id != dir.domain_id) {
-            return Status::NotFound(name);
-        }
-        const auto& gens = d->second.generations;
-        bool exists = std::any_of(gens.begin(), gens.end(), [&](const auto& g) { return g.first == *gen; });
-        if (!exists) {
-            return Status::NotFound(name);
-        }
-        return Entry{inode_for(Kind::archive_gen, dir.domain, dir.domain_id, *gen, -1), k_long_timeout};
-    }
-    case Kind::file:
-        return Status::NotFound(name);
+    case Kind::archive_domain: return resolve_in_archive_domain(dir, name);
+    case Kind::file: return Status::NotFound(name);
     }
     return Status::NotFound(name);
+}
+
+Result<Filesystem::Entry> Filesystem::resolve_in_live(fuse_req_t req, const char* name)
+{
+    std::int64_t domain_id = 0;
+    {
+        std::lock_guard lock(m_mutex);
+        auto d = m_domains.find(name);
+        if (d == m_domains.end() || !d->second.current) {
+            return Status::NotFound(name);
+        }
+        domain_id = d->second.id;
+    }
+    ASSIGN_OR_RETURN(Choice chosen, generation_for(req, name, domain_id));
+    std::lock_guard lock(m_mutex);
+    return Entry{inode_for(Kind::live_domain, name, domain_id, chosen.gen, -1),
+                 chosen.cacheable ? k_long_timeout : 0.0};
+}
+
+Result<Filesystem::Entry> Filesystem::resolve_in_live_domain(fuse_req_t req, const Node& dir, const char* name)
+{
+    auto found = file_index(name);
+    if (!found) {
+        return Status::NotFound(name);
+    }
+    const int file = static_cast<int>(*found);
+    // The directory serves its generation while a process may be held on it. Then a
+    // directory descriptor, working directory or bind mount of it follows the domain as a
+    // path from the top does (generation_for()), uncached: an entry of another generation
+    // must not stay in this directory, which may serve its own again (a rollback).
+    bool serves = false;
+    {
+        std::lock_guard lock(m_mutex);
+        auto d = m_domains.find(dir.domain);
+        if (d == m_domains.end() || d->second.id != dir.domain_id || !d->second.current) {
+            return Status::NotFound(dir.domain);
+        }
+        auto r = d->second.retired.find(dir.gen);
+        serves = dir.gen == *d->second.current || (r != d->second.retired.end() && PinClock::now() < r->second);
+    }
+    if (serves) {
+        ASSIGN_OR_RETURN(Entry entry, file_entry(dir.domain, dir.domain_id, dir.gen, file));
+        entry.timeout = live_file_timeout();
+        return entry;
+    }
+    ASSIGN_OR_RETURN(Choice chosen, generation_for(req, dir.domain, dir.domain_id));
+    ASSIGN_OR_RETURN(Entry entry, file_entry(dir.domain, dir.domain_id, chosen.gen, file));
+    entry.timeout = 0.0;
+    return entry;
+}
+
+Result<Filesystem::Entry> Filesystem::resolve_in_archive_domain(const Node& dir, const char* name)
+{
+    auto gen = parse_gen(name);
+    std::lock_guard lock(m_mutex);
+    auto d = m_domains.find(dir.domain);
+    if (!gen || d == m_domains.end() || d->second.id != dir.domain_id) {
+        return Status::NotFound(name);
+    }
+    const auto& gens = d->second.generations;
+    bool exists = std::any_of(gens.begin(), gens.end(), [&](const auto& g) { return g.first == *gen; });
+    if (!exists) {
+        return Status::NotFound(name);
+    }
+    return Entry{inode_for(Kind::archive_gen, dir.domain, dir.domain_id, *gen, -1), k_long_timeout};
 }
 
 void Filesystem::init(fuse_conn_info* conn)
@@ -742,24 +559,20 @@ void Filesystem::init(fuse_conn_info* conn)
     m_no_open = (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) != 0;
 }
 
-void Filesystem::lookup(fuse_req_t req, fuse_ino_t parent, const char* name)
+Result<fuse_entry_param> Filesystem::do_lookup(fuse_req_t req, fuse_ino_t parent, const char* name)
 {
-    auto entry = resolve(req, parent, name);
-    if (!entry.ok()) {
-        fuse_reply_err(req, to_errno(entry.status()));
-        return;
-    }
+    ASSIGN_OR_RETURN(Entry entry, resolve(req, parent, name));
     fuse_entry_param e{};
     {
         std::lock_guard lock(m_mutex);
-        Node& node = m_nodes.at(entry->ino);
+        Node& node = m_nodes.at(entry.ino);
         ++node.nlookup;
-        e.attr = attributes(entry->ino, node);
+        e.attr = attributes(entry.ino, node);
     }
-    e.ino = entry->ino;
+    e.ino = entry.ino;
     e.attr_timeout = k_long_timeout;
-    e.entry_timeout = entry->timeout;
-    fuse_reply_entry(req, &e);
+    e.entry_timeout = entry.timeout;
+    return e;
 }
 
 void Filesystem::forget(fuse_ino_t ino, std::uint64_t nlookup)
@@ -796,65 +609,53 @@ struct stat Filesystem::attributes(fuse_ino_t ino, const Node& node) const
     return st;
 }
 
-void Filesystem::getattr(fuse_req_t req, fuse_ino_t ino)
+Result<struct stat> Filesystem::do_getattr(fuse_ino_t ino)
 {
-    struct stat st{};
+    std::lock_guard lock(m_mutex);
+    auto it = m_nodes.find(ino);
+    if (it == m_nodes.end()) {
+        return Status::NotFound("no inode " + std::to_string(ino));
+    }
+    return attributes(ino, it->second);
+}
+
+Result<Filesystem::OpenAnswer> Filesystem::do_open(fuse_ino_t ino)
+{
     {
         std::lock_guard lock(m_mutex);
         auto it = m_nodes.find(ino);
         if (it == m_nodes.end()) {
-            fuse_reply_err(req, ENOENT);
-            return;
+            return Status::NotFound("no inode " + std::to_string(ino));
         }
-        st = attributes(ino, it->second);
+        if (it->second.kind != Kind::file) {
+            return OpenAnswer::not_a_file;
+        }
     }
-    fuse_reply_attr(req, &st, k_long_timeout);
+    return m_no_open ? OpenAnswer::kernel_opens : OpenAnswer::open;
 }
 
-void Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi)
+Result<Filesystem::Bytes> Filesystem::do_read(fuse_ino_t ino, std::size_t size, off_t off)
 {
-    if ((fi->flags & O_ACCMODE) != O_RDONLY) {
-        fuse_reply_err(req, EROFS);
-        return;
-    }
+    Bytes bytes;
     {
         std::lock_guard lock(m_mutex);
         auto it = m_nodes.find(ino);
-        if (it == m_nodes.end() || it->second.kind != Kind::file) {
-            fuse_reply_err(req, it == m_nodes.end() ? ENOENT : EISDIR);
-            return;
+        if (it == m_nodes.end()) {
+            return Status::NotFound("no inode " + std::to_string(ino));
         }
+        if (!it->second.content) {
+            return Status::IoError("inode " + std::to_string(ino) + " has no content");
+        }
+        bytes.data = it->second.content->files[static_cast<std::size_t>(it->second.file)];
     }
-    if (m_no_open) {
-        // The kernel opens by itself from now on: no round trip per open.
-        fuse_reply_err(req, ENOSYS);
-        return;
+    bytes.offset = static_cast<std::size_t>(std::max<off_t>(off, 0));
+    if (bytes.offset < bytes.data->size()) {
+        bytes.size = std::min(size, bytes.data->size() - bytes.offset);
     }
-    fi->keep_cache = 1;
-    fuse_reply_open(req, fi);
+    return bytes;
 }
 
-void Filesystem::read(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off)
-{
-    std::shared_ptr<const std::string> data;
-    {
-        std::lock_guard lock(m_mutex);
-        auto it = m_nodes.find(ino);
-        if (it == m_nodes.end() || !it->second.content) {
-            fuse_reply_err(req, it == m_nodes.end() ? ENOENT : EIO);
-            return;
-        }
-        data = it->second.content->files[static_cast<std::size_t>(it->second.file)];
-    }
-    auto offset = static_cast<std::size_t>(std::max<off_t>(off, 0));
-    if (offset >= data->size()) {
-        fuse_reply_buf(req, nullptr, 0);
-        return;
-    }
-    fuse_reply_buf(req, data->data() + offset, std::min(size, data->size() - offset));
-}
-
-void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off)
+Result<Filesystem::Listing> Filesystem::do_readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off)
 {
     struct Item {
         std::string name;
@@ -866,8 +667,7 @@ void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t
         std::lock_guard lock(m_mutex);
         auto it = m_nodes.find(ino);
         if (it == m_nodes.end()) {
-            fuse_reply_err(req, ENOENT);
-            return;
+            return Status::NotFound("no inode " + std::to_string(ino));
         }
         const Node dir = it->second;
         items.push_back({".", ino, S_IFDIR});
@@ -897,9 +697,10 @@ void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t
             if (d == m_domains.end() || d->second.id != dir.domain_id) {
                 break;
             }
-            for (int f = 0; f < static_cast<int>(k_file_names.size()); ++f) {
-                items.push_back({k_file_names[static_cast<std::size_t>(f)],
-                                 inode_for(Kind::file, dir.domain, dir.domain_id, dir.gen, f), S_IFREG});
+            for (std::size_t f = 0; f < k_file_count; ++f) {
+                items.push_back({k_files[f].name,
+                                 inode_for(Kind::file, dir.domain, dir.domain_id, dir.gen, static_cast<int>(f)),
+                                 S_IFREG});
             }
             break;
         }
@@ -913,25 +714,25 @@ void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t
             }
             break;
         }
-        case Kind::file:
-            fuse_reply_err(req, ENOTDIR);
-            return;
+        case Kind::file: return Listing{false, {}};
         }
     }
-    std::vector<char> buf(size);
+    Listing listing;
+    listing.entries.resize(size);
     std::size_t used = 0;
     for (auto i = static_cast<std::size_t>(std::max<off_t>(off, 0)); i < items.size(); ++i) {
         struct stat st{};
         st.st_ino = items[i].ino;
         st.st_mode = items[i].type;
-        std::size_t n = fuse_add_direntry(req, buf.data() + used, size - used, items[i].name.c_str(), &st,
+        std::size_t n = fuse_add_direntry(req, listing.entries.data() + used, size - used, items[i].name.c_str(), &st,
                                           static_cast<off_t>(i + 1));
         if (n > size - used) {
             break;
         }
         used += n;
     }
-    fuse_reply_buf(req, buf.data(), used);
+    listing.entries.resize(used);
+    return listing;
 }
 
 } // namespace certfs::fs

@@ -10,41 +10,39 @@
 // it (DomainView::retired), so everything opened through one directory descriptor, below one
 // working directory or through a bind mount of it comes from one generation until then; after
 // that it follows the domain as a path from the top does. Which generation a lookup of <name>
-// returns is decided by DomainPins (pins.hpp). A watcher thread
-// follows the store (PRAGMA data_version), starts transitions and drops the kernel's entries;
-// request handlers never call notify functions (that can deadlock).
+// returns is decided by DomainPins (pins.hpp). The Watcher (watcher.hpp) follows the store,
+// starts transitions and drops the kernel's entries; request handlers never call notify
+// functions (that can deadlock).
 //
-// Thread-safety: handlers run on libfuse's worker threads; all shared state is guarded as
-// written beside it. Lock order: m_store_mutex before m_mutex; never the reverse.
+// Thread-safety: handlers run on libfuse's worker threads, the watcher on its own; all shared
+// state is guarded as written beside it, and the lock order is written at the mutexes. No
+// handler replies while it holds a lock, and no exception leaves a handler or the watcher.
 #pragma once
 
 #define FUSE_USE_VERSION 34
 #include <fuse_lowlevel.h>
 
+#include <sys/stat.h>
+
 #include <array>
 #include <atomic>
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include <spdlog/common.h>
-
+#include "fs/files.hpp"
 #include "fs/pins.hpp"
 #include "store/store.hpp"
 
 namespace certfs::fs {
 
-inline constexpr std::array<const char*, 5> k_file_names = {"cert.pem", "chain.pem", "fullchain.pem", "privkey.pem",
-                                                             "combined.pem"};
 inline constexpr Duration k_default_pin_window = std::chrono::seconds(2);
 // A commit drops the kernel's entry for live/<name> at once and again this much later (at most a
-// quarter of the window), and flips one window after the second drop (see refresh()).
+// quarter of the window), and flips one window after the second drop (see Watcher::refresh()).
 inline constexpr PinDuration k_max_redrop_delay = std::chrono::milliseconds(100);
 // How long the kernel may keep a file entry below live/<name>/ (at most --max-hold): a directory
 // that no longer serves its generation follows the current one within this.
@@ -64,6 +62,8 @@ struct Options {
     std::function<void()> on_store_change; // called by the watcher after it saw a change
 };
 
+class Watcher;
+
 class Filesystem {
 public:
     // Opens the store (which must exist) and loads the domains.
@@ -81,20 +81,44 @@ public:
 
     HoldCounts hold_counts() const;
 
-    // Handlers, called by the thin op_* functions in filesystem.cpp. Each replies exactly once.
+    // The requests, called by the op_* functions in filesystem.cpp, which reply exactly once with
+    // what these return (an error Status through to_errno()) and catch what they throw. None of
+    // them replies, so none replies while it holds a lock.
     void init(fuse_conn_info* conn);
-    void lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
+    Result<fuse_entry_param> do_lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
     void forget(fuse_ino_t ino, std::uint64_t nlookup);
-    void getattr(fuse_req_t req, fuse_ino_t ino);
-    void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
-    void read(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off);
-    void readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off);
+    Result<struct stat> do_getattr(fuse_ino_t ino);
+    // What an open of a read-only open answers, when no error Status does.
+    enum class OpenAnswer {
+        open,         // open it, and keep the page cache
+        kernel_opens, // the kernel opens by itself from now on: ENOSYS, no round trip per open
+        not_a_file,   // EISDIR
+    };
+    Result<OpenAnswer> do_open(fuse_ino_t ino);
+    // Bytes [offset, offset + size) of *data.
+    struct Bytes {
+        std::shared_ptr<const std::string> data;
+        std::size_t offset = 0;
+        std::size_t size = 0;
+    };
+    Result<Bytes> do_read(fuse_ino_t ino, std::size_t size, off_t off);
+    // The entries from offset `off` that fit in `size` bytes, as fuse_add_direntry() wrote them.
+    struct Listing {
+        bool is_directory = true; // false: ENOTDIR
+        std::vector<char> entries;
+    };
+    Result<Listing> do_readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off);
 
 private:
+    friend class Watcher; // it follows the store into the tree below, under the locks written there
+
     enum class Kind { root, live, archive, live_domain, archive_domain, archive_gen, file };
+    static constexpr fuse_ino_t k_root = FUSE_ROOT_ID;
+    static constexpr fuse_ino_t k_live = 2;
+    static constexpr fuse_ino_t k_archive = 3;
 
     struct Content {
-        std::array<std::shared_ptr<const std::string>, 5> files;
+        std::array<std::shared_ptr<const std::string>, k_file_count> files; // in k_files' order
         TimePoint created_at;
     };
 
@@ -103,12 +127,13 @@ private:
         std::string domain;
         std::int64_t domain_id = 0;
         std::int64_t gen = 0;
-        int file = -1;
+        int file = -1; // the index in k_files, for files
         std::uint64_t nlookup = 0;
         std::shared_ptr<const Content> content; // files only
         std::uint32_t uid = 0, gid = 0, mode = 0;
     };
 
+    // A domain as the watcher last read it from the store, and its transition.
     struct DomainView {
         std::int64_t id = 0;
         std::optional<std::int64_t> current;
@@ -131,26 +156,20 @@ private:
 
     Filesystem(Options options, std::unique_ptr<store::Store> store);
 
-    Status refresh(); // re-reads the domains; called by the watcher
-    // What a commit seen by refresh() does to the domain's pins and directories (m_mutex held);
-    // returns the line to log.
-    std::pair<spdlog::level::level_enum, std::string> commit_started(DomainView& view, const store::Domain& d,
-                                                                     bool move_now, PinTime at);
-    // The live/<name> directory inodes of the domain for generations other than gen (m_mutex held).
-    std::vector<fuse_ino_t> live_dirs_except(std::int64_t domain_id, std::int64_t gen) const;
     double live_file_timeout() const;
-    void run_timers();          // due second drops; called by the watcher
-    PinTime next_timer() const; // the next due second drop
-    PinDuration redrop_delay() const;
-    // Drops the kernel's entry `name` in directory `parent`; watcher only. Nothing to drop before
-    // start().
-    void drop_entry(fuse_session* session, fuse_ino_t parent, const std::string& name);
+    // Drops the kernel's entry `name` in directory `parent`; the watcher's only, with no lock held.
+    // Nothing to drop before start().
+    static void drop_entry(fuse_session* session, fuse_ino_t parent, const std::string& name);
     // Logs what a choice of the pins reports about a process (resolve(), no lock held).
     void report(const std::string& domain, std::uint32_t pid, const DomainPins::Choice& choice);
-    void watch();     // the watcher thread's loop
     Result<std::shared_ptr<const Content>> load_content(const std::string& domain, std::int64_t gen);
 
+    // The entry `name` in directory `parent`, one function per kind of directory that has entries
+    // not known in advance. No lock held on entry.
     Result<Entry> resolve(fuse_req_t req, fuse_ino_t parent, const char* name);
+    Result<Entry> resolve_in_live(fuse_req_t req, const char* name);
+    Result<Entry> resolve_in_live_domain(fuse_req_t req, const Node& dir, const char* name);
+    Result<Entry> resolve_in_archive_domain(const Node& dir, const char* name);
     // The generation of domain `name` the process of req gets now, and whether the kernel may
     // cache that answer: the current one in steady state, DomainPins' choice in a transition.
     struct Choice {
@@ -159,20 +178,28 @@ private:
     };
     Result<Choice> generation_for(fuse_req_t req, const std::string& name, std::int64_t domain_id);
     Result<Entry> file_entry(const std::string& domain, std::int64_t domain_id, std::int64_t gen, int file);
+    // The inode of (kind, domain, gen, file), made on first use (m_mutex held).
     fuse_ino_t inode_for(Kind kind, const std::string& domain, std::int64_t domain_id, std::int64_t gen, int file);
     struct stat attributes(fuse_ino_t ino, const Node& node) const;
     std::uint32_t process_of(std::uint32_t tid);
 
     const Options m_options;
     const TimePoint m_mounted_at;
-    fuse_session* m_session = nullptr;
     std::atomic<bool> m_no_open{false}; // kernel supports opens without a round trip; set in init
     std::atomic<bool> m_unknown_process_said{false}; // process_of() warned once
 
+    // Lock order: m_store_mutex before m_mutex, never the reverse (today no code holds both at
+    // once). The watcher's own mutex (Watcher::m_mutex) is taken with neither held, and neither
+    // is taken while it is held. No fuse_reply_* and no fuse_lowlevel_notify_* runs while any of
+    // them is held.
+    //
+    // m_store_mutex guards the store's connection, used by the handlers (load_content()) and the
+    // watcher, and what the watcher reads with it (Watcher::m_session, Watcher::m_data_version).
     std::mutex m_store_mutex;
     std::unique_ptr<store::Store> m_store; // guarded by m_store_mutex
-    std::int64_t m_data_version = -1;      // guarded by m_store_mutex
 
+    // m_mutex guards the tree: the domains as last read (written by the watcher, read by the
+    // handlers), the inodes and their content, the process cache and the counts.
     mutable std::mutex m_mutex;
     std::map<std::string, DomainView> m_domains; // guarded by m_mutex
     std::map<std::tuple<int, std::int64_t, std::int64_t, int>, fuse_ino_t> m_inode_of; // guarded by m_mutex
@@ -183,10 +210,7 @@ private:
     std::map<std::uint32_t, std::pair<std::uint32_t, PinTime>> m_tgid_of;
     HoldCounts m_holds;                               // guarded by m_mutex
 
-    std::mutex m_watch_mutex;
-    std::condition_variable m_watch_cv;
-    bool m_stopping = false; // guarded by m_watch_mutex
-    std::thread m_watcher;
+    std::unique_ptr<Watcher> m_watcher; // made in the constructor, its thread started by start()
 };
 
 } // namespace certfs::fs

@@ -18,6 +18,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "fs/files.hpp"
 #include "renew/local_ca.hpp"
 #include "renew/renewer.hpp"
 #include "tests/mount.hpp"
@@ -93,6 +94,48 @@ TEST_CASE("fs: the tree and sizes and modes and owners and times")
     CHECK(errno == ENOENT);
     CHECK(::stat((m.mnt() / "archive" / "site.test" / "7").c_str(), &st) == -1);
     CHECK(errno == ENOENT);
+}
+
+// The one table of the five files (fs/files.hpp) is what a generation's directory lists, in its
+// order, with the content and the owner each entry of the table says.
+TEST_CASE("fs: a generation's directory lists the files of the table, in its order")
+{
+    Mount m;
+    m.add("table.test", 0640, 33);
+    auto gen = m.store()->current_generation("table.test").value();
+    auto listing = [](const stdfs::path& path) {
+        std::vector<std::string> names;
+        DIR* dir = ::opendir(path.c_str());
+        REQUIRE(dir != nullptr);
+        while (const dirent* e = ::readdir(dir)) {
+            if (std::string(e->d_name) != "." && std::string(e->d_name) != "..") {
+                names.emplace_back(e->d_name);
+            }
+        }
+        ::closedir(dir);
+        return names;
+    };
+    std::vector<std::string> table;
+    for (const auto& f : fs::k_files) {
+        table.emplace_back(f.name);
+    }
+    CHECK(table.size() == fs::k_file_count);
+    CHECK(listing(m.live("table.test")) == table);
+    CHECK(listing(m.mnt() / "archive" / "table.test" / "1") == table);
+    CHECK(std::string(fs::k_files[fs::k_privkey_index].name) == "privkey.pem");
+    CHECK(fs::file_index("privkey.pem") == fs::k_privkey_index);
+    CHECK_FALSE(fs::file_index("other.pem").has_value());
+    for (std::size_t i = 0; i < fs::k_file_count; ++i) {
+        const fs::FileSpec& f = fs::k_files[i];
+        INFO(f.name);
+        CHECK(fs::file_index(f.name) == i);
+        CHECK(fs::file_index(f.kind) == i);
+        struct stat st{};
+        REQUIRE(::stat((m.live("table.test") / f.name).c_str(), &st) == 0);
+        CHECK((st.st_mode & 07777) == (f.is_private ? 0640u : 0644u));
+        CHECK(st.st_uid == (f.is_private ? 33u : 0u));
+        CHECK(slurp(m.live("table.test") / f.name) == fs::file_content(f.kind, gen));
+    }
 }
 
 TEST_CASE("fs: every change fails with EROFS")
