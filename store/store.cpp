@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <sstream>
 
 #include "store/schema.hpp"
@@ -164,7 +163,7 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, OpenOptions 
         if (fd >= 0) {
             ::close(fd);
         } else if (errno != EEXIST) {
-            return Status::IoError("cannot create store " + path + ": " + std::strerror(errno));
+            return errno_status("cannot create store " + path);
         }
     }
     ASSIGN_OR_RETURN(auto db, Db::open(path, options.create));
