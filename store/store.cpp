@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "store/schema.hpp"
+#include "store/sqlite.hpp"
 #include "store/validate.hpp"
 
 namespace certfs::store {
@@ -152,6 +153,13 @@ std::string gen_text(const std::optional<std::int64_t>& gen)
 Store::Store(std::string path, std::unique_ptr<Db> db, std::string actor, const Clock* clock)
     : m_path(std::move(path)), m_db(std::move(db)), m_actor(std::move(actor)), m_clock(clock)
 {
+}
+
+Store::~Store() = default;
+
+Db& Store::db_for_testing()
+{
+    return *m_db;
 }
 
 Result<std::unique_ptr<Store>> Store::open(const std::string& path, OpenOptions options)
