@@ -4,8 +4,11 @@
 #include <memory>
 
 #include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/ecdsa.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 namespace certfs {
 
@@ -24,6 +27,21 @@ using PKey = std::unique_ptr<EVP_PKEY, CDeleter<EVP_PKEY_free>>;
 using Cert = std::unique_ptr<X509, CDeleter<X509_free>>;
 using CertReq = std::unique_ptr<X509_REQ, CDeleter<X509_REQ_free>>;
 using Bio = std::unique_ptr<BIO, CDeleter<BIO_free_all>>;
+using X509Name = std::unique_ptr<X509_NAME, CDeleter<X509_NAME_free>>;
+using Bignum = std::unique_ptr<BIGNUM, CDeleter<BN_free>>;
+using MdCtx = std::unique_ptr<EVP_MD_CTX, CDeleter<EVP_MD_CTX_free>>;
+using EcdsaSig = std::unique_ptr<ECDSA_SIG, CDeleter<ECDSA_SIG_free>>;
+using Asn1Integer = std::unique_ptr<ASN1_INTEGER, CDeleter<ASN1_INTEGER_free>>;
+using Asn1Time = std::unique_ptr<ASN1_TIME, CDeleter<ASN1_TIME_free>>;
+using Asn1OctetString = std::unique_ptr<ASN1_OCTET_STRING, CDeleter<ASN1_OCTET_STRING_free>>;
+using X509Extension = std::unique_ptr<X509_EXTENSION, CDeleter<X509_EXTENSION_free>>;
+using GeneralNames = std::unique_ptr<GENERAL_NAMES, CDeleter<GENERAL_NAMES_free>>;
+using BasicConstraints = std::unique_ptr<BASIC_CONSTRAINTS, CDeleter<BASIC_CONSTRAINTS_free>>;
+using AuthorityKeyId = std::unique_ptr<AUTHORITY_KEYID, CDeleter<AUTHORITY_KEYID_free>>;
+
+// STACK_OF() frees through a macro, so the deleter needs a function of its own.
+inline void free_x509_extensions(STACK_OF(X509_EXTENSION)* exts) { sk_X509_EXTENSION_free(exts); }
+using X509Extensions = std::unique_ptr<STACK_OF(X509_EXTENSION), CDeleter<free_x509_extensions>>;
 
 // A file descriptor that closes itself.
 class UniqueFd {

@@ -9,26 +9,15 @@
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <openssl/x509v3.h>
 
 namespace certfs::pki {
 
 namespace {
-
-using Name = std::unique_ptr<X509_NAME, CDeleter<X509_NAME_free>>;
-using Bignum = std::unique_ptr<BIGNUM, CDeleter<BN_free>>;
-using Asn1Integer = std::unique_ptr<ASN1_INTEGER, CDeleter<ASN1_INTEGER_free>>;
-using Asn1Time = std::unique_ptr<ASN1_TIME, CDeleter<ASN1_TIME_free>>;
-using Extension = std::unique_ptr<X509_EXTENSION, CDeleter<X509_EXTENSION_free>>;
-using GeneralNames = std::unique_ptr<GENERAL_NAMES, CDeleter<GENERAL_NAMES_free>>;
-using BasicConstraints = std::unique_ptr<BASIC_CONSTRAINTS, CDeleter<BASIC_CONSTRAINTS_free>>;
-using KeyId = std::unique_ptr<ASN1_OCTET_STRING, CDeleter<ASN1_OCTET_STRING_free>>;
-using AuthorityKeyId = std::unique_ptr<AUTHORITY_KEYID, CDeleter<AUTHORITY_KEYID_free>>;
-
-void free_extensions(STACK_OF(X509_EXTENSION)* exts) { sk_X509_EXTENSION_free(exts); }
-using Extensions = std::unique_ptr<STACK_OF(X509_EXTENSION), CDeleter<free_extensions>>;
 
 constexpr std::size_t k_max_cn_length = 64; // ub-common-name in RFC 5280
 
@@ -159,9 +148,9 @@ const EVP_MD* digest_for(const EVP_PKEY& key)
 }
 
 // The subject for a leaf or CSR: CN = first DNS name if it fits, else fallback_ip, else empty.
-Result<Name> name_subject(const Names& names, bool fallback_ip)
+Result<X509Name> name_subject(const Names& names, bool fallback_ip)
 {
-    Name name(X509_NAME_new());
+    X509Name name(X509_NAME_new());
     if (!name) {
         return Status::IoError("cannot allocate a name" + openssl_reason());
     }
@@ -181,7 +170,7 @@ Result<Name> name_subject(const Names& names, bool fallback_ip)
 }
 
 // subjectAltName of every DNS and IP name; critical when the subject is empty (RFC 5280).
-Result<Extension> san_extension(const Names& names, bool critical)
+Result<X509Extension> san_extension(const Names& names, bool critical)
 {
     if (names.dns.empty() && names.ip.empty()) {
         return Status::Invalid("no names given: a certificate needs at least one DNS name or IP");
@@ -230,7 +219,7 @@ Result<Extension> san_extension(const Names& names, bool critical)
             return Status::IoError("cannot build subjectAltName" + openssl_reason());
         }
     }
-    Extension ext(X509V3_EXT_i2d(NID_subject_alt_name, critical ? 1 : 0, gens.get()));
+    X509Extension ext(X509V3_EXT_i2d(NID_subject_alt_name, critical ? 1 : 0, gens.get()));
     if (!ext) {
         return Status::IoError("cannot encode subjectAltName" + openssl_reason());
     }
@@ -239,7 +228,7 @@ Result<Extension> san_extension(const Names& names, bool critical)
 
 Status add_conf_ext(X509& cert, X509V3_CTX& ctx, int nid, const char* value)
 {
-    Extension ext(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value));
+    X509Extension ext(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value));
     if (!ext || X509_add_ext(&cert, ext.get(), -1) != 1) {
         return Status::IoError(std::string("cannot add extension ") + OBJ_nid2sn(nid) +
                                openssl_reason());
@@ -255,7 +244,7 @@ Status add_authority_key_id(X509& cert, const X509& issuer)
     if (!akid) {
         return Status::IoError("cannot allocate authorityKeyIdentifier" + openssl_reason());
     }
-    KeyId ski(static_cast<ASN1_OCTET_STRING*>(
+    Asn1OctetString ski(static_cast<ASN1_OCTET_STRING*>(
         X509_get_ext_d2i(&issuer, NID_subject_key_identifier, nullptr, nullptr)));
     ERR_clear_error(); // "not found" is not an error here
     if (!ski) {
@@ -268,7 +257,7 @@ Status add_authority_key_id(X509& cert, const X509& issuer)
         }
     }
     akid->keyid = ski.release();
-    Extension ext(X509V3_EXT_i2d(NID_authority_key_identifier, 0, akid.get()));
+    X509Extension ext(X509V3_EXT_i2d(NID_authority_key_identifier, 0, akid.get()));
     if (!ext || X509_add_ext(&cert, ext.get(), -1) != 1) {
         return Status::IoError("cannot add authorityKeyIdentifier" + openssl_reason());
     }
@@ -699,11 +688,11 @@ Result<std::string> canonical_ip(std::string_view text)
 
 Result<CertReq> make_csr(const EVP_PKEY& key, const Names& names)
 {
-    ASSIGN_OR_RETURN(Name subject, name_subject(names, false));
+    ASSIGN_OR_RETURN(X509Name subject, name_subject(names, false));
     bool empty_subject = X509_NAME_entry_count(subject.get()) == 0;
-    ASSIGN_OR_RETURN(Extension san, san_extension(names, empty_subject));
+    ASSIGN_OR_RETURN(X509Extension san, san_extension(names, empty_subject));
     CertReq req(X509_REQ_new());
-    Extensions exts(sk_X509_EXTENSION_new_null());
+    X509Extensions exts(sk_X509_EXTENSION_new_null());
     if (!req || !exts || X509_REQ_set_version(req.get(), 0) != 1 ||
         X509_REQ_set_subject_name(req.get(), subject.get()) != 1 ||
         X509_REQ_set_pubkey(req.get(), mut(key)) != 1 ||
@@ -752,7 +741,7 @@ Result<PKey> csr_public_key(const X509_REQ& req)
 
 // --- issuing ---
 
-Result<std::unique_ptr<X509_NAME, CDeleter<X509_NAME_free>>> parse_subject(std::string_view text)
+Result<X509Name> parse_subject(std::string_view text)
 {
     text = trim(text);
     if (text.empty()) {
@@ -763,7 +752,7 @@ Result<std::unique_ptr<X509_NAME, CDeleter<X509_NAME_free>>> parse_subject(std::
     if (sep == '/') {
         text.remove_prefix(1);
     }
-    Name name(X509_NAME_new());
+    X509Name name(X509_NAME_new());
     if (!name) {
         return Status::IoError("cannot allocate a name" + openssl_reason());
     }
@@ -825,7 +814,7 @@ Result<std::string> random_serial_hex(int bits)
 
 Result<Cert> make_ca_cert(const EVP_PKEY& ca_key, const CaParams& params)
 {
-    ASSIGN_OR_RETURN(Name subject, parse_subject(params.subject));
+    ASSIGN_OR_RETURN(X509Name subject, parse_subject(params.subject));
     ASSIGN_OR_RETURN(Cert cert, new_cert(ca_key, *subject, *subject, params.serial_hex,
                                          params.not_before, params.not_after));
     X509V3_CTX ctx;
@@ -844,9 +833,9 @@ Result<Cert> sign_leaf(const EVP_PKEY& subject_key, const X509& ca_cert, const E
     if (!key_matches(ca_cert, ca_key)) {
         return Status::Invalid("the CA key does not match the CA certificate");
     }
-    ASSIGN_OR_RETURN(Name subject, name_subject(params.names, true));
+    ASSIGN_OR_RETURN(X509Name subject, name_subject(params.names, true));
     bool empty_subject = X509_NAME_entry_count(subject.get()) == 0;
-    ASSIGN_OR_RETURN(Extension san, san_extension(params.names, empty_subject));
+    ASSIGN_OR_RETURN(X509Extension san, san_extension(params.names, empty_subject));
     ASSIGN_OR_RETURN(Cert cert, new_cert(subject_key, *subject, *X509_get_subject_name(&ca_cert),
                                          params.serial_hex, params.not_before, params.not_after));
     X509V3_CTX ctx;
@@ -863,6 +852,226 @@ Result<Cert> sign_leaf(const EVP_PKEY& subject_key, const X509& ca_cert, const E
     }
     TRY(sign_cert(*cert, ca_key));
     return cert;
+}
+
+
+// --- encodings, digests and MACs ---
+
+namespace {
+
+// EVP_EncodeBlock and EVP_DecodeBlock take an int length: long input goes in whole groups.
+constexpr std::size_t k_base64_chunk = 3 * 4 * 4096; // bytes in, a multiple of 3 and of 4
+
+const unsigned char* bytes_of(std::string_view s) { return reinterpret_cast<const unsigned char*>(s.data()); }
+unsigned char* bytes_of(std::string& s) { return reinterpret_cast<unsigned char*>(s.data()); }
+
+// A DER encoder of OpenSSL's i2d form; what names the object in the message.
+template <typename Encode>
+Result<std::string> der_of(Encode encode, const char* what)
+{
+    unsigned char* der = nullptr;
+    const int length = encode(&der);
+    if (length <= 0) {
+        return Status::IoError(std::string("cannot encode ") + what + openssl_reason());
+    }
+    std::string out(reinterpret_cast<const char*>(der), static_cast<std::size_t>(length));
+    OPENSSL_free(der);
+    return out;
+}
+
+// An EC key's field size in bytes: 32 for P-256, 48 for P-384, 0 for any other curve.
+int ec_field_size(const EVP_PKEY& key)
+{
+    const int bits = EVP_PKEY_get_bits(&key);
+    return bits == 256 ? 32 : bits == 384 ? 48 : 0;
+}
+
+// A big-number parameter of key as unsigned big-endian bytes, padded to pad bytes (pad 0: none).
+Result<std::string> bn_param(const EVP_PKEY& key, const char* name, int pad)
+{
+    BIGNUM* raw = nullptr;
+    if (EVP_PKEY_get_bn_param(&key, name, &raw) != 1) {
+        return Status::Invalid(std::string("the account key has no ") + name + openssl_reason());
+    }
+    Bignum bn(raw);
+    const int size = pad > 0 ? pad : BN_num_bytes(bn.get());
+    std::string out(static_cast<std::size_t>(size), '\0');
+    if (BN_bn2binpad(bn.get(), bytes_of(out), size) != size) {
+        return Status::Invalid(std::string("the account key's ") + name + " does not fit" + openssl_reason());
+    }
+    return out;
+}
+
+} // namespace
+
+std::string base64url(std::string_view bytes)
+{
+    // 4 characters per started group of 3 bytes, and room for the NUL EVP_EncodeBlock adds.
+    std::string out((bytes.size() + 2) / 3 * 4 + 1, '\0');
+    std::size_t written = 0;
+    for (std::size_t pos = 0; pos < bytes.size(); pos += k_base64_chunk) {
+        const std::string_view part = bytes.substr(pos, k_base64_chunk);
+        written += static_cast<std::size_t>(
+            EVP_EncodeBlock(bytes_of(out) + written, bytes_of(part), static_cast<int>(part.size())));
+    }
+    out.resize(written);
+    while (!out.empty() && out.back() == '=') {
+        out.pop_back();
+    }
+    std::replace(out.begin(), out.end(), '+', '-');
+    std::replace(out.begin(), out.end(), '/', '_');
+    return out;
+}
+
+Result<std::string> base64url_decode(std::string_view text)
+{
+    while (!text.empty() && text.back() == '=') {
+        text.remove_suffix(1);
+    }
+    // EVP_DecodeBlock would skip whitespace and read '+' and '/': check the alphabet first.
+    std::string standard(text);
+    for (std::size_t i = 0; i < standard.size(); ++i) {
+        char& c = standard[i];
+        if (c == '-') {
+            c = '+';
+        } else if (c == '_') {
+            c = '/';
+        } else if (std::isalnum(static_cast<unsigned char>(c)) == 0) {
+            // The position, not the character: the text may be a secret (an EAB MAC key).
+            return Status::Invalid("not base64url: unexpected character at position " + std::to_string(i + 1));
+        }
+    }
+    if (standard.size() % 4 == 1) {
+        return Status::Invalid("not base64url: wrong length");
+    }
+    const std::size_t padding = (4 - standard.size() % 4) % 4;
+    standard.append(padding, '=');
+    std::string out(standard.size() / 4 * 3, '\0');
+    std::size_t written = 0;
+    for (std::size_t pos = 0; pos < standard.size(); pos += k_base64_chunk) {
+        const std::string_view part = std::string_view(standard).substr(pos, k_base64_chunk);
+        const int n = EVP_DecodeBlock(bytes_of(out) + written, bytes_of(part), static_cast<int>(part.size()));
+        if (n < 0) {
+            return Status::Invalid("not base64url" + openssl_reason());
+        }
+        written += static_cast<std::size_t>(n);
+    }
+    out.resize(written - padding); // EVP_DecodeBlock writes a zero byte for each '='
+    return out;
+}
+
+std::string sha256(std::string_view bytes)
+{
+    std::string out(SHA256_DIGEST_LENGTH, '\0');
+    SHA256(bytes_of(bytes), bytes.size(), bytes_of(out));
+    return out;
+}
+
+Result<std::string> hmac_sha256(std::string_view key, std::string_view data)
+{
+    std::string out(EVP_MAX_MD_SIZE, '\0');
+    unsigned int length = 0;
+    if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), bytes_of(data), data.size(), bytes_of(out),
+             &length) == nullptr) {
+        return Status::IoError("cannot compute an HMAC-SHA256" + openssl_reason());
+    }
+    out.resize(length);
+    return out;
+}
+
+Result<std::string> cert_der(const X509& cert)
+{
+    return der_of([&](unsigned char** der) { return i2d_X509(&cert, der); }, "the certificate");
+}
+
+Result<std::string> csr_der(const X509_REQ& req)
+{
+    return der_of([&](unsigned char** der) { return i2d_X509_REQ(&req, der); }, "the CSR");
+}
+
+Result<std::string> ari_cert_id(const X509& cert)
+{
+    const ASN1_OCTET_STRING* keyid = X509_get0_authority_key_id(mut(cert));
+    if (keyid == nullptr) {
+        ERR_clear_error();
+        return Status::Invalid("the certificate has no authority key identifier");
+    }
+    Bignum serial(ASN1_INTEGER_to_BN(X509_get0_serialNumber(&cert), nullptr));
+    if (!serial) {
+        return Status::Invalid("the certificate's serial number is unreadable" + openssl_reason());
+    }
+    std::string octets(static_cast<std::size_t>(BN_num_bytes(serial.get())), '\0');
+    BN_bn2bin(serial.get(), bytes_of(octets));
+    if (octets.empty() || (static_cast<unsigned char>(octets.front()) & 0x80) != 0) {
+        octets.insert(octets.begin(), '\0'); // DER: a positive INTEGER never starts with a set bit
+    }
+    const std::string aki(reinterpret_cast<const char*>(ASN1_STRING_get0_data(keyid)),
+                          static_cast<std::size_t>(ASN1_STRING_length(keyid)));
+    return base64url(aki) + "." + base64url(octets);
+}
+
+// --- JSON Web Signature ---
+
+Result<std::string> jws_alg(const EVP_PKEY& key)
+{
+    if (EVP_PKEY_is_a(&key, "EC") && ec_field_size(key) != 0) {
+        return std::string(ec_field_size(key) == 32 ? "ES256" : "ES384");
+    }
+    if (EVP_PKEY_is_a(&key, "RSA")) {
+        return std::string("RS256");
+    }
+    return Status::Invalid("an ACME account key must be EC P-256, EC P-384 or RSA");
+}
+
+Result<JwkNumbers> jwk_numbers(const EVP_PKEY& key)
+{
+    ASSIGN_OR_RETURN(std::string alg, jws_alg(key));
+    JwkNumbers out;
+    if (alg == "RS256") {
+        out.kty = "RSA";
+        ASSIGN_OR_RETURN(out.n, bn_param(key, OSSL_PKEY_PARAM_RSA_N, 0));
+        ASSIGN_OR_RETURN(out.e, bn_param(key, OSSL_PKEY_PARAM_RSA_E, 0));
+        return out;
+    }
+    const int size = ec_field_size(key);
+    out.kty = "EC";
+    out.crv = size == 32 ? "P-256" : "P-384";
+    ASSIGN_OR_RETURN(out.x, bn_param(key, OSSL_PKEY_PARAM_EC_PUB_X, size));
+    ASSIGN_OR_RETURN(out.y, bn_param(key, OSSL_PKEY_PARAM_EC_PUB_Y, size));
+    return out;
+}
+
+Result<std::string> jws_sign(const EVP_PKEY& key, std::string_view input)
+{
+    ASSIGN_OR_RETURN(std::string alg, jws_alg(key));
+    MdCtx ctx(EVP_MD_CTX_new());
+    const EVP_MD* md = alg == "ES384" ? EVP_sha384() : EVP_sha256();
+    std::size_t length = 0;
+    if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, md, nullptr, mut(key)) != 1 ||
+        EVP_DigestSign(ctx.get(), nullptr, &length, bytes_of(input), input.size()) != 1) {
+        return Status::IoError("cannot sign with the account key" + openssl_reason());
+    }
+    std::string signature(length, '\0');
+    if (EVP_DigestSign(ctx.get(), bytes_of(signature), &length, bytes_of(input), input.size()) != 1) {
+        return Status::IoError("cannot sign with the account key" + openssl_reason());
+    }
+    signature.resize(length);
+    if (alg == "RS256") {
+        return signature;
+    }
+    // JWS wants r || s, each padded to the curve size, not DER.
+    const unsigned char* p = bytes_of(signature);
+    EcdsaSig sig(d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(signature.size())));
+    if (!sig) {
+        return Status::IoError("cannot decode the account key's ECDSA signature" + openssl_reason());
+    }
+    const int size = ec_field_size(key);
+    std::string raw(static_cast<std::size_t>(2 * size), '\0');
+    if (BN_bn2binpad(ECDSA_SIG_get0_r(sig.get()), bytes_of(raw), size) != size ||
+        BN_bn2binpad(ECDSA_SIG_get0_s(sig.get()), bytes_of(raw) + size, size) != size) {
+        return Status::IoError("cannot encode the account key's ECDSA signature" + openssl_reason());
+    }
+    return raw;
 }
 
 } // namespace certfs::pki

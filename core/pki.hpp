@@ -1,4 +1,5 @@
-// The narrow OpenSSL API that store/ (validation) and renew/ (issuing) share.
+// The narrow OpenSSL API that store/ (validation) and renew/ (issuing, ACME) share: the only
+// place outside core/handles.hpp that calls OpenSSL.
 //
 // Every function is thread-safe (OpenSSL 3 is, for independent objects) and never throws.
 // On failure it returns a Status whose message names what was wrong in words an admin
@@ -88,7 +89,7 @@ Result<PKey> csr_public_key(const X509_REQ& req);
 
 // Parses a subject as "/CN=x/O=y" or "CN=x, O=y". Invalid on an unknown attribute or an
 // empty value.
-Result<std::unique_ptr<X509_NAME, CDeleter<X509_NAME_free>>> parse_subject(std::string_view text);
+Result<X509Name> parse_subject(std::string_view text);
 
 // A random positive serial of `bits` bits from the CSPRNG (RAND_bytes), top bit cleared so it
 // encodes positive, never zero. Returned as lower-case hex, as CertInfo::serial_hex writes it.
@@ -116,5 +117,50 @@ struct LeafParams {
 // key), extendedKeyUsage serverAuth + clientAuth, SKI, AKI (keyid of the CA).
 Result<Cert> sign_leaf(const EVP_PKEY& subject_key, const X509& ca_cert, const EVP_PKEY& ca_key,
                        const LeafParams& params);
+
+// --- encodings, digests and MACs ---
+
+// base64url (RFC 4648 §5) without padding.
+std::string base64url(std::string_view bytes);
+// Decodes base64url, with or without trailing '=' padding. Invalid ("not base64url: ...")
+// naming the position of the first character outside the URL alphabet (never the character:
+// the text may be a secret, such as an EAB MAC key), or a length no encoding has.
+Result<std::string> base64url_decode(std::string_view text);
+// The raw 32-byte SHA-256 digest.
+std::string sha256(std::string_view bytes);
+// The raw 32-byte HMAC-SHA256 (RFC 2104) of data under key (raw bytes, any length).
+Result<std::string> hmac_sha256(std::string_view key, std::string_view data);
+
+// The DER encoding of a certificate or a CSR.
+Result<std::string> cert_der(const X509& cert);
+Result<std::string> csr_der(const X509_REQ& req);
+
+// The certificate identifier of ACME renewal information (RFC 9773 §4.1):
+// base64url(the authority key identifier's keyIdentifier) "." base64url(the serial number's
+// DER content octets). Invalid when the certificate has no authority key identifier.
+Result<std::string> ari_cert_id(const X509& cert);
+
+// --- JSON Web Signature (RFC 7515, RFC 7518), for ACME account keys ---
+
+// "ES256" (EC P-256), "ES384" (EC P-384) or "RS256" (RSA); Invalid for another kind of key.
+Result<std::string> jws_alg(const EVP_PKEY& key);
+
+// The public numbers of a key's JWK (RFC 7518 §6) as unsigned big-endian bytes, not yet
+// base64url: for EC, crv ("P-256", "P-384") and x, y each padded to the field size; for RSA,
+// n and e without leading zeros. Members that do not apply to the key type are empty.
+struct JwkNumbers {
+    std::string kty; // "EC" or "RSA"
+    std::string crv;
+    std::string x;
+    std::string y;
+    std::string n;
+    std::string e;
+};
+Result<JwkNumbers> jwk_numbers(const EVP_PKEY& key);
+
+// The JWS signature of input under key with the algorithm of jws_alg(key): for ES256/ES384
+// the raw r || s, each padded to the curve size (RFC 7518 §3.4), not DER; for RS256
+// RSASSA-PKCS1-v1_5 with SHA-256.
+Result<std::string> jws_sign(const EVP_PKEY& key, std::string_view input);
 
 } // namespace certfs::pki

@@ -84,15 +84,6 @@ std::string RunResult::describe(Duration timeout) const
     return "exit status " + std::to_string(exit_code);
 }
 
-namespace {
-
-Status errno_status(const std::string& what)
-{
-    return Status::IoError(what + ": " + std::strerror(errno));
-}
-
-} // namespace
-
 Result<RunResult> run_program(const std::vector<std::string>& argv, const RunOptions& options)
 {
     if (argv.empty()) {
@@ -154,8 +145,7 @@ Result<RunResult> run_program(const std::vector<std::string>& argv, const RunOpt
     out_write.reset();
     err_write.reset();
     if (rc != 0) {
-        std::string msg = "cannot run " + argv[0] + ": " + std::strerror(rc);
-        return rc == ENOENT ? Status::NotFound(msg) : Status::IoError(msg);
+        return errno_status("cannot run " + argv[0], rc);
     }
 
     RunResult result;

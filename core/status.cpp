@@ -1,5 +1,7 @@
 #include "core/status.hpp"
 
+#include <cstring>
+
 namespace certfs {
 
 std::string_view code_name(Code code)
@@ -33,6 +35,12 @@ Status Status::with_retry_after(std::chrono::milliseconds delay) const
         out.m_retry_after = delay;
     }
     return out;
+}
+
+Status errno_status(std::string_view what, int err)
+{
+    std::string msg = std::string(what) + ": " + std::strerror(err);
+    return err == ENOENT ? Status::NotFound(std::move(msg)) : Status::IoError(std::move(msg));
 }
 
 } // namespace certfs

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cassert>
+#include <cerrno>
 #include <chrono>
 #include <optional>
 #include <string>
@@ -57,6 +58,11 @@ private:
     std::string m_message;
     std::optional<std::chrono::milliseconds> m_retry_after;
 };
+
+// The one conversion of a failed system call's errno (or a returned error number, as
+// posix_spawn and negated libfuse codes give) to a Status: "what: strerror(err)", NotFound for
+// ENOENT and IoError otherwise. Read errno before anything else can change it.
+Status errno_status(std::string_view what, int err = errno);
 
 template <typename T>
 class [[nodiscard]] Result {

@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 
 #include "core/handles.hpp"
 
@@ -14,13 +13,6 @@ namespace certfs::fs {
 namespace {
 
 namespace stdfs = std::filesystem;
-
-Status errno_status(const std::string& what)
-{
-    int err = errno;
-    std::string msg = what + ": " + std::strerror(err);
-    return err == ENOENT ? Status::NotFound(msg) : Status::IoError(msg);
-}
 
 Status fsync_path(const stdfs::path& path)
 {

@@ -12,7 +12,6 @@
 #include <atomic>
 #include <cctype>
 #include <cerrno>
-#include <cstring>
 #include <list>
 #include <map>
 #include <mutex>
@@ -68,11 +67,6 @@ bool is_dns_name(std::string_view name)
     return std::all_of(name.begin(), name.end(), [](unsigned char c) {
         return std::isalnum(c) != 0 || c == '-' || c == '_' || c == '.';
     });
-}
-
-std::string errno_text(int err)
-{
-    return std::strerror(err);
 }
 
 // The first non-empty line of a hook's stderr, else of its stdout, shortened.
@@ -175,7 +169,9 @@ Result<ListenAddress> parse_listen(const std::string& text)
 Result<UniqueFd> open_listener(const std::string& configured, const ListenAddress& listen)
 {
     auto failed = [&](int err) {
-        return Status::Unavailable("cannot listen on " + configured + " for http-01 challenges: " + errno_text(err));
+        // Unavailable whatever the error: another run may find the port free.
+        const Status why = errno_status("cannot listen on " + configured + " for http-01 challenges", err);
+        return Status::Unavailable(why.message());
     };
     sockaddr_storage addr = listen.addr;
     socklen_t addr_len = listen.addr_len;
@@ -270,7 +266,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& configu
     ASSIGN_OR_RETURN(UniqueFd listener, open_listener(configured, listen));
     int pipe_fds[2];
     if (::pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK) != 0) {
-        return Status::IoError(std::string("pipe: ") + errno_text(errno));
+        return errno_status("pipe");
     }
     std::unique_ptr<HttpServer> server(new HttpServer(std::move(listener), UniqueFd(pipe_fds[0]), UniqueFd(pipe_fds[1])));
     try {
@@ -471,7 +467,7 @@ void HttpServer::accept_loop() noexcept
         reap(false);
         pollfd fds[2] = {{m_listener.get(), POLLIN, 0}, {m_wake_read.get(), POLLIN, 0}};
         if (::poll(fds, 2, -1) < 0 && errno != EINTR) {
-            spdlog::error("http-01 server: poll: {}", errno_text(errno));
+            spdlog::error("{}", errno_status("http-01 server: poll").message());
             break;
         }
         if (fds[1].revents != 0) {
@@ -699,19 +695,19 @@ Status ChallengeSet::write_webroot_file(const std::filesystem::path& dir, const 
         if (::mkdir(d.c_str(), 0755) == 0) {
             ::chmod(d.c_str(), 0755);
         } else if (errno != EEXIST) {
-            return Status::IoError("cannot create " + d.string() + ": " + errno_text(errno));
+            return errno_status("cannot create " + d.string());
         }
     }
     const auto path = dir / spec.token;
     std::string temp = (dir / ("." + spec.token + ".XXXXXX")).string();
     UniqueFd fd(::mkostemp(temp.data(), O_CLOEXEC));
     if (!fd) {
-        return Status::IoError("cannot create a file in " + dir.string() + ": " + errno_text(errno));
+        return errno_status("cannot create a file in " + dir.string());
     }
     auto fail = [&](const std::string& what) {
         int err = errno;
         ::unlink(temp.c_str());
-        return Status::IoError("cannot " + what + " " + path.string() + ": " + errno_text(err));
+        return errno_status("cannot " + what + " " + path.string(), err);
     };
     std::string_view data = spec.key_authorization;
     while (!data.empty()) {
@@ -765,7 +761,7 @@ ChallengeSet::~ChallengeSet()
         m_http.reset();
         for (const auto& path : m_webroot_files) {
             if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-                spdlog::warn("cannot remove http-01 challenge file {}: {}", path.string(), errno_text(errno));
+                spdlog::warn("{}", errno_status("cannot remove http-01 challenge file " + path.string()).message());
             }
         }
         RunOptions options;

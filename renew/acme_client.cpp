@@ -2,9 +2,6 @@
 
 #include <set>
 
-#include <openssl/bn.h>
-#include <openssl/x509v3.h>
-
 #include <spdlog/spdlog.h>
 
 #include "renew/acme_jws.hpp"
@@ -86,26 +83,6 @@ Status problem_status(const nlohmann::json& problem, long http_status, const std
         break;
     }
     return retry_after ? out.with_retry_after(*retry_after) : out;
-}
-
-Result<std::string> ari_cert_id(const X509& cert)
-{
-    const ASN1_OCTET_STRING* keyid = X509_get0_authority_key_id(const_cast<X509*>(&cert));
-    if (keyid == nullptr) {
-        return Status::Invalid("the certificate has no authority key identifier");
-    }
-    std::unique_ptr<BIGNUM, CDeleter<BN_free>> serial(ASN1_INTEGER_to_BN(X509_get0_serialNumber(&cert), nullptr));
-    if (!serial) {
-        return Status::Invalid("the certificate's serial number is unreadable");
-    }
-    std::string octets(static_cast<std::size_t>(BN_num_bytes(serial.get())), '\0');
-    BN_bn2bin(serial.get(), reinterpret_cast<unsigned char*>(octets.data()));
-    if (octets.empty() || (static_cast<unsigned char>(octets.front()) & 0x80) != 0) {
-        octets.insert(octets.begin(), '\0'); // DER: a positive INTEGER never starts with a set bit
-    }
-    std::string aki(reinterpret_cast<const char*>(ASN1_STRING_get0_data(keyid)),
-                    static_cast<std::size_t>(ASN1_STRING_length(keyid)));
-    return base64url(aki) + "." + base64url(octets);
 }
 
 Client::Client(ClientOptions options, const EVP_PKEY& account_key, std::string account_url, const Clock& clock)

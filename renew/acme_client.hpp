@@ -38,10 +38,6 @@ struct ClientOptions {
 Status problem_status(const nlohmann::json& problem, long http_status, const std::string& context,
                       std::optional<Duration> retry_after = std::nullopt);
 
-// The certificate identifier of RFC 9773 §4.1: base64url(authority key identifier) "."
-// base64url(the serial number's DER content octets). Invalid without an AKI key identifier.
-Result<std::string> ari_cert_id(const X509& cert);
-
 class Client {
 public:
     // account_url: empty until the account is registered (register_account()).

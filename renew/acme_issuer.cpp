@@ -1,7 +1,5 @@
 #include "renew/acme_issuer.hpp"
 
-#include <openssl/x509.h>
-
 #include <filesystem>
 #include <thread>
 
@@ -244,7 +242,7 @@ Result<Issued> AcmeIssuer::issue_order(const IssueRequest& request)
     if (dir.contains("renewalInfo") && request.domain != nullptr && request.domain->current_gen) {
         if (auto current = m_store.current_generation(request.domain->name); current.ok()) {
             if (auto cert = pki::parse_cert(current->cert_pem); cert.ok()) {
-                if (auto id = acme::ari_cert_id(**cert); id.ok()) {
+                if (auto id = pki::ari_cert_id(**cert); id.ok()) {
                     payload["replaces"] = *id;
                 }
             }
@@ -296,13 +294,7 @@ Result<Issued> AcmeIssuer::drive(acme::Client& acme_client, const IssueRequest& 
     }
     if (status_of(order) == "ready") {
         ASSIGN_OR_RETURN(CertReq csr, pki::parse_csr(request.csr_pem));
-        unsigned char* der = nullptr;
-        int length = i2d_X509_REQ(csr.get(), &der);
-        if (length <= 0) {
-            return Status::IoError("cannot encode the CSR");
-        }
-        std::string csr_der(reinterpret_cast<char*>(der), static_cast<std::size_t>(length));
-        OPENSSL_free(der);
+        ASSIGN_OR_RETURN(std::string csr_der, pki::csr_der(*csr));
         auto finalized = acme_client.post(order.value("finalize", ""), json{{"csr", acme::base64url(csr_der)}});
         if (!finalized.ok()) {
             return finalized.status().with_context("finalize");
@@ -466,13 +458,7 @@ Result<json> AcmeIssuer::describe_account()
 Status AcmeIssuer::revoke(const std::string& cert_pem, int reason)
 {
     ASSIGN_OR_RETURN(Cert cert, pki::parse_cert(cert_pem));
-    unsigned char* der = nullptr;
-    int length = i2d_X509(cert.get(), &der);
-    if (length <= 0) {
-        return Status::IoError("cannot encode the certificate");
-    }
-    std::string cert_der(reinterpret_cast<char*>(der), static_cast<std::size_t>(length));
-    OPENSSL_free(der);
+    ASSIGN_OR_RETURN(std::string cert_der, pki::cert_der(*cert));
     ASSIGN_OR_RETURN(auto acme_client, client());
     ASSIGN_OR_RETURN(std::string url, acme_client->endpoint("revokeCert"));
     auto r = acme_client->post(url, json{{"certificate", acme::base64url(cert_der)}, {"reason", reason}});
@@ -540,7 +526,7 @@ Result<std::optional<RenewalWindow>> AcmeIssuer::fetch_renewal_info(const store:
         return std::optional<RenewalWindow>();
     }
     ASSIGN_OR_RETURN(Cert cert, pki::parse_cert(current.cert_pem));
-    ASSIGN_OR_RETURN(std::string id, acme::ari_cert_id(*cert));
+    ASSIGN_OR_RETURN(std::string id, pki::ari_cert_id(*cert));
     const std::string url = dir["renewalInfo"].get<std::string>() + "/" + id;
     ASSIGN_OR_RETURN(acme::HttpResponse r, acme_client.get(url));
     const auto retry_after = acme::parse_retry_after(r.header("retry-after"), m_store.clock().now());

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <functional>
 #include <sstream>
 
@@ -32,17 +31,17 @@ std::string join(const std::vector<std::string>& items)
 Result<UniqueFd> lock_command(const std::string& lock_dir, const std::string& command)
 {
     if (::mkdir(lock_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-        return Status::IoError("cannot create " + lock_dir + ": " + std::strerror(errno));
+        return errno_status("cannot create " + lock_dir);
     }
     std::ostringstream name;
     name << lock_dir << "/" << std::hex << std::hash<std::string>{}(command) << ".lock";
     UniqueFd fd(::open(name.str().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
     if (!fd) {
-        return Status::IoError("cannot open " + name.str() + ": " + std::strerror(errno));
+        return errno_status("cannot open " + name.str());
     }
     while (::flock(fd.get(), LOCK_EX) != 0) {
         if (errno != EINTR) {
-            return Status::IoError("cannot lock " + name.str() + ": " + std::strerror(errno));
+            return errno_status("cannot lock " + name.str());
         }
     }
     return fd;

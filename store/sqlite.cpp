@@ -1,5 +1,7 @@
 #include "store/sqlite.hpp"
 
+#include <limits>
+
 namespace certfs::store {
 
 Status sqlite_status(int rc, sqlite3* db, std::string_view what)
@@ -34,26 +36,38 @@ Stmt::~Stmt()
     }
 }
 
+Stmt& Stmt::check_bind(int rc, int i)
+{
+    if (rc != SQLITE_OK && m_bind_status.ok()) {
+        // sqlite3_errstr, not the connection's message: a later call may have replaced that.
+        m_bind_status = sqlite_status(rc, nullptr, "store: bind parameter " + std::to_string(i));
+    }
+    return *this;
+}
+
 Stmt& Stmt::bind(int i, std::int64_t v)
 {
-    sqlite3_bind_int64(m_stmt, i, v);
-    return *this;
+    return check_bind(sqlite3_bind_int64(m_stmt, i, v), i);
 }
 
 Stmt& Stmt::bind(int i, std::string_view v)
 {
-    sqlite3_bind_text(m_stmt, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-    return *this;
+    if (v.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+        return check_bind(SQLITE_TOOBIG, i);
+    }
+    return check_bind(sqlite3_bind_text(m_stmt, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT), i);
 }
 
 Stmt& Stmt::bind(int i, std::nullptr_t)
 {
-    sqlite3_bind_null(m_stmt, i);
-    return *this;
+    return check_bind(sqlite3_bind_null(m_stmt, i), i);
 }
 
 Result<bool> Stmt::step()
 {
+    if (!m_bind_status.ok()) {
+        return m_bind_status;
+    }
     int rc = sqlite3_step(m_stmt);
     if (rc == SQLITE_ROW) {
         return true;

@@ -29,13 +29,19 @@ class Db;
 class Stmt {
 public:
     Stmt(Db& db, sqlite3_stmt* stmt) : m_db(&db), m_stmt(stmt) {}
-    Stmt(Stmt&& other) noexcept : m_db(other.m_db), m_stmt(other.m_stmt) { other.m_stmt = nullptr; }
+    Stmt(Stmt&& other) noexcept
+        : m_db(other.m_db), m_stmt(other.m_stmt), m_bind_status(std::move(other.m_bind_status))
+    {
+        other.m_stmt = nullptr;
+    }
     Stmt(const Stmt&) = delete;
     Stmt& operator=(const Stmt&) = delete;
     Stmt& operator=(Stmt&&) = delete;
     ~Stmt();
 
-    // Binds parameters 1..n in order; std::nullopt / nullptr bind NULL.
+    // Binds parameters 1..n in order; std::nullopt / nullptr bind NULL. Binding returns the
+    // statement for chaining; the first failure (a parameter index out of range, a value too
+    // big) is kept and returned by step() and run(), which then do not execute it.
     template <typename... Args>
     Stmt& bind_all(const Args&... args)
     {
@@ -69,8 +75,12 @@ public:
     std::optional<std::string> opt_text(int col) const;
 
 private:
+    // Keeps the first failed bind's Status in m_bind_status.
+    Stmt& check_bind(int rc, int i);
+
     Db* m_db;
     sqlite3_stmt* m_stmt;
+    Status m_bind_status;
 };
 
 // Steps through every row of stmt and returns from_row(stmt) of each; from_row returns T or

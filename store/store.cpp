@@ -5,10 +5,10 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <sstream>
 
 #include "store/schema.hpp"
+#include "store/sqlite.hpp"
 #include "store/validate.hpp"
 
 namespace certfs::store {
@@ -155,6 +155,13 @@ Store::Store(std::string path, std::unique_ptr<Db> db, std::string actor, const 
 {
 }
 
+Store::~Store() = default;
+
+Db& Store::db_for_testing()
+{
+    return *m_db;
+}
+
 Result<std::unique_ptr<Store>> Store::open(const std::string& path, OpenOptions options)
 {
     if (options.create) {
@@ -164,7 +171,7 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, OpenOptions 
         if (fd >= 0) {
             ::close(fd);
         } else if (errno != EEXIST) {
-            return Status::IoError("cannot create store " + path + ": " + std::strerror(errno));
+            return errno_status("cannot create store " + path);
         }
     }
     ASSIGN_OR_RETURN(auto db, Db::open(path, options.create));

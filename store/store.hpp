@@ -23,9 +23,10 @@
 
 #include "core/clock.hpp"
 #include "store/model.hpp"
-#include "store/sqlite.hpp"
 
 namespace certfs::store {
+
+class Db; // store/sqlite.hpp, internal to store/: SQLite's header reaches no other layer
 
 inline constexpr const char* k_default_db_path = "/var/lib/certfs/certfs.db";
 inline constexpr int k_schema_version = 5;
@@ -143,8 +144,11 @@ public:
     // (issuer, serial) pairs used more than once, as "issuer serial".
     Result<std::vector<std::string>> duplicate_serials();
 
-    // The raw connection, for tests that try to break invariants with plain SQL.
-    Db& db_for_testing() { return *m_db; }
+    // The raw connection, for tests that try to break invariants with plain SQL; they include
+    // store/sqlite.hpp to use it.
+    Db& db_for_testing();
+
+    ~Store(); // in store.cpp, where Db is complete
 
 private:
     Store(std::string path, std::unique_ptr<Db> db, std::string actor, const Clock* clock);

@@ -1,10 +1,12 @@
 #include <catch2/catch.hpp>
 
+#include <openssl/ecdsa.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include <set>
+#include <tuple>
 #include <utility>
 
 #include "core/pki.hpp"
@@ -676,4 +678,200 @@ TEST_CASE("the openssl command line accepts what sign_leaf issues")
         CHECK_THAT(ca_text.out, Contains("Certificate Sign, CRL Sign"));
         CHECK_THAT(ca_text.out, Contains("X509v3 Authority Key Identifier"));
     }
+}
+
+// --- encodings, digests, MACs and JSON Web Signatures ---
+
+namespace {
+
+std::string unhex(std::string_view hex)
+{
+    std::string out;
+    for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+        out.push_back(static_cast<char>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16)));
+    }
+    return out;
+}
+
+// Verifies a JWS signature as an ACME server does: r || s turned back into DER for ECDSA.
+bool jws_verifies(const EVP_PKEY& key, std::string_view input, std::string signature)
+{
+    const EVP_MD* md = EVP_sha256();
+    if (EVP_PKEY_is_a(&key, "EC")) {
+        md = signature.size() == 96 ? EVP_sha384() : EVP_sha256();
+        const auto half = static_cast<int>(signature.size() / 2);
+        const auto* raw = reinterpret_cast<const unsigned char*>(signature.data());
+        ECDSA_SIG* sig = ECDSA_SIG_new();
+        REQUIRE(ECDSA_SIG_set0(sig, BN_bin2bn(raw, half, nullptr), BN_bin2bn(raw + half, half, nullptr)) == 1);
+        unsigned char* der = nullptr;
+        const int length = i2d_ECDSA_SIG(sig, &der);
+        REQUIRE(length > 0);
+        signature.assign(reinterpret_cast<char*>(der), static_cast<std::size_t>(length));
+        OPENSSL_free(der);
+        ECDSA_SIG_free(sig);
+    }
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    const bool ok =
+        EVP_DigestVerifyInit(ctx, nullptr, md, nullptr, const_cast<EVP_PKEY*>(&key)) == 1 &&
+        EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
+                         reinterpret_cast<const unsigned char*>(input.data()), input.size()) == 1;
+    EVP_MD_CTX_free(ctx);
+    ERR_clear_error();
+    return ok;
+}
+
+} // namespace
+
+TEST_CASE("base64url encodes RFC 4648's test vectors in the URL alphabet without padding")
+{
+    const std::vector<std::pair<std::string, std::string>> vectors = {
+        {"", ""},           {"f", "Zg"},           {"fo", "Zm8"},           {"foo", "Zm9v"},
+        {"foob", "Zm9vYg"}, {"fooba", "Zm9vYmE"}, {"foobar", "Zm9vYmFy"},
+        {unhex("fbff"), "-_8"}, {unhex("fbffbf"), "-_-_"}, {unhex("03e0"), "A-A"}, {unhex("3fff"), "P_8"}};
+    for (const auto& [bytes, text] : vectors) {
+        INFO(text);
+        CHECK(base64url(bytes) == text);
+        CHECK(base64url_decode(text).value() == bytes);
+    }
+    // Trailing padding, as standard base64 writes it, is accepted.
+    CHECK(base64url_decode("Zm8=").value() == "fo");
+    CHECK(base64url_decode("Zg==").value() == "f");
+    CHECK(base64url_decode("-_8=").value() == unhex("fbff"));
+}
+
+TEST_CASE("base64url round-trips input longer than OpenSSL encodes in one call")
+{
+    std::string bytes;
+    for (int i = 0; i < 200'001; ++i) {
+        bytes.push_back(static_cast<char>(i * 7 % 256));
+    }
+    const std::string text = base64url(bytes);
+    CHECK(text.size() == (bytes.size() * 4 + 2) / 3);
+    CHECK(text.find_first_of("+/=") == std::string::npos);
+    CHECK(base64url_decode(text).value() == bytes);
+}
+
+TEST_CASE("base64url_decode names the position of a bad character and refuses an impossible length")
+{
+    // Standard base64's '+' and '/', whitespace, and '=' anywhere but at the end are refused.
+    const std::vector<std::pair<std::string, std::string>> bad = {
+        {"Zm+v", "not base64url: unexpected character at position 3"},
+        {"Zm9/", "not base64url: unexpected character at position 4"},
+        {"Zm9v Zg", "not base64url: unexpected character at position 5"},
+        {"Zm=v", "not base64url: unexpected character at position 3"},
+        {"Zm9vY", "not base64url: wrong length"},
+        {"Z", "not base64url: wrong length"}};
+    for (const auto& [text, why] : bad) {
+        INFO(text);
+        check_invalid(base64url_decode(text), why);
+    }
+}
+
+TEST_CASE("sha256 and hmac_sha256 give the digests of their RFC test vectors")
+{
+    CHECK(sha256("abc") == unhex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+    // RFC 4231 test case 2: a key shorter than the block, text with spaces.
+    CHECK(hmac_sha256("Jefe", "what do ya want for nothing?").value() ==
+          unhex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"));
+    CHECK(hmac_sha256("", "").value().size() == 32);
+}
+
+TEST_CASE("jws_sign gives ES256 and ES384 as r || s and RS256 that verify with the key")
+{
+    const std::string input = "eyJhbGciOiJFUzI1NiJ9.eyJhIjoxfQ";
+    for (auto [type, alg, size] : {std::tuple{KeyType::ec_p256, "ES256", 64}, std::tuple{KeyType::ec_p384, "ES384", 96},
+                                   std::tuple{KeyType::rsa_2048, "RS256", 256}}) {
+        INFO(alg);
+        PKey key = new_key(type);
+        CHECK(jws_alg(*key).value() == alg);
+        const std::string signature = jws_sign(*key, input).value();
+        CHECK(signature.size() == static_cast<std::size_t>(size));
+        CHECK(jws_verifies(*key, input, signature));
+        CHECK_FALSE(jws_verifies(*key, input + "x", signature));
+        CHECK(ERR_peek_error() == 0);
+    }
+}
+
+TEST_CASE("jws_alg and jws_sign refuse keys that ACME account keys cannot be")
+{
+    PKey ed25519 = new_key(KeyType::ed25519);
+    check_invalid(jws_alg(*ed25519), "an ACME account key must be EC P-256, EC P-384 or RSA");
+    check_invalid(jws_sign(*ed25519, "x"), "an ACME account key must be EC P-256, EC P-384 or RSA");
+    check_invalid(jwk_numbers(*ed25519), "an ACME account key must be EC P-256, EC P-384 or RSA");
+    PKey p521(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-521"));
+    REQUIRE(p521);
+    check_invalid(jws_alg(*p521), "EC P-256, EC P-384 or RSA");
+}
+
+TEST_CASE("jwk_numbers gives EC coordinates padded to the field size and RSA's n and e")
+{
+    PKey ec = new_key(KeyType::ec_p256);
+    JwkNumbers p256 = jwk_numbers(*ec).value();
+    CHECK(p256.kty == "EC");
+    CHECK(p256.crv == "P-256");
+    CHECK(p256.x.size() == 32);
+    CHECK(p256.y.size() == 32);
+    CHECK(p256.n.empty());
+    CHECK(jwk_numbers(*new_key(KeyType::ec_p384)).value().x.size() == 48);
+    JwkNumbers rsa = jwk_numbers(*new_key(KeyType::rsa_2048)).value();
+    CHECK(rsa.kty == "RSA");
+    CHECK(rsa.e == unhex("010001"));
+    CHECK(rsa.n.size() == 256);
+    CHECK(rsa.x.empty());
+}
+
+TEST_CASE("cert_der and csr_der give the DER that OpenSSL reads back")
+{
+    Ca ca = new_ca();
+    PKey key = new_key();
+    Cert leaf = new_leaf(*key, *ca.cert, *ca.key);
+    const std::string der = cert_der(*leaf).value();
+    const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+    Cert back(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+    REQUIRE(back);
+    CHECK(X509_cmp(back.get(), leaf.get()) == 0);
+
+    CertReq csr = make_csr(*key, {{"www.example.com"}, {}}).value();
+    const std::string csr_bytes = csr_der(*csr).value();
+    p = reinterpret_cast<const unsigned char*>(csr_bytes.data());
+    CertReq csr_back(d2i_X509_REQ(nullptr, &p, static_cast<long>(csr_bytes.size())));
+    REQUIRE(csr_back);
+    CHECK(csr_pem(*csr_back) == csr_pem(*csr));
+}
+
+TEST_CASE("ari_cert_id is RFC 9773's example id and joins the CA's key id to the leaf's serial")
+{
+    // RFC 9773 §4.1: keyIdentifier 69:88:5B:...:C8:D4 and serial 0x87654321.
+    PKey key = new_key();
+    Cert cert = raw_cert(*key, "ari.example", nullptr, *key, {});
+    Asn1Integer serial(ASN1_INTEGER_new());
+    REQUIRE(ASN1_INTEGER_set_uint64(serial.get(), 0x87654321) == 1);
+    REQUIRE(X509_set_serialNumber(cert.get(), serial.get()) == 1);
+    AuthorityKeyId akid(AUTHORITY_KEYID_new());
+    akid->keyid = ASN1_OCTET_STRING_new();
+    const std::string keyid = unhex("69885b6b87464041e1b37b847ba0ae2cde01c8d4");
+    REQUIRE(ASN1_OCTET_STRING_set(akid->keyid, reinterpret_cast<const unsigned char*>(keyid.data()),
+                                  static_cast<int>(keyid.size())) == 1);
+    REQUIRE(X509_add1_ext_i2d(cert.get(), NID_authority_key_identifier, akid.get(), 0, X509V3_ADD_DEFAULT) == 1);
+    REQUIRE(X509_sign(cert.get(), key.get(), EVP_sha256()) > 0);
+    CHECK(ari_cert_id(*cert).value() == "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE");
+
+    // A leaf of ours: the CA's subject key id, then the serial's DER content octets.
+    Ca ca = new_ca();
+    Cert leaf = new_leaf(*key, *ca.cert, *ca.key);
+    const ASN1_OCTET_STRING* ski = X509_get0_subject_key_id(ca.cert.get());
+    REQUIRE(ski != nullptr);
+    std::string hex = cert_info(*leaf).value().serial_hex;
+    hex = (hex.size() % 2 == 1 ? "0" : "") + hex;
+    std::string octets = unhex(hex);
+    if ((static_cast<unsigned char>(octets.front()) & 0x80) != 0) {
+        octets.insert(octets.begin(), '\0');
+    }
+    CHECK(ari_cert_id(*leaf).value() ==
+          base64url(std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(ski)),
+                                static_cast<std::size_t>(ASN1_STRING_length(ski)))) +
+              "." + base64url(octets));
+
+    check_invalid(ari_cert_id(*raw_cert(*key, "no-aki.example", nullptr, *key, {})),
+                  "the certificate has no authority key identifier");
 }

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include "store/schema.hpp"
+#include "store/sqlite.hpp"
 #include "store/store.hpp"
 #include "store/validate.hpp"
 #include "tests/testutil.hpp"
@@ -674,4 +675,20 @@ TEST_CASE("pending requests: saved, replaced, read back and dropped by the commi
     REQUIRE(f.store->save_pending(p).ok());
     REQUIRE(f.store->remove_domain("wait.test").ok());
     CHECK(query_int(*f.store, "SELECT COUNT(*) FROM pending") == 0);
+}
+
+TEST_CASE("a parameter that cannot be bound fails the statement before it runs")
+{
+    Fixture f;
+    f.add("bind.test");
+    {
+        auto stmt = f.store->db_for_testing().prepare("DELETE FROM domains WHERE name = ?1").value();
+        stmt.bind(1, "bind.test").bind(2, std::int64_t{7});
+        require_error(stmt.step(), Code::io_error, "store: bind parameter 2: column index out of range");
+        require_error(stmt.run(), Code::io_error, "bind parameter 2");
+    }
+    CHECK(f.store->get_domain("bind.test").ok()); // the DELETE never ran
+    // The cached statement starts clean for its next user.
+    auto again = f.store->db_for_testing().prepare("DELETE FROM domains WHERE name = ?1").value();
+    CHECK(again.bind(1, "nope.test").run().ok());
 }
