@@ -15,7 +15,7 @@
 
 #include "core/handles.hpp"
 #include "renew/acme_challenge.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace certfs::renew::acme;

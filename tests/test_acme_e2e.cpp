@@ -1,5 +1,5 @@
-// The ACME issuer end to end against a private pebble (tests/pebble.hpp): dns-01 through a hook
-// (helpers/acme_dns_hook.cpp, driving challtestsrv) with a wildcard, http-01 through a webroot
+// The ACME issuer end to end against a private pebble (tests/support/pebble.hpp): dns-01 through a hook
+// (tests/programs/acme_dns_hook.cpp, driving challtestsrv) with a wildcard, http-01 through a webroot
 // that the test serves itself, the real certfsctl from `issuer add acme` to `issuer show`, the
 // failures as certfsctl shows them with nothing committed, and the daemon renewing short-lived
 // certificates by itself on a real FUSE mount while readers keep reading matching pairs.
@@ -33,10 +33,10 @@
 #include "renew/acme_issuer.hpp"
 #include "renew/acme_jws.hpp"
 #include "renew/renewer.hpp"
-#include "tests/acme_fixture.hpp"
-#include "tests/mount.hpp"
-#include "tests/pebble.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/acme_fixture.hpp"
+#include "tests/support/mount.hpp"
+#include "tests/support/pebble.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace std::chrono_literals;

@@ -30,7 +30,7 @@
 
 #include "core/pki.hpp"
 #include "store/store.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace std::chrono_literals;

@@ -20,8 +20,8 @@
 
 #include "renew/local_ca.hpp"
 #include "renew/renewer.hpp"
-#include "tests/mount.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/mount.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using certfs::test::TempDir;

@@ -1,6 +1,6 @@
 // The `helper` issuer (docs/helpers.md): certmonger CA helpers run through renew::load_issuer
 // and Issuer::issue against a real store, and through the real certfsctl binary. The helpers
-// are the POSIX sh scripts in tests/helpers/ (CERTFS_TEST_HELPERS_DIR); the ones that sign use
+// are the POSIX sh scripts in tests/ca_helpers/ (CERTFS_TEST_CA_HELPERS_DIR); the ones that sign use
 // openssl with a test CA whose files each test writes into its own temporary directory.
 #include <catch2/catch.hpp>
 
@@ -14,7 +14,7 @@
 
 #include "renew/helper.hpp"
 #include "renew/renewer.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace certfs::renew;
@@ -28,14 +28,14 @@ using certfs::test::write_file;
 
 namespace {
 
-const std::string k_helpers = CERTFS_TEST_HELPERS_DIR;
+const std::string k_helpers = CERTFS_TEST_CA_HELPERS_DIR;
 
 std::string quote(const std::string& word)
 {
     return "'" + word + "'";
 }
 
-// A command line for the script `name` in tests/helpers with the given arguments.
+// A command line for the script `name` in tests/ca_helpers with the given arguments.
 std::string helper_command(const std::string& name, const std::vector<std::string>& args = {})
 {
     std::string command = quote(k_helpers + "/" + name);

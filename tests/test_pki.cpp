@@ -8,7 +8,7 @@
 #include <utility>
 
 #include "core/pki.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace certfs::pki;

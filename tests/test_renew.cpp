@@ -10,7 +10,7 @@
 #include "renew/health.hpp"
 #include "renew/local_ca.hpp"
 #include "renew/renewer.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace certfs::renew;

@@ -9,7 +9,7 @@
 #include "renew/local_ca.hpp"
 #include "renew/renewer.hpp"
 #include "renew/scheduler.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace certfs::renew;

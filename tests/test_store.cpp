@@ -7,7 +7,7 @@
 #include "store/schema.hpp"
 #include "store/store.hpp"
 #include "store/validate.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace certfs::store;

@@ -1,4 +1,4 @@
-#include "tests/testutil.hpp"
+#include "tests/support/testutil.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
