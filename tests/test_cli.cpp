@@ -411,7 +411,7 @@ TEST_CASE("the CERTFS_DB environment variable selects the store")
 
 // ---- issuers -------------------------------------------------------------------------------
 
-TEST_CASE("issuer add local and list and show and cert")
+TEST_CASE("issuer add local makes a CA that issuer list, issuer show and issuer cert report")
 {
     Ctl ctl;
     ctl.ok({"init"});
@@ -818,7 +818,7 @@ TEST_CASE("import creates a domain without an issuer from a foreign certificate"
     CHECK(ctl.show("local.example.com")["issuer"] == "ca");
 }
 
-TEST_CASE("import refuses bad input and naming the failed check and and changes nothing")
+TEST_CASE("import refuses bad input, names the failed check and changes nothing")
 {
     Ctl ctl;
     ctl.init_with_ca();
@@ -940,7 +940,7 @@ TEST_CASE("import refuses a serial the issuer already used for another domain")
     ctl.ok({"check"});
 }
 
-TEST_CASE("import refuses a key of a type certfs does not serve and and changes nothing")
+TEST_CASE("import refuses a key of a type certfs does not serve and changes nothing")
 {
     Ctl ctl;
     ctl.ok({"init"});
@@ -1032,7 +1032,7 @@ TEST_CASE("history lists every generation with exactly one current")
 
 // ---- renew ---------------------------------------------------------------------------------
 
-TEST_CASE("renew: not due and --force and and usage")
+TEST_CASE("renew: a domain not due is left alone, --force renews it, and bad usage changes nothing")
 {
     Ctl ctl;
     ctl.init_with_ca();

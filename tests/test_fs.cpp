@@ -52,7 +52,7 @@ bool pair_matches(const std::string& key_pem, const std::string& cert_pem)
 
 } // namespace
 
-TEST_CASE("fs: the tree and sizes and modes and owners and times")
+TEST_CASE("fs: the tree shows every file with its size, mode, owner and time")
 {
     Mount m;
     m.add("site.test", 0640, 33);
@@ -115,7 +115,7 @@ TEST_CASE("fs: every change fails with EROFS")
     expect_erofs(::truncate(cert.c_str(), 0), "truncate");
 }
 
-TEST_CASE("fs (1): an open descriptor reads its generation to the end and and fstat reports its size")
+TEST_CASE("fs (1): an open descriptor reads its generation to the end, and fstat reports its size")
 {
     Mount m;
     m.add("fd.test");
