@@ -20,7 +20,9 @@
 
 #include "renew/local_ca.hpp"
 #include "renew/renewer.hpp"
+#include "tests/support/ctl.hpp"
 #include "tests/support/mount.hpp"
+#include "tests/support/pairs.hpp"
 #include "tests/support/testutil.hpp"
 
 using namespace certfs;
@@ -32,23 +34,12 @@ namespace stdfs = std::filesystem;
 namespace {
 
 using certfs::test::is_fuse_mount;
+using certfs::test::pair_matches;
+using certfs::test::serial_of;
 using certfs::test::serial_seen_by_new_process;
 using certfs::test::slurp;
 using certfs::test::wait_until;
 using Mount = certfs::test::CaMount;
-
-std::string serial_of(const std::string& pem)
-{
-    auto certs = pki::parse_certs(pem);
-    return certs.ok() ? pki::cert_info(*certs->front()).value().serial_hex : "unreadable";
-}
-
-bool pair_matches(const std::string& key_pem, const std::string& cert_pem)
-{
-    auto key = pki::parse_private_key(key_pem);
-    auto certs = pki::parse_certs(cert_pem);
-    return key.ok() && certs.ok() && pki::key_matches(*certs->front(), **key);
-}
 
 } // namespace
 
@@ -599,10 +590,7 @@ TEST_CASE("fs: renew --now and rollback --now move a reader that never pauses at
 {
     Mount m(200ms);
     m.add("now.test");
-    auto ctl = [&](std::vector<std::string> args) {
-        args.insert(args.begin(), {CERTFSCTL_PATH, "--db", m.db().string()});
-        return test::run(args);
-    };
+    test::Ctl ctl(m.db());
     const std::vector<std::string> reader_args{"--window-ms", "200", "--name", "nowreader"};
     {
         // Readers that never pause: separate opens, a directory descriptor, combined.pem.
