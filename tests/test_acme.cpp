@@ -1,5 +1,5 @@
 // The ACME issuer: the JWS pieces against RFC vectors and OpenSSL, then whole issuances
-// against a real ACME server (pebble on loopback, tests/pebble.hpp) through the renewal
+// against a real ACME server (pebble on loopback, tests/support/pebble.hpp) through the renewal
 // pipeline, with the built-in http-01 responder.
 #include <catch2/catch.hpp>
 
@@ -17,9 +17,9 @@
 #include "renew/acme_issuer.hpp"
 #include "renew/acme_jws.hpp"
 #include "renew/renewer.hpp"
-#include "tests/acme_fixture.hpp"
-#include "tests/pebble.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/acme_fixture.hpp"
+#include "tests/support/pebble.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace certfs::renew;

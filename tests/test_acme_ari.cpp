@@ -1,5 +1,5 @@
 // What pebble 2.4 cannot show, against a local HTTPS stub of the few ACME endpoints involved
-// (tests/acme_stub.hpp): renewal information (RFC 9773) turned into the due time, 'replaces'
+// (tests/support/acme_stub.hpp): renewal information (RFC 9773) turned into the due time, 'replaces'
 // and profiles in new orders, and a rate limit's Retry-After in the backoff.
 #include <catch2/catch.hpp>
 
@@ -15,8 +15,8 @@
 #include "renew/acme_jws.hpp"
 #include "renew/renewer.hpp"
 #include "renew/scheduler.hpp"
-#include "tests/acme_stub.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/acme_stub.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace certfs::renew;

@@ -15,29 +15,16 @@
 
 #include "core/handles.hpp"
 #include "renew/acme_challenge.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace certfs::renew::acme;
 using namespace std::chrono_literals;
+using certfs::test::free_port;
 using certfs::test::TempDir;
 using Catch::Contains;
 
 namespace {
-
-// A free TCP port on 127.0.0.1 (bound to port 0, then released).
-int free_port()
-{
-    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    REQUIRE(fd);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    socklen_t len = sizeof addr;
-    REQUIRE(::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    return ntohs(addr.sin_port);
-}
 
 sockaddr_storage loopback(int family, int port)
 {

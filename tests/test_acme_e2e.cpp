@@ -1,5 +1,5 @@
-// The ACME issuer end to end against a private pebble (tests/pebble.hpp): dns-01 through a hook
-// (helpers/acme_dns_hook.cpp, driving challtestsrv) with a wildcard, http-01 through a webroot
+// The ACME issuer end to end against a private pebble (tests/support/pebble.hpp): dns-01 through a hook
+// (tests/programs/acme_dns_hook.cpp, driving challtestsrv) with a wildcard, http-01 through a webroot
 // that the test serves itself, the real certfsctl from `issuer add acme` to `issuer show`, the
 // failures as certfsctl shows them with nothing committed, and the daemon renewing short-lived
 // certificates by itself on a real FUSE mount while readers keep reading matching pairs.
@@ -33,15 +33,19 @@
 #include "renew/acme_issuer.hpp"
 #include "renew/acme_jws.hpp"
 #include "renew/renewer.hpp"
-#include "tests/acme_fixture.hpp"
-#include "tests/mount.hpp"
-#include "tests/pebble.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/acme_fixture.hpp"
+#include "tests/support/ctl.hpp"
+#include "tests/support/mount.hpp"
+#include "tests/support/pebble.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace std::chrono_literals;
 using Catch::Contains;
 using Catch::StartsWith;
+using certfs::test::Ctl;
+using certfs::test::expect_failure;
+using certfs::test::free_port;
 using certfs::test::read_file;
 using certfs::test::RunResult;
 using certfs::test::TempDir;
@@ -55,15 +59,6 @@ namespace {
 using certfs::test::file_or_empty;
 using certfs::test::slurp;
 using certfs::test::wait_until;
-
-std::string join(const std::vector<std::string>& words)
-{
-    std::string out;
-    for (const auto& w : words) {
-        out += (out.empty() ? "" : " ") + w;
-    }
-    return out;
-}
 
 std::vector<std::string> lines_of(const std::string& text)
 {
@@ -107,12 +102,6 @@ class Listener {
     UniqueFd m_fd;
     int m_port = 0;
 };
-
-// A port on 127.0.0.1 that nothing listens on (it was free a moment ago).
-int free_port()
-{
-    return Listener().port();
-}
 
 // A tiny HTTP server for a webroot, as the web server next to certfs would be: GET
 // /.well-known/acme-challenge/TOKEN answers the file's content, anything else 404. It serves one
@@ -222,66 +211,16 @@ std::set<std::string> served_dns_names(const AcmeFixture& f, const std::string& 
     return {names.begin(), names.end()};
 }
 
-// certfsctl on a store of its own.
-class Ctl {
-  public:
-    stdfs::path path(const std::string& name) const { return m_dir / name; }
-    std::string db() const { return path("certfs.db").string(); }
-
-    RunResult operator()(const std::vector<std::string>& args) const
-    {
-        std::vector<std::string> argv{CERTFSCTL_PATH, "--db", db()};
-        argv.insert(argv.end(), args.begin(), args.end());
-        RunResult r = test::run(argv, {}, 120);
-        INFO(join(argv) << "\nstdout: " << r.out << "\nstderr: " << r.err);
-        // Key material never shows: not the account key, not a domain's key.
-        CHECK_THAT(r.out + r.err, !Contains("PRIVATE KEY"));
-        CHECK(r.exit_code != -1);
-        return r;
-    }
-
-    RunResult ok(const std::vector<std::string>& args) const
-    {
-        RunResult r = (*this)(args);
-        INFO("certfsctl " << join(args) << "\nstdout: " << r.out << "\nstderr: " << r.err);
-        REQUIRE(r.exit_code == 0);
-        return r;
-    }
-
-    json js(std::vector<std::string> args) const
-    {
-        args.push_back("--json");
-        RunResult r = ok(args);
-        INFO("certfsctl " << join(args) << "\nstdout:\n" << r.out);
-        // --json prints JSON and nothing else on stdout: no log line before it.
-        auto j = json::parse(r.out, nullptr, false);
-        REQUIRE_FALSE(j.is_discarded());
-        return j;
-    }
-
-    // `issuer add acme NAME` for a pebble, with `extra` options.
-    void add_pebble_issuer(const test::Pebble& pebble, const std::string& name, std::vector<std::string> extra) const
-    {
-        std::vector<std::string> args{
-            "issuer",           "add",        "acme", name, "--directory", pebble.directory_url(), "--ca-bundle",
-            pebble.ca_bundle(), "--max-wait", "30s"};
-        args.insert(args.end(), extra.begin(), extra.end());
-        RunResult r = ok(args);
-        CHECK_THAT(r.out, StartsWith("added ACME issuer " + name + " (" + pebble.directory_url()));
-    }
-
-  private:
-    TempDir m_dir;
-};
-
-// The error contract: the exit code, exactly one line on stderr, naming what went wrong.
-void expect_failure(const RunResult& r, int code, const std::string& needle)
+// `issuer add acme NAME` for a pebble, with `extra` options.
+void add_pebble_issuer(const Ctl& ctl, const test::Pebble& pebble, const std::string& name,
+                       std::vector<std::string> extra)
 {
-    INFO("stdout: " << r.out << "\nstderr: " << r.err);
-    CHECK(r.exit_code == code);
-    CHECK_THAT(r.err, StartsWith("certfsctl: ") && Contains(needle));
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-    CHECK((!r.err.empty() && r.err.back() == '\n'));
+    std::vector<std::string> args{
+        "issuer",           "add",        "acme", name, "--directory", pebble.directory_url(), "--ca-bundle",
+        pebble.ca_bundle(), "--max-wait", "30s"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    RunResult r = ctl.ok(args);
+    CHECK_THAT(r.out, StartsWith("added ACME issuer " + name + " (" + pebble.directory_url()));
 }
 
 // A domain added with --no-issue whose `certfsctl renew` fails: one line naming `needle`, and
@@ -422,8 +361,8 @@ TEST_CASE("acme e2e: certfsctl adds an ACME issuer and issues through it and iss
     test::Pebble pebble;
     Ctl ctl;
     ctl.ok({"init"});
-    ctl.add_pebble_issuer(
-        pebble, "pebble",
+    add_pebble_issuer(
+        ctl, pebble, "pebble",
         {"--email", "admin@example.test", "--http-listen", "127.0.0.1:" + std::to_string(pebble.http01_port())});
 
     // `issuer show` registers the account when there is none yet, and reports the directory.
@@ -492,7 +431,7 @@ TEST_CASE("acme e2e: a name the CA refuses is rejectedIdentifier and state rejec
     test::Pebble pebble(options);
     Ctl ctl;
     ctl.ok({"init"});
-    ctl.add_pebble_issuer(pebble, "pebble", {"--http-listen", "127.0.0.1:" + std::to_string(pebble.http01_port())});
+    add_pebble_issuer(ctl, pebble, "pebble", {"--http-listen", "127.0.0.1:" + std::to_string(pebble.http01_port())});
     json show = expect_renewal_refused(ctl, "www.blocked.test", "pebble", "rejectedIdentifier", {"rejected"});
     CHECK_THAT(show["last_error"].get<std::string>(),
                Contains("new order: POST ") && Contains("forbidden by policy") && Contains("\"www.blocked.test\""));
@@ -508,9 +447,9 @@ TEST_CASE("acme e2e: a wrong EAB HMAC key is refused at registration with nothin
     test::Pebble pebble(options);
     Ctl ctl;
     ctl.ok({"init"});
-    ctl.add_pebble_issuer(pebble, "pebble",
-                          {"--eab-kid", "kid-1", "--eab-hmac-key", wrong, "--http-listen",
-                           "127.0.0.1:" + std::to_string(pebble.http01_port())});
+    add_pebble_issuer(ctl, pebble, "pebble",
+                      {"--eab-kid", "kid-1", "--eab-hmac-key", wrong, "--http-listen",
+                       "127.0.0.1:" + std::to_string(pebble.http01_port())});
     json show =
         expect_renewal_refused(ctl, "eab.test", "pebble", "ACME account registration", {"misconfigured", "rejected"});
     INFO(pebble.log());
@@ -529,7 +468,7 @@ TEST_CASE("acme e2e: the http-01 responder's port in use is a clear error then a
     Ctl ctl;
     ctl.ok({"init"});
     const std::string listen = "127.0.0.1:" + std::to_string(pebble.http01_port());
-    ctl.add_pebble_issuer(pebble, "pebble", {"--http-listen", listen});
+    add_pebble_issuer(ctl, pebble, "pebble", {"--http-listen", listen});
     auto occupier = std::make_unique<Listener>(pebble.http01_port());
     expect_renewal_refused(ctl, "busy.test", "pebble",
                            "cannot listen on " + listen + " for http-01 challenges: Address already in use",

@@ -1,5 +1,5 @@
-// Self-tests of the ACME stub (tests/acme_stub.hpp): the wire behaviour other tests rely on.
-#include "tests/acme_stub.hpp"
+// Self-tests of the ACME stub (tests/support/acme_stub.hpp): the wire behaviour other tests rely on.
+#include "tests/support/acme_stub.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

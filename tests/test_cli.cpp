@@ -30,14 +30,19 @@
 
 #include "core/pki.hpp"
 #include "store/store.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/ctl.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace std::chrono_literals;
 using Catch::Contains;
 using Catch::Matches;
 using Catch::StartsWith;
+using certfs::test::Ctl;
+using certfs::test::expect_failure;
+using certfs::test::join;
 using certfs::test::read_file;
+using certfs::test::run_certfsctl;
 using certfs::test::RunResult;
 using certfs::test::TempDir;
 using certfs::test::write_file;
@@ -56,40 +61,9 @@ std::vector<std::string> cat(std::vector<std::string> a, const std::vector<std::
     return a;
 }
 
-std::string join(const std::vector<std::string>& args)
-{
-    std::string out;
-    for (const auto& a : args) {
-        out += (out.empty() ? "" : " ") + a;
-    }
-    return out;
-}
-
 std::size_t line_count(const std::string& text)
 {
     return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
-}
-
-// Runs certfsctl. Whatever the command, key material never appears in its output: not on
-// stderr (errors, logs), and not on stdout either (keys only ever go to exported files).
-RunResult run_checked(const std::vector<std::string>& argv, const std::vector<std::string>& env = {})
-{
-    RunResult r = certfs::test::run(argv, env, 120);
-    INFO(join(argv) << "\nstderr: " << r.err);
-    CHECK_THAT(r.err, !Contains("PRIVATE KEY"));
-    CHECK_THAT(r.out, !Contains("PRIVATE KEY"));
-    CHECK(r.exit_code != -1);
-    return r;
-}
-
-// The error contract: the exit code, exactly one line on stderr, naming what went wrong.
-void expect_failure(const RunResult& r, int code, const std::string& needle)
-{
-    INFO("stdout: " << r.out << "\nstderr: " << r.err);
-    CHECK(r.exit_code == code);
-    CHECK_THAT(r.err, StartsWith("certfsctl: ") && Contains(needle));
-    CHECK(line_count(r.err) == 1);
-    CHECK((!r.err.empty() && r.err.back() == '\n'));
 }
 
 RunResult openssl(const std::vector<std::string>& args)
@@ -121,67 +95,6 @@ TimePoint parse_rfc3339(const std::string& text)
     tm.tm_mon -= 1;
     return from_unix(::timegm(&tm));
 }
-
-// certfsctl against the store <tmp>/certfs.db.
-class Ctl {
-public:
-    stdfs::path path(const std::string& name) const { return m_dir / name; }
-    std::string db() const { return path("certfs.db").string(); }
-
-    RunResult operator()(const std::vector<std::string>& args) const
-    {
-        return run_checked(cat({CERTFSCTL_PATH, "--db", db()}, args));
-    }
-
-    // Runs and requires success.
-    RunResult ok(const std::vector<std::string>& args) const
-    {
-        RunResult r = (*this)(args);
-        INFO("certfsctl " << join(args) << "\nstdout: " << r.out << "\nstderr: " << r.err);
-        REQUIRE(r.exit_code == 0);
-        return r;
-    }
-
-    // Runs with --json, requires success and parses stdout.
-    json js(const std::vector<std::string>& args) const
-    {
-        RunResult r = ok(cat(args, {"--json"}));
-        return json::parse(r.out);
-    }
-
-    json show(const std::string& name) const { return js({"show", name}); }
-    json history(const std::string& name) const { return js({"history", name}); }
-
-    // Everything a listing can see: domains, issuers and the event log. Equal snapshots
-    // before and after a refused command mean the command changed nothing.
-    std::string snapshot() const
-    {
-        return ok({"list", "--json"}).out + ok({"issuer", "list", "--json"}).out +
-               ok({"log", "--limit", "100000", "--json"}).out;
-    }
-
-    // init plus a local CA issuer "ca" (ec-p256, 90-day leaves).
-    void init_with_ca() const
-    {
-        ok({"init"});
-        ok({"issuer", "add", "local", "ca"});
-    }
-
-    // Exports the current (or a given) generation to a fresh directory and returns it.
-    stdfs::path export_to(const std::string& name, const std::string& dir_name, std::optional<int> gen = {}) const
-    {
-        std::vector<std::string> args{"export", name, path(dir_name).string()};
-        if (gen) {
-            args.push_back("--gen");
-            args.push_back(std::to_string(*gen));
-        }
-        ok(args);
-        return path(dir_name);
-    }
-
-private:
-    TempDir m_dir;
-};
 
 std::string current_serial(const json& history)
 {
@@ -378,7 +291,7 @@ TEST_CASE("init creates missing parent directories")
 {
     Ctl ctl;
     const std::string db = ctl.path("deep/er/certfs.db").string();
-    RunResult r = run_checked({CERTFSCTL_PATH, "--db", db, "init"});
+    RunResult r = run_certfsctl({"--db", db, "init"});
     REQUIRE(r.exit_code == 0);
     CHECK(stdfs::exists(db));
     CHECK(mode_of(ctl.path("deep/er")) == 0700);
@@ -389,7 +302,7 @@ TEST_CASE("the CERTFS_DB environment variable selects the store")
     Ctl ctl;
     const std::string env = "CERTFS_DB=" + ctl.db();
     auto ctl_env = [&](const std::vector<std::string>& args) {
-        return run_checked(cat({CERTFSCTL_PATH}, args), {env});
+        return run_certfsctl(args, {env});
     };
     REQUIRE(ctl_env({"init"}).exit_code == 0);
     CHECK(stdfs::exists(ctl.db()));
@@ -405,13 +318,13 @@ TEST_CASE("the CERTFS_DB environment variable selects the store")
 
     // --db wins over the environment.
     const std::string other = ctl.path("other.db").string();
-    RunResult r = run_checked({CERTFSCTL_PATH, "--db", other, "list"}, {env});
+    RunResult r = run_certfsctl({"--db", other, "list"}, {env});
     expect_failure(r, 1, "certfsctl init");
 }
 
 // ---- issuers -------------------------------------------------------------------------------
 
-TEST_CASE("issuer add local and list and show and cert")
+TEST_CASE("issuer add local makes a CA that issuer list, issuer show and issuer cert report")
 {
     Ctl ctl;
     ctl.ok({"init"});
@@ -818,7 +731,7 @@ TEST_CASE("import creates a domain without an issuer from a foreign certificate"
     CHECK(ctl.show("local.example.com")["issuer"] == "ca");
 }
 
-TEST_CASE("import refuses bad input and naming the failed check and and changes nothing")
+TEST_CASE("import refuses bad input, names the failed check and changes nothing")
 {
     Ctl ctl;
     ctl.init_with_ca();
@@ -940,7 +853,7 @@ TEST_CASE("import refuses a serial the issuer already used for another domain")
     ctl.ok({"check"});
 }
 
-TEST_CASE("import refuses a key of a type certfs does not serve and and changes nothing")
+TEST_CASE("import refuses a key of a type certfs does not serve and changes nothing")
 {
     Ctl ctl;
     ctl.ok({"init"});
@@ -1032,7 +945,7 @@ TEST_CASE("history lists every generation with exactly one current")
 
 // ---- renew ---------------------------------------------------------------------------------
 
-TEST_CASE("renew: not due and --force and and usage")
+TEST_CASE("renew: a domain not due is left alone, --force renews it, and bad usage changes nothing")
 {
     Ctl ctl;
     ctl.init_with_ca();
@@ -1104,8 +1017,7 @@ TEST_CASE("concurrent renewals of one domain never reuse or skip a generation nu
     std::vector<std::thread> threads;
     for (int i = 0; i < k_runs; ++i) {
         threads.emplace_back([&, i] {
-            results[static_cast<std::size_t>(i)] =
-                certfs::test::run({CERTFSCTL_PATH, "--db", ctl.db(), "renew", "busy.example.com", "--force"}, {}, 120);
+            results[static_cast<std::size_t>(i)] = ctl.unchecked({"renew", "busy.example.com", "--force"});
         });
     }
     for (auto& t : threads) {
@@ -1114,7 +1026,7 @@ TEST_CASE("concurrent renewals of one domain never reuse or skip a generation nu
     int succeeded = 0;
     for (const auto& r : results) {
         INFO("stdout: " << r.out << "\nstderr: " << r.err);
-        CHECK_THAT(r.err, !Contains("PRIVATE KEY"));
+        certfs::test::check_no_key_material(r);
         if (r.exit_code == 0) {
             ++succeeded;
         } else {

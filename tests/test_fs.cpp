@@ -21,8 +21,10 @@
 #include "fs/files.hpp"
 #include "renew/local_ca.hpp"
 #include "renew/renewer.hpp"
-#include "tests/mount.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/ctl.hpp"
+#include "tests/support/mount.hpp"
+#include "tests/support/pairs.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using certfs::test::TempDir;
@@ -33,27 +35,16 @@ namespace stdfs = std::filesystem;
 namespace {
 
 using certfs::test::is_fuse_mount;
+using certfs::test::pair_matches;
+using certfs::test::serial_of;
 using certfs::test::serial_seen_by_new_process;
 using certfs::test::slurp;
 using certfs::test::wait_until;
 using Mount = certfs::test::CaMount;
 
-std::string serial_of(const std::string& pem)
-{
-    auto certs = pki::parse_certs(pem);
-    return certs.ok() ? pki::cert_info(*certs->front()).value().serial_hex : "unreadable";
-}
-
-bool pair_matches(const std::string& key_pem, const std::string& cert_pem)
-{
-    auto key = pki::parse_private_key(key_pem);
-    auto certs = pki::parse_certs(cert_pem);
-    return key.ok() && certs.ok() && pki::key_matches(*certs->front(), **key);
-}
-
 } // namespace
 
-TEST_CASE("fs: the tree and sizes and modes and owners and times")
+TEST_CASE("fs: the tree shows every file with its size, mode, owner and time")
 {
     Mount m;
     m.add("site.test", 0640, 33);
@@ -158,7 +149,7 @@ TEST_CASE("fs: every change fails with EROFS")
     expect_erofs(::truncate(cert.c_str(), 0), "truncate");
 }
 
-TEST_CASE("fs (1): an open descriptor reads its generation to the end and and fstat reports its size")
+TEST_CASE("fs (1): an open descriptor reads its generation to the end, and fstat reports its size")
 {
     Mount m;
     m.add("fd.test");
@@ -642,10 +633,7 @@ TEST_CASE("fs: renew --now and rollback --now move a reader that never pauses at
 {
     Mount m(200ms);
     m.add("now.test");
-    auto ctl = [&](std::vector<std::string> args) {
-        args.insert(args.begin(), {CERTFSCTL_PATH, "--db", m.db().string()});
-        return test::run(args);
-    };
+    test::Ctl ctl(m.db());
     const std::vector<std::string> reader_args{"--window-ms", "200", "--name", "nowreader"};
     {
         // Readers that never pause: separate opens, a directory descriptor, combined.pem.

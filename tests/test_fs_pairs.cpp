@@ -1,5 +1,5 @@
 // Contract point 5 at the worst loops, on a real mount, under two CPU hogs: readers in their own
-// processes (tests/helpers/pair_reader.cpp) loop over a domain's key and certificate while
+// processes (tests/programs/pair_reader.cpp) loop over a domain's key and certificate while
 // renewals flip under them, one after the other. Every reader must get only matching pairs, and
 // move the way the README says: a reader that never pauses keeps its generation, one that
 // pauses for a pin window moves to the newest, and every reader gets the newest after it stopped.
@@ -12,7 +12,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "tests/mount.hpp"
+#include "tests/support/mount.hpp"
 
 using namespace certfs;
 using namespace std::chrono_literals;

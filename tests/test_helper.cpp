@@ -1,6 +1,6 @@
 // The `helper` issuer (docs/helpers.md): certmonger CA helpers run through renew::load_issuer
 // and Issuer::issue against a real store, and through the real certfsctl binary. The helpers
-// are the POSIX sh scripts in tests/helpers/ (CERTFS_TEST_HELPERS_DIR); the ones that sign use
+// are the POSIX sh scripts in tests/ca_helpers/ (CERTFS_TEST_CA_HELPERS_DIR); the ones that sign use
 // openssl with a test CA whose files each test writes into its own temporary directory.
 #include <catch2/catch.hpp>
 
@@ -14,13 +14,15 @@
 
 #include "renew/helper.hpp"
 #include "renew/renewer.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/ctl.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace certfs::renew;
 using namespace std::chrono_literals;
 using Catch::Contains;
 using Catch::StartsWith;
+using certfs::test::Ctl;
 using certfs::test::read_file;
 using certfs::test::require_error;
 using certfs::test::TempDir;
@@ -28,14 +30,14 @@ using certfs::test::write_file;
 
 namespace {
 
-const std::string k_helpers = CERTFS_TEST_HELPERS_DIR;
+const std::string k_helpers = CERTFS_TEST_CA_HELPERS_DIR;
 
 std::string quote(const std::string& word)
 {
     return "'" + word + "'";
 }
 
-// A command line for the script `name` in tests/helpers with the given arguments.
+// A command line for the script `name` in tests/ca_helpers with the given arguments.
 std::string helper_command(const std::string& name, const std::vector<std::string>& args = {})
 {
     std::string command = quote(k_helpers + "/" + name);
@@ -387,7 +389,7 @@ TEST_CASE("helper: a pending request is kept in the store and polled with the sa
     REQUIRE(kept.has_value());
     CHECK(kept->cookie == "req-9");
     CHECK(log_lines(log) == std::vector<std::string>{"SUBMIT "});
-    auto listed = test::run({CERTFSCTL_PATH, "--db", f.db, "list"});
+    auto listed = Ctl(f.db)({"list"});
     CHECK(listed.exit_code == 0);
     CHECK_THAT(listed.out, Contains("pending (next " + format_rfc3339(*d.next_attempt) + ")"));
 
@@ -406,7 +408,7 @@ TEST_CASE("helper: a pending request is kept in the store and polled with the sa
     CHECK_FALSE(waiting->front().generation.has_value());
     CHECK(log_lines(log) == std::vector<std::string>{"SUBMIT ", "POLL req-9"});
     // certfsctl renew --now polls too, and says that nothing moved.
-    auto now = test::run({CERTFSCTL_PATH, "--db", f.db, "renew", "www.example.com", "--now"});
+    auto now = Ctl(f.db)({"renew", "www.example.com", "--now"});
     CHECK(now.exit_code == 0);
     CHECK_THAT(now.out, Contains("www.example.com: nothing moved (--now): no new generation yet; once the CA has "
                                  "issued it, run 'certfsctl renew www.example.com --now' again"));
@@ -641,46 +643,10 @@ TEST_CASE("helper: FETCH-ROOTS output is parsed in certmonger's format and as pl
 
 // ---- certfsctl -----------------------------------------------------------------------------
 
-namespace {
-
-class Ctl {
-public:
-    explicit Ctl(const TempDir& dir) : m_db((dir / "ctl.db").string()) {}
-
-    test::RunResult operator()(const std::vector<std::string>& args) const
-    {
-        std::vector<std::string> argv{CERTFSCTL_PATH, "--db", m_db};
-        argv.insert(argv.end(), args.begin(), args.end());
-        auto r = test::run(argv, {}, 60);
-        CHECK_THAT(r.out, !Contains("PRIVATE KEY"));
-        CHECK_THAT(r.err, !Contains("PRIVATE KEY"));
-        return r;
-    }
-
-    test::RunResult ok(const std::vector<std::string>& args) const
-    {
-        auto r = (*this)(args);
-        INFO("stdout: " << r.out << "\nstderr: " << r.err);
-        REQUIRE(r.exit_code == 0);
-        return r;
-    }
-
-    std::string snapshot() const
-    {
-        return ok({"issuer", "list", "--json"}).out + ok({"list", "--json"}).out +
-               ok({"log", "--limit", "1000", "--json"}).out;
-    }
-
-private:
-    std::string m_db;
-};
-
-} // namespace
-
 TEST_CASE("certfsctl issuer add helper refuses bad quoting with one line and changes nothing")
 {
     Fixture f;
-    Ctl ctl(f.dir);
+    Ctl ctl(f.dir / "ctl.db");
     ctl.ok({"init"});
     std::string before = ctl.snapshot();
     for (const std::string& command : {std::string("/bin/true 'unterminated"), std::string("/bin/true \"open"),
@@ -702,7 +668,7 @@ TEST_CASE("certfsctl issuer add helper refuses bad quoting with one line and cha
 TEST_CASE("certfsctl issuer show runs IDENTIFY and FETCH-ROOTS")
 {
     Fixture f;
-    Ctl ctl(f.dir);
+    Ctl ctl(f.dir / "ctl.db");
     ctl.ok({"init"});
     auto added = ctl.ok({"issuer", "add", "helper", "signer", "--command",
                          helper_command("leaf-only.sh", {f.ca_cert, f.ca_key}), "--timeout", "30s"});
@@ -733,7 +699,7 @@ TEST_CASE("certfsctl issuer show runs IDENTIFY and FETCH-ROOTS")
 TEST_CASE("certfsctl: a helper that prints the certificate alone issues and renews end to end")
 {
     Fixture f;
-    Ctl ctl(f.dir);
+    Ctl ctl(f.dir / "ctl.db");
     ctl.ok({"init"});
     ctl.ok({"issuer", "add", "helper", "signer", "--command", helper_command("leaf-only.sh", {f.ca_cert, f.ca_key})});
     ctl.ok({"add", "www.example.com", "--issuer", "signer", "--san", "www.example.com", "--ip", "192.0.2.1"});

@@ -5,7 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include "renew/hooks.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace certfs::renew;

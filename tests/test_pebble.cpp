@@ -6,7 +6,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
-#include "tests/pebble.hpp"
+#include "tests/support/pebble.hpp"
 
 using namespace certfs;
 using namespace certfs::test;

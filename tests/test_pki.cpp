@@ -10,7 +10,7 @@
 #include <utility>
 
 #include "core/pki.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace certfs::pki;
@@ -231,7 +231,7 @@ TEST_CASE("encrypted private keys are refused and in both PEM forms")
     check_invalid(parse_private_key(traditional), "private key is encrypted");
 }
 
-TEST_CASE("garbage and empty input and certificates and extra keys are not a private key")
+TEST_CASE("garbage, empty input, certificates and extra keys are not a private key")
 {
     Ca ca = new_ca();
     std::string key_pem = private_key_pem(*ca.key).value();
@@ -515,7 +515,7 @@ TEST_CASE("canonical_ip normalises addresses and refuses names")
     check_invalid(canonical_ip("192.0.2.1 "), "not an IP address");
 }
 
-TEST_CASE("make_csr and parse_csr round-trip the key and subject and names")
+TEST_CASE("make_csr and parse_csr round-trip the key, the subject and the names")
 {
     for (KeyType type : {KeyType::ec_p256, KeyType::ed25519}) {
         INFO(key_type_name(type));

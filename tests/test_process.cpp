@@ -106,7 +106,7 @@ TEST_CASE("a program that outlives its timeout is stopped: with its children and
     CHECK(std::chrono::steady_clock::now() - start < 10s);
 }
 
-TEST_CASE("output beyond the limit is cut and and the program still finishes")
+TEST_CASE("output beyond the limit is cut and the program still finishes")
 {
     RunOptions options;
     options.max_output = 1000;

@@ -10,7 +10,7 @@
 #include "renew/health.hpp"
 #include "renew/local_ca.hpp"
 #include "renew/renewer.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace certfs::renew;
@@ -123,7 +123,7 @@ TEST_CASE("local CA: leaves carry the names and the usages and a large random se
     CHECK_THAT(text, Contains("DNS:web.test, DNS:*.web.test, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1"));
 }
 
-TEST_CASE("local CA: a leaf never outlives its CA and and an expired CA issues nothing")
+TEST_CASE("local CA: a leaf never outlives its CA, and an expired CA issues nothing")
 {
     LocalCaConfig config;
     config.validity = 90 * 24h;
@@ -234,7 +234,7 @@ TEST_CASE("renew: a bundle's members renew together in one commit")
     CHECK(events[2].action == "renewed");
 }
 
-TEST_CASE("renew: a held lease refuses a second renewal and and nothing is committed")
+TEST_CASE("renew: a held lease refuses a second renewal and nothing is committed")
 {
     Fixture f;
     REQUIRE(f.renewer.add_and_issue(f.config("busy.test")).ok());
@@ -282,7 +282,7 @@ TEST_CASE("renew: concurrent renewals on one store never tear or duplicate a gen
     CHECK(f.current("race.test").gen == *gens.rbegin());
 }
 
-TEST_CASE("renew: a failure backs off and records the error and and the current generation keeps serving")
+TEST_CASE("renew: a failure backs off and records the error while the current generation keeps serving")
 {
     LocalCaConfig config;
     config.ca_validity = 100 * 24h;

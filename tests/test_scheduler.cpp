@@ -9,7 +9,7 @@
 #include "renew/local_ca.hpp"
 #include "renew/renewer.hpp"
 #include "renew/scheduler.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace certfs::renew;
@@ -331,7 +331,7 @@ TEST_CASE("scheduler: after a restart overdue retries are spread and not all run
     CHECK(tried() == 10);
 }
 
-TEST_CASE("scheduler: expiry warnings at 30 and 14 and 7 and 3 and 1 days before the end")
+TEST_CASE("scheduler: expiry warnings come 30, 14, 7, 3 and 1 days before the end")
 {
     store::Domain d;
     const TimePoint end = std::chrono::system_clock::now();

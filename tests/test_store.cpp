@@ -8,7 +8,7 @@
 #include "store/sqlite.hpp"
 #include "store/store.hpp"
 #include "store/validate.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace certfs::store;
@@ -74,7 +74,7 @@ std::int64_t query_int(Store& store, const char* sql)
 
 } // namespace
 
-TEST_CASE("opening: a missing store is not created unless asked and and the schema is set up once")
+TEST_CASE("opening: a missing store is not created unless asked, and the schema is set up once")
 {
     TempDir dir;
     auto path = (dir / "certfs.db").string();
@@ -387,7 +387,7 @@ TEST_CASE("(issuer and serial) is unique across the store")
     CHECK(f.store->add_domain(f.config("s2.test"), GenerationInput{same_serial.key_pem, same_serial.cert_pem, other.cert_pem}).ok());
 }
 
-TEST_CASE("generation numbers only grow: across rollback and and across remove and re-add")
+TEST_CASE("generation numbers only grow, across a rollback and across a remove and re-add")
 {
     Fixture f;
     f.add("grow.test");
@@ -485,7 +485,7 @@ TEST_CASE("import creates a domain for the certificate's names and or renews an 
     CHECK(f.generations("imp.test") == 2);
 }
 
-TEST_CASE("issuers: unique names and and none removed while a domain uses it")
+TEST_CASE("issuers: names are unique, and none is removed while a domain uses it")
 {
     Fixture f;
     NewIssuer issuer{"ca1", "local", "{}", "secret", f.ca.cert_pem};

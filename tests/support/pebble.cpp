@@ -1,4 +1,4 @@
-#include "tests/pebble.hpp"
+#include "tests/support/pebble.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

@@ -46,10 +46,11 @@
 
 #include <CLI/CLI.hpp>
 
-#include "core/pki.hpp"
+#include "tests/support/pairs.hpp"
 
 namespace {
 
+using certfs::test::matching_serial;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
@@ -94,18 +95,6 @@ Read read_at(int dirfd, const std::string& path)
     }
     r.end = Clock::now();
     return r;
-}
-
-// The serial of the certificate when key_pem matches it; nullopt otherwise.
-std::optional<std::string> matching_serial(const std::string& key_pem, const std::string& cert_pem)
-{
-    auto key = certfs::pki::parse_private_key(key_pem);
-    auto certs = certfs::pki::parse_certs(cert_pem);
-    if (!key.ok() || !certs.ok() || !certfs::pki::key_matches(*certs->front(), **key)) {
-        return std::nullopt;
-    }
-    auto info = certfs::pki::cert_info(*certs->front());
-    return info.ok() ? std::optional(info->serial_hex) : std::nullopt;
 }
 
 std::string read_visible(const std::string& path)

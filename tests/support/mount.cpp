@@ -1,4 +1,4 @@
-#include "tests/mount.hpp"
+#include "tests/support/mount.hpp"
 
 #include <fcntl.h>
 #include <signal.h>

@@ -40,7 +40,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/testutil.hpp"
+#include "tests/support/testutil.hpp"
 
 namespace certfs::test {
 

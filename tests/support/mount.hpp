@@ -1,5 +1,5 @@
 // A real certfs mount for a test and the processes around it: the daemon itself, CPU hogs,
-// and pair_reader processes (tests/helpers/pair_reader.cpp). Every process started here is
+// and pair_reader processes (tests/programs/pair_reader.cpp). Every process started here is
 // stopped by its pid in a destructor, also when the test failed, and a mount is always
 // unmounted.
 #pragma once
@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "store/store.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/testutil.hpp"
 
 namespace certfs::test {
 

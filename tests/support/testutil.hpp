@@ -46,10 +46,16 @@ struct RunResult {
     std::string err;
 };
 
+// The words separated by single spaces (a command line in a test's messages).
+std::string join(const std::vector<std::string>& words);
+
 // Runs argv (argv[0] is a path, no shell) with stdin from /dev/null and the given extra
 // environment entries ("KEY=VALUE") added, and waits at most timeout_s seconds.
 RunResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env = {},
               int timeout_s = 60);
+
+// A TCP port on 127.0.0.1 that nothing listened on a moment ago (bound to port 0, then released).
+int free_port();
 
 // The environment variable `name` as a positive number, or fallback (for sizes bench/ raises).
 long env_number(const char* name, long fallback);

@@ -1,4 +1,4 @@
-// A store with ACME issuers for one private pebble (tests/pebble.hpp), used in-process through
+// A store with ACME issuers for one private pebble (tests/support/pebble.hpp), used in-process through
 // the renewal pipeline: shared by test_acme and test_acme_e2e.
 #pragma once
 
@@ -12,8 +12,8 @@
 
 #include "renew/acme_issuer.hpp"
 #include "store/store.hpp"
-#include "tests/pebble.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/pebble.hpp"
+#include "tests/support/testutil.hpp"
 
 namespace certfs::test {
 

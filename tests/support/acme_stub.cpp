@@ -1,4 +1,4 @@
-#include "tests/acme_stub.hpp"
+#include "tests/support/acme_stub.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

@@ -38,7 +38,7 @@
 #include <openssl/ssl.h>
 
 #include "core/handles.hpp"
-#include "tests/testutil.hpp"
+#include "tests/support/testutil.hpp"
 
 namespace certfs::test {
 
