@@ -8,6 +8,7 @@
 #include "renew/deploy.hpp"
 #include "renew/issuer.hpp"
 #include "renew/renewer.hpp"
+#include "store/lease.hpp"
 
 namespace certfs::renew {
 
@@ -24,11 +25,6 @@ constexpr Duration k_ari_retry_after_error = std::chrono::hours(1);
 
 // How long the loop sleeps at most: a clock step or a missed wake-up costs no more than this.
 constexpr Duration k_max_sleep = std::chrono::minutes(10);
-
-std::string scope_key(const store::Domain& d)
-{
-    return d.bundle ? "bundle:" + *d.bundle : "domain:" + d.name;
-}
 
 bool failing(const store::Domain& d)
 {
@@ -167,8 +163,9 @@ Result<TimePoint> Scheduler::step()
     plan_renewal_info(domains, now, next);
     std::map<std::string, Scope> scopes;
     for (auto& d : domains) {
-        Scope& s = scopes[scope_key(d)];
-        s.key = scope_key(d);
+        std::string key = store::lease_scope(d);
+        Scope& s = scopes[key];
+        s.key = std::move(key);
         s.members.push_back(std::move(d));
     }
 

@@ -693,7 +693,7 @@ int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool f
         std::vector<renew::HookRun> runs;
     };
     std::vector<Done> done(scopes.size());
-    const renew::MountSettings mount = renew::mount_settings(st);
+    const renew::DeploySettings mount = renew::deploy_settings(st);
     const std::string owner = "certfsctl pid " + std::to_string(::getpid());
     std::atomic<std::size_t> next{0};
     auto work = [&] {
