@@ -103,7 +103,10 @@ std::string pending_message(TimePoint poll_at)
 
 } // namespace
 
-Renewer::Renewer(store::Store& store, std::string owner) : m_store(store), m_owner(std::move(owner)) {}
+Renewer::Renewer(store::Store& store, std::string owner, IssuerFactory issuers)
+    : m_store(store), m_owner(std::move(owner)), m_issuers(or_builtin_issuers(std::move(issuers)))
+{
+}
 
 Result<Renewer::Step> Renewer::advance(const store::Domain& domain, store::Reason reason, bool* issuer_failed)
 {
@@ -127,7 +130,7 @@ Result<Renewer::Step> Renewer::advance(const store::Domain& domain, store::Reaso
         // Issued earlier; it waited for the rest of its bundle.
         return Step{store::GenerationInput{request.key_pem, request.cert_pem, request.chain_pem, reason}, request};
     }
-    ASSIGN_OR_RETURN(auto issuer, load_issuer(m_store, *domain.issuer));
+    ASSIGN_OR_RETURN(auto issuer, load_issuer(m_store, *domain.issuer, m_issuers));
     if (!polling) {
         PKey key;
         if (domain.reuse_key && domain.current_gen) {

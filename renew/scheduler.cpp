@@ -48,7 +48,20 @@ std::optional<int> expiry_warning_days(const store::Domain& domain, TimePoint no
     return passed;
 }
 
-Scheduler::Scheduler(SchedulerOptions options, const Clock& clock) : m_options(std::move(options)), m_clock(clock) {}
+namespace {
+
+SchedulerOptions with_issuers(SchedulerOptions options)
+{
+    options.issuers = or_builtin_issuers(std::move(options.issuers));
+    return options;
+}
+
+} // namespace
+
+Scheduler::Scheduler(SchedulerOptions options, const Clock& clock)
+    : m_options(with_issuers(std::move(options))), m_clock(clock)
+{
+}
 
 Scheduler::~Scheduler()
 {
@@ -250,7 +263,7 @@ void Scheduler::refresh_renewal_info(const std::string& name)
             return Status::Ok();
         }
         ASSIGN_OR_RETURN(store::Generation current, store->get_generation(name, *d.current_gen));
-        ASSIGN_OR_RETURN(auto issuer, load_issuer(*store, *d.issuer));
+        ASSIGN_OR_RETURN(auto issuer, load_issuer(*store, *d.issuer, m_options.issuers));
         auto window = issuer->renewal_info(current);
         const TimePoint now = m_clock.now();
         std::optional<TimePoint> at = d.ari_gen == d.current_gen ? d.ari_at : std::nullopt;
@@ -319,7 +332,7 @@ void Scheduler::run_scope(const std::string& key, const std::string& first_membe
     if (!store.ok()) {
         spdlog::warn("{}: cannot open the store: {}", key, store.status().message());
     } else {
-        Renewer renewer(**store, m_options.owner);
+        Renewer renewer(**store, m_options.owner, m_options.issuers);
         auto outcomes = renewer.renew(first_member, false);
         if (!outcomes.ok()) {
             if (outcomes.status().code() == Code::conflict) {

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "renew/hooks.hpp"
+#include "renew/issuer.hpp"
 #include "store/store.hpp"
 
 namespace certfs::renew {
@@ -46,6 +47,9 @@ struct SchedulerOptions {
     HookOptions hooks;
     Duration restart_spread = std::chrono::minutes(5);
     Duration heartbeat = std::chrono::minutes(1); // how often held leases are extended
+    // Makes the issuers of renewals and renewal-information fetches, from any worker thread;
+    // empty: the built-in kinds, with one context for the scheduler (or_builtin_issuers).
+    IssuerFactory issuers;
 };
 
 // The expiry warning threshold (30, 14, 7, 3, 1 days) `domain` has passed at `now`, if any.

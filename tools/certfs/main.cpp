@@ -20,6 +20,7 @@
 
 #include "core/log.hpp"
 #include "fs/filesystem.hpp"
+#include "renew/context.hpp"
 #include "renew/scheduler.hpp"
 #include "store/mount.hpp"
 
@@ -166,6 +167,8 @@ int main(int argc, char** argv)
     renew_options.pin_window = certfs::parse_duration(pin_window).value();
     renew_options.hooks.lock_dir = certfs::store::hooks_lock_dir(db_path);
     renew_options.hooks.mountpoint = mountpoint;
+    // What the renewals of this daemon share (connections, the http-01 servers).
+    renew_options.issuers = certfs::renew::builtin_issuers(std::make_shared<certfs::renew::RenewContext>());
     std::unique_ptr<certfs::renew::Scheduler> scheduler;
 
     certfs::fs::Options fs_options;

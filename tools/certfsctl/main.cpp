@@ -24,6 +24,7 @@
 #include "fs/export.hpp"
 #include "core/process.hpp"
 #include "renew/acme_issuer.hpp"
+#include "renew/context.hpp"
 #include "renew/deploy.hpp"
 #include "renew/health.hpp"
 #include "renew/helper.hpp"
@@ -695,6 +696,8 @@ int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool f
     std::vector<Done> done(scopes.size());
     const renew::DeploySettings mount = renew::deploy_settings(st);
     const std::string owner = "certfsctl pid " + std::to_string(::getpid());
+    // One context for the workers: an http-01 address is shared, not bound twice.
+    const renew::IssuerFactory issuers = renew::builtin_issuers(std::make_shared<renew::RenewContext>());
     std::atomic<std::size_t> next{0};
     auto work = [&] {
         auto own = open_store(st.path());
@@ -703,7 +706,7 @@ int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool f
                 done[i].outcomes = own.status();
                 continue;
             }
-            renew::Renewer renewer(**own, owner);
+            renew::Renewer renewer(**own, owner, issuers);
             done[i].outcomes = renewer.renew(scopes[i], force || now, now);
             if (done[i].outcomes.ok()) {
                 done[i].runs = renew::deploy(**own, *done[i].outcomes, mount.hooks,
