@@ -5,7 +5,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include "renew/deploy.hpp"
 #include "renew/issuer.hpp"
 #include "renew/renewer.hpp"
 #include "store/lease.hpp"
@@ -56,10 +55,38 @@ SchedulerOptions with_issuers(SchedulerOptions options)
     return options;
 }
 
+void log_renewed(const std::string& key, const Result<std::vector<RenewOutcome>>& outcomes)
+{
+    if (!outcomes.ok()) {
+        if (outcomes.status().code() == Code::conflict) {
+            spdlog::info("{}: {}", key, outcomes.status().message());
+        } else {
+            spdlog::warn("{}: renewal failed: {}", key, outcomes.status().message());
+        }
+        return;
+    }
+    for (const auto& o : *outcomes) {
+        spdlog::info("{}: {}", o.domain, o.message); // renewed, pending, or renewed meanwhile
+    }
+}
+
+BatchRunner scope_runner(const SchedulerOptions& options, const Clock& clock)
+{
+    BatchOptions batch;
+    batch.db_path = options.db_path;
+    batch.actor = options.owner;
+    batch.owner = options.owner;
+    batch.clock = &clock;
+    batch.issuers = options.issuers;
+    batch.hooks = options.hooks;
+    batch.pin_window = options.pin_window;
+    return BatchRunner(std::move(batch));
+}
+
 } // namespace
 
 Scheduler::Scheduler(SchedulerOptions options, const Clock& clock)
-    : m_options(with_issuers(std::move(options))), m_clock(clock)
+    : m_options(with_issuers(std::move(options))), m_clock(clock), m_batch(scope_runner(m_options, m_clock))
 {
 }
 
@@ -328,27 +355,7 @@ void Scheduler::warn_expiring(const Scope& scope, TimePoint now, TimePoint& next
 
 void Scheduler::run_scope(const std::string& key, const std::string& first_member)
 {
-    auto store = store::Store::open(m_options.db_path, {.create = false, .actor = m_options.owner, .clock = &m_clock});
-    if (!store.ok()) {
-        spdlog::warn("{}: cannot open the store: {}", key, store.status().message());
-    } else {
-        Renewer renewer(**store, m_options.owner, m_options.issuers);
-        auto outcomes = renewer.renew(first_member, false);
-        if (!outcomes.ok()) {
-            if (outcomes.status().code() == Code::conflict) {
-                spdlog::info("{}: {}", key, outcomes.status().message());
-            } else {
-                spdlog::warn("{}: renewal failed: {}", key, outcomes.status().message());
-            }
-        } else {
-            for (const auto& o : *outcomes) {
-                spdlog::info("{}: {}", o.domain, o.message); // renewed, pending, or renewed meanwhile
-            }
-            // Hooks run after the flip, when new opens get the new generation. The wait is
-            // not cut short by stop(): a hook run before the flip would reload the old files.
-            deploy(**store, *outcomes, m_options.hooks, [this] { std::this_thread::sleep_for(m_options.pin_window); });
-        }
-    }
+    (void)m_batch.run_one(first_member, [&key](const auto& outcomes) { log_renewed(key, outcomes); });
     {
         std::lock_guard lock(m_mutex);
         m_running.erase(key);

@@ -1,6 +1,6 @@
 // The renewal scheduler inside the daemon: renews every domain with an issuer when it is due,
-// through the same pipeline and leases as `certfsctl renew` (renewer.hpp), and runs the deploy
-// hooks of each committed batch after the flip (hooks.hpp).
+// through the same batch runner, pipeline and leases as `certfsctl renew` (batch.hpp,
+// renewer.hpp), which runs the deploy hooks of each committed batch after the flip.
 //
 // - Due time: renew_at() pulled earlier by a jitter of up to 10% of the renewal window. The
 //   jitter comes from the current certificate's serial number (random for the local CA and for
@@ -33,6 +33,7 @@
 #include <thread>
 #include <vector>
 
+#include "renew/batch.hpp"
 #include "renew/hooks.hpp"
 #include "renew/issuer.hpp"
 #include "store/store.hpp"
@@ -89,6 +90,7 @@ private:
 
     const SchedulerOptions m_options;
     const Clock& m_clock;
+    const BatchRunner m_batch; // renews one scope at a time on each worker, hooks included
 
     std::mutex m_mutex;
     std::condition_variable m_cv;                 // wakes the loop, and wait_idle()
