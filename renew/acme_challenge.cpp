@@ -505,12 +505,14 @@ void HttpServer::accept_loop() noexcept
     reap(true);
 }
 
-// ---------------------------------------------------------------------------------------------
-// The process-wide registry of servers, by listen address. A server is started and stopped
-// with the registry's mutex held, so that a ChallengeSet starting on an address waits for one
-// being stopped there to have closed its socket.
+} // namespace
 
-struct Registry {
+// ---------------------------------------------------------------------------------------------
+// The registry of servers, by listen address. A server is started and stopped with the
+// registry's mutex held, so that a ChallengeSet starting on an address waits for one being
+// stopped there to have closed its socket.
+
+struct Http01Servers::Registry {
     struct Slot {
         std::unique_ptr<HttpServer> server;
         int users = 0;
@@ -520,18 +522,14 @@ struct Registry {
     std::map<std::string, Slot> servers; // by ListenAddress::key; guarded by mutex
 };
 
-Registry& registry()
-{
-    static Registry r;
-    return r;
-}
+Http01Servers::Http01Servers() : m_registry(std::make_unique<Registry>()) {}
 
-} // namespace
+Http01Servers::~Http01Servers() = default;
 
 // The tokens of one ChallengeSet on one built-in server, and that set's share in the server.
 class HttpTokens {
 public:
-    static Result<std::unique_ptr<HttpTokens>> acquire(const std::string& configured);
+    static Result<std::unique_ptr<HttpTokens>> acquire(Http01Servers& servers, const std::string& configured);
     ~HttpTokens();
     HttpTokens(const HttpTokens&) = delete;
     HttpTokens& operator=(const HttpTokens&) = delete;
@@ -539,24 +537,28 @@ public:
     Status add(const std::string& token, const std::string& key_authorization);
 
 private:
-    HttpTokens(std::string key, HttpServer* server) : m_key(std::move(key)), m_server(server) {}
+    HttpTokens(Http01Servers::Registry& registry, std::string key, HttpServer* server)
+        : m_registry(registry), m_key(std::move(key)), m_server(server)
+    {
+    }
 
+    Http01Servers::Registry& m_registry;
     std::string m_key;
     HttpServer* m_server; // owned by the registry while m_key's slot has users
     std::vector<std::string> m_tokens;
 };
 
-Result<std::unique_ptr<HttpTokens>> HttpTokens::acquire(const std::string& configured)
+Result<std::unique_ptr<HttpTokens>> HttpTokens::acquire(Http01Servers& servers, const std::string& configured)
 {
     ASSIGN_OR_RETURN(ListenAddress listen, parse_listen(configured));
-    auto& reg = registry();
+    auto& reg = *servers.m_registry;
     std::lock_guard lock(reg.mutex);
     auto it = reg.servers.find(listen.key);
     if (it == reg.servers.end()) {
         ASSIGN_OR_RETURN(auto server, HttpServer::start(configured, listen));
-        it = reg.servers.emplace(listen.key, Registry::Slot{std::move(server), 0}).first;
+        it = reg.servers.emplace(listen.key, Http01Servers::Registry::Slot{std::move(server), 0}).first;
     }
-    std::unique_ptr<HttpTokens> tokens(new HttpTokens(listen.key, it->second.server.get()));
+    std::unique_ptr<HttpTokens> tokens(new HttpTokens(reg, listen.key, it->second.server.get()));
     ++it->second.users;
     return tokens;
 }
@@ -566,7 +568,7 @@ HttpTokens::~HttpTokens()
     for (const auto& token : m_tokens) {
         m_server->remove_token(token);
     }
-    auto& reg = registry();
+    auto& reg = m_registry;
     std::unique_ptr<HttpServer> stopping;
     std::lock_guard lock(reg.mutex);
     auto it = reg.servers.find(m_key);
@@ -670,7 +672,12 @@ Result<std::unique_ptr<ChallengeSet>> ChallengeSet::prepare(const ResponderConfi
         challenge_dir = std::filesystem::path(config.webroot) / ".well-known" / "acme-challenge";
     } else if (need_http) {
         // Parsed before any hook runs, so that a bad address is Invalid with nothing done.
-        ASSIGN_OR_RETURN(set->m_http, HttpTokens::acquire(config.http_listen));
+        Http01Servers* servers = config.servers;
+        if (servers == nullptr) {
+            set->m_own_servers = std::make_unique<Http01Servers>();
+            servers = set->m_own_servers.get();
+        }
+        ASSIGN_OR_RETURN(set->m_http, HttpTokens::acquire(*servers, config.http_listen));
     }
     // On an error below, `set` going out of scope undoes what was done.
     for (const auto& spec : specs) {

@@ -2,9 +2,10 @@
 // order, and cleaning up afterwards.
 //
 // http-01 is answered either by files under a webroot that another web server serves, or by a
-// small built-in HTTP server. The built-in server is shared process-wide per listen address:
-// several ChallengeSets (renewals on different threads) on one address share one listening
-// socket, which opens with the first and closes when the last is destroyed.
+// small built-in HTTP server. The built-in servers belong to an Http01Servers (one per
+// RenewContext, renew/context.hpp): several ChallengeSets (renewals on different threads) on
+// one address share one listening socket, which opens with the first and closes when the last
+// is destroyed.
 //
 // dns-01 is answered by an external hook, run without a shell, stdin /dev/null:
 //     HOOK [ARGS...] set   _acme-challenge.<identifier>. <txt-value>
@@ -34,12 +35,17 @@ struct ChallengeSpec {
     std::string key_authorization; // token + "." + base64url(account key thumbprint)
 };
 
+class Http01Servers;
+
 struct ResponderConfig {
     std::string http_listen = ":80"; // "ADDR:PORT", "[V6ADDR]:PORT", or ":PORT" for every address
                                      // (IPv6 and IPv4); numeric addresses only
     std::string webroot;             // set: http-01 via WEBROOT/.well-known/acme-challenge/TOKEN
     std::string dns_hook;            // command line for dns-01, split with split_command()
     Duration hook_timeout = std::chrono::minutes(5); // per hook run
+    // The built-in servers to answer http-01 on; null: servers of the set's own, shared with
+    // no other set (a second set on the same address then cannot listen).
+    Http01Servers* servers = nullptr;
 };
 
 // The TXT value for a dns-01 challenge: base64url(SHA-256(key_authorization)), no padding.
@@ -49,6 +55,21 @@ std::string dns01_txt_value(std::string_view key_authorization);
 std::string dns01_record_name(std::string_view identifier);
 
 class HttpTokens;
+
+// The built-in http-01 servers of one RenewContext, by listen address. Thread-safe; it must
+// outlive every ChallengeSet that uses it.
+class Http01Servers {
+public:
+    Http01Servers();
+    ~Http01Servers();
+    Http01Servers(const Http01Servers&) = delete;
+    Http01Servers& operator=(const Http01Servers&) = delete;
+
+private:
+    friend class HttpTokens;
+    struct Registry;
+    std::unique_ptr<Registry> m_registry;
+};
 
 // Every challenge of one order, answerable from prepare() until destruction. Destruction
 // removes the webroot files, runs the dns hook's "clear" for each record set, and withdraws
@@ -85,6 +106,7 @@ private:
     std::vector<std::string> m_hook_argv;
     std::vector<std::filesystem::path> m_webroot_files; // written, removed on destruction
     std::vector<DnsRecord> m_dns_records;               // set, cleared on destruction
+    std::unique_ptr<Http01Servers> m_own_servers;       // when the config names none
     std::unique_ptr<HttpTokens> m_http;                 // tokens on the built-in server
 };
 

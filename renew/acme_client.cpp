@@ -87,7 +87,7 @@ Status problem_status(const nlohmann::json& problem, long http_status, const std
 
 Client::Client(ClientOptions options, const EVP_PKEY& account_key, std::string account_url, const Clock& clock)
     : m_options(std::move(options)), m_key(account_key), m_account_url(std::move(account_url)), m_clock(clock),
-      m_http(pooled_http_client(m_options.http))
+      m_http(pooled_http_client(m_options.http, m_options.pool))
 {
 }
 

@@ -32,6 +32,7 @@ struct ExternalAccountBinding {
 struct ClientOptions {
     std::string directory_url;
     HttpOptions http;
+    HttpClientPool* pool = nullptr; // where the client's connection comes from; null: its own
 };
 
 // A problem document read from a response, or from an authorization's challenge.

@@ -138,8 +138,6 @@ Result<HttpResponse> HttpClient::perform(const std::string& method, const std::s
 
 namespace {
 
-std::mutex g_pool_mutex;
-std::vector<std::unique_ptr<HttpClient>> g_pool; // idle clients; guarded by g_pool_mutex
 constexpr std::size_t k_pool_max = 8;
 
 bool same_options(const HttpOptions& a, const HttpOptions& b)
@@ -152,25 +150,37 @@ bool same_options(const HttpOptions& a, const HttpOptions& b)
 void HttpPoolReturn::operator()(HttpClient* client) const
 {
     std::unique_ptr<HttpClient> owned(client);
-    std::lock_guard lock(g_pool_mutex);
-    if (g_pool.size() < k_pool_max) {
-        g_pool.push_back(std::move(owned));
+    if (pool != nullptr) {
+        pool->give_back(std::move(owned));
     }
 }
 
-PooledHttpClient pooled_http_client(const HttpOptions& options)
+void HttpClientPool::give_back(std::unique_ptr<HttpClient> client)
+{
+    std::lock_guard lock(m_mutex);
+    if (m_idle.size() < k_pool_max) {
+        m_idle.push_back(std::move(client));
+    }
+}
+
+PooledHttpClient HttpClientPool::take(const HttpOptions& options)
 {
     {
-        std::lock_guard lock(g_pool_mutex);
-        for (auto it = g_pool.rbegin(); it != g_pool.rend(); ++it) {
+        std::lock_guard lock(m_mutex);
+        for (auto it = m_idle.rbegin(); it != m_idle.rend(); ++it) {
             if (same_options((*it)->options(), options)) {
-                PooledHttpClient client((*it).release());
-                g_pool.erase(std::next(it).base());
+                PooledHttpClient client((*it).release(), HttpPoolReturn{this});
+                m_idle.erase(std::next(it).base());
                 return client;
             }
         }
     }
-    return PooledHttpClient(new HttpClient(options));
+    return PooledHttpClient(new HttpClient(options), HttpPoolReturn{this});
+}
+
+PooledHttpClient pooled_http_client(const HttpOptions& options, HttpClientPool* pool)
+{
+    return pool != nullptr ? pool->take(options) : PooledHttpClient(new HttpClient(options));
 }
 
 std::optional<Duration> parse_retry_after(const std::string& value, TimePoint now)

@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -55,15 +56,37 @@ private:
     void* m_curl; // CURL*
 };
 
-// HttpClients kept for reuse within a process, per set of options: a renewal takes one and
-// gives it back, so the next renewal (certfsctl renew --all, the daemon's next due domain)
-// reuses its open connection and TLS session instead of connecting and loading the trust
-// store again. Thread-safe.
+class HttpClientPool;
+
+// Gives a client back to its pool (or deletes it when it has none).
 struct HttpPoolReturn {
+    HttpClientPool* pool = nullptr;
     void operator()(HttpClient* client) const;
 };
 using PooledHttpClient = std::unique_ptr<HttpClient, HttpPoolReturn>;
-PooledHttpClient pooled_http_client(const HttpOptions& options);
+
+// HttpClients kept for reuse, per set of options: a renewal takes one and gives it back, so
+// the next renewal (certfsctl renew --all, the daemon's next due domain) reuses its open
+// connection and TLS session instead of connecting and loading the trust store again. One per
+// RenewContext (renew/context.hpp). Thread-safe; it must outlive the clients it hands out.
+class HttpClientPool {
+public:
+    HttpClientPool() = default;
+    HttpClientPool(const HttpClientPool&) = delete;
+    HttpClientPool& operator=(const HttpClientPool&) = delete;
+
+    PooledHttpClient take(const HttpOptions& options);
+
+private:
+    friend struct HttpPoolReturn;
+    void give_back(std::unique_ptr<HttpClient> client);
+
+    std::mutex m_mutex;
+    std::vector<std::unique_ptr<HttpClient>> m_idle; // guarded by m_mutex
+};
+
+// A client from `pool`, or a new one of its own when pool is null.
+PooledHttpClient pooled_http_client(const HttpOptions& options, HttpClientPool* pool);
 
 // Retry-After (RFC 9110 §10.2.3): delay-seconds or an HTTP date; nullopt when absent or unreadable.
 std::optional<Duration> parse_retry_after(const std::string& value, TimePoint now);

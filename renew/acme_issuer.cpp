@@ -7,6 +7,7 @@
 
 #include "core/process.hpp"
 #include "renew/acme_jws.hpp"
+#include "renew/context.hpp"
 
 namespace certfs::renew {
 
@@ -164,7 +165,8 @@ Result<store::NewIssuer> create_acme_issuer(std::string_view name, const AcmeCon
                             ""};
 }
 
-Result<std::unique_ptr<AcmeIssuer>> AcmeIssuer::load(store::Store& store, const store::Issuer& issuer)
+Result<std::unique_ptr<AcmeIssuer>> AcmeIssuer::load(store::Store& store, const store::Issuer& issuer,
+                                                     std::shared_ptr<RenewContext> context)
 {
     ASSIGN_OR_RETURN(AcmeConfig config, parse_acme_config(issuer.config_json));
     ASSIGN_OR_RETURN(std::string secret, store.issuer_secret(issuer.name));
@@ -177,7 +179,11 @@ Result<std::unique_ptr<AcmeIssuer>> AcmeIssuer::load(store::Store& store, const 
     if (auto text = j.value("eab_hmac_key", ""); !text.empty()) {
         ASSIGN_OR_RETURN(eab, acme::base64url_decode(text));
     }
-    auto loaded = std::unique_ptr<AcmeIssuer>(new AcmeIssuer(store, issuer.name, std::move(config), std::move(key), eab));
+    if (!context) {
+        context = std::make_shared<RenewContext>();
+    }
+    auto loaded = std::unique_ptr<AcmeIssuer>(
+        new AcmeIssuer(store, issuer.name, std::move(config), std::move(key), eab, std::move(context)));
     if (auto next = j.value("next_account_key", ""); !next.empty()) {
         ASSIGN_OR_RETURN(loaded->m_next_key, pki::parse_private_key(next));
     }
@@ -185,9 +191,9 @@ Result<std::unique_ptr<AcmeIssuer>> AcmeIssuer::load(store::Store& store, const 
 }
 
 AcmeIssuer::AcmeIssuer(store::Store& store, std::string name, AcmeConfig config, PKey account_key,
-                       std::string eab_key)
+                       std::string eab_key, std::shared_ptr<RenewContext> context)
     : m_store(store), m_name(std::move(name)), m_config(std::move(config)), m_account_key(std::move(account_key)),
-      m_eab_key(std::move(eab_key))
+      m_eab_key(std::move(eab_key)), m_context(std::move(context))
 {
 }
 
@@ -196,6 +202,7 @@ Result<std::unique_ptr<acme::Client>> AcmeIssuer::client()
     acme::ClientOptions options;
     options.directory_url = m_config.directory;
     options.http.ca_bundle = m_config.ca_bundle;
+    options.pool = &m_context->http;
     if (m_next_key && !m_config.account_url.empty()) {
         TRY(finish_rollover(options));
     }
@@ -374,6 +381,7 @@ Result<std::optional<Duration>> AcmeIssuer::authorize(acme::Client& acme_client,
     responders.http_listen = m_config.http_listen;
     responders.webroot = m_config.webroot;
     responders.dns_hook = m_config.dns_hook;
+    responders.servers = &m_context->http01;
     auto answering = acme::ChallengeSet::prepare(responders, specs);
     if (!answering.ok()) {
         // A local problem (settings, a webroot, the hook), not the CA's refusal.
@@ -520,6 +528,7 @@ Result<std::optional<RenewalWindow>> AcmeIssuer::fetch_renewal_info(const store:
     acme::ClientOptions options;
     options.directory_url = m_config.directory;
     options.http.ca_bundle = m_config.ca_bundle;
+    options.pool = &m_context->http;
     acme::Client acme_client(options, *m_account_key, m_config.account_url, m_store.clock());
     ASSIGN_OR_RETURN(json dir, acme_client.directory());
     if (!dir.contains("renewalInfo") || !dir["renewalInfo"].is_string()) {

@@ -43,7 +43,10 @@ Result<store::NewIssuer> create_acme_issuer(std::string_view name, const AcmeCon
 
 class AcmeIssuer final : public Issuer {
 public:
-    static Result<std::unique_ptr<AcmeIssuer>> load(store::Store& store, const store::Issuer& issuer);
+    // Its connections and http-01 servers come from `context`, which it keeps alive; null: a
+    // context of its own.
+    static Result<std::unique_ptr<AcmeIssuer>> load(store::Store& store, const store::Issuer& issuer,
+                                                    std::shared_ptr<RenewContext> context = nullptr);
 
     Result<Issued> issue(const IssueRequest& request) override;
     Result<Issued> poll(const IssueRequest& request, const std::string& order_url) override;
@@ -63,7 +66,8 @@ public:
     Status rekey();
 
 private:
-    AcmeIssuer(store::Store& store, std::string name, AcmeConfig config, PKey account_key, std::string eab_key);
+    AcmeIssuer(store::Store& store, std::string name, AcmeConfig config, PKey account_key, std::string eab_key,
+               std::shared_ptr<RenewContext> context);
 
     Result<std::unique_ptr<acme::Client>> client();
     Result<Issued> issue_order(const IssueRequest& request);
@@ -86,6 +90,7 @@ private:
     PKey m_account_key;
     std::string m_eab_key; // raw bytes; empty without EAB
     PKey m_next_key;       // set while a rollover may have been cut short
+    std::shared_ptr<RenewContext> m_context;
 };
 
 } // namespace certfs::renew

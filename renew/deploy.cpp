@@ -4,23 +4,18 @@
 
 #include <spdlog/spdlog.h>
 
+#include "store/mount.hpp"
+
 namespace certfs::renew {
 
-MountSettings mount_settings(store::Store& store)
+DeploySettings deploy_settings(store::Store& store)
 {
-    MountSettings out;
-    out.hooks.lock_dir = store.path() + ".hooks";
-    auto mountpoint = store.setting("mountpoint");
-    if (!mountpoint.ok() || mountpoint->empty()) {
-        return out; // no daemon serves this store: nothing to wait for
-    }
-    out.hooks.mountpoint = *mountpoint;
-    if (auto ms = store.setting("pin_window_ms"); ms.ok()) {
-        try {
-            out.pin_window = Duration(std::stoll(*ms));
-        } catch (const std::exception&) {
-            spdlog::warn("the store's pin_window_ms setting is not a number: '{}'", *ms);
-        }
+    DeploySettings out;
+    out.hooks.lock_dir = store::hooks_lock_dir(store.path());
+    const store::MountSettings mount = store::load_mount(store);
+    if (!mount.mountpoint.empty()) {
+        out.hooks.mountpoint = mount.mountpoint;
+        out.pin_window = mount.pin_window;
     }
     return out;
 }

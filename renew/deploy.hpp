@@ -16,13 +16,13 @@
 namespace certfs::renew {
 
 // The hook settings of a process other than the daemon: lock files beside the store, and the
-// mount point and pin window the daemon recorded in the store's settings (none when no daemon
-// has mounted the store, or its mount has ended).
-struct MountSettings {
+// mount point and pin window the daemon recorded in the store (store/mount.hpp; none when no
+// daemon has mounted the store, or its mount has ended).
+struct DeploySettings {
     HookOptions hooks;
     Duration pin_window{0}; // how long after a commit new opens see it; zero without a mount
 };
-MountSettings mount_settings(store::Store& store);
+DeploySettings deploy_settings(store::Store& store);
 
 // Runs the hooks of the domains `outcomes` committed (those with a generation). wait_for_flip
 // is called once, after the domains are marked and before any hook runs, and only when some

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "renew/renewer.hpp"
+#include "store/lease.hpp"
 #include "store/validate.hpp"
 
 namespace certfs::renew {
@@ -22,7 +23,7 @@ Result<std::vector<std::string>> check_store(store::Store& store)
     for (const auto& d : domains) {
         const std::string who = "domain " + d.name + ": ";
         if (d.state == store::DomainState::issuing) {
-            std::string scope = d.bundle ? "bundle:" + *d.bundle : "domain:" + d.name;
+            const std::string scope = store::lease_scope(d);
             bool live = std::any_of(leases.begin(), leases.end(), [&](const store::Lease& l) {
                 return l.scope == scope && l.expires_at > now;
             });

@@ -2,6 +2,7 @@
 // and commits; an issuer only signs or asks a CA to sign.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -55,7 +56,23 @@ public:
     virtual Result<std::optional<RenewalWindow>> renewal_info(const store::Generation& current);
 };
 
-// Loads the issuer named `name` from the store, whatever its kind.
-Result<std::unique_ptr<Issuer>> load_issuer(store::Store& store, std::string_view name);
+struct RenewContext; // renew/context.hpp
+
+// Makes the issuer that a stored record describes, for a renewal that uses `store` on the
+// calling thread. The scheduler calls it from several workers at once: it must be thread-safe.
+// The seam where tests put an in-process fake issuer (tests/support/fake_issuer.hpp).
+using IssuerFactory =
+    std::function<Result<std::unique_ptr<Issuer>>(store::Store& store, const store::Issuer& record)>;
+
+// The issuers certfs has, by the record's kind: the local CA, certmonger CA helpers and ACME;
+// Invalid for another kind. Its ACME issuers share `context` and keep it alive.
+IssuerFactory builtin_issuers(std::shared_ptr<RenewContext> context);
+
+// The issuers of an empty factory: builtin_issuers with a context of its own.
+IssuerFactory or_builtin_issuers(IssuerFactory issuers);
+
+// Loads the issuer named `name` from the store with `issuers` (or_builtin_issuers).
+Result<std::unique_ptr<Issuer>> load_issuer(store::Store& store, std::string_view name,
+                                            const IssuerFactory& issuers = {});
 
 } // namespace certfs::renew

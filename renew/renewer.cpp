@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <random>
 
+#include "store/lease.hpp"
 #include "store/validate.hpp"
 
 namespace certfs::renew {
@@ -102,7 +103,10 @@ std::string pending_message(TimePoint poll_at)
 
 } // namespace
 
-Renewer::Renewer(store::Store& store, std::string owner) : m_store(store), m_owner(std::move(owner)) {}
+Renewer::Renewer(store::Store& store, std::string owner, IssuerFactory issuers)
+    : m_store(store), m_owner(std::move(owner)), m_issuers(or_builtin_issuers(std::move(issuers)))
+{
+}
 
 Result<Renewer::Step> Renewer::advance(const store::Domain& domain, store::Reason reason, bool* issuer_failed)
 {
@@ -126,7 +130,7 @@ Result<Renewer::Step> Renewer::advance(const store::Domain& domain, store::Reaso
         // Issued earlier; it waited for the rest of its bundle.
         return Step{store::GenerationInput{request.key_pem, request.cert_pem, request.chain_pem, reason}, request};
     }
-    ASSIGN_OR_RETURN(auto issuer, load_issuer(m_store, *domain.issuer));
+    ASSIGN_OR_RETURN(auto issuer, load_issuer(m_store, *domain.issuer, m_issuers));
     if (!polling) {
         PKey key;
         if (domain.reuse_key && domain.current_gen) {
@@ -195,13 +199,10 @@ Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool for
 {
     ASSIGN_OR_RETURN(store::Domain domain, m_store.get_domain(name));
     std::vector<store::Domain> members;
-    std::string scope;
     if (domain.bundle) {
         ASSIGN_OR_RETURN(members, m_store.bundle_members(*domain.bundle));
-        scope = "bundle:" + *domain.bundle;
     } else {
         members.push_back(domain);
-        scope = "domain:" + domain.name;
     }
 
     for (const auto& d : members) {
@@ -228,10 +229,11 @@ Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool for
         return not_due(members);
     }
 
-    TRY(m_store.acquire_lease(scope, m_owner, k_lease_ttl));
-    // The lease is held from here on: every path below releases it. Read the members again
+    // The lease is held until this returns, on every path. Read the members again
     // under it: another process may have renewed since the first read, and the generation
     // each renewal starts from is the one its commit compares against.
+    ASSIGN_OR_RETURN(store::LeaseGuard lease,
+                     store::LeaseGuard::acquire(m_store, store::lease_scope(domain), m_owner, k_lease_ttl));
     Status failure;
     std::vector<store::Domain> fresh;
     for (const auto& d : members) {
@@ -243,7 +245,6 @@ Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool for
         fresh.push_back(std::move(f).value());
     }
     if (failure.ok() && !force && std::none_of(fresh.begin(), fresh.end(), due)) {
-        (void)m_store.release_lease(scope, m_owner);
         return not_due(fresh);
     }
     std::vector<store::CommitRequest> requests;
@@ -288,7 +289,6 @@ Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool for
                 (void)m_store.set_state(d.name, store::DomainState::pending, "", *poll_at, false);
                 out.push_back({d.name, std::nullopt, pending_message(*poll_at)});
             }
-            (void)m_store.release_lease(scope, m_owner);
             return out;
         }
     }
@@ -309,7 +309,6 @@ Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool for
             (void)m_store.set_state(d.name, failed_state, failure.message(), now + wait, true);
         }
     }
-    (void)m_store.release_lease(scope, m_owner);
     if (!failure.ok()) {
         return failure;
     }

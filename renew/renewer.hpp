@@ -1,4 +1,4 @@
-// The renewal pipeline shared by `certfsctl renew` and (next) the daemon's scheduler:
+// The renewal pipeline shared by `certfsctl renew` and the daemon's scheduler:
 // lease -> key -> CSR -> issuer -> one commit for the whole bundle -> release.
 //
 // A Renewer uses one Store and so one thread at a time. Two Renewers on one store file (two
@@ -56,8 +56,10 @@ struct RenewOutcome {
 
 class Renewer {
 public:
-    // owner names this process in leases ("certfsctl pid 123").
-    Renewer(store::Store& store, std::string owner);
+    // owner names this process in leases ("certfsctl pid 123"). issuers makes the issuer of
+    // each renewal; empty: the built-in kinds, with a context of this Renewer's own
+    // (or_builtin_issuers), which reuses no connection beyond it.
+    Renewer(store::Store& store, std::string owner, IssuerFactory issuers = {});
 
     // Issues generation 1 for a domain that is not in the store yet and adds both in one
     // transaction. Nothing is stored when issuing fails. When the CA leaves the request
@@ -92,6 +94,7 @@ private:
 
     store::Store& m_store;
     std::string m_owner;
+    IssuerFactory m_issuers;
 };
 
 } // namespace certfs::renew

@@ -5,9 +5,9 @@
 
 #include <spdlog/spdlog.h>
 
-#include "renew/deploy.hpp"
 #include "renew/issuer.hpp"
 #include "renew/renewer.hpp"
+#include "store/lease.hpp"
 
 namespace certfs::renew {
 
@@ -24,11 +24,6 @@ constexpr Duration k_ari_retry_after_error = std::chrono::hours(1);
 
 // How long the loop sleeps at most: a clock step or a missed wake-up costs no more than this.
 constexpr Duration k_max_sleep = std::chrono::minutes(10);
-
-std::string scope_key(const store::Domain& d)
-{
-    return d.bundle ? "bundle:" + *d.bundle : "domain:" + d.name;
-}
 
 bool failing(const store::Domain& d)
 {
@@ -52,7 +47,48 @@ std::optional<int> expiry_warning_days(const store::Domain& domain, TimePoint no
     return passed;
 }
 
-Scheduler::Scheduler(SchedulerOptions options, const Clock& clock) : m_options(std::move(options)), m_clock(clock) {}
+namespace {
+
+SchedulerOptions with_issuers(SchedulerOptions options)
+{
+    options.issuers = or_builtin_issuers(std::move(options.issuers));
+    return options;
+}
+
+void log_renewed(const std::string& key, const Result<std::vector<RenewOutcome>>& outcomes)
+{
+    if (!outcomes.ok()) {
+        if (outcomes.status().code() == Code::conflict) {
+            spdlog::info("{}: {}", key, outcomes.status().message());
+        } else {
+            spdlog::warn("{}: renewal failed: {}", key, outcomes.status().message());
+        }
+        return;
+    }
+    for (const auto& o : *outcomes) {
+        spdlog::info("{}: {}", o.domain, o.message); // renewed, pending, or renewed meanwhile
+    }
+}
+
+BatchRunner scope_runner(const SchedulerOptions& options, const Clock& clock)
+{
+    BatchOptions batch;
+    batch.db_path = options.db_path;
+    batch.actor = options.owner;
+    batch.owner = options.owner;
+    batch.clock = &clock;
+    batch.issuers = options.issuers;
+    batch.hooks = options.hooks;
+    batch.pin_window = options.pin_window;
+    return BatchRunner(std::move(batch));
+}
+
+} // namespace
+
+Scheduler::Scheduler(SchedulerOptions options, const Clock& clock)
+    : m_options(with_issuers(std::move(options))), m_clock(clock), m_batch(scope_runner(m_options, m_clock))
+{
+}
 
 Scheduler::~Scheduler()
 {
@@ -167,8 +203,9 @@ Result<TimePoint> Scheduler::step()
     plan_renewal_info(domains, now, next);
     std::map<std::string, Scope> scopes;
     for (auto& d : domains) {
-        Scope& s = scopes[scope_key(d)];
-        s.key = scope_key(d);
+        std::string key = store::lease_scope(d);
+        Scope& s = scopes[key];
+        s.key = std::move(key);
         s.members.push_back(std::move(d));
     }
 
@@ -253,7 +290,7 @@ void Scheduler::refresh_renewal_info(const std::string& name)
             return Status::Ok();
         }
         ASSIGN_OR_RETURN(store::Generation current, store->get_generation(name, *d.current_gen));
-        ASSIGN_OR_RETURN(auto issuer, load_issuer(*store, *d.issuer));
+        ASSIGN_OR_RETURN(auto issuer, load_issuer(*store, *d.issuer, m_options.issuers));
         auto window = issuer->renewal_info(current);
         const TimePoint now = m_clock.now();
         std::optional<TimePoint> at = d.ari_gen == d.current_gen ? d.ari_at : std::nullopt;
@@ -318,27 +355,7 @@ void Scheduler::warn_expiring(const Scope& scope, TimePoint now, TimePoint& next
 
 void Scheduler::run_scope(const std::string& key, const std::string& first_member)
 {
-    auto store = store::Store::open(m_options.db_path, {.create = false, .actor = m_options.owner, .clock = &m_clock});
-    if (!store.ok()) {
-        spdlog::warn("{}: cannot open the store: {}", key, store.status().message());
-    } else {
-        Renewer renewer(**store, m_options.owner);
-        auto outcomes = renewer.renew(first_member, false);
-        if (!outcomes.ok()) {
-            if (outcomes.status().code() == Code::conflict) {
-                spdlog::info("{}: {}", key, outcomes.status().message());
-            } else {
-                spdlog::warn("{}: renewal failed: {}", key, outcomes.status().message());
-            }
-        } else {
-            for (const auto& o : *outcomes) {
-                spdlog::info("{}: {}", o.domain, o.message); // renewed, pending, or renewed meanwhile
-            }
-            // Hooks run after the flip, when new opens get the new generation. The wait is
-            // not cut short by stop(): a hook run before the flip would reload the old files.
-            deploy(**store, *outcomes, m_options.hooks, [this] { std::this_thread::sleep_for(m_options.pin_window); });
-        }
-    }
+    (void)m_batch.run_one(first_member, [&key](const auto& outcomes) { log_renewed(key, outcomes); });
     {
         std::lock_guard lock(m_mutex);
         m_running.erase(key);

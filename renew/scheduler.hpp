@@ -1,6 +1,6 @@
 // The renewal scheduler inside the daemon: renews every domain with an issuer when it is due,
-// through the same pipeline and leases as `certfsctl renew` (renewer.hpp), and runs the deploy
-// hooks of each committed batch after the flip (hooks.hpp).
+// through the same batch runner, pipeline and leases as `certfsctl renew` (batch.hpp,
+// renewer.hpp), which runs the deploy hooks of each committed batch after the flip.
 //
 // - Due time: renew_at() pulled earlier by a jitter of up to 10% of the renewal window. The
 //   jitter comes from the current certificate's serial number (random for the local CA and for
@@ -33,7 +33,9 @@
 #include <thread>
 #include <vector>
 
+#include "renew/batch.hpp"
 #include "renew/hooks.hpp"
+#include "renew/issuer.hpp"
 #include "store/store.hpp"
 
 namespace certfs::renew {
@@ -46,6 +48,9 @@ struct SchedulerOptions {
     HookOptions hooks;
     Duration restart_spread = std::chrono::minutes(5);
     Duration heartbeat = std::chrono::minutes(1); // how often held leases are extended
+    // Makes the issuers of renewals and renewal-information fetches, from any worker thread;
+    // empty: the built-in kinds, with one context for the scheduler (or_builtin_issuers).
+    IssuerFactory issuers;
 };
 
 // The expiry warning threshold (30, 14, 7, 3, 1 days) `domain` has passed at `now`, if any.
@@ -85,6 +90,7 @@ private:
 
     const SchedulerOptions m_options;
     const Clock& m_clock;
+    const BatchRunner m_batch; // renews one scope at a time on each worker, hooks included
 
     std::mutex m_mutex;
     std::condition_variable m_cv;                 // wakes the loop, and wait_idle()

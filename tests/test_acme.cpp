@@ -16,6 +16,7 @@
 
 #include "renew/acme_issuer.hpp"
 #include "renew/acme_jws.hpp"
+#include "renew/context.hpp"
 #include "renew/renewer.hpp"
 #include "tests/support/acme_fixture.hpp"
 #include "tests/support/pebble.hpp"
@@ -267,6 +268,7 @@ TEST_CASE("acme: eight renewals at once share the built-in responder and each co
     }
     std::vector<std::string> errors(k_domains);
     std::vector<std::thread> threads;
+    const IssuerFactory issuers = builtin_issuers(std::make_shared<RenewContext>()); // one responder
     for (int i = 0; i < k_domains; ++i) {
         threads.emplace_back([&, i] {
             auto own = store::Store::open(f.db, {.create = false, .actor = "test", .clock = nullptr});
@@ -274,7 +276,8 @@ TEST_CASE("acme: eight renewals at once share the built-in responder and each co
                 errors[i] = own.status().message();
                 return;
             }
-            auto r = Renewer(**own, "worker " + std::to_string(i)).renew("d" + std::to_string(i) + ".test", false);
+            auto r = Renewer(**own, "worker " + std::to_string(i), issuers)
+                         .renew("d" + std::to_string(i) + ".test", false);
             if (!r.ok()) {
                 errors[i] = r.status().message();
             }

@@ -165,10 +165,12 @@ ChallengeSpec dns01(const std::string& identifier, const std::string& token)
     return {"dns-01", identifier, token, token + ".9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"};
 }
 
-ResponderConfig listen_on(const std::string& address)
+// servers: shared by the sets prepared with this config; null: each set has its own.
+ResponderConfig listen_on(const std::string& address, Http01Servers* servers = nullptr)
 {
     ResponderConfig config;
     config.http_listen = address;
+    config.servers = servers;
     return config;
 }
 
@@ -255,7 +257,8 @@ TEST_CASE("the built-in http-01 server serves key authorizations and 404 for any
 TEST_CASE("challenge sets on one address share the server and the last one stops it")
 {
     const int port = free_port();
-    const auto config = listen_on("127.0.0.1:" + std::to_string(port));
+    Http01Servers servers;
+    const auto config = listen_on("127.0.0.1:" + std::to_string(port), &servers);
     auto first = prepare_ok(config, {http01("a.example.com", "first")});
     auto second = prepare_ok(config, {http01("b.example.com", "second")});
     CHECK(get(port, challenge_path("first")).status == 200);
@@ -277,7 +280,8 @@ TEST_CASE("challenge sets on one address share the server and the last one stops
 TEST_CASE("the same token in two sets stays served until both are gone")
 {
     const int port = free_port();
-    const auto config = listen_on("127.0.0.1:" + std::to_string(port));
+    Http01Servers servers;
+    const auto config = listen_on("127.0.0.1:" + std::to_string(port), &servers);
     auto first = prepare_ok(config, {http01("a.example.com", "shared")});
     auto second = prepare_ok(config, {http01("a.example.com", "shared")});
     first.reset();
@@ -397,7 +401,8 @@ TEST_CASE("silent clients are dropped after the read timeout")
 TEST_CASE("many threads preparing and releasing sets on one address at once")
 {
     const int port = free_port();
-    const auto config = listen_on("127.0.0.1:" + std::to_string(port));
+    Http01Servers servers;
+    const auto config = listen_on("127.0.0.1:" + std::to_string(port), &servers);
     std::atomic<int> failures{0};
     std::vector<std::thread> threads;
     for (int t = 0; t < 8; ++t) {

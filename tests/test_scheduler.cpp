@@ -9,10 +9,12 @@
 #include "renew/local_ca.hpp"
 #include "renew/renewer.hpp"
 #include "renew/scheduler.hpp"
+#include "tests/support/fake_issuer.hpp"
 #include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace certfs::renew;
+using certfs::test::FakeIssuers;
 using certfs::test::TempDir;
 using Catch::Contains;
 using namespace std::chrono_literals;
@@ -343,4 +345,134 @@ TEST_CASE("scheduler: expiry warnings come 30, 14, 7, 3 and 1 days before the en
     CHECK(expiry_warning_days(d, end - 7 * 24h) == 7);
     CHECK(expiry_warning_days(d, end - 3 * 24h) == 3);
     CHECK(expiry_warning_days(d, end - 1h) == 1);
+}
+
+TEST_CASE("scheduler: an issuer failing with each kind of error marks only its domain and the others commit")
+{
+    Fixture f;
+    FakeIssuers fakes;
+    struct Case {
+        std::string name;
+        Status failure;
+        store::DomainState state;
+    };
+    const std::vector<Case> cases = {
+        {"down.test", Status::Unavailable("the CA is down"), store::DomainState::backoff},
+        {"busy.test", Status::Conflict("an order for these names is in progress"), store::DomainState::backoff},
+        {"refused.test", Status::Invalid("the CA refused the names"), store::DomainState::rejected},
+        {"broken.test", Status::Corrupt("the account key is unreadable"), store::DomainState::misconfigured},
+        {"io.test", Status::IoError("cannot write the order"), store::DomainState::misconfigured},
+    };
+    std::vector<std::string> names = {"fine1.test", "fine2.test"};
+    for (const auto& c : cases) {
+        names.push_back(c.name);
+        fakes.fail(c.name, c.failure);
+    }
+    for (const auto& n : names) {
+        f.add(n);
+    }
+    f.until_due(names);
+    auto options = f.options();
+    options.concurrency = static_cast<int>(names.size());
+    options.issuers = fakes.factory();
+    Scheduler s(options, f.clock);
+    REQUIRE(s.start(false).ok());
+    pass(s);
+    for (const auto& c : cases) {
+        INFO(c.name);
+        auto d = f.domain(c.name);
+        CHECK(d.current_gen == 1);
+        CHECK(d.state == c.state);
+        CHECK(d.last_error == "domain " + c.name + ": issuer ca: " + c.failure.message());
+        CHECK(d.failures == 1);
+        CHECK(fakes.calls(c.name) == 1);
+    }
+    for (const char* name : {"fine1.test", "fine2.test"}) {
+        INFO(name);
+        CHECK(f.gen(name) == 2);
+        CHECK(f.domain(name).state == store::DomainState::monitoring);
+        CHECK(f.domain(name).last_error.empty());
+    }
+}
+
+TEST_CASE("scheduler: a failed attempt sets the next one: no retry before it and one at it")
+{
+    Fixture f;
+    FakeIssuers fakes;
+    f.add("retry.test");
+    f.until_due({"retry.test"});
+    fakes.fail("retry.test", Status::Unavailable("rate limited").with_retry_after(10min));
+    auto options = f.options();
+    options.issuers = fakes.factory();
+    Scheduler s(options, f.clock);
+    REQUIRE(s.start(false).ok());
+    const TimePoint failed_at = f.clock.now();
+    pass(s);
+    auto d = f.domain("retry.test");
+    REQUIRE(d.next_attempt);
+    CHECK(*d.next_attempt >= failed_at + 10min); // never sooner than the CA asked
+    CHECK(d.last_error == "domain retry.test: issuer ca: rate limited");
+
+    // The next pass sleeps until that attempt, and passes before it do not spin on the CA.
+    auto next = pass(s);
+    CHECK(next == *d.next_attempt);
+    f.clock.set(*d.next_attempt - 1s);
+    pass(s);
+    CHECK(fakes.calls("retry.test") == 1);
+
+    f.clock.set(*d.next_attempt);
+    pass(s);
+    CHECK(fakes.calls("retry.test") == 2);
+    CHECK(f.domain("retry.test").failures == 2);
+    CHECK(*f.domain("retry.test").next_attempt >= f.clock.now() + 10min);
+
+    fakes.succeed("retry.test");
+    f.clock.set(*f.domain("retry.test").next_attempt);
+    pass(s);
+    CHECK(fakes.calls("retry.test") == 3);
+    CHECK(f.gen("retry.test") == 2);
+    CHECK(f.domain("retry.test").state == store::DomainState::monitoring);
+}
+
+TEST_CASE("scheduler: an issuer that hangs holds up only its own domain and keeps its lease")
+{
+    Fixture f;
+    FakeIssuers fakes;
+    f.add("slow.test");
+    f.add("fast.test");
+    f.until_due({"slow.test", "fast.test"});
+    fakes.hang("slow.test");
+    auto options = f.options();
+    options.issuers = fakes.factory();
+    Scheduler s(options, f.clock);
+    Scheduler other(f.options("scheduler B"), f.clock); // the built-in issuers: it must not get there
+    // Destroyed before the schedulers, whose stop() waits for the hung renewal.
+    struct ReleaseAtEnd {
+        FakeIssuers& fakes;
+        ~ReleaseAtEnd() { fakes.release("slow.test"); }
+    } release_at_end{fakes};
+    REQUIRE(s.start(false).ok());
+    REQUIRE(other.start(false).ok());
+
+    REQUIRE(s.step().ok());
+    REQUIRE(fakes.wait_hanging("slow.test"));
+    CHECK(test::wait_until([&] { return f.gen("fast.test") == 2; }));
+    CHECK(f.domain("slow.test").state == store::DomainState::issuing);
+    auto leases = f.store->leases().value();
+    REQUIRE(leases.size() == 1);
+    CHECK(leases.front().scope == "domain:slow.test");
+    CHECK(leases.front().owner == "scheduler A");
+
+    // Another scheduler finds the lease and leaves the domain alone; so does this one.
+    pass(other);
+    REQUIRE(s.step().ok());
+    CHECK(fakes.calls("slow.test") == 1);
+    CHECK(f.gen("slow.test") == 1);
+    CHECK(f.domain("slow.test").failures == 0);
+
+    fakes.release("slow.test");
+    s.wait_idle();
+    CHECK(f.gen("slow.test") == 2);
+    CHECK(f.generations("fast.test") == 2);
+    CHECK(f.store->leases().value().empty());
 }

@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "store/lease.hpp"
+#include "store/mount.hpp"
 #include "store/schema.hpp"
 #include "store/sqlite.hpp"
 #include "store/store.hpp"
@@ -691,4 +693,58 @@ TEST_CASE("a parameter that cannot be bound fails the statement before it runs")
     // The cached statement starts clean for its next user.
     auto again = f.store->db_for_testing().prepare("DELETE FROM domains WHERE name = ?1").value();
     CHECK(again.bind(1, "nope.test").run().ok());
+}
+
+TEST_CASE("lease scope: a bundle member holds its bundle's scope, any other domain its own")
+{
+    Fixture f;
+    DomainConfig alone = f.config("alone.test");
+    CHECK(lease_scope(alone) == "domain:alone.test");
+    DomainConfig member = f.config("member.test");
+    member.bundle = "web";
+    CHECK(lease_scope(member) == "bundle:web");
+}
+
+TEST_CASE("lease guard: held until its scope ends, moved with its owner, released once")
+{
+    Fixture f;
+    auto other = f.open_store(false);
+    std::optional<LeaseGuard> kept;
+    {
+        auto guard = LeaseGuard::acquire(*f.store, "domain:g.test", "daemon A", 10min);
+        REQUIRE(guard.ok());
+        require_error(LeaseGuard::acquire(*other, "domain:g.test", "daemon B", 10min), Code::conflict,
+                      "renewal already in progress (domain:g.test is held by daemon A");
+        kept.emplace(std::move(*guard));
+    } // the moved-from guard ends here and releases nothing
+    CHECK(kept->scope() == "domain:g.test");
+    CHECK(f.store->leases().value().size() == 1);
+    kept.reset();
+    CHECK(f.store->leases().value().empty());
+
+    auto early = LeaseGuard::acquire(*f.store, "domain:g.test", "daemon A", 10min);
+    REQUIRE(early.ok());
+    early->release();
+    CHECK(f.store->leases().value().empty());
+    REQUIRE(other->acquire_lease("domain:g.test", "daemon B", 10min).ok());
+    early->release(); // a second release must not drop daemon B's lease
+    CHECK(f.store->leases().value().front().owner == "daemon B");
+}
+
+TEST_CASE("mount settings: recorded by a daemon, read by others, forgotten only by their daemon")
+{
+    Fixture f;
+    CHECK(hooks_lock_dir("/var/lib/certfs/certfs.db") == "/var/lib/certfs/certfs.db.hooks");
+    CHECK(load_mount(*f.store).mountpoint.empty());
+    REQUIRE(save_mount(*f.store, {"/etc/certs", 1500ms}).ok());
+    MountSettings read = load_mount(*f.store);
+    CHECK(read.mountpoint == "/etc/certs");
+    CHECK(read.pin_window == 1500ms);
+    // Another daemon's end leaves this daemon's mount recorded.
+    REQUIRE(forget_mount(*f.store, "/srv/certs").ok());
+    CHECK(load_mount(*f.store).mountpoint == "/etc/certs");
+    REQUIRE(forget_mount(*f.store, "/etc/certs").ok());
+    read = load_mount(*f.store);
+    CHECK(read.mountpoint.empty());
+    CHECK(read.pin_window == 0ms);
 }

@@ -20,7 +20,9 @@
 
 #include "core/log.hpp"
 #include "fs/filesystem.hpp"
+#include "renew/context.hpp"
 #include "renew/scheduler.hpp"
+#include "store/mount.hpp"
 
 namespace {
 
@@ -32,31 +34,21 @@ int fail(const std::string& message)
 
 // Where the store is mounted, for `certfsctl renew`: its hooks run after the flip and get
 // CERTFS_LIVE_DIR like the daemon's.
-void record_mount(const std::string& db_path, const std::string& mountpoint, certfs::Duration pin_window)
+void record_mount(const std::string& db_path, const certfs::store::MountSettings& mount)
 {
     auto store = certfs::store::Store::open(db_path, {.create = false, .actor = "certfs", .clock = nullptr});
-    if (!store.ok()) {
-        spdlog::warn("cannot record the mount point in the store: {}", store.status().message());
-        return;
-    }
-    for (const auto& [key, value] : {std::pair<std::string, std::string>{"mountpoint", mountpoint},
-                                     {"pin_window_ms", std::to_string(pin_window.count())}}) {
-        if (auto s = (*store)->set_setting(key, value); !s.ok()) {
-            spdlog::warn("cannot record {} in the store: {}", key, s.message());
-        }
+    auto saved = store.ok() ? certfs::store::save_mount(**store, mount) : store.status();
+    if (!saved.ok()) {
+        spdlog::warn("cannot record the mount point in the store: {}", saved.message());
     }
 }
 
 // The mount has ended: certfsctl's hooks get no CERTFS_LIVE_DIR and need not wait for a flip.
-// Left alone when another daemon has recorded its own mount since.
 void forget_mount(const std::string& db_path, const std::string& mountpoint)
 {
     auto store = certfs::store::Store::open(db_path, {.create = false, .actor = "certfs", .clock = nullptr});
-    if (!store.ok()) {
-        return;
-    }
-    if (auto recorded = (*store)->setting("mountpoint"); recorded.ok() && *recorded == mountpoint) {
-        (void)(*store)->set_setting("mountpoint", "");
+    if (store.ok()) {
+        (void)certfs::store::forget_mount(**store, mountpoint);
     }
 }
 
@@ -173,8 +165,10 @@ int main(int argc, char** argv)
     renew_options.db_path = db_path;
     renew_options.owner = "certfs pid " + std::to_string(::getpid()); // set again after detaching
     renew_options.pin_window = certfs::parse_duration(pin_window).value();
-    renew_options.hooks.lock_dir = db_path + ".hooks";
+    renew_options.hooks.lock_dir = certfs::store::hooks_lock_dir(db_path);
     renew_options.hooks.mountpoint = mountpoint;
+    // What the renewals of this daemon share (connections, the http-01 servers).
+    renew_options.issuers = certfs::renew::builtin_issuers(std::make_shared<certfs::renew::RenewContext>());
     std::unique_ptr<certfs::renew::Scheduler> scheduler;
 
     certfs::fs::Options fs_options;
@@ -246,7 +240,7 @@ int main(int argc, char** argv)
     } else {
         spdlog::info("mounted {} on {} (pin window {}){}", db_path, mountpoint, pin_window,
                      no_renew ? ", renewal off" : "");
-        record_mount(db_path, mountpoint, renew_options.pin_window);
+        record_mount(db_path, {mountpoint, renew_options.pin_window});
         if (!no_renew) {
             renew_options.owner = "certfs pid " + std::to_string(::getpid());
             scheduler = std::make_unique<certfs::renew::Scheduler>(renew_options, clock);

@@ -8,6 +8,7 @@
 
 #include "core/pki.hpp"
 #include "renew/renewer.hpp"
+#include "tools/certfsctl/commands.hpp"
 
 namespace certfs::ctl {
 
@@ -139,6 +140,33 @@ nlohmann::json issuer_json(const store::Issuer& i)
         }
     }
     return j;
+}
+
+int fail(const Status& status)
+{
+    std::cerr << "certfsctl: " << status.message() << '\n';
+    return k_exit_failure;
+}
+
+std::string join(const std::vector<std::string>& items, const char* sep)
+{
+    std::string out;
+    for (const auto& item : items) {
+        out += (out.empty() ? "" : sep) + item;
+    }
+    return out.empty() ? "-" : out;
+}
+
+void print_json(const nlohmann::json& j)
+{
+    std::cout << j.dump(2) << '\n';
+}
+
+// What --now means, said where it takes effect.
+std::string moved_now_note(const std::string& domain, std::int64_t gen)
+{
+    return domain + ": every reader moves to generation " + std::to_string(gen) +
+           " at once (--now); one reading its key and certificate at that moment may pair them wrongly once";
 }
 
 } // namespace certfs::ctl

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/clock.hpp"
+#include "core/status.hpp"
 #include "store/model.hpp"
 
 namespace certfs::ctl {
@@ -25,5 +26,13 @@ std::string mode_text(std::uint32_t mode); // "0600"
 nlohmann::json domain_json(const store::Domain& d);
 nlohmann::json generation_json(const store::Generation& g);
 nlohmann::json issuer_json(const store::Issuer& i);
+
+// An error, as one line on stderr ("certfsctl: ..."); returns the failure exit status, 1.
+int fail(const Status& status);
+// The items separated by sep, "-" when there are none.
+std::string join(const std::vector<std::string>& items, const char* sep = ", ");
+void print_json(const nlohmann::json& j);
+// What --now means, said where it takes effect.
+std::string moved_now_note(const std::string& domain, std::int64_t gen);
 
 } // namespace certfs::ctl

@@ -1,0 +1,102 @@
+#include "renew/batch.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include "renew/deploy.hpp"
+
+namespace certfs::renew {
+
+std::vector<std::string> one_per_scope(store::Store& store, const std::vector<std::string>& names)
+{
+    std::vector<std::string> out;
+    std::set<std::string> covered;
+    for (const auto& name : names) {
+        if (!covered.insert(name).second) {
+            continue;
+        }
+        out.push_back(name);
+        if (auto d = store.get_domain(name); d.ok() && d->bundle) {
+            if (auto members = store.bundle_members(*d->bundle); members.ok()) {
+                for (const auto& member : *members) {
+                    covered.insert(member.name);
+                }
+            }
+        }
+    }
+    return out;
+}
+
+namespace {
+
+BatchOptions with_issuers(BatchOptions options)
+{
+    options.issuers = or_builtin_issuers(std::move(options.issuers));
+    return options;
+}
+
+} // namespace
+
+BatchRunner::BatchRunner(BatchOptions options) : m_options(with_issuers(std::move(options))) {}
+
+Result<std::unique_ptr<store::Store>> BatchRunner::open() const
+{
+    return store::Store::open(m_options.db_path,
+                              {.create = false, .actor = m_options.actor, .clock = m_options.clock});
+}
+
+ScopeResult BatchRunner::run_on(store::Store& store, const std::string& name, const OnRenewed& on_renewed) const
+{
+    ScopeResult result{name, Status::Unavailable("not run"), {}};
+    Renewer renewer(store, m_options.owner, m_options.issuers);
+    result.outcomes = renewer.renew(name, m_options.force, m_options.move_now);
+    if (on_renewed) {
+        on_renewed(result.outcomes);
+    }
+    if (result.outcomes.ok()) {
+        result.runs = deploy(store, *result.outcomes, m_options.hooks,
+                             [this] { std::this_thread::sleep_for(m_options.pin_window); });
+    }
+    return result;
+}
+
+ScopeResult BatchRunner::run_one(const std::string& name, const OnRenewed& on_renewed) const
+{
+    auto store = open();
+    if (!store.ok()) {
+        ScopeResult failed{name, store.status(), {}};
+        if (on_renewed) {
+            on_renewed(failed.outcomes);
+        }
+        return failed;
+    }
+    return run_on(**store, name, on_renewed);
+}
+
+std::vector<ScopeResult> BatchRunner::run(store::Store& store, const std::vector<std::string>& names) const
+{
+    const std::vector<std::string> scopes = one_per_scope(store, names);
+    std::vector<ScopeResult> done(scopes.size());
+    std::atomic<std::size_t> next{0};
+    // A worker keeps its connection for every scope it takes; one that cannot open one
+    // reports why for each.
+    auto work = [&] {
+        auto own = open();
+        for (std::size_t i = next++; i < scopes.size(); i = next++) {
+            done[i] = own.ok() ? run_on(**own, scopes[i], {}) : ScopeResult{scopes[i], own.status(), {}};
+        }
+    };
+    std::vector<std::thread> workers;
+    for (int j = 1; j < std::min<int>(m_options.jobs, static_cast<int>(scopes.size())); ++j) {
+        workers.emplace_back(work);
+    }
+    work();
+    for (auto& w : workers) {
+        w.join();
+    }
+    return done;
+}
+
+} // namespace certfs::renew

@@ -1,0 +1,37 @@
+// What a mounted daemon tells other processes through the store's settings table: where it
+// serves the store and its pin window, so that `certfsctl renew` runs its deploy hooks after
+// the flip and with CERTFS_LIVE_DIR, as the daemon does (docs/hooks.md). The daemon records
+// them when it mounts and forgets them when it unmounts; the setting keys live only here.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "core/clock.hpp"
+#include "core/status.hpp"
+
+namespace certfs::store {
+
+class Store;
+
+struct MountSettings {
+    std::string mountpoint; // empty: no daemon serves the store
+    Duration pin_window{0}; // how long after a commit new opens see it; zero without a mount
+};
+
+// Where the per-command lock files of deploy hooks live: beside the store file, so that every
+// process using that store (daemon, certfsctl) serialises on the same locks.
+std::string hooks_lock_dir(std::string_view db_path);
+
+// Records `mount` (the daemon, once mounted).
+Status save_mount(Store& store, const MountSettings& mount);
+
+// The recorded mount; an empty one when none is recorded or its mount has ended. A pin window
+// that is not a number is logged (spdlog::warn) and read as zero, keeping the mount point.
+MountSettings load_mount(Store& store);
+
+// The mount at `mountpoint` has ended. Left alone when another daemon has recorded its own
+// mount since.
+Status forget_mount(Store& store, std::string_view mountpoint);
+
+} // namespace certfs::store

@@ -1,0 +1,116 @@
+// certfsctl renew and revoke: asking the CA for a domain's certificates, or to revoke one.
+// The renewals themselves run in renew/batch.hpp, as the daemon runs them.
+#include "tools/certfsctl/commands.hpp"
+
+#include <unistd.h>
+
+#include <iostream>
+#include <map>
+
+#include "renew/batch.hpp"
+#include "renew/context.hpp"
+#include "renew/deploy.hpp"
+#include "tools/certfsctl/output.hpp"
+
+namespace certfs::ctl {
+
+int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool force, bool now, int jobs)
+{
+    if (all == !names.empty()) {
+        std::cerr << "certfsctl: renew takes domain names or --all, not both and not neither\n";
+        return k_exit_usage;
+    }
+    if (all) {
+        auto domains = st.list_domains();
+        if (!domains.ok()) {
+            return fail(domains.status());
+        }
+        for (const auto& d : *domains) {
+            if (d.issuer) {
+                names.push_back(d.name);
+            }
+        }
+    }
+    // One renewal per bundle, through whichever member comes first, success or not; each
+    // batch's deploy hooks run after its flip, as the daemon runs them.
+    const renew::DeploySettings mount = renew::deploy_settings(st);
+    renew::BatchOptions options;
+    options.db_path = st.path();
+    options.actor = actor();
+    options.owner = "certfsctl pid " + std::to_string(::getpid());
+    // One context for the workers: an http-01 address is shared, not bound twice.
+    options.issuers = renew::builtin_issuers(std::make_shared<renew::RenewContext>());
+    options.force = force || now;
+    options.move_now = now;
+    options.hooks = mount.hooks;
+    options.pin_window = mount.pin_window;
+    options.jobs = jobs;
+    const std::vector<renew::ScopeResult> done = renew::BatchRunner(std::move(options)).run(st, names);
+
+    int rc = k_exit_ok;
+    for (std::size_t i = 0; i < done.size(); ++i) {
+        if (!done[i].outcomes.ok()) {
+            fail(done[i].outcomes.status().with_context("renew " + done[i].name));
+            rc = k_exit_failure;
+            continue;
+        }
+        for (const auto& o : *done[i].outcomes) {
+            std::cout << o.domain << ": " << o.message << '\n';
+            if (now && o.generation) {
+                std::cout << moved_now_note(o.domain, *o.generation) << '\n';
+            } else if (now) {
+                std::cout << o.domain << ": nothing moved (--now): no new generation yet; once the CA has issued it, "
+                          << "run 'certfsctl renew " << o.domain << " --now' again\n";
+            }
+        }
+        for (const auto& run : done[i].runs) {
+            if (run.status.ok()) {
+                std::cout << "deploy hook ran: " << run.command << '\n';
+            } else {
+                std::cerr << "certfsctl: deploy hook failed (the renewal stays committed): " << run.command << ": "
+                          << run.status.message() << '\n';
+                rc = k_exit_failure;
+            }
+        }
+    }
+    return rc;
+}
+
+int cmd_revoke(store::Store& st, const std::string& name, const std::string& reason_name,
+               std::optional<std::int64_t> gen_no)
+{
+    static const std::map<std::string, int> k_reasons = {{"unspecified", 0},
+                                                         {"keyCompromise", 1},
+                                                         {"affiliationChanged", 3},
+                                                         {"superseded", 4},
+                                                         {"cessationOfOperation", 5}};
+    auto reason = k_reasons.find(reason_name);
+    if (reason == k_reasons.end()) {
+        return fail(Status::Invalid("--reason must be one of unspecified, keyCompromise, affiliationChanged, "
+                                    "superseded, cessationOfOperation, not '" + reason_name + "'"));
+    }
+    auto d = st.get_domain(name);
+    if (!d.ok()) {
+        return fail(d.status());
+    }
+    if (!d->issuer) {
+        return fail(Status::Invalid("domain " + name + " has no issuer (its certificates are imported)"));
+    }
+    auto acme = load_acme(st, *d->issuer);
+    if (!acme.ok()) {
+        return fail(acme.status());
+    }
+    auto gen = gen_no ? st.get_generation(name, *gen_no) : st.current_generation(name);
+    if (!gen.ok()) {
+        return fail(gen.status());
+    }
+    if (Status s = (*acme)->revoke(gen->cert_pem, reason->second); !s.ok()) {
+        return fail(s.with_context("revoke " + name));
+    }
+    std::cout << name << ": generation " << gen->gen << " (serial " << gen->serial_hex << ") revoked ("
+              << reason_name << ")" << (gen->current ? "; run 'certfsctl renew " + name + " --force' to replace it" : "")
+              << '\n';
+    return k_exit_ok;
+}
+
+} // namespace certfs::ctl
