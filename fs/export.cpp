@@ -7,6 +7,7 @@
 #include <cerrno>
 
 #include "core/handles.hpp"
+#include "fs/files.hpp"
 
 namespace certfs::fs {
 
@@ -96,22 +97,11 @@ Status export_generation(const store::Domain& domain, const store::Generation& g
     };
     ::chmod(set_dir.c_str(), 0755);
     const bool as_root = ::geteuid() == 0;
-    struct File {
-        const char* name;
-        std::string content;
-        bool secret;
-    };
-    const File files[] = {
-        {"cert.pem", gen.cert_pem, false},
-        {"chain.pem", gen.chain_pem, false},
-        {"fullchain.pem", gen.fullchain_pem(), false},
-        {"privkey.pem", gen.key_pem, true},
-        {"combined.pem", gen.combined_pem(), true},
-    };
-    for (const auto& f : files) {
-        Status s = f.secret ? write_file(set_dir / f.name, f.content, domain.mode, as_root, domain.owner_uid,
-                                         domain.group_gid)
-                            : write_file(set_dir / f.name, f.content, 0644, as_root, 0, 0);
+    for (const FileSpec& f : k_files) {
+        const std::string content = file_content(f.kind, gen);
+        Status s = f.is_private
+                       ? write_file(set_dir / f.name, content, domain.mode, as_root, domain.owner_uid, domain.group_gid)
+                       : write_file(set_dir / f.name, content, 0644, as_root, 0, 0);
         if (!s.ok()) {
             return cleanup_on_error(s);
         }

@@ -296,7 +296,10 @@ void Filesystem::drop_entry(fuse_session* session, fuse_ino_t parent, const std:
     // ENOENT: the kernel had no such entry cached; nothing to do.
     int rc = fuse_lowlevel_notify_inval_entry(session, parent, name.c_str(), name.size());
     if (rc != 0 && rc != -ENOENT) {
-        spdlog::warn("cannot drop the kernel's entry {} (in inode {}): {}", name, parent, std::strerror(-rc));
+        spdlog::warn("{}", errno_status("cannot drop the kernel's entry " + name + " (in inode " +
+                                            std::to_string(parent) + ")",
+                                        -rc)
+                               .message());
     }
 }
 

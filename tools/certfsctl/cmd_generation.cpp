@@ -2,7 +2,6 @@
 #include "tools/certfsctl/commands.hpp"
 
 #include <cerrno>
-#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -18,7 +17,7 @@ Result<std::string> read_input_file(const std::string& path)
 {
     std::ifstream in(path, std::ios::binary);
     if (!in) {
-        return Status::NotFound("cannot read " + path + ": " + std::strerror(errno));
+        return errno_status("cannot read " + path);
     }
     std::ostringstream ss;
     ss << in.rdbuf();
