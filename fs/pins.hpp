@@ -1,5 +1,5 @@
 // Which generation of a domain each process gets when it looks up live/<domain>: the heart of
-// contract point 5, "files read together match".
+// contract point 5 of docs/contract.md, "files read together match".
 //
 // The guarantee. Every path into a domain's files goes through live/<domain>, and a lookup of
 // it names one generation's directory (filesystem.hpp), so a process gets a generation per

@@ -1,4 +1,4 @@
-// Contract point 5 at the worst loops, on a real mount, under two CPU hogs: readers in their own
+// Contract point 5 (docs/contract.md) at the worst loops, on a real mount, under two CPU hogs: readers in their own
 // processes (tests/programs/pair_reader.cpp) loop over a domain's key and certificate while
 // renewals flip under them, one after the other. Every reader must get only matching pairs, and
 // move the way the README says: a reader that never pauses keeps its generation, one that

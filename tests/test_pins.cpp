@@ -1,5 +1,5 @@
 // DomainPins: which generation each process gets when it looks up live/<domain> during a
-// transition (contract point 5). A fake timeline; the real mount is in test_fs and test_fs_pairs.
+// transition (contract point 5 of docs/contract.md). A fake timeline; the real mount is in test_fs and test_fs_pairs.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -80,7 +80,7 @@ TEST_CASE("pins (e): a process quiet for longer than a window gets the new gener
 
 TEST_CASE("pins (c): a reader that never pauses keeps its generation whatever its loop, and moves when it pauses")
 {
-    // The loops of issue 9, as the time before each lookup: the symmetric fast looper, the one
+    // The loops that test_fs_pairs runs on a real mount, as the time before each lookup: the symmetric fast looper, the one
     // that parses after the certificate, the one that works between the key and the
     // certificate, and one that sleeps a little less than a window between rounds.
     const std::vector<std::vector<PinClock::duration>> loops = {
