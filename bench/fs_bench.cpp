@@ -59,10 +59,7 @@ struct Config {
     Op op = Op::open_read_close;
 };
 
-const char* op_name(Op op)
-{
-    return op == Op::stat ? "stat" : "open-read-close";
-}
+const char* op_name(Op op) { return op == Op::stat ? "stat" : "open-read-close"; }
 
 // The first failure, reported once by main; later failures are dropped.
 class Failure {
@@ -97,7 +94,7 @@ std::string errno_text(const char* what, const std::string& path, int err)
 std::string run_once(const Config& config, off_t expected_size)
 {
     if (config.op == Op::stat) {
-        struct stat st{};
+        struct stat st {};
         if (::stat(config.path.c_str(), &st) != 0) {
             return errno_text("stat", config.path, errno);
         }
@@ -127,10 +124,7 @@ std::string run_once(const Config& config, off_t expected_size)
     return {};
 }
 
-void usage_error(const std::string& message)
-{
-    std::fprintf(stderr, "fs_bench: %s\n%s\n", message.c_str(), k_usage);
-}
+void usage_error(const std::string& message) { std::fprintf(stderr, "fs_bench: %s\n%s\n", message.c_str(), k_usage); }
 
 template <typename T>
 bool parse_number(std::string_view text, T& out)
@@ -213,7 +207,7 @@ bool parse_args(int argc, char** argv, Config& config)
 // The expected size: st_size, which the first read (and every warm-up operation) must match.
 std::optional<off_t> establish_size(const Config& config, Failure& failure)
 {
-    struct stat st{};
+    struct stat st {};
     if (::stat(config.path.c_str(), &st) != 0) {
         failure.set(errno_text("stat", config.path, errno));
         return std::nullopt;

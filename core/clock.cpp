@@ -30,10 +30,7 @@ std::int64_t to_unix(TimePoint t)
     return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
 }
 
-TimePoint from_unix(std::int64_t seconds)
-{
-    return TimePoint(std::chrono::seconds(seconds));
-}
+TimePoint from_unix(std::int64_t seconds) { return TimePoint(std::chrono::seconds(seconds)); }
 
 std::string format_rfc3339(TimePoint t)
 {

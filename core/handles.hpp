@@ -40,7 +40,7 @@ using BasicConstraints = std::unique_ptr<BASIC_CONSTRAINTS, CDeleter<BASIC_CONST
 using AuthorityKeyId = std::unique_ptr<AUTHORITY_KEYID, CDeleter<AUTHORITY_KEYID_free>>;
 
 // STACK_OF() frees through a macro, so the deleter needs a function of its own.
-inline void free_x509_extensions(STACK_OF(X509_EXTENSION)* exts) { sk_X509_EXTENSION_free(exts); }
+inline void free_x509_extensions(STACK_OF(X509_EXTENSION) * exts) { sk_X509_EXTENSION_free(exts); }
 using X509Extensions = std::unique_ptr<STACK_OF(X509_EXTENSION), CDeleter<free_x509_extensions>>;
 
 // A file descriptor that closes itself.

@@ -39,10 +39,7 @@ X509* mut(const X509& cert) { return const_cast<X509*>(&cert); }
 EVP_PKEY* mut(const EVP_PKEY& key) { return const_cast<EVP_PKEY*>(&key); }
 X509_REQ* mut(const X509_REQ& req) { return const_cast<X509_REQ*>(&req); }
 
-Bio mem_bio(std::string_view text)
-{
-    return Bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
-}
+Bio mem_bio(std::string_view text) { return Bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size()))); }
 
 std::string bio_text(BIO* bio)
 {
@@ -53,8 +50,7 @@ std::string bio_text(BIO* bio)
 
 std::string to_lower(std::string s)
 {
-    std::transform(s.begin(), s.end(), s.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
     return s;
 }
 
@@ -122,8 +118,7 @@ Result<PemScan> scan_pem(std::string_view pem)
         std::string end_tag = "-----END " + type + "-----";
         std::size_t body = label_end + 5;
         std::size_t end = pem.find(end_tag, body);
-        if (end == std::string_view::npos ||
-            pem.substr(body, end - body).find(begin_tag) != std::string_view::npos) {
+        if (end == std::string_view::npos || pem.substr(body, end - body).find(begin_tag) != std::string_view::npos) {
             return Status::Invalid("malformed PEM: the " + type + " block has no END line");
         }
         pos = end + end_tag.size();
@@ -160,10 +155,9 @@ Result<X509Name> name_subject(const Names& names, bool fallback_ip)
     } else if (fallback_ip && !names.ip.empty()) {
         cn = names.ip.front();
     }
-    if (!cn.empty() &&
-        X509_NAME_add_entry_by_NID(name.get(), NID_commonName, MBSTRING_UTF8,
-                                   reinterpret_cast<const unsigned char*>(cn.data()),
-                                   static_cast<int>(cn.size()), -1, 0) != 1) {
+    if (!cn.empty() && X509_NAME_add_entry_by_NID(name.get(), NID_commonName, MBSTRING_UTF8,
+                                                  reinterpret_cast<const unsigned char*>(cn.data()),
+                                                  static_cast<int>(cn.size()), -1, 0) != 1) {
         return Status::Invalid("cannot use '" + cn + "' as the common name" + openssl_reason());
     }
     return name;
@@ -181,8 +175,7 @@ Result<X509Extension> san_extension(const Names& names, bool critical)
     }
     auto add = [&](int type, ASN1_STRING* value, const void* data, std::size_t size) {
         GENERAL_NAME* gen = GENERAL_NAME_new();
-        if (value == nullptr || gen == nullptr ||
-            ASN1_STRING_set(value, data, static_cast<int>(size)) != 1) {
+        if (value == nullptr || gen == nullptr || ASN1_STRING_set(value, data, static_cast<int>(size)) != 1) {
             ASN1_STRING_free(value);
             GENERAL_NAME_free(gen);
             return false;
@@ -195,9 +188,8 @@ Result<X509Extension> san_extension(const Names& names, bool critical)
         return true;
     };
     for (const std::string& dns : names.dns) {
-        bool printable = !dns.empty() && std::all_of(dns.begin(), dns.end(), [](char c) {
-            return c > ' ' && c < 0x7f;
-        });
+        bool printable =
+            !dns.empty() && std::all_of(dns.begin(), dns.end(), [](char c) { return c > ' ' && c < 0x7f; });
         if (!printable) {
             return Status::Invalid("not a DNS name: '" + dns + "'");
         }
@@ -230,8 +222,7 @@ Status add_conf_ext(X509& cert, X509V3_CTX& ctx, int nid, const char* value)
 {
     X509Extension ext(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value));
     if (!ext || X509_add_ext(&cert, ext.get(), -1) != 1) {
-        return Status::IoError(std::string("cannot add extension ") + OBJ_nid2sn(nid) +
-                               openssl_reason());
+        return Status::IoError(std::string("cannot add extension ") + OBJ_nid2sn(nid) + openssl_reason());
     }
     return Status::Ok();
 }
@@ -244,8 +235,8 @@ Status add_authority_key_id(X509& cert, const X509& issuer)
     if (!akid) {
         return Status::IoError("cannot allocate authorityKeyIdentifier" + openssl_reason());
     }
-    Asn1OctetString ski(static_cast<ASN1_OCTET_STRING*>(
-        X509_get_ext_d2i(&issuer, NID_subject_key_identifier, nullptr, nullptr)));
+    Asn1OctetString ski(
+        static_cast<ASN1_OCTET_STRING*>(X509_get_ext_d2i(&issuer, NID_subject_key_identifier, nullptr, nullptr)));
     ERR_clear_error(); // "not found" is not an error here
     if (!ski) {
         std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
@@ -266,10 +257,9 @@ Status add_authority_key_id(X509& cert, const X509& issuer)
 
 Result<Asn1Integer> parse_serial(const std::string& hex)
 {
-    bool is_hex = !hex.empty() && hex.size() <= 40 &&
-                  std::all_of(hex.begin(), hex.end(), [](char c) {
-                      return std::isxdigit(static_cast<unsigned char>(c)) != 0;
-                  });
+    bool is_hex = !hex.empty() && hex.size() <= 40 && std::all_of(hex.begin(), hex.end(), [](char c) {
+        return std::isxdigit(static_cast<unsigned char>(c)) != 0;
+    });
     if (!is_hex) {
         return Status::Invalid("serial must be 1 to 40 hex digits, got '" + hex + "'");
     }
@@ -289,9 +279,8 @@ Result<Asn1Integer> parse_serial(const std::string& hex)
 }
 
 // A v3 certificate with serial, validity, names and public key set, not yet extended or signed.
-Result<Cert> new_cert(const EVP_PKEY& subject_key, const X509_NAME& subject,
-                      const X509_NAME& issuer, const std::string& serial_hex,
-                      TimePoint not_before, TimePoint not_after)
+Result<Cert> new_cert(const EVP_PKEY& subject_key, const X509_NAME& subject, const X509_NAME& issuer,
+                      const std::string& serial_hex, TimePoint not_before, TimePoint not_after)
 {
     if (not_after <= not_before) {
         return Status::Invalid("not_after must be later than not_before");
@@ -301,12 +290,9 @@ Result<Cert> new_cert(const EVP_PKEY& subject_key, const X509_NAME& subject,
     Asn1Time nb(ASN1_TIME_set(nullptr, static_cast<time_t>(to_unix(not_before))));
     Asn1Time na(ASN1_TIME_set(nullptr, static_cast<time_t>(to_unix(not_after))));
     if (!cert || !nb || !na || X509_set_version(cert.get(), 2) != 1 ||
-        X509_set_serialNumber(cert.get(), serial.get()) != 1 ||
-        X509_set1_notBefore(cert.get(), nb.get()) != 1 ||
-        X509_set1_notAfter(cert.get(), na.get()) != 1 ||
-        X509_set_subject_name(cert.get(), &subject) != 1 ||
-        X509_set_issuer_name(cert.get(), &issuer) != 1 ||
-        X509_set_pubkey(cert.get(), mut(subject_key)) != 1) {
+        X509_set_serialNumber(cert.get(), serial.get()) != 1 || X509_set1_notBefore(cert.get(), nb.get()) != 1 ||
+        X509_set1_notAfter(cert.get(), na.get()) != 1 || X509_set_subject_name(cert.get(), &subject) != 1 ||
+        X509_set_issuer_name(cert.get(), &issuer) != 1 || X509_set_pubkey(cert.get(), mut(subject_key)) != 1) {
         return Status::IoError("cannot build certificate" + openssl_reason());
     }
     return cert;
@@ -342,8 +328,7 @@ Result<TimePoint> cert_time(const ASN1_TIME* time, const char* which)
 {
     std::tm tm{};
     if (time == nullptr || ASN1_TIME_to_tm(time, &tm) != 1) {
-        return Status::Invalid(std::string("certificate has an unreadable ") + which +
-                               openssl_reason());
+        return Status::Invalid(std::string("certificate has an unreadable ") + which + openssl_reason());
     }
     return from_unix(static_cast<std::int64_t>(timegm(&tm)));
 }
@@ -355,27 +340,32 @@ Result<TimePoint> cert_time(const ASN1_TIME* time, const char* which)
 std::string_view key_type_name(KeyType type)
 {
     switch (type) {
-    case KeyType::ec_p256: return "ec-p256";
-    case KeyType::ec_p384: return "ec-p384";
-    case KeyType::rsa_2048: return "rsa-2048";
-    case KeyType::rsa_3072: return "rsa-3072";
-    case KeyType::rsa_4096: return "rsa-4096";
-    case KeyType::ed25519: return "ed25519";
+    case KeyType::ec_p256:
+        return "ec-p256";
+    case KeyType::ec_p384:
+        return "ec-p384";
+    case KeyType::rsa_2048:
+        return "rsa-2048";
+    case KeyType::rsa_3072:
+        return "rsa-3072";
+    case KeyType::rsa_4096:
+        return "rsa-4096";
+    case KeyType::ed25519:
+        return "ed25519";
     }
     return "unknown";
 }
 
 const std::vector<std::string>& key_type_names()
 {
-    static const std::vector<std::string> names = {"ec-p256",  "ec-p384",  "rsa-2048",
-                                                   "rsa-3072", "rsa-4096", "ed25519"};
+    static const std::vector<std::string> names = {"ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519"};
     return names;
 }
 
 Result<KeyType> parse_key_type(std::string_view name)
 {
-    for (KeyType type : {KeyType::ec_p256, KeyType::ec_p384, KeyType::rsa_2048,
-                         KeyType::rsa_3072, KeyType::rsa_4096, KeyType::ed25519}) {
+    for (KeyType type : {KeyType::ec_p256, KeyType::ec_p384, KeyType::rsa_2048, KeyType::rsa_3072, KeyType::rsa_4096,
+                         KeyType::ed25519}) {
         if (key_type_name(type) == name) {
             return type;
         }
@@ -393,16 +383,27 @@ Result<PKey> generate_key(KeyType type)
     auto rsa = [](std::size_t bits) { return EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", bits); };
     EVP_PKEY* key = nullptr;
     switch (type) {
-    case KeyType::ec_p256: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"); break;
-    case KeyType::ec_p384: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384"); break;
-    case KeyType::rsa_2048: key = rsa(2048); break;
-    case KeyType::rsa_3072: key = rsa(3072); break;
-    case KeyType::rsa_4096: key = rsa(4096); break;
-    case KeyType::ed25519: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"); break;
+    case KeyType::ec_p256:
+        key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+        break;
+    case KeyType::ec_p384:
+        key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384");
+        break;
+    case KeyType::rsa_2048:
+        key = rsa(2048);
+        break;
+    case KeyType::rsa_3072:
+        key = rsa(3072);
+        break;
+    case KeyType::rsa_4096:
+        key = rsa(4096);
+        break;
+    case KeyType::ed25519:
+        key = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519");
+        break;
     }
     if (key == nullptr) {
-        return Status::IoError("cannot generate a " + std::string(key_type_name(type)) + " key" +
-                               openssl_reason());
+        return Status::IoError("cannot generate a " + std::string(key_type_name(type)) + " key" + openssl_reason());
     }
     return PKey(key);
 }
@@ -412,9 +413,12 @@ Result<KeyType> key_type_of(const EVP_PKEY& key)
     switch (EVP_PKEY_get_base_id(&key)) {
     case EVP_PKEY_RSA:
         switch (EVP_PKEY_get_bits(&key)) {
-        case 2048: return KeyType::rsa_2048;
-        case 3072: return KeyType::rsa_3072;
-        case 4096: return KeyType::rsa_4096;
+        case 2048:
+            return KeyType::rsa_2048;
+        case 3072:
+            return KeyType::rsa_3072;
+        case 4096:
+            return KeyType::rsa_4096;
         default:
             return Status::Invalid("RSA keys of " + std::to_string(EVP_PKEY_get_bits(&key)) +
                                    " bits are not supported (use 2048, 3072 or 4096)");
@@ -422,10 +426,8 @@ Result<KeyType> key_type_of(const EVP_PKEY& key)
     case EVP_PKEY_EC: {
         std::array<char, 80> group{};
         std::size_t len = 0;
-        if (EVP_PKEY_get_utf8_string_param(&key, OSSL_PKEY_PARAM_GROUP_NAME, group.data(),
-                                           group.size(), &len) != 1) {
-            return Status::Invalid("EC key without a named curve is not supported" +
-                                   openssl_reason());
+        if (EVP_PKEY_get_utf8_string_param(&key, OSSL_PKEY_PARAM_GROUP_NAME, group.data(), group.size(), &len) != 1) {
+            return Status::Invalid("EC key without a named curve is not supported" + openssl_reason());
         }
         std::string_view name(group.data(), len);
         if (name == "prime256v1" || name == "P-256") {
@@ -434,14 +436,13 @@ Result<KeyType> key_type_of(const EVP_PKEY& key)
         if (name == "secp384r1" || name == "P-384") {
             return KeyType::ec_p384;
         }
-        return Status::Invalid("EC curve " + std::string(name) +
-                               " is not supported (use P-256 or P-384)");
+        return Status::Invalid("EC curve " + std::string(name) + " is not supported (use P-256 or P-384)");
     }
-    case EVP_PKEY_ED25519: return KeyType::ed25519;
+    case EVP_PKEY_ED25519:
+        return KeyType::ed25519;
     default: {
         const char* name = EVP_PKEY_get0_type_name(&key);
-        return Status::Invalid("key type " + std::string(name != nullptr ? name : "unknown") +
-                               " is not supported");
+        return Status::Invalid("key type " + std::string(name != nullptr ? name : "unknown") + " is not supported");
     }
     }
 }
@@ -460,12 +461,10 @@ Result<PKey> parse_private_key(std::string_view pem)
         if (encrypted) {
             return Status::Invalid("private key is encrypted");
         }
-        if (block.type == "PRIVATE KEY" || block.type == "RSA PRIVATE KEY" ||
-            block.type == "EC PRIVATE KEY") {
+        if (block.type == "PRIVATE KEY" || block.type == "RSA PRIVATE KEY" || block.type == "EC PRIVATE KEY") {
             keys.push_back(block.text);
         } else if (block.type != "EC PARAMETERS") {
-            return Status::Invalid("expected only a private key, found a " + block.type +
-                                   " block");
+            return Status::Invalid("expected only a private key, found a " + block.type + " block");
         }
     }
     if (keys.empty()) {
@@ -488,8 +487,7 @@ Result<PKey> parse_private_key(std::string_view pem)
 Result<std::string> private_key_pem(const EVP_PKEY& key)
 {
     Bio bio(BIO_new(BIO_s_mem()));
-    if (!bio || PEM_write_bio_PrivateKey(bio.get(), &key, nullptr, nullptr, 0, nullptr,
-                                         nullptr) != 1) {
+    if (!bio || PEM_write_bio_PrivateKey(bio.get(), &key, nullptr, nullptr, 0, nullptr, nullptr) != 1) {
         return Status::IoError("cannot write the private key as PEM" + openssl_reason());
     }
     return bio_text(bio.get());
@@ -502,8 +500,8 @@ Result<std::vector<Cert>> parse_certs(std::string_view pem)
     ASSIGN_OR_RETURN(PemScan scan, scan_pem(pem));
     for (std::size_t i = 0; i < scan.blocks.size(); ++i) {
         if (scan.blocks[i].type != "CERTIFICATE") {
-            return Status::Invalid("PEM block " + std::to_string(i + 1) + " is a " +
-                                   scan.blocks[i].type + ", expected only certificates");
+            return Status::Invalid("PEM block " + std::to_string(i + 1) + " is a " + scan.blocks[i].type +
+                                   ", expected only certificates");
         }
     }
     if (scan.stray_text) {
@@ -517,8 +515,7 @@ Result<std::vector<Cert>> parse_certs(std::string_view pem)
         Bio bio = mem_bio(scan.blocks[i].text);
         Cert cert(bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
         if (!cert) {
-            return Status::Invalid("certificate " + std::to_string(i + 1) + ": malformed PEM" +
-                                   openssl_reason());
+            return Status::Invalid("certificate " + std::to_string(i + 1) + ": malformed PEM" + openssl_reason());
         }
         certs.push_back(std::move(cert));
     }
@@ -577,39 +574,34 @@ Result<CertInfo> cert_info(const X509& cert)
 
     // crit: -1 absent, -2 duplicated, >= 0 present (then nullptr means undecodable).
     int crit = -1;
-    GeneralNames gens(static_cast<GENERAL_NAMES*>(
-        X509_get_ext_d2i(&cert, NID_subject_alt_name, &crit, nullptr)));
+    GeneralNames gens(static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(&cert, NID_subject_alt_name, &crit, nullptr)));
     if (!gens && crit != -1) {
-        return Status::Invalid("certificate has a malformed or repeated subjectAltName" +
-                               openssl_reason());
+        return Status::Invalid("certificate has a malformed or repeated subjectAltName" + openssl_reason());
     }
     for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens.get()); ++i) {
         const GENERAL_NAME* gen = sk_GENERAL_NAME_value(gens.get(), i);
         if (gen->type == GEN_DNS) {
             const ASN1_IA5STRING* dns = gen->d.dNSName;
-            info.dns_names.push_back(to_lower(std::string(
-                reinterpret_cast<const char*>(ASN1_STRING_get0_data(dns)),
-                static_cast<std::size_t>(ASN1_STRING_length(dns)))));
+            info.dns_names.push_back(to_lower(std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(dns)),
+                                                          static_cast<std::size_t>(ASN1_STRING_length(dns)))));
         } else if (gen->type == GEN_IPADD) {
             const ASN1_OCTET_STRING* ip = gen->d.iPAddress;
             int len = ASN1_STRING_length(ip);
             std::array<char, INET6_ADDRSTRLEN> text{};
-            if ((len != 4 && len != 16) ||
-                inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(ip), text.data(),
-                          text.size()) == nullptr) {
-                return Status::Invalid("certificate has a subjectAltName IP address of " +
-                                       std::to_string(len) + " bytes");
+            if ((len != 4 && len != 16) || inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(ip),
+                                                     text.data(), text.size()) == nullptr) {
+                return Status::Invalid("certificate has a subjectAltName IP address of " + std::to_string(len) +
+                                       " bytes");
             }
             info.ip_addresses.emplace_back(text.data());
         }
     }
 
     crit = -1;
-    BasicConstraints bc(static_cast<BASIC_CONSTRAINTS*>(
-        X509_get_ext_d2i(&cert, NID_basic_constraints, &crit, nullptr)));
+    BasicConstraints bc(
+        static_cast<BASIC_CONSTRAINTS*>(X509_get_ext_d2i(&cert, NID_basic_constraints, &crit, nullptr)));
     if (!bc && crit != -1) {
-        return Status::Invalid("certificate has a malformed or repeated basicConstraints" +
-                               openssl_reason());
+        return Status::Invalid("certificate has a malformed or repeated basicConstraints" + openssl_reason());
     }
     info.is_ca = bc && bc->ca != 0;
     ERR_clear_error();
@@ -632,13 +624,11 @@ Status verify_chain(const X509& leaf, const std::vector<Cert>& chain)
         bool self_issued = rc == X509_V_OK || rc == X509_V_ERR_KEYUSAGE_NO_CERTSIGN;
         if (!self_issued) {
             ERR_clear_error();
-            return Status::Invalid("chain is missing: the leaf is issued by " +
-                                   name_text(X509_get_issuer_name(&leaf)) +
+            return Status::Invalid("chain is missing: the leaf is issued by " + name_text(X509_get_issuer_name(&leaf)) +
                                    " but no chain was given");
         }
         if (X509_verify(mut(leaf), X509_get0_pubkey(&leaf)) != 1) {
-            return Status::Invalid("the self-signed leaf's signature does not verify" +
-                                   openssl_reason());
+            return Status::Invalid("the self-signed leaf's signature does not verify" + openssl_reason());
         }
         return Status::Ok();
     }
@@ -651,16 +641,14 @@ Status verify_chain(const X509& leaf, const std::vector<Cert>& chain)
         if (rc != X509_V_OK) {
             ERR_clear_error();
             return Status::Invalid("chain does not link: " + issuer_name + " (" +
-                                   name_text(X509_get_subject_name(&issuer)) +
-                                   ") did not issue " + subject_name + " (issuer " +
-                                   name_text(X509_get_issuer_name(&subject)) +
+                                   name_text(X509_get_subject_name(&issuer)) + ") did not issue " + subject_name +
+                                   " (issuer " + name_text(X509_get_issuer_name(&subject)) +
                                    "): " + X509_verify_cert_error_string(rc));
         }
         EVP_PKEY* issuer_key = X509_get0_pubkey(&issuer);
         if (issuer_key == nullptr || X509_verify(mut(subject), issuer_key) != 1) {
             return Status::Invalid("chain does not link: the signature of " + subject_name +
-                                   " does not verify with the key of " + issuer_name +
-                                   openssl_reason());
+                                   " does not verify with the key of " + issuer_name + openssl_reason());
         }
     }
     return Status::Ok();
@@ -694,10 +682,8 @@ Result<CertReq> make_csr(const EVP_PKEY& key, const Names& names)
     CertReq req(X509_REQ_new());
     X509Extensions exts(sk_X509_EXTENSION_new_null());
     if (!req || !exts || X509_REQ_set_version(req.get(), 0) != 1 ||
-        X509_REQ_set_subject_name(req.get(), subject.get()) != 1 ||
-        X509_REQ_set_pubkey(req.get(), mut(key)) != 1 ||
-        sk_X509_EXTENSION_push(exts.get(), san.get()) <= 0 ||
-        X509_REQ_add_extensions(req.get(), exts.get()) != 1) {
+        X509_REQ_set_subject_name(req.get(), subject.get()) != 1 || X509_REQ_set_pubkey(req.get(), mut(key)) != 1 ||
+        sk_X509_EXTENSION_push(exts.get(), san.get()) <= 0 || X509_REQ_add_extensions(req.get(), exts.get()) != 1) {
         return Status::IoError("cannot build a CSR" + openssl_reason());
     }
     if (X509_REQ_sign(req.get(), mut(key), digest_for(key)) <= 0) {
@@ -762,8 +748,7 @@ Result<X509Name> parse_subject(std::string_view text)
         std::size_t eq = part.find('=');
         std::string attr(trim(part.substr(0, eq)));
         if (eq == std::string_view::npos || attr.empty()) {
-            return Status::Invalid("subject part '" + std::string(part) +
-                                   "' is not of the form ATTRIBUTE=value");
+            return Status::Invalid("subject part '" + std::string(part) + "' is not of the form ATTRIBUTE=value");
         }
         std::string_view value = trim(part.substr(eq + 1));
         if (OBJ_txt2nid(attr.c_str()) == NID_undef) {
@@ -776,8 +761,8 @@ Result<X509Name> parse_subject(std::string_view text)
         if (X509_NAME_add_entry_by_txt(name.get(), attr.c_str(), MBSTRING_UTF8,
                                        reinterpret_cast<const unsigned char*>(value.data()),
                                        static_cast<int>(value.size()), -1, 0) != 1) {
-            return Status::Invalid("subject attribute " + attr + " cannot hold '" +
-                                   std::string(value) + "'" + openssl_reason());
+            return Status::Invalid("subject attribute " + attr + " cannot hold '" + std::string(value) + "'" +
+                                   openssl_reason());
         }
         if (cut == std::string_view::npos) {
             break;
@@ -815,8 +800,8 @@ Result<std::string> random_serial_hex(int bits)
 Result<Cert> make_ca_cert(const EVP_PKEY& ca_key, const CaParams& params)
 {
     ASSIGN_OR_RETURN(X509Name subject, parse_subject(params.subject));
-    ASSIGN_OR_RETURN(Cert cert, new_cert(ca_key, *subject, *subject, params.serial_hex,
-                                         params.not_before, params.not_after));
+    ASSIGN_OR_RETURN(Cert cert,
+                     new_cert(ca_key, *subject, *subject, params.serial_hex, params.not_before, params.not_after));
     X509V3_CTX ctx;
     X509V3_set_ctx(&ctx, cert.get(), cert.get(), nullptr, nullptr, 0);
     TRY(add_conf_ext(*cert, ctx, NID_basic_constraints, "critical,CA:TRUE"));
@@ -836,14 +821,13 @@ Result<Cert> sign_leaf(const EVP_PKEY& subject_key, const X509& ca_cert, const E
     ASSIGN_OR_RETURN(X509Name subject, name_subject(params.names, true));
     bool empty_subject = X509_NAME_entry_count(subject.get()) == 0;
     ASSIGN_OR_RETURN(X509Extension san, san_extension(params.names, empty_subject));
-    ASSIGN_OR_RETURN(Cert cert, new_cert(subject_key, *subject, *X509_get_subject_name(&ca_cert),
-                                         params.serial_hex, params.not_before, params.not_after));
+    ASSIGN_OR_RETURN(Cert cert, new_cert(subject_key, *subject, *X509_get_subject_name(&ca_cert), params.serial_hex,
+                                         params.not_before, params.not_after));
     X509V3_CTX ctx;
     X509V3_set_ctx(&ctx, mut(ca_cert), cert.get(), nullptr, nullptr, 0);
     TRY(add_conf_ext(*cert, ctx, NID_basic_constraints, "critical,CA:FALSE"));
     TRY(add_conf_ext(*cert, ctx, NID_key_usage,
-                     is_rsa(subject_key) ? "critical,digitalSignature,keyEncipherment"
-                                         : "critical,digitalSignature"));
+                     is_rsa(subject_key) ? "critical,digitalSignature,keyEncipherment" : "critical,digitalSignature"));
     TRY(add_conf_ext(*cert, ctx, NID_ext_key_usage, "serverAuth,clientAuth"));
     TRY(add_conf_ext(*cert, ctx, NID_subject_key_identifier, "hash"));
     TRY(add_authority_key_id(*cert, ca_cert));
@@ -853,7 +837,6 @@ Result<Cert> sign_leaf(const EVP_PKEY& subject_key, const X509& ca_cert, const E
     TRY(sign_cert(*cert, ca_key));
     return cert;
 }
-
 
 // --- encodings, digests and MACs ---
 

@@ -52,9 +52,9 @@ Result<Cert> clone_cert(const X509& cert);
 
 // What validation and listings need from a certificate.
 struct CertInfo {
-    std::string serial_hex;      // lower-case hex, no leading zeros ("0" for zero)
-    std::string subject;         // RFC 2253 one-line form
-    std::string issuer;          // RFC 2253 one-line form
+    std::string serial_hex; // lower-case hex, no leading zeros ("0" for zero)
+    std::string subject;    // RFC 2253 one-line form
+    std::string issuer;     // RFC 2253 one-line form
     TimePoint not_before;
     TimePoint not_after;
     std::vector<std::string> dns_names;    // subjectAltName DNS entries, lower-cased, in order
@@ -107,7 +107,7 @@ struct CaParams {
 Result<Cert> make_ca_cert(const EVP_PKEY& ca_key, const CaParams& params);
 
 struct LeafParams {
-    Names names;            // become the subjectAltName; the CN is the first DNS name
+    Names names; // become the subjectAltName; the CN is the first DNS name
     TimePoint not_before;
     TimePoint not_after;
     std::string serial_hex; // from random_serial_hex()

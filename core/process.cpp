@@ -54,8 +54,7 @@ Result<std::vector<std::string>> split_command(std::string_view command)
                 if (command[i] == '"') {
                     break;
                 }
-                if (command[i] == '\\' && i + 1 < command.size() &&
-                    std::strchr("\"\\$`", command[i + 1]) != nullptr) {
+                if (command[i] == '\\' && i + 1 < command.size() && std::strchr("\"\\$`", command[i + 1]) != nullptr) {
                     ++i;
                 }
                 word += command[i];

@@ -17,19 +17,19 @@ namespace certfs {
 Result<std::vector<std::string>> split_command(std::string_view command);
 
 struct RunOptions {
-    std::vector<std::string> env;      // "KEY=VALUE" entries
-    bool inherit_env = true;           // start from this process's environment
+    std::vector<std::string> env; // "KEY=VALUE" entries
+    bool inherit_env = true;      // start from this process's environment
     Duration timeout = std::chrono::minutes(5);
     Duration kill_grace = std::chrono::seconds(5); // SIGTERM, then SIGKILL after this
     std::size_t max_output = 64 * 1024;            // captured bytes kept
 };
 
 struct RunResult {
-    int exit_code = -1;    // -1 when killed by a signal or the timeout
-    int signal = 0;        // the signal that ended it, if any
+    int exit_code = -1; // -1 when killed by a signal or the timeout
+    int signal = 0;     // the signal that ended it, if any
     bool timed_out = false;
-    std::string output;    // stdout, possibly truncated to max_output
-    std::string errors;    // stderr, possibly truncated to max_output
+    std::string output; // stdout, possibly truncated to max_output
+    std::string errors; // stderr, possibly truncated to max_output
 
     bool succeeded() const { return exit_code == 0; }
     // "exit status 3", "killed by signal 9", "timed out after 5m".

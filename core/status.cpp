@@ -7,13 +7,20 @@ namespace certfs {
 std::string_view code_name(Code code)
 {
     switch (code) {
-    case Code::ok: return "ok";
-    case Code::not_found: return "not found";
-    case Code::conflict: return "conflict";
-    case Code::invalid: return "invalid";
-    case Code::corrupt: return "corrupt";
-    case Code::io_error: return "I/O error";
-    case Code::unavailable: return "unavailable";
+    case Code::ok:
+        return "ok";
+    case Code::not_found:
+        return "not found";
+    case Code::conflict:
+        return "conflict";
+    case Code::invalid:
+        return "invalid";
+    case Code::corrupt:
+        return "corrupt";
+    case Code::io_error:
+        return "I/O error";
+    case Code::unavailable:
+        return "unavailable";
     }
     return "unknown";
 }

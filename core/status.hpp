@@ -73,9 +73,21 @@ public:
     bool ok() const { return m_value.has_value(); }
     const Status& status() const { return m_status; }
 
-    T& value() & { assert(ok()); return *m_value; }
-    const T& value() const& { assert(ok()); return *m_value; }
-    T&& value() && { assert(ok()); return std::move(*m_value); }
+    T& value() &
+    {
+        assert(ok());
+        return *m_value;
+    }
+    const T& value() const&
+    {
+        assert(ok());
+        return *m_value;
+    }
+    T&& value() &&
+    {
+        assert(ok());
+        return std::move(*m_value);
+    }
     T* operator->() { return &value(); }
     const T* operator->() const { return &value(); }
     T& operator*() & { return value(); }
@@ -92,26 +104,28 @@ private:
 #define CERTFS_CONCAT(a, b) CERTFS_CONCAT_INNER(a, b)
 
 // TRY(expr): return the Status of expr from the enclosing function unless it is ok.
-#define TRY(expr)                                                                           \
-    do {                                                                                    \
-        if (::certfs::Status try_status_ = ::certfs::detail::to_status(expr);              \
-            !try_status_.ok()) {                                                           \
-            return try_status_;                                                            \
-        }                                                                                   \
+#define TRY(expr)                                                                                                      \
+    do {                                                                                                               \
+        if (::certfs::Status try_status_ = ::certfs::detail::to_status(expr); !try_status_.ok()) {                     \
+            return try_status_;                                                                                        \
+        }                                                                                                              \
     } while (false)
 
 // ASSIGN_OR_RETURN(decl, expr): evaluate the Result expr; return its Status on error,
 // otherwise move its value into decl (e.g. `auto key`, or an existing variable).
 #define ASSIGN_OR_RETURN(decl, expr) ASSIGN_OR_RETURN_IMPL(CERTFS_CONCAT(result_, __LINE__), decl, expr)
-#define ASSIGN_OR_RETURN_IMPL(tmp, decl, expr)                                              \
-    auto tmp = (expr);                                                                      \
-    if (!tmp.ok()) {                                                                        \
-        return tmp.status();                                                                \
-    }                                                                                       \
+#define ASSIGN_OR_RETURN_IMPL(tmp, decl, expr)                                                                         \
+    auto tmp = (expr);                                                                                                 \
+    if (!tmp.ok()) {                                                                                                   \
+        return tmp.status();                                                                                           \
+    }                                                                                                                  \
     decl = std::move(tmp).value()
 
 namespace certfs::detail {
 inline Status to_status(Status s) { return s; }
 template <typename T>
-Status to_status(const Result<T>& r) { return r.ok() ? Status::Ok() : r.status(); }
+Status to_status(const Result<T>& r)
+{
+    return r.ok() ? Status::Ok() : r.status();
+}
 } // namespace certfs::detail

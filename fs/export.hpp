@@ -18,7 +18,6 @@ namespace certfs::fs {
 // Writes `gen` of `domain` to dir. privkey.pem and combined.pem get the domain's mode and
 // (when running as root) its owner and group; the others 0644. Refuses (Invalid) a dir that
 // exists and is neither a symbolic link made by a previous export nor an empty directory.
-Status export_generation(const store::Domain& domain, const store::Generation& gen,
-                         const std::filesystem::path& dir);
+Status export_generation(const store::Domain& domain, const store::Generation& gen, const std::filesystem::path& dir);
 
 } // namespace certfs::fs

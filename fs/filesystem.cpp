@@ -30,15 +30,9 @@ std::optional<std::int64_t> parse_gen(const char* name)
     return v;
 }
 
-Filesystem* self(fuse_req_t req)
-{
-    return static_cast<Filesystem*>(fuse_req_userdata(req));
-}
+Filesystem* self(fuse_req_t req) { return static_cast<Filesystem*>(fuse_req_userdata(req)); }
 
-TimePoint now()
-{
-    return std::chrono::system_clock::now();
-}
+TimePoint now() { return std::chrono::system_clock::now(); }
 
 // A time on the pins' monotonic clock as the wall clock shows it.
 TimePoint wall_time_of(PinTime t)
@@ -105,8 +99,9 @@ void op_init(void* userdata, fuse_conn_info* conn)
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name)
 {
-    answer(req, "lookup", [&] { return self(req)->do_lookup(req, parent, name); },
-           [&](const fuse_entry_param& e) { fuse_reply_entry(req, &e); });
+    answer(
+        req, "lookup", [&] { return self(req)->do_lookup(req, parent, name); },
+        [&](const fuse_entry_param& e) { fuse_reply_entry(req, &e); });
 }
 
 void op_forget(fuse_req_t req, fuse_ino_t ino, std::uint64_t nlookup)
@@ -127,8 +122,9 @@ void op_forget_multi(fuse_req_t req, std::size_t count, fuse_forget_data* forget
 
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*)
 {
-    answer(req, "getattr", [&] { return self(req)->do_getattr(ino); },
-           [&](const struct stat& st) { fuse_reply_attr(req, &st, k_long_timeout); });
+    answer(
+        req, "getattr", [&] { return self(req)->do_getattr(ino); },
+        [&](const struct stat& st) { fuse_reply_attr(req, &st, k_long_timeout); });
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi)
@@ -137,36 +133,45 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi)
         fuse_reply_err(req, EROFS);
         return;
     }
-    answer(req, "open", [&] { return self(req)->do_open(ino); }, [&](Filesystem::OpenAnswer a) {
-        switch (a) {
-        case Filesystem::OpenAnswer::open:
-            fi->keep_cache = 1;
-            fuse_reply_open(req, fi);
-            return;
-        case Filesystem::OpenAnswer::kernel_opens: fuse_reply_err(req, ENOSYS); return;
-        case Filesystem::OpenAnswer::not_a_file: fuse_reply_err(req, EISDIR); return;
-        }
-        fuse_reply_err(req, EIO);
-    });
+    answer(
+        req, "open", [&] { return self(req)->do_open(ino); },
+        [&](Filesystem::OpenAnswer a) {
+            switch (a) {
+            case Filesystem::OpenAnswer::open:
+                fi->keep_cache = 1;
+                fuse_reply_open(req, fi);
+                return;
+            case Filesystem::OpenAnswer::kernel_opens:
+                fuse_reply_err(req, ENOSYS);
+                return;
+            case Filesystem::OpenAnswer::not_a_file:
+                fuse_reply_err(req, EISDIR);
+                return;
+            }
+            fuse_reply_err(req, EIO);
+        });
 }
 
 void op_read(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fuse_file_info*)
 {
-    answer(req, "read", [&] { return self(req)->do_read(ino, size, off); }, [&](const Filesystem::Bytes& b) {
-        fuse_reply_buf(req, b.size > 0 ? b.data->data() + b.offset : nullptr, b.size);
-    });
+    answer(
+        req, "read", [&] { return self(req)->do_read(ino, size, off); },
+        [&](const Filesystem::Bytes& b) {
+            fuse_reply_buf(req, b.size > 0 ? b.data->data() + b.offset : nullptr, b.size);
+        });
 }
 
 void op_readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fuse_file_info*)
 {
-    answer(req, "readdir", [&] { return self(req)->do_readdir(req, ino, size, off); },
-           [&](const Filesystem::Listing& l) {
-               if (!l.is_directory) {
-                   fuse_reply_err(req, ENOTDIR);
-                   return;
-               }
-               fuse_reply_buf(req, l.entries.data(), l.entries.size());
-           });
+    answer(
+        req, "readdir", [&] { return self(req)->do_readdir(req, ino, size, off); },
+        [&](const Filesystem::Listing& l) {
+            if (!l.is_directory) {
+                fuse_reply_err(req, ENOTDIR);
+                return;
+            }
+            fuse_reply_buf(req, l.entries.data(), l.entries.size());
+        });
 }
 
 // Everything that would change the tree: the filesystem is read-only.
@@ -175,9 +180,15 @@ void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { fuse_rep
 void op_mkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) { fuse_reply_err(req, EROFS); }
 void op_unlink(fuse_req_t req, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
 void op_symlink(fuse_req_t req, const char*, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
-void op_rename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) { fuse_reply_err(req, EROFS); }
+void op_rename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned)
+{
+    fuse_reply_err(req, EROFS);
+}
 void op_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
-void op_write(fuse_req_t req, fuse_ino_t, const char*, std::size_t, off_t, fuse_file_info*) { fuse_reply_err(req, EROFS); }
+void op_write(fuse_req_t req, fuse_ino_t, const char*, std::size_t, off_t, fuse_file_info*)
+{
+    fuse_reply_err(req, EROFS);
+}
 void op_create(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) { fuse_reply_err(req, EROFS); }
 void op_setxattr(fuse_req_t req, fuse_ino_t, const char*, const char*, std::size_t, int) { fuse_reply_err(req, EROFS); }
 void op_removexattr(fuse_req_t req, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
@@ -209,10 +220,7 @@ const fuse_lowlevel_ops k_operations = [] {
 
 } // namespace
 
-const fuse_lowlevel_ops& Filesystem::operations()
-{
-    return k_operations;
-}
+const fuse_lowlevel_ops& Filesystem::operations() { return k_operations; }
 
 Filesystem::Filesystem(Options options, std::unique_ptr<store::Store> store)
     : m_options(std::move(options)), m_mounted_at(now()), m_store(std::move(store)),
@@ -225,7 +233,8 @@ Filesystem::Filesystem(Options options, std::unique_ptr<store::Store> store)
 
 Result<std::unique_ptr<Filesystem>> Filesystem::create(const Options& options)
 {
-    ASSIGN_OR_RETURN(auto store, store::Store::open(options.db_path, {.create = false, .actor = "certfs", .clock = nullptr}));
+    ASSIGN_OR_RETURN(auto store,
+                     store::Store::open(options.db_path, {.create = false, .actor = "certfs", .clock = nullptr}));
     std::unique_ptr<Filesystem> fs(new Filesystem(options, std::move(store)));
     TRY(fs->m_watcher->refresh());
     // SQLite connections must not cross fork() (the daemon may still detach): start() opens
@@ -234,25 +243,20 @@ Result<std::unique_ptr<Filesystem>> Filesystem::create(const Options& options)
     return fs;
 }
 
-Filesystem::~Filesystem()
-{
-    stop();
-}
+Filesystem::~Filesystem() { stop(); }
 
 Status Filesystem::start(fuse_session* se)
 {
     {
         std::lock_guard lock(m_store_mutex);
-        ASSIGN_OR_RETURN(m_store, store::Store::open(m_options.db_path, {.create = false, .actor = "certfs", .clock = nullptr}));
+        ASSIGN_OR_RETURN(m_store,
+                         store::Store::open(m_options.db_path, {.create = false, .actor = "certfs", .clock = nullptr}));
     }
     m_watcher->start(se);
     return Status::Ok();
 }
 
-void Filesystem::stop()
-{
-    m_watcher->stop();
-}
+void Filesystem::stop() { m_watcher->stop(); }
 
 double Filesystem::live_file_timeout() const
 {
@@ -296,15 +300,14 @@ void Filesystem::drop_entry(fuse_session* session, fuse_ino_t parent, const std:
     // ENOENT: the kernel had no such entry cached; nothing to do.
     int rc = fuse_lowlevel_notify_inval_entry(session, parent, name.c_str(), name.size());
     if (rc != 0 && rc != -ENOENT) {
-        spdlog::warn("{}", errno_status("cannot drop the kernel's entry " + name + " (in inode " +
-                                            std::to_string(parent) + ")",
-                                        -rc)
-                               .message());
+        spdlog::warn(
+            "{}",
+            errno_status("cannot drop the kernel's entry " + name + " (in inode " + std::to_string(parent) + ")", -rc)
+                .message());
     }
 }
 
-Result<std::shared_ptr<const Filesystem::Content>> Filesystem::load_content(const std::string& domain,
-                                                                            std::int64_t gen)
+Result<std::shared_ptr<const Filesystem::Content>> Filesystem::load_content(const std::string& domain, std::int64_t gen)
 {
     std::lock_guard lock(m_store_mutex);
     if (!m_store) {
@@ -467,7 +470,8 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
             return Entry{k_archive, k_long_timeout};
         }
         return Status::NotFound(name);
-    case Kind::live: return resolve_in_live(req, name);
+    case Kind::live:
+        return resolve_in_live(req, name);
     case Kind::archive: {
         std::lock_guard lock(m_mutex);
         auto d = m_domains.find(name);
@@ -476,7 +480,8 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
         }
         return Entry{inode_for(Kind::archive_domain, name, d->second.id, 0, -1), k_long_timeout};
     }
-    case Kind::live_domain: return resolve_in_live_domain(req, dir, name);
+    case Kind::live_domain:
+        return resolve_in_live_domain(req, dir, name);
     case Kind::archive_gen: {
         auto file = file_index(name);
         if (!file) {
@@ -484,8 +489,10 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
         }
         return file_entry(dir.domain, dir.domain_id, dir.gen, static_cast<int>(*file));
     }
-    case Kind::archive_domain: return resolve_in_archive_domain(dir, name);
-    case Kind::file: return Status::NotFound(name);
+    case Kind::archive_domain:
+        return resolve_in_archive_domain(dir, name);
+    case Kind::file:
+        return Status::NotFound(name);
     }
     return Status::NotFound(name);
 }
@@ -590,7 +597,7 @@ void Filesystem::forget(fuse_ino_t ino, std::uint64_t nlookup)
 
 struct stat Filesystem::attributes(fuse_ino_t ino, const Node& node) const
 {
-    struct stat st{};
+    struct stat st {};
     st.st_ino = ino;
     st.st_nlink = 1;
     st.st_blksize = 4096;
@@ -717,14 +724,15 @@ Result<Filesystem::Listing> Filesystem::do_readdir(fuse_req_t req, fuse_ino_t in
             }
             break;
         }
-        case Kind::file: return Listing{false, {}};
+        case Kind::file:
+            return Listing{false, {}};
         }
     }
     Listing listing;
     listing.entries.resize(size);
     std::size_t used = 0;
     for (auto i = static_cast<std::size_t>(std::max<off_t>(off, 0)); i < items.size(); ++i) {
-        struct stat st{};
+        struct stat st {};
         st.st_ino = items[i].ino;
         st.st_mode = items[i].type;
         std::size_t n = fuse_add_direntry(req, listing.entries.data() + used, size - used, items[i].name.c_str(), &st,

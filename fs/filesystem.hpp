@@ -57,9 +57,9 @@ struct HoldCounts {
 struct Options {
     std::string db_path;
     Duration pin_window = k_default_pin_window;
-    Duration max_hold = k_default_max_hold; // the bound on a hold (pins.hpp)
+    Duration max_hold = k_default_max_hold;                  // the bound on a hold (pins.hpp)
     Duration poll_interval = std::chrono::milliseconds(100); // how often the watcher looks
-    std::function<void()> on_store_change; // called by the watcher after it saw a change
+    std::function<void()> on_store_change;                   // called by the watcher after it saw a change
 };
 
 class Watcher;
@@ -140,9 +140,9 @@ private:
         std::optional<TimePoint> current_not_after;
         std::vector<std::pair<std::int64_t, TimePoint>> generations;
         std::uint32_t uid = 0, gid = 0, mode = 0600;
-        std::int64_t move_now_count = 0;   // store::Domain::move_now_count when last seen
+        std::int64_t move_now_count = 0;  // store::Domain::move_now_count when last seen
         std::unique_ptr<DomainPins> pins; // set while in transition
-        std::optional<PinTime> redrop;     // when the second drop of a commit is due
+        std::optional<PinTime> redrop;    // when the second drop of a commit is due
         // Generations no longer current whose live/<name> directory still serves them, until
         // when: as long as a process may be held on them. Then it serves the current one.
         std::map<std::int64_t, PinTime> retired;
@@ -185,7 +185,7 @@ private:
 
     const Options m_options;
     const TimePoint m_mounted_at;
-    std::atomic<bool> m_no_open{false}; // kernel supports opens without a round trip; set in init
+    std::atomic<bool> m_no_open{false};              // kernel supports opens without a round trip; set in init
     std::atomic<bool> m_unknown_process_said{false}; // process_of() warned once
 
     // Lock order: m_store_mutex before m_mutex, never the reverse (today no code holds both at
@@ -201,14 +201,14 @@ private:
     // m_mutex guards the tree: the domains as last read (written by the watcher, read by the
     // handlers), the inodes and their content, the process cache and the counts.
     mutable std::mutex m_mutex;
-    std::map<std::string, DomainView> m_domains; // guarded by m_mutex
-    std::map<std::tuple<int, std::int64_t, std::int64_t, int>, fuse_ino_t> m_inode_of; // guarded by m_mutex
-    std::map<fuse_ino_t, Node> m_nodes;                                                  // guarded by m_mutex
-    fuse_ino_t m_next_ino = 4;                                                           // guarded by m_mutex
+    std::map<std::string, DomainView> m_domains;                                               // guarded by m_mutex
+    std::map<std::tuple<int, std::int64_t, std::int64_t, int>, fuse_ino_t> m_inode_of;         // guarded by m_mutex
+    std::map<fuse_ino_t, Node> m_nodes;                                                        // guarded by m_mutex
+    fuse_ino_t m_next_ino = 4;                                                                 // guarded by m_mutex
     std::map<std::pair<std::int64_t, std::int64_t>, std::shared_ptr<const Content>> m_content; // guarded by m_mutex
     // tid -> (pid, last use); an entry unused for a window is read again. Guarded by m_mutex.
     std::map<std::uint32_t, std::pair<std::uint32_t, PinTime>> m_tgid_of;
-    HoldCounts m_holds;                               // guarded by m_mutex
+    HoldCounts m_holds; // guarded by m_mutex
 
     std::unique_ptr<Watcher> m_watcher; // made in the constructor, its thread started by start()
 };

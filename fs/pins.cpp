@@ -87,8 +87,8 @@ DomainPins::Choice DomainPins::choose(std::uint32_t pid, PinTime now)
 
 PinClock::duration hold_limit(const PinOptions& options, PinTime expires, PinTime since)
 {
-    return std::min<PinClock::duration>(options.max_hold,
-                                        std::max<PinClock::duration>((expires - since) / 2, PinClock::duration::zero()));
+    return std::min<PinClock::duration>(
+        options.max_hold, std::max<PinClock::duration>((expires - since) / 2, PinClock::duration::zero()));
 }
 
 PinTime DomainPins::bound_of(const ProcessPin& pin) const

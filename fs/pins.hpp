@@ -107,8 +107,8 @@ private:
     struct ProcessPin {
         std::int64_t gen = 0;
         PinTime last{};
-        std::optional<PinTime> held_since; // since when it gets gen while another is visible
-        bool reported = false;             // the held event was given
+        std::optional<PinTime> held_since;             // since when it gets gen while another is visible
+        bool reported = false;                         // the held event was given
         std::array<PinClock::duration, k_gaps> gaps{}; // its recent gaps between lookups, a ring
         std::size_t gap_count = 0;
     };

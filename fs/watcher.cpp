@@ -20,10 +20,7 @@ PinTime pin_time_of(const std::optional<TimePoint>& t, PinTime at)
 
 } // namespace
 
-Watcher::~Watcher()
-{
-    stop();
-}
+Watcher::~Watcher() { stop(); }
 
 void Watcher::start(fuse_session* se)
 {
@@ -104,11 +101,11 @@ Status Watcher::refresh()
     std::vector<std::pair<fuse_ino_t, std::string>> stale; // kernel entries to drop
     struct Commit {
         std::string name;
-        bool now;    // made with --now: every reader moves at once
-        bool starts; // it starts a transition: the kernel may be caching entries of the domain
+        bool now;                         // made with --now: every reader moves at once
+        bool starts;                      // it starts a transition: the kernel may be caching entries of the domain
         std::vector<fuse_ino_t> old_dirs; // with now: live/<name> directories of older generations
     };
-    std::vector<Commit> commits; // domains whose generation changed
+    std::vector<Commit> commits;                                         // domains whose generation changed
     std::vector<std::pair<spdlog::level::level_enum, std::string>> said; // to log once the lock is released
     {
         std::lock_guard lock(m_fs.m_mutex);
@@ -202,8 +199,8 @@ std::pair<spdlog::level::level_enum, std::string> Watcher::commit_started(Domain
     if (move_now) {
         view.pins->committed_now(gen, expires);
         view.retired.clear();
-        return {spdlog::level::warn,
-                d.name + ": generation " + std::to_string(gen) + " committed with --now: every reader moves to it at once"};
+        return {spdlog::level::warn, d.name + ": generation " + std::to_string(gen) +
+                                         " committed with --now: every reader moves to it at once"};
     }
     view.pins->committed(gen, expires, at);
     if (starts) {
@@ -212,8 +209,7 @@ std::pair<spdlog::level::level_enum, std::string> Watcher::commit_started(Domain
     // Its directory serves it for as long as a process may be held on it (pins.hpp): a hold
     // begins within a window of the flip, which is up to a second drop and a window away.
     std::erase_if(view.retired, [&](const auto& r) { return r.second <= at; });
-    view.retired[old_gen] =
-        at + redrop_delay() + 3 * m_fs.m_options.pin_window + hold_limit(options, old_expires, at);
+    view.retired[old_gen] = at + redrop_delay() + 3 * m_fs.m_options.pin_window + hold_limit(options, old_expires, at);
     view.retired.erase(gen);
     const auto visible_in = (starts ? redrop_delay() : PinDuration(0)) + m_fs.m_options.pin_window;
     return {spdlog::level::info, d.name + ": generation " + std::to_string(gen) + " committed; visible in " +

@@ -59,8 +59,8 @@ private:
     PinDuration redrop_delay() const;
 
     Filesystem& m_fs;
-    fuse_session* m_session = nullptr;  // guarded by m_fs.m_store_mutex
-    std::int64_t m_data_version = -1;   // of m_fs.m_store's connection; guarded by m_fs.m_store_mutex
+    fuse_session* m_session = nullptr; // guarded by m_fs.m_store_mutex
+    std::int64_t m_data_version = -1;  // of m_fs.m_store's connection; guarded by m_fs.m_store_mutex
 
     // Guards m_stopping only; a leaf: taken with none of the Filesystem's locks held, and none
     // taken while it is held (filesystem.hpp).

@@ -45,9 +45,8 @@ constexpr std::size_t k_max_hook_line = 300;
 
 bool is_base64url(std::string_view s)
 {
-    return !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) {
-        return std::isalnum(c) != 0 || c == '-' || c == '_';
-    });
+    return !s.empty() && std::all_of(s.begin(), s.end(),
+                                     [](unsigned char c) { return std::isalnum(c) != 0 || c == '-' || c == '_'; });
 }
 
 bool is_ip_address(std::string_view identifier)
@@ -64,9 +63,8 @@ bool is_dns_name(std::string_view name)
     if (name.empty() || name.size() > 253 || name.front() == '.' || name.find("..") != std::string_view::npos) {
         return false;
     }
-    return std::all_of(name.begin(), name.end(), [](unsigned char c) {
-        return std::isalnum(c) != 0 || c == '-' || c == '_' || c == '.';
-    });
+    return std::all_of(name.begin(), name.end(),
+                       [](unsigned char c) { return std::isalnum(c) != 0 || c == '-' || c == '_' || c == '.'; });
 }
 
 // The first non-empty line of a hook's stderr, else of its stdout, shortened.
@@ -268,7 +266,8 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& configu
     if (::pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK) != 0) {
         return errno_status("pipe");
     }
-    std::unique_ptr<HttpServer> server(new HttpServer(std::move(listener), UniqueFd(pipe_fds[0]), UniqueFd(pipe_fds[1])));
+    std::unique_ptr<HttpServer> server(
+        new HttpServer(std::move(listener), UniqueFd(pipe_fds[0]), UniqueFd(pipe_fds[1])));
     try {
         server->m_acceptor = std::thread([s = server.get()] { s->accept_loop(); });
     } catch (const std::exception& e) {
@@ -587,10 +586,7 @@ Status HttpTokens::add(const std::string& token, const std::string& key_authoriz
     return Status::Ok();
 }
 
-std::string dns01_txt_value(std::string_view key_authorization)
-{
-    return base64url(sha256(key_authorization));
-}
+std::string dns01_txt_value(std::string_view key_authorization) { return base64url(sha256(key_authorization)); }
 
 std::string dns01_record_name(std::string_view identifier)
 {
@@ -619,7 +615,8 @@ Status validate(const ResponderConfig& config, const ChallengeSpec& spec)
         return Status::Invalid(what + ": the token is not base64url");
     }
     const std::string prefix = spec.token + ".";
-    if (spec.key_authorization.rfind(prefix, 0) != 0 || !is_base64url(std::string_view(spec.key_authorization).substr(prefix.size()))) {
+    if (spec.key_authorization.rfind(prefix, 0) != 0 ||
+        !is_base64url(std::string_view(spec.key_authorization).substr(prefix.size()))) {
         return Status::Invalid(what + ": the key authorization is not TOKEN.THUMBPRINT");
     }
     if (spec.type == "dns-01") {
@@ -645,7 +642,8 @@ Status validate(const ResponderConfig& config, const ChallengeSpec& spec)
 
 } // namespace
 
-Result<std::unique_ptr<ChallengeSet>> ChallengeSet::prepare(const ResponderConfig& config, std::vector<ChallengeSpec> specs)
+Result<std::unique_ptr<ChallengeSet>> ChallengeSet::prepare(const ResponderConfig& config,
+                                                            std::vector<ChallengeSpec> specs)
 {
     bool need_http = false;
     bool need_dns = false;

@@ -38,10 +38,10 @@ struct ChallengeSpec {
 class Http01Servers;
 
 struct ResponderConfig {
-    std::string http_listen = ":80"; // "ADDR:PORT", "[V6ADDR]:PORT", or ":PORT" for every address
-                                     // (IPv6 and IPv4); numeric addresses only
-    std::string webroot;             // set: http-01 via WEBROOT/.well-known/acme-challenge/TOKEN
-    std::string dns_hook;            // command line for dns-01, split with split_command()
+    std::string http_listen = ":80";                 // "ADDR:PORT", "[V6ADDR]:PORT", or ":PORT" for every address
+                                                     // (IPv6 and IPv4); numeric addresses only
+    std::string webroot;                             // set: http-01 via WEBROOT/.well-known/acme-challenge/TOKEN
+    std::string dns_hook;                            // command line for dns-01, split with split_command()
     Duration hook_timeout = std::chrono::minutes(5); // per hook run
     // The built-in servers to answer http-01 on; null: servers of the set's own, shared with
     // no other set (a second set on the same address then cannot listen).
@@ -86,7 +86,8 @@ public:
     // cannot listen), then runs the dns hook's "set" for each dns-01 spec in order (IoError
     // naming the exit status and the first line of output). On any error what was already
     // done is undone before returning.
-    static Result<std::unique_ptr<ChallengeSet>> prepare(const ResponderConfig& config, std::vector<ChallengeSpec> specs);
+    static Result<std::unique_ptr<ChallengeSet>> prepare(const ResponderConfig& config,
+                                                         std::vector<ChallengeSpec> specs);
 
     ~ChallengeSet();
     ChallengeSet(const ChallengeSet&) = delete;

@@ -21,8 +21,8 @@ Code code_for(const std::string& type, long http_status)
 {
     static const std::set<std::string> refused = {"rejectedIdentifier", "unauthorized", "caa", "unsupportedIdentifier",
                                                   "rejected"};
-    static const std::set<std::string> later = {"rateLimited", "serverInternal", "badNonce", "connection", "dns",
-                                                "incorrectResponse", "tls", "orderNotReady"};
+    static const std::set<std::string> later = {"rateLimited", "serverInternal",    "badNonce", "connection",
+                                                "dns",         "incorrectResponse", "tls",      "orderNotReady"};
     const std::string t = short_type(type);
     if (refused.contains(t)) {
         return Code::invalid;
@@ -194,8 +194,7 @@ Result<nlohmann::json> Client::fetch(const std::string& url, std::optional<Durat
     return body;
 }
 
-Result<std::string> Client::register_account(const std::string& email,
-                                             const std::optional<ExternalAccountBinding>& eab)
+Result<std::string> Client::register_account(const std::string& email, const std::optional<ExternalAccountBinding>& eab)
 {
     ASSIGN_OR_RETURN(std::string url, endpoint("newAccount"));
     nlohmann::json payload{{"termsOfServiceAgreed", true}};

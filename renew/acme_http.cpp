@@ -76,15 +76,9 @@ HttpClient::~HttpClient()
     }
 }
 
-Result<HttpResponse> HttpClient::get(const std::string& url)
-{
-    return perform("GET", url, nullptr, "");
-}
+Result<HttpResponse> HttpClient::get(const std::string& url) { return perform("GET", url, nullptr, ""); }
 
-Result<HttpResponse> HttpClient::head(const std::string& url)
-{
-    return perform("HEAD", url, nullptr, "");
-}
+Result<HttpResponse> HttpClient::head(const std::string& url) { return perform("HEAD", url, nullptr, ""); }
 
 Result<HttpResponse> HttpClient::post(const std::string& url, const std::string& body, const std::string& content_type)
 {
@@ -217,7 +211,8 @@ std::vector<std::string> link_urls(const HttpResponse& response, const std::stri
             }
             std::string url = value.substr(pos + 1, close - pos - 1);
             auto next = value.find('<', close);
-            std::string params = value.substr(close + 1, next == std::string::npos ? std::string::npos : next - close - 1);
+            std::string params =
+                value.substr(close + 1, next == std::string::npos ? std::string::npos : next - close - 1);
             std::string p = lower(params);
             p.erase(std::remove(p.begin(), p.end(), ' '), p.end());
             if (p.find("rel=\"" + rel + "\"") != std::string::npos || p.find("rel=" + rel + ";") != std::string::npos ||

@@ -5,9 +5,9 @@
 #pragma once
 
 #include <map>
-#include <optional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,8 +28,8 @@ struct HttpResponse {
 };
 
 struct HttpOptions {
-    std::string ca_bundle;                           // PEM file of trusted CAs; empty: the system's
-    Duration timeout = std::chrono::seconds(30);     // per request
+    std::string ca_bundle;                       // PEM file of trusted CAs; empty: the system's
+    Duration timeout = std::chrono::seconds(30); // per request
     Duration connect_timeout = std::chrono::seconds(10);
 };
 

@@ -26,10 +26,7 @@ Duration poll_delay(int attempt, std::optional<Duration> retry_after)
     return Duration(k_ms[static_cast<std::size_t>(std::min<int>(attempt, static_cast<int>(k_ms.size()) - 1))]);
 }
 
-std::string status_of(const json& object)
-{
-    return object.is_object() ? object.value("status", "") : "";
-}
+std::string status_of(const json& object) { return object.is_object() ? object.value("status", "") : ""; }
 
 // The secret: the account key PEM, and the EAB HMAC key (base64url) when there is one.
 // next_key_pem: a rollover's new key, kept until the CA is known to have accepted it.
@@ -190,8 +187,8 @@ Result<std::unique_ptr<AcmeIssuer>> AcmeIssuer::load(store::Store& store, const 
     return loaded;
 }
 
-AcmeIssuer::AcmeIssuer(store::Store& store, std::string name, AcmeConfig config, PKey account_key,
-                       std::string eab_key, std::shared_ptr<RenewContext> context)
+AcmeIssuer::AcmeIssuer(store::Store& store, std::string name, AcmeConfig config, PKey account_key, std::string eab_key,
+                       std::shared_ptr<RenewContext> context)
     : m_store(store), m_name(std::move(name)), m_config(std::move(config)), m_account_key(std::move(account_key)),
       m_eab_key(std::move(eab_key)), m_context(std::move(context))
 {
@@ -336,8 +333,7 @@ Result<Issued> AcmeIssuer::drive(acme::Client& acme_client, const IssueRequest& 
     return Status::Unavailable("order " + order_url + " is in state '" + status + "'");
 }
 
-Result<std::optional<Duration>> AcmeIssuer::authorize(acme::Client& acme_client, const json& order,
-                                                      TimePoint deadline)
+Result<std::optional<Duration>> AcmeIssuer::authorize(acme::Client& acme_client, const json& order, TimePoint deadline)
 {
     ASSIGN_OR_RETURN(std::string thumbprint, acme::jwk_thumbprint(*m_account_key));
     std::vector<acme::ChallengeSpec> specs;

@@ -20,15 +20,15 @@ namespace certfs::renew {
 struct AcmeConfig {
     std::string directory;
     std::string email;
-    std::string ca_bundle;       // PEM file trusted for the directory's HTTPS; empty: the system's
-    std::string eab_kid;         // with the HMAC key in the secret
+    std::string ca_bundle; // PEM file trusted for the directory's HTTPS; empty: the system's
+    std::string eab_kid;   // with the HMAC key in the secret
     pki::KeyType account_key_type = pki::KeyType::ec_p256;
     std::string challenge = "http-01"; // or "dns-01"
     std::string http_listen = ":80";
     std::string webroot;
     std::string dns_hook;
     std::string profile;
-    std::string account_url;     // set once registered
+    std::string account_url;                     // set once registered
     Duration max_wait = std::chrono::minutes(2); // for validation and issuance in one attempt
 };
 
@@ -77,8 +77,8 @@ private:
     // Settles a rollover cut short: keeps whichever key the CA knows the account by.
     Status finish_rollover(const acme::ClientOptions& options);
     // retry_after: the Retry-After of the answer that gave `order`, for its next poll.
-    Result<Issued> drive(acme::Client& client, const IssueRequest& request, std::string order_url,
-                         nlohmann::json order, std::optional<Duration> retry_after);
+    Result<Issued> drive(acme::Client& client, const IssueRequest& request, std::string order_url, nlohmann::json order,
+                         std::optional<Duration> retry_after);
     // Answers and polls the order's pending authorizations. Returns the delay after which to
     // poll again when the deadline came first (the CA still validating), nullopt when all are valid.
     Result<std::optional<Duration>> authorize(acme::Client& client, const nlohmann::json& order, TimePoint deadline);

@@ -22,15 +22,15 @@ namespace certfs::renew {
 
 struct BatchOptions {
     std::string db_path;
-    std::string actor;             // for the event log ("certfs pid 123", "certfsctl uid=0")
-    std::string owner;             // names this process in leases ("certfsctl pid 123")
-    const Clock* clock = nullptr;  // defaults to the system clock
-    IssuerFactory issuers;         // empty: or_builtin_issuers, one context for the runner
-    bool force = false;            // renew even when nothing in the scope is due
-    bool move_now = false;         // move every reader at once (`renew --now`)
+    std::string actor;            // for the event log ("certfs pid 123", "certfsctl uid=0")
+    std::string owner;            // names this process in leases ("certfsctl pid 123")
+    const Clock* clock = nullptr; // defaults to the system clock
+    IssuerFactory issuers;        // empty: or_builtin_issuers, one context for the runner
+    bool force = false;           // renew even when nothing in the scope is due
+    bool move_now = false;        // move every reader at once (`renew --now`)
     HookOptions hooks;
-    Duration pin_window{0};        // hooks run this long after the commit (the flip)
-    int jobs = 4;                  // scopes renewed at once by run()
+    Duration pin_window{0}; // hooks run this long after the commit (the flip)
+    int jobs = 4;           // scopes renewed at once by run()
 };
 
 // The outcome of one scope: `name` is the domain the renewal was asked for (the first of its

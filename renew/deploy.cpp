@@ -20,8 +20,8 @@ DeploySettings deploy_settings(store::Store& store)
     return out;
 }
 
-std::vector<HookRun> deploy(store::Store& store, const std::vector<RenewOutcome>& outcomes,
-                            const HookOptions& options, const std::function<void()>& wait_for_flip)
+std::vector<HookRun> deploy(store::Store& store, const std::vector<RenewOutcome>& outcomes, const HookOptions& options,
+                            const std::function<void()>& wait_for_flip)
 {
     std::vector<CommittedDomain> committed;
     for (const auto& o : outcomes) {

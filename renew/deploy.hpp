@@ -27,7 +27,7 @@ DeploySettings deploy_settings(store::Store& store);
 // Runs the hooks of the domains `outcomes` committed (those with a generation). wait_for_flip
 // is called once, after the domains are marked and before any hook runs, and only when some
 // domain has a hook. Returns the runs, in the order hooks.hpp runs them.
-std::vector<HookRun> deploy(store::Store& store, const std::vector<RenewOutcome>& outcomes,
-                            const HookOptions& options, const std::function<void()>& wait_for_flip);
+std::vector<HookRun> deploy(store::Store& store, const std::vector<RenewOutcome>& outcomes, const HookOptions& options,
+                            const std::function<void()>& wait_for_flip);
 
 } // namespace certfs::renew

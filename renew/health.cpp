@@ -24,9 +24,8 @@ Result<std::vector<std::string>> check_store(store::Store& store)
         const std::string who = "domain " + d.name + ": ";
         if (d.state == store::DomainState::issuing) {
             const std::string scope = store::lease_scope(d);
-            bool live = std::any_of(leases.begin(), leases.end(), [&](const store::Lease& l) {
-                return l.scope == scope && l.expires_at > now;
-            });
+            bool live = std::any_of(leases.begin(), leases.end(),
+                                    [&](const store::Lease& l) { return l.scope == scope && l.expires_at > now; });
             if (!live) {
                 problems.push_back(who + "stuck renewal: state issuing but no renewal holds its lease");
             }
@@ -44,7 +43,7 @@ Result<std::vector<std::string>> check_store(store::Store& store)
         }
         auto due = renew_at(d);
         if (due && *due <= now) {
-            std::string note = !d.issuer ? "; imported: import a new certificate"
+            std::string note = !d.issuer              ? "; imported: import a new certificate"
                                : d.last_error.empty() ? ""
                                                       : "; last error: " + d.last_error;
             problems.push_back(who + "due for renewal since " + format_rfc3339(*due) + " but not renewed (expires " +

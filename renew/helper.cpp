@@ -73,10 +73,14 @@ std::string describe(const RunResult& r, Duration timeout)
         return text;
     }
     switch (r.exit_code) {
-    case k_unsupported: return text + " (operation not supported by the helper)";
-    case k_need_scep: return text + " (the helper wants SCEP data, which certfs does not provide)";
-    case k_need_rekey: return text + " (the CA wants a new key: turn off --reuse-key)";
-    default: return text;
+    case k_unsupported:
+        return text + " (operation not supported by the helper)";
+    case k_need_scep:
+        return text + " (the helper wants SCEP data, which certfs does not provide)";
+    case k_need_rekey:
+        return text + " (the CA wants a new key: turn off --reuse-key)";
+    default:
+        return text;
     }
 }
 
@@ -118,8 +122,7 @@ Result<std::vector<std::string>> resolve_program(std::vector<std::string> argv)
     return Status::NotFound("cannot run " + argv.front() + ": not found in " + std::string(path));
 }
 
-Result<RunResult> run_helper(const std::vector<std::string>& argv, std::vector<std::string> env,
-                             Duration timeout)
+Result<RunResult> run_helper(const std::vector<std::string>& argv, std::vector<std::string> env, Duration timeout)
 {
     RunOptions options;
     options.inherit_env = false;
@@ -166,9 +169,8 @@ Result<std::string> link_chain(const X509& leaf, const std::vector<HelperCert>& 
     std::string chain;
     const X509* current = &leaf;
     for (;;) {
-        auto it = std::find_if(candidates.begin(), candidates.end(), [&](const Candidate& c) {
-            return !c.used && pki::verify_chain(*current, c.cert).ok();
-        });
+        auto it = std::find_if(candidates.begin(), candidates.end(),
+                               [&](const Candidate& c) { return !c.used && pki::verify_chain(*current, c.cert).ok(); });
         if (it == candidates.end()) {
             break;
         }
@@ -341,8 +343,8 @@ Result<std::unique_ptr<HelperIssuer>> HelperIssuer::load(store::Store& store, co
     if (!argv.ok()) {
         return Status::Corrupt(context + ": the stored command is unusable: " + argv.status().message());
     }
-    return std::unique_ptr<HelperIssuer>(new HelperIssuer(store, issuer.name, std::move(*config),
-                                                          std::move(argv).value(), issuer.cert_pem));
+    return std::unique_ptr<HelperIssuer>(
+        new HelperIssuer(store, issuer.name, std::move(*config), std::move(argv).value(), issuer.cert_pem));
 }
 
 Result<std::vector<std::string>> HelperIssuer::request_env(const IssueRequest& request)
@@ -386,10 +388,7 @@ Result<std::vector<std::string>> HelperIssuer::request_env(const IssueRequest& r
     return env;
 }
 
-Result<Issued> HelperIssuer::issue(const IssueRequest& request)
-{
-    return exchange(request, "");
-}
+Result<Issued> HelperIssuer::issue(const IssueRequest& request) { return exchange(request, ""); }
 
 Result<Issued> HelperIssuer::poll(const IssueRequest& request, const std::string& cookie)
 {
@@ -430,8 +429,8 @@ Result<Issued> HelperIssuer::exchange(const IssueRequest& request, std::string c
                 return Status::IoError("the CA helper asked to wait (exit status 5) without a delay in seconds on "
                                        "its first line");
             }
-            auto capped = std::min<long long>(seconds, std::chrono::duration_cast<std::chrono::seconds>(
-                                                           k_helper_max_delay).count());
+            auto capped = std::min<long long>(
+                seconds, std::chrono::duration_cast<std::chrono::seconds>(k_helper_max_delay).count());
             delay = std::max(Duration(std::chrono::seconds(capped)), k_helper_min_delay);
             cookie = newline == std::string_view::npos ? std::string() : std::string(trim(out.substr(newline + 1)));
             break;

@@ -41,8 +41,8 @@ Result<HelperConfig> parse_helper_config(const std::string& json);
 // One certificate of a helper's listing (SUBMIT's stdout, or FETCH-ROOTS's).
 struct HelperCert {
     enum class List { roots, other_roots, others }; // FETCH-ROOTS's three blank-line separated lists
-    std::string nickname; // the text line before it; empty when there was none
-    std::string pem;      // canonical PEM of the one certificate
+    std::string nickname;                           // the text line before it; empty when there was none
+    std::string pem;                                // canonical PEM of the one certificate
     List list = List::roots;
 };
 

@@ -99,7 +99,8 @@ std::vector<HookRun> run_hooks(const std::vector<CommittedDomain>& batch, const 
     for (auto& run : runs) {
         std::vector<const CommittedDomain*> domains;
         for (const auto& name : run.domains) {
-            domains.push_back(&*std::find_if(batch.begin(), batch.end(), [&](const auto& d) { return d.name == name; }));
+            domains.push_back(
+                &*std::find_if(batch.begin(), batch.end(), [&](const auto& d) { return d.name == name; }));
         }
         run.status = run_one(run.command, domains, options);
         if (!run.status.ok()) {

@@ -16,8 +16,8 @@ namespace certfs::renew {
 
 struct IssueRequest {
     const store::Domain* domain = nullptr; // the configuration being issued for
-    std::string csr_pem;                    // over the new key, with every name as a SAN
-    pki::Names names;                       // canonical names from the configuration
+    std::string csr_pem;                   // over the new key, with every name as a SAN
+    pki::Names names;                      // canonical names from the configuration
 };
 
 // A request the CA has accepted but not decided on yet.
@@ -61,8 +61,7 @@ struct RenewContext; // renew/context.hpp
 // Makes the issuer that a stored record describes, for a renewal that uses `store` on the
 // calling thread. The scheduler calls it from several workers at once: it must be thread-safe.
 // The seam where tests put an in-process fake issuer (tests/support/fake_issuer.hpp).
-using IssuerFactory =
-    std::function<Result<std::unique_ptr<Issuer>>(store::Store& store, const store::Issuer& record)>;
+using IssuerFactory = std::function<Result<std::unique_ptr<Issuer>>(store::Store& store, const store::Issuer& record)>;
 
 // The issuers certfs has, by the record's kind: the local CA, certmonger CA helpers and ACME;
 // Invalid for another kind. Its ACME issuers share `context` and keep it alive.

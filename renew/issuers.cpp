@@ -1,7 +1,7 @@
-#include "renew/issuer.hpp"
 #include "renew/acme_issuer.hpp"
 #include "renew/context.hpp"
 #include "renew/helper.hpp"
+#include "renew/issuer.hpp"
 #include "renew/local_ca.hpp"
 
 namespace certfs::renew {

@@ -62,8 +62,8 @@ Result<std::unique_ptr<LocalCa>> LocalCa::load(store::Store& store, const store:
     if (!key.ok() || !cert.ok()) {
         return Status::Corrupt(context + ": the stored CA key or certificate is unreadable");
     }
-    return std::unique_ptr<LocalCa>(new LocalCa(store, std::move(*config), std::move(key).value(),
-                                                std::move(cert).value(), issuer.cert_pem));
+    return std::unique_ptr<LocalCa>(
+        new LocalCa(store, std::move(*config), std::move(key).value(), std::move(cert).value(), issuer.cert_pem));
 }
 
 Result<Issued> LocalCa::issue(const IssueRequest& request)

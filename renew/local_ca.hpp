@@ -12,7 +12,7 @@
 namespace certfs::renew {
 
 struct LocalCaConfig {
-    pki::KeyType key_type = pki::k_default_key_type;  // of the CA key
+    pki::KeyType key_type = pki::k_default_key_type; // of the CA key
     Duration validity = std::chrono::days(90);       // of each leaf
     Duration ca_validity = std::chrono::days(3650);  // of the CA certificate
     std::string subject;                             // default "/CN=certfs local CA <name>"

@@ -90,15 +90,12 @@ Scheduler::Scheduler(SchedulerOptions options, const Clock& clock)
 {
 }
 
-Scheduler::~Scheduler()
-{
-    stop();
-}
+Scheduler::~Scheduler() { stop(); }
 
 Status Scheduler::start(bool run_thread)
 {
-    ASSIGN_OR_RETURN(auto store,
-                     store::Store::open(m_options.db_path, {.create = false, .actor = m_options.owner, .clock = &m_clock}));
+    ASSIGN_OR_RETURN(auto store, store::Store::open(m_options.db_path,
+                                                    {.create = false, .actor = m_options.owner, .clock = &m_clock}));
     {
         std::lock_guard lock(m_mutex);
         m_store = std::move(store);
@@ -282,9 +279,9 @@ void Scheduler::plan_renewal_info(const std::vector<store::Domain>& domains, Tim
 void Scheduler::refresh_renewal_info(const std::string& name)
 {
     auto fetch = [&]() -> Status {
-        ASSIGN_OR_RETURN(auto store, store::Store::open(m_options.db_path, {.create = false,
-                                                                            .actor = m_options.owner,
-                                                                            .clock = &m_clock}));
+        ASSIGN_OR_RETURN(
+            auto store,
+            store::Store::open(m_options.db_path, {.create = false, .actor = m_options.owner, .clock = &m_clock}));
         ASSIGN_OR_RETURN(store::Domain d, store->get_domain(name));
         if (!d.issuer || !d.current_gen) {
             return Status::Ok();

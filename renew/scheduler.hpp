@@ -42,7 +42,7 @@ namespace certfs::renew {
 
 struct SchedulerOptions {
     std::string db_path;
-    std::string owner;        // names this process in leases ("certfs pid 123")
+    std::string owner; // names this process in leases ("certfs pid 123")
     int concurrency = 4;
     Duration pin_window = std::chrono::seconds(2); // hooks run this long after the commit (the flip)
     HookOptions hooks;
@@ -65,8 +65,8 @@ public:
 
     // Opens the scheduler's store connection; with run_thread, starts the loop thread.
     Status start(bool run_thread = true);
-    void stop();  // waits for running renewals and hooks
-    void wake();  // the store changed: plan again now
+    void stop(); // waits for running renewals and hooks
+    void wake(); // the store changed: plan again now
 
     // One pass: starts the due renewals it has room for; returns when the next is due
     // (TimePoint::max() when nothing ever is).
@@ -76,7 +76,7 @@ public:
 
 private:
     struct Scope {
-        std::string key;                  // "domain:NAME" or "bundle:B"
+        std::string key; // "domain:NAME" or "bundle:B"
         std::vector<store::Domain> members;
     };
 
@@ -93,17 +93,17 @@ private:
     const BatchRunner m_batch; // renews one scope at a time on each worker, hooks included
 
     std::mutex m_mutex;
-    std::condition_variable m_cv;                 // wakes the loop, and wait_idle()
-    std::unique_ptr<store::Store> m_store;        // the loop's connection; guarded by m_mutex
-    std::set<std::string> m_running;              // scopes being renewed; guarded by m_mutex
-    std::set<std::string> m_ari_running;          // domains whose ARI is being fetched; guarded
-    std::map<std::string, TimePoint> m_not_before; // overdue at start: spread; guarded by m_mutex
+    std::condition_variable m_cv;                                 // wakes the loop, and wait_idle()
+    std::unique_ptr<store::Store> m_store;                        // the loop's connection; guarded by m_mutex
+    std::set<std::string> m_running;                              // scopes being renewed; guarded by m_mutex
+    std::set<std::string> m_ari_running;                          // domains whose ARI is being fetched; guarded
+    std::map<std::string, TimePoint> m_not_before;                // overdue at start: spread; guarded by m_mutex
     std::map<std::pair<std::string, std::int64_t>, int> m_warned; // (domain, gen) -> days; guarded
-    bool m_first_step = true;  // guarded by m_mutex
-    bool m_woken = false;      // guarded by m_mutex
-    bool m_stopping = false;   // guarded by m_mutex
-    int m_busy = 0;            // worker threads not yet finished; guarded by m_mutex
-    std::vector<std::thread> m_workers; // guarded by m_mutex
+    bool m_first_step = true;                                     // guarded by m_mutex
+    bool m_woken = false;                                         // guarded by m_mutex
+    bool m_stopping = false;                                      // guarded by m_mutex
+    int m_busy = 0;                                               // worker threads not yet finished; guarded by m_mutex
+    std::vector<std::thread> m_workers;                           // guarded by m_mutex
     std::thread m_thread;
     std::thread m_heartbeat;
 };

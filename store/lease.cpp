@@ -39,10 +39,7 @@ LeaseGuard& LeaseGuard::operator=(LeaseGuard&& other) noexcept
     return *this;
 }
 
-LeaseGuard::~LeaseGuard()
-{
-    release();
-}
+LeaseGuard::~LeaseGuard() { release(); }
 
 void LeaseGuard::release() noexcept
 {

@@ -49,24 +49,12 @@ Result<E> parse_name(const std::array<std::pair<E, std::string_view>, N>& table,
 
 } // namespace
 
-std::string_view state_name(DomainState state)
-{
-    return name_of(k_states, state);
-}
+std::string_view state_name(DomainState state) { return name_of(k_states, state); }
 
-Result<DomainState> parse_state(std::string_view name)
-{
-    return parse_name(k_states, name, "state");
-}
+Result<DomainState> parse_state(std::string_view name) { return parse_name(k_states, name, "state"); }
 
-std::string_view reason_name(Reason reason)
-{
-    return name_of(k_reasons, reason);
-}
+std::string_view reason_name(Reason reason) { return name_of(k_reasons, reason); }
 
-Result<Reason> parse_reason(std::string_view name)
-{
-    return parse_name(k_reasons, name, "reason");
-}
+Result<Reason> parse_reason(std::string_view name) { return parse_name(k_reasons, name, "reason"); }
 
 } // namespace certfs::store

@@ -114,11 +114,11 @@ struct PendingRequest {
     std::optional<std::int64_t> based_on; // the domain's current generation when it started
     std::string key_pem;                  // the new key (PKCS#8 PEM)
     std::string csr_pem;
-    std::string cookie;    // what the issuer polls with; empty once issued
-    std::string cert_pem;  // set once issued: the member waits for the rest of its bundle
+    std::string cookie;   // what the issuer polls with; empty once issued
+    std::string cert_pem; // set once issued: the member waits for the rest of its bundle
     std::string chain_pem;
     TimePoint created_at;
-    TimePoint poll_at;     // when to ask again
+    TimePoint poll_at; // when to ask again
 };
 
 struct Event {

@@ -13,10 +13,7 @@ constexpr std::string_view k_pin_window_key = "pin_window_ms";
 
 } // namespace
 
-std::string hooks_lock_dir(std::string_view db_path)
-{
-    return std::string(db_path) + ".hooks";
-}
+std::string hooks_lock_dir(std::string_view db_path) { return std::string(db_path) + ".hooks"; }
 
 Status save_mount(Store& store, const MountSettings& mount)
 {

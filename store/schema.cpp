@@ -152,10 +152,7 @@ constexpr std::string_view k_migrations[] = {k_v1, k_v2, k_v3, k_v4, k_v5};
 
 } // namespace
 
-std::span<const std::string_view> migrations()
-{
-    return k_migrations;
-}
+std::span<const std::string_view> migrations() { return k_migrations; }
 
 std::string schema_for_testing(int version)
 {

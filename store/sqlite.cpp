@@ -6,8 +6,7 @@ namespace certfs::store {
 
 Status sqlite_status(int rc, sqlite3* db, std::string_view what)
 {
-    std::string msg = std::string(what) + ": " +
-                      (db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    std::string msg = std::string(what) + ": " + (db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
     switch (rc & 0xff) {
     case SQLITE_OK:
     case SQLITE_ROW:
@@ -45,10 +44,7 @@ Stmt& Stmt::check_bind(int rc, int i)
     return *this;
 }
 
-Stmt& Stmt::bind(int i, std::int64_t v)
-{
-    return check_bind(sqlite3_bind_int64(m_stmt, i, v), i);
-}
+Stmt& Stmt::bind(int i, std::int64_t v) { return check_bind(sqlite3_bind_int64(m_stmt, i, v), i); }
 
 Stmt& Stmt::bind(int i, std::string_view v)
 {
@@ -58,10 +54,7 @@ Stmt& Stmt::bind(int i, std::string_view v)
     return check_bind(sqlite3_bind_text(m_stmt, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT), i);
 }
 
-Stmt& Stmt::bind(int i, std::nullptr_t)
-{
-    return check_bind(sqlite3_bind_null(m_stmt, i), i);
-}
+Stmt& Stmt::bind(int i, std::nullptr_t) { return check_bind(sqlite3_bind_null(m_stmt, i), i); }
 
 Result<bool> Stmt::step()
 {
@@ -88,21 +81,14 @@ Status Stmt::run()
     }
 }
 
-bool Stmt::is_null(int col) const
-{
-    return sqlite3_column_type(m_stmt, col) == SQLITE_NULL;
-}
+bool Stmt::is_null(int col) const { return sqlite3_column_type(m_stmt, col) == SQLITE_NULL; }
 
-std::int64_t Stmt::int64(int col) const
-{
-    return sqlite3_column_int64(m_stmt, col);
-}
+std::int64_t Stmt::int64(int col) const { return sqlite3_column_int64(m_stmt, col); }
 
 std::string Stmt::text(int col) const
 {
     const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(m_stmt, col));
-    return p != nullptr ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(m_stmt, col)))
-                        : std::string();
+    return p != nullptr ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(m_stmt, col))) : std::string();
 }
 
 std::optional<std::int64_t> Stmt::opt_int64(int col) const

@@ -29,8 +29,7 @@ class Db;
 class Stmt {
 public:
     Stmt(Db& db, sqlite3_stmt* stmt) : m_db(&db), m_stmt(stmt) {}
-    Stmt(Stmt&& other) noexcept
-        : m_db(other.m_db), m_stmt(other.m_stmt), m_bind_status(std::move(other.m_bind_status))
+    Stmt(Stmt&& other) noexcept : m_db(other.m_db), m_stmt(other.m_stmt), m_bind_status(std::move(other.m_bind_status))
     {
         other.m_stmt = nullptr;
     }

@@ -20,10 +20,7 @@ std::int64_t to_ms(TimePoint t)
     return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
 }
 
-TimePoint from_ms(std::int64_t ms)
-{
-    return TimePoint(std::chrono::milliseconds(ms));
-}
+TimePoint from_ms(std::int64_t ms) { return TimePoint(std::chrono::milliseconds(ms)); }
 
 std::optional<TimePoint> opt_time(const std::optional<std::int64_t>& ms)
 {
@@ -63,17 +60,14 @@ const SystemClock k_system_clock;
 
 namespace {
 
-pki::Names names_of(const DomainConfig& config)
-{
-    return {config.dns_names, config.ip_addresses};
-}
+pki::Names names_of(const DomainConfig& config) { return {config.dns_names, config.ip_addresses}; }
 
-#define CERTFS_DOMAIN_SELECT                                                                      \
-    "SELECT d.id, d.name, i.name, d.dns_names, d.ip_addresses, d.key_type, d.reuse_key,"         \
-    " d.renew_before_ms, d.owner_uid, d.group_gid, d.mode, d.bundle, d.deploy_hooks, d.state,"    \
-    " d.last_error, d.next_attempt, d.failures, d.current_gen, d.created_at, g.not_before, g.not_after,"    \
-    " d.hook_error, g.serial, d.ari_gen, d.ari_at, d.ari_next_check, d.move_now_count"          \
-    " FROM domains d LEFT JOIN issuers i ON i.id = d.issuer_id"                                 \
+#define CERTFS_DOMAIN_SELECT                                                                                           \
+    "SELECT d.id, d.name, i.name, d.dns_names, d.ip_addresses, d.key_type, d.reuse_key,"                               \
+    " d.renew_before_ms, d.owner_uid, d.group_gid, d.mode, d.bundle, d.deploy_hooks, d.state,"                         \
+    " d.last_error, d.next_attempt, d.failures, d.current_gen, d.created_at, g.not_before, g.not_after,"               \
+    " d.hook_error, g.serial, d.ari_gen, d.ari_at, d.ari_next_check, d.move_now_count"                                 \
+    " FROM domains d LEFT JOIN issuers i ON i.id = d.issuer_id"                                                        \
     " LEFT JOIN generations g ON g.domain_id = d.id AND g.gen = d.current_gen"
 
 Result<Domain> domain_from_row(const Stmt& row)
@@ -116,9 +110,9 @@ Result<Domain> domain_from_row(const Stmt& row)
     return d;
 }
 
-#define CERTFS_GENERATION_SELECT                                                                  \
-    "SELECT d.name, g.gen, g.key_pem, g.cert_pem, g.chain_pem, g.issuer_dn, g.serial,"           \
-    " g.not_before, g.not_after, g.created_at, g.reason, g.gen IS d.current_gen"                 \
+#define CERTFS_GENERATION_SELECT                                                                                       \
+    "SELECT d.name, g.gen, g.key_pem, g.cert_pem, g.chain_pem, g.issuer_dn, g.serial,"                                 \
+    " g.not_before, g.not_after, g.created_at, g.reason, g.gen IS d.current_gen"                                       \
     " FROM generations g JOIN domains d ON d.id = g.domain_id"
 
 Result<Generation> generation_from_row(const Stmt& row)
@@ -157,10 +151,7 @@ Store::Store(std::string path, std::unique_ptr<Db> db, std::string actor, const 
 
 Store::~Store() = default;
 
-Db& Store::db_for_testing()
-{
-    return *m_db;
-}
+Db& Store::db_for_testing() { return *m_db; }
 
 Result<std::unique_ptr<Store>> Store::open(const std::string& path, OpenOptions options)
 {
@@ -183,8 +174,8 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, OpenOptions 
         TRY(wal.step().status().with_context("cannot open store " + path));
     }
     std::string actor = options.actor.empty() ? "certfs" : options.actor;
-    std::unique_ptr<Store> store(new Store(path, std::move(db), std::move(actor),
-                                           options.clock != nullptr ? options.clock : &k_system_clock));
+    std::unique_ptr<Store> store(
+        new Store(path, std::move(db), std::move(actor), options.clock != nullptr ? options.clock : &k_system_clock));
     if (!options.create) {
         ASSIGN_OR_RETURN(auto version, store->m_db->prepare("PRAGMA user_version"));
         TRY(version.step());
@@ -224,8 +215,8 @@ Status Store::migrate()
 
 Status Store::log_event(std::string_view domain, std::string_view action, std::string_view detail)
 {
-    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
-        "INSERT INTO events (at, actor, domain, action, detail) VALUES (?, ?, ?, ?, ?)"));
+    ASSIGN_OR_RETURN(auto stmt,
+                     m_db->prepare("INSERT INTO events (at, actor, domain, action, detail) VALUES (?, ?, ?, ?, ?)"));
     return stmt.bind_all(to_ms(m_clock->now()), m_actor, domain, action, detail).run();
 }
 
@@ -242,22 +233,25 @@ Status Store::add_issuer(const NewIssuer& issuer)
             return Status::Conflict("issuer " + issuer.name + " already exists");
         }
     }
-    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
-        "INSERT INTO issuers (name, kind, config, secret, cert, created_at) VALUES (?, ?, ?, ?, ?, ?)"));
+    ASSIGN_OR_RETURN(
+        auto stmt,
+        m_db->prepare("INSERT INTO issuers (name, kind, config, secret, cert, created_at) VALUES (?, ?, ?, ?, ?, ?)"));
     TRY(stmt.bind_all(issuer.name, issuer.kind, issuer.config_json, issuer.secret_pem, issuer.cert_pem,
-                      to_ms(m_clock->now())).run());
+                      to_ms(m_clock->now()))
+            .run());
     TRY(log_event("", "issuer add", issuer.kind + " issuer " + issuer.name));
     return txn.commit();
 }
 
-#define CERTFS_ISSUER_SELECT                                                                      \
-    "SELECT i.id, i.name, i.kind, i.config, i.cert, i.created_at,"                               \
+#define CERTFS_ISSUER_SELECT                                                                                           \
+    "SELECT i.id, i.name, i.kind, i.config, i.cert, i.created_at,"                                                     \
     " (SELECT COUNT(*) FROM domains d WHERE d.issuer_id = i.id) FROM issuers i"
 
 namespace {
 Issuer issuer_from_row(const Stmt& row)
 {
-    return Issuer{row.int64(0), row.text(1), row.text(2), row.text(3), row.text(4), from_ms(row.int64(5)), row.int64(6)};
+    return Issuer{row.int64(0), row.text(1),           row.text(2), row.text(3),
+                  row.text(4),  from_ms(row.int64(5)), row.int64(6)};
 }
 } // namespace
 
@@ -292,8 +286,10 @@ Status Store::remove_issuer(std::string_view name)
     ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
     TRY(get_issuer(name));
     {
-        ASSIGN_OR_RETURN(auto users, m_db->prepare(
-            "SELECT d.name FROM domains d JOIN issuers i ON i.id = d.issuer_id WHERE i.name = ? ORDER BY d.name"));
+        ASSIGN_OR_RETURN(
+            auto users,
+            m_db->prepare(
+                "SELECT d.name FROM domains d JOIN issuers i ON i.id = d.issuer_id WHERE i.name = ? ORDER BY d.name"));
         users.bind_all(name);
         ASSIGN_OR_RETURN(auto names, collect<std::string>(users, [](const Stmt& row) { return row.text(0); }));
         if (!names.empty()) {
@@ -326,10 +322,7 @@ Result<Domain> Store::read_domain(std::string_view name)
     return domain_from_row(stmt);
 }
 
-Result<Domain> Store::get_domain(std::string_view name)
-{
-    return read_domain(name);
-}
+Result<Domain> Store::get_domain(std::string_view name) { return read_domain(name); }
 
 Result<std::vector<Domain>> Store::list_domains()
 {
@@ -364,10 +357,12 @@ Result<std::int64_t> Store::insert_domain(const DomainConfig& config, const std:
         issuer_id = issuer.id;
     }
     {
-        ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
-            "INSERT INTO domains (name, issuer_id, dns_names, ip_addresses, key_type, reuse_key, renew_before_ms,"
-            " owner_uid, group_gid, mode, bundle, deploy_hooks, state, last_error, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'monitoring', '', ?)"));
+        ASSIGN_OR_RETURN(
+            auto stmt,
+            m_db->prepare(
+                "INSERT INTO domains (name, issuer_id, dns_names, ip_addresses, key_type, reuse_key, renew_before_ms,"
+                " owner_uid, group_gid, mode, bundle, deploy_hooks, state, last_error, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'monitoring', '', ?)"));
         std::optional<std::int64_t> renew_before_ms;
         if (config.renew_before) {
             renew_before_ms = config.renew_before->count();
@@ -446,9 +441,10 @@ bool Store::serial_exists(std::string_view issuer_dn, std::string_view serial_he
 
 Result<std::map<std::string, std::vector<std::pair<std::int64_t, TimePoint>>>> Store::generation_index()
 {
-    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
-        "SELECT d.name, g.gen, g.created_at FROM generations g JOIN domains d ON d.id = g.domain_id"
-        " ORDER BY d.name, g.gen"));
+    ASSIGN_OR_RETURN(
+        auto stmt,
+        m_db->prepare("SELECT d.name, g.gen, g.created_at FROM generations g JOIN domains d ON d.id = g.domain_id"
+                      " ORDER BY d.name, g.gen"));
     std::map<std::string, std::vector<std::pair<std::int64_t, TimePoint>>> out;
     for (;;) {
         ASSIGN_OR_RETURN(bool row, stmt.step());
@@ -470,14 +466,14 @@ Result<std::int64_t> Store::insert_generation(const Domain& domain, const Genera
 {
     ASSIGN_OR_RETURN(ValidGeneration valid, validate_generation(input, names_of(domain), m_clock->now()));
     {
-        ASSIGN_OR_RETURN(auto dup, m_db->prepare(
-            "SELECT d.name, g.gen FROM generations g JOIN domains d ON d.id = g.domain_id"
-            " WHERE g.issuer_dn = ? AND g.serial = ?"));
+        ASSIGN_OR_RETURN(auto dup,
+                         m_db->prepare("SELECT d.name, g.gen FROM generations g JOIN domains d ON d.id = g.domain_id"
+                                       " WHERE g.issuer_dn = ? AND g.serial = ?"));
         ASSIGN_OR_RETURN(bool found, dup.bind_all(valid.leaf.issuer, valid.leaf.serial_hex).step());
         if (found) {
             return Status::Conflict("duplicate serial: " + valid.leaf.issuer + " already issued serial " +
-                                    valid.leaf.serial_hex + " (generation " + std::to_string(dup.int64(1)) +
-                                    " of " + dup.text(0) + ")");
+                                    valid.leaf.serial_hex + " (generation " + std::to_string(dup.int64(1)) + " of " +
+                                    dup.text(0) + ")");
         }
     }
     std::int64_t gen = 1;
@@ -488,9 +484,10 @@ Result<std::int64_t> Store::insert_generation(const Domain& domain, const Genera
             gen = last.int64(0) + 1;
         }
     }
-    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
-        "INSERT INTO generations (domain_id, gen, key_pem, cert_pem, chain_pem, issuer_dn, serial,"
-        " not_before, not_after, created_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+    ASSIGN_OR_RETURN(
+        auto stmt,
+        m_db->prepare("INSERT INTO generations (domain_id, gen, key_pem, cert_pem, chain_pem, issuer_dn, serial,"
+                      " not_before, not_after, created_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     TRY(stmt.bind_all(domain.id, gen, valid.key_pem, valid.cert_pem, valid.chain_pem, valid.leaf.issuer,
                       valid.leaf.serial_hex, to_ms(valid.leaf.not_before), to_ms(valid.leaf.not_after),
                       to_ms(m_clock->now()), reason_name(input.reason))
@@ -503,9 +500,10 @@ Result<std::int64_t> Store::insert_generation(const Domain& domain, const Genera
 
 Status Store::make_current(const Domain& domain, std::int64_t gen, bool move_now)
 {
-    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
-        "UPDATE domains SET current_gen = ?, state = 'monitoring', last_error = '', next_attempt = NULL,"
-        " failures = 0, move_now_count = move_now_count + ? WHERE id = ?"));
+    ASSIGN_OR_RETURN(
+        auto stmt,
+        m_db->prepare("UPDATE domains SET current_gen = ?, state = 'monitoring', last_error = '', next_attempt = NULL,"
+                      " failures = 0, move_now_count = move_now_count + ? WHERE id = ?"));
     TRY(stmt.bind_all(gen, move_now ? 1 : 0, domain.id).run());
     if (move_now) {
         TRY(log_event(domain.name, "move now", "every reader moves to generation " + std::to_string(gen) + " at once"));
@@ -520,9 +518,8 @@ Result<std::vector<std::int64_t>> Store::commit(const std::vector<CommitRequest>
     for (const auto& req : requests) {
         ASSIGN_OR_RETURN(Domain domain, read_domain(req.domain));
         if (domain.current_gen != req.expected_gen) {
-            return Status::Conflict("domain " + req.domain + ": " + gen_text(domain.current_gen) +
-                                    " is current, not " + gen_text(req.expected_gen) +
-                                    " (another writer committed first)");
+            return Status::Conflict("domain " + req.domain + ": " + gen_text(domain.current_gen) + " is current, not " +
+                                    gen_text(req.expected_gen) + " (another writer committed first)");
         }
         auto gen = insert_generation(domain, req.input);
         if (!gen.ok()) {
@@ -600,8 +597,8 @@ Result<std::int64_t> Store::rollback(std::string_view name, std::optional<std::i
                                " is already current");
     }
     ASSIGN_OR_RETURN(Generation old, read_generation(name, target));
-    auto valid = validate_generation({old.key_pem, old.cert_pem, old.chain_pem, old.reason}, names_of(domain),
-                                     m_clock->now());
+    auto valid =
+        validate_generation({old.key_pem, old.cert_pem, old.chain_pem, old.reason}, names_of(domain), m_clock->now());
     if (!valid.ok()) {
         return valid.status().with_context("generation " + std::to_string(target) + " cannot become current");
     }
@@ -616,9 +613,9 @@ Status Store::set_state(std::string_view name, DomainState state, std::string_vi
                         std::optional<TimePoint> next_attempt, bool count_failure)
 {
     ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
-    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
-        "UPDATE domains SET state = ?, last_error = ?, next_attempt = ?,"
-        " failures = CASE WHEN ? THEN failures + 1 ELSE failures END WHERE name = ?"));
+    ASSIGN_OR_RETURN(auto stmt,
+                     m_db->prepare("UPDATE domains SET state = ?, last_error = ?, next_attempt = ?,"
+                                   " failures = CASE WHEN ? THEN failures + 1 ELSE failures END WHERE name = ?"));
     TRY(stmt.bind_all(state_name(state), last_error, opt_ms(next_attempt), count_failure, name).run());
     if (m_db->changes() == 0) {
         return Status::NotFound("no domain named " + std::string(name));
@@ -643,12 +640,11 @@ Status Store::set_hook_error(std::string_view name, std::string_view error)
     return txn.commit();
 }
 
-Status Store::update_issuer(std::string_view name, std::string_view config_json,
-                            std::optional<std::string_view> secret)
+Status Store::update_issuer(std::string_view name, std::string_view config_json, std::optional<std::string_view> secret)
 {
     ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
-    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
-        "UPDATE issuers SET config = ?, secret = COALESCE(?, secret) WHERE name = ?"));
+    ASSIGN_OR_RETURN(auto stmt,
+                     m_db->prepare("UPDATE issuers SET config = ?, secret = COALESCE(?, secret) WHERE name = ?"));
     TRY(stmt.bind_all(config_json, secret, name).run());
     if (m_db->changes() == 0) {
         return Status::NotFound("no issuer named " + std::string(name));
@@ -660,8 +656,10 @@ Status Store::update_issuer(std::string_view name, std::string_view config_json,
 Status Store::set_renewal_info(std::string_view name, std::int64_t gen, std::optional<TimePoint> at,
                                TimePoint next_check)
 {
-    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
-        "UPDATE domains SET ari_gen = ?, ari_at = ?, ari_next_check = ? WHERE name = ? AND current_gen = ?"));
+    ASSIGN_OR_RETURN(
+        auto stmt,
+        m_db->prepare(
+            "UPDATE domains SET ari_gen = ?, ari_at = ?, ari_next_check = ? WHERE name = ? AND current_gen = ?"));
     TRY(stmt.bind_all(gen, opt_ms(at), to_ms(next_check), name, gen).run());
     if (m_db->changes() == 0) {
         return Status::Conflict("domain " + std::string(name) + ": generation " + std::to_string(gen) +
@@ -675,9 +673,11 @@ Status Store::save_pending(const PendingRequest& request)
     ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
     ASSIGN_OR_RETURN(Domain domain, read_domain(request.domain));
     ASSIGN_OR_RETURN(Issuer issuer, get_issuer(request.issuer));
-    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
-        "INSERT OR REPLACE INTO pending (domain_id, issuer_id, based_on, key_pem, csr_pem, cookie, cert_pem,"
-        " chain_pem, created_at, poll_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+    ASSIGN_OR_RETURN(
+        auto stmt,
+        m_db->prepare(
+            "INSERT OR REPLACE INTO pending (domain_id, issuer_id, based_on, key_pem, csr_pem, cookie, cert_pem,"
+            " chain_pem, created_at, poll_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     TRY(stmt.bind_all(domain.id, issuer.id, request.based_on, request.key_pem, request.csr_pem, request.cookie,
                       request.cert_pem, request.chain_pem, to_ms(request.created_at), to_ms(request.poll_at))
             .run());
@@ -686,10 +686,12 @@ Status Store::save_pending(const PendingRequest& request)
 
 Result<std::optional<PendingRequest>> Store::pending(std::string_view domain)
 {
-    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
-        "SELECT d.name, i.name, p.based_on, p.key_pem, p.csr_pem, p.cookie, p.cert_pem, p.chain_pem, p.created_at,"
-        " p.poll_at FROM pending p JOIN domains d ON d.id = p.domain_id JOIN issuers i ON i.id = p.issuer_id"
-        " WHERE d.name = ?"));
+    ASSIGN_OR_RETURN(
+        auto stmt,
+        m_db->prepare(
+            "SELECT d.name, i.name, p.based_on, p.key_pem, p.csr_pem, p.cookie, p.cert_pem, p.chain_pem, p.created_at,"
+            " p.poll_at FROM pending p JOIN domains d ON d.id = p.domain_id JOIN issuers i ON i.id = p.issuer_id"
+            " WHERE d.name = ?"));
     ASSIGN_OR_RETURN(bool row, stmt.bind_all(domain).step());
     if (!row) {
         return std::optional<PendingRequest>();
@@ -701,15 +703,17 @@ Result<std::optional<PendingRequest>> Store::pending(std::string_view domain)
 
 Status Store::drop_pending(std::string_view domain)
 {
-    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
-        "DELETE FROM pending WHERE domain_id = (SELECT id FROM domains WHERE name = ?)"));
+    ASSIGN_OR_RETURN(auto stmt,
+                     m_db->prepare("DELETE FROM pending WHERE domain_id = (SELECT id FROM domains WHERE name = ?)"));
     return stmt.bind_all(domain).run();
 }
 
 Status Store::set_setting(std::string_view key, std::string_view value)
 {
-    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
-        "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"));
+    ASSIGN_OR_RETURN(
+        auto stmt,
+        m_db->prepare(
+            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"));
     return stmt.bind_all(key, value).run();
 }
 
@@ -737,10 +741,11 @@ Status Store::acquire_lease(std::string_view scope, std::string_view owner, Dura
                                     held.text(0) + " until " + format_rfc3339(from_ms(held.int64(1))) + ")");
         }
     }
-    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
-        "INSERT INTO leases (scope, owner, acquired_at, expires_at) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (scope) DO UPDATE SET owner = excluded.owner, acquired_at = excluded.acquired_at,"
-        " expires_at = excluded.expires_at"));
+    ASSIGN_OR_RETURN(
+        auto stmt,
+        m_db->prepare("INSERT INTO leases (scope, owner, acquired_at, expires_at) VALUES (?, ?, ?, ?)"
+                      " ON CONFLICT (scope) DO UPDATE SET owner = excluded.owner, acquired_at = excluded.acquired_at,"
+                      " expires_at = excluded.expires_at"));
     TRY(stmt.bind_all(scope, owner, to_ms(now), to_ms(now + ttl)).run());
     return txn.commit();
 }
@@ -759,7 +764,8 @@ Status Store::release_lease(std::string_view scope, std::string_view owner)
 
 Result<std::vector<Lease>> Store::leases()
 {
-    ASSIGN_OR_RETURN(auto stmt, m_db->prepare("SELECT scope, owner, acquired_at, expires_at FROM leases ORDER BY scope"));
+    ASSIGN_OR_RETURN(auto stmt,
+                     m_db->prepare("SELECT scope, owner, acquired_at, expires_at FROM leases ORDER BY scope"));
     return collect<Lease>(stmt, [](const Stmt& row) {
         return Lease{row.text(0), row.text(1), from_ms(row.int64(2)), from_ms(row.int64(3))};
     });
@@ -769,9 +775,10 @@ Result<std::vector<Lease>> Store::leases()
 
 Result<std::vector<Event>> Store::events(std::optional<std::string_view> domain, int limit)
 {
-    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
-        "SELECT id, at, actor, domain, action, detail FROM"
-        " (SELECT * FROM events WHERE ?1 IS NULL OR domain = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id"));
+    ASSIGN_OR_RETURN(
+        auto stmt,
+        m_db->prepare("SELECT id, at, actor, domain, action, detail FROM"
+                      " (SELECT * FROM events WHERE ?1 IS NULL OR domain = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id"));
     stmt.bind(1, domain ? std::optional<std::string>(std::string(*domain)) : std::nullopt).bind(2, limit);
     return collect<Event>(stmt, [](const Stmt& row) {
         return Event{row.int64(0), from_ms(row.int64(1)), row.text(2), row.text(3), row.text(4), row.text(5)};
@@ -792,16 +799,19 @@ Result<std::vector<std::string>> Store::integrity_problems()
     }
     ASSIGN_OR_RETURN(auto fk, m_db->prepare("PRAGMA foreign_key_check"));
     ASSIGN_OR_RETURN(auto missing, collect<std::string>(fk, [](const Stmt& row) {
-        return "integrity: table " + row.text(0) + " row " + row.text(1) + " refers to a missing " + row.text(2);
-    }));
+                         return "integrity: table " + row.text(0) + " row " + row.text(1) + " refers to a missing " +
+                                row.text(2);
+                     }));
     out.insert(out.end(), missing.begin(), missing.end());
     return out;
 }
 
 Result<std::vector<std::string>> Store::duplicate_serials()
 {
-    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(
-        "SELECT issuer_dn, serial, COUNT(*) FROM generations GROUP BY issuer_dn, serial HAVING COUNT(*) > 1"));
+    ASSIGN_OR_RETURN(
+        auto stmt,
+        m_db->prepare(
+            "SELECT issuer_dn, serial, COUNT(*) FROM generations GROUP BY issuer_dn, serial HAVING COUNT(*) > 1"));
     return collect<std::string>(stmt, [](const Stmt& row) {
         return row.text(0) + " serial " + row.text(1) + " used " + row.text(2) + " times";
     });

@@ -32,8 +32,8 @@ inline constexpr const char* k_default_db_path = "/var/lib/certfs/certfs.db";
 inline constexpr int k_schema_version = 5;
 
 struct OpenOptions {
-    bool create = false;      // create the file (and run migrations) if missing
-    std::string actor;        // who acts, for the event log ("certfsctl uid=0")
+    bool create = false;          // create the file (and run migrations) if missing
+    std::string actor;            // who acts, for the event log ("certfsctl uid=0")
     const Clock* clock = nullptr; // defaults to the system clock
 };
 
@@ -115,8 +115,7 @@ public:
 
     // The renewal time an ACME CA suggested for generation `gen` (ARI, RFC 9773), none when it
     // suggested nothing, and when to ask again. Conflict when gen is no longer current.
-    Status set_renewal_info(std::string_view name, std::int64_t gen, std::optional<TimePoint> at,
-                            TimePoint next_check);
+    Status set_renewal_info(std::string_view name, std::int64_t gen, std::optional<TimePoint> at, TimePoint next_check);
 
     // Pending requests (model.hpp). save_pending inserts or replaces the domain's request;
     // pending() is nullopt when the domain has none. commit() drops the requests of the

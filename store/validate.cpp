@@ -9,10 +9,7 @@ namespace certfs::store {
 
 namespace {
 
-bool is_label_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
-}
+bool is_label_char(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'; }
 
 std::string lower(std::string_view s)
 {
@@ -109,8 +106,7 @@ bool san_covers(std::string_view san, std::string_view name)
     return dot != std::string_view::npos && dot > 0 && name.substr(dot) == san.substr(1);
 }
 
-Result<ValidGeneration> validate_generation(const GenerationInput& input, const pki::Names& required,
-                                            TimePoint now)
+Result<ValidGeneration> validate_generation(const GenerationInput& input, const pki::Names& required, TimePoint now)
 {
     auto failed = [](std::string_view check, const Status& s) {
         return Status::Invalid("validation failed (" + std::string(check) + "): " + s.message());

@@ -47,7 +47,6 @@ struct ValidGeneration {
 //   4. now is within the leaf's validity period;
 //   5. the leaf's SANs cover every configured DNS name and IP address.
 // Invalid, naming the failed check, on the first failure.
-Result<ValidGeneration> validate_generation(const GenerationInput& input, const pki::Names& required,
-                                            TimePoint now);
+Result<ValidGeneration> validate_generation(const GenerationInput& input, const pki::Names& required, TimePoint now);
 
 } // namespace certfs::store

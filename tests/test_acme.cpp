@@ -45,11 +45,13 @@ std::string bytes(std::initializer_list<int> values)
 // The RSA public key of RFC 7638 §3.1.
 PKey rfc7638_key()
 {
-    const std::string n = acme::base64url_decode(
-        "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3"
-        "oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdA"
-        "ZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-"
-        "kEgU8awapJzKnqDKgw")
+    const std::string n = acme::base64url_decode("0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK"
+                                                 "7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3"
+                                                 "oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_"
+                                                 "FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdA"
+                                                 "ZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-"
+                                                 "bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-"
+                                                 "kEgU8awapJzKnqDKgw")
                               .value();
     BIGNUM* bn_n = BN_bin2bn(reinterpret_cast<const unsigned char*>(n.data()), static_cast<int>(n.size()), nullptr);
     BIGNUM* bn_e = BN_new();
@@ -121,7 +123,8 @@ TEST_CASE("acme: signatures verify with the account key for ES256 and RS256")
 {
     for (auto type : {pki::KeyType::ec_p256, pki::KeyType::rsa_2048}) {
         PKey key = pki::generate_key(type).value();
-        json jws = acme::sign_jws(*key, json{{"url", "https://ca.test/new-order"}, {"nonce", "abc"}}, "{\"a\":1}").value();
+        json jws =
+            acme::sign_jws(*key, json{{"url", "https://ca.test/new-order"}, {"nonce", "abc"}}, "{\"a\":1}").value();
         json header = json::parse(acme::base64url_decode(jws["protected"].get<std::string>()).value());
         CHECK(header["alg"] == (type == pki::KeyType::ec_p256 ? "ES256" : "RS256"));
         CHECK(header["nonce"] == "abc");
@@ -139,12 +142,12 @@ TEST_CASE("acme: signatures verify with the account key for ES256 and RS256")
 
 TEST_CASE("acme: problem documents become a status with the code the renewer maps to a state")
 {
-    const json rejected = {{"type", "urn:ietf:params:acme:error:rejectedIdentifier"},
-                           {"detail", "Error creating new order"},
-                           {"subproblems",
-                            json::array({{{"type", "urn:ietf:params:acme:error:rejectedIdentifier"},
-                                          {"detail", "forbidden by policy"},
-                                          {"identifier", {{"type", "dns"}, {"value", "blocked.test"}}}}})}};
+    const json rejected = {
+        {"type", "urn:ietf:params:acme:error:rejectedIdentifier"},
+        {"detail", "Error creating new order"},
+        {"subproblems", json::array({{{"type", "urn:ietf:params:acme:error:rejectedIdentifier"},
+                                      {"detail", "forbidden by policy"},
+                                      {"identifier", {{"type", "dns"}, {"value", "blocked.test"}}}}})}};
     Status s = acme::problem_status(rejected, 400, "new order");
     CHECK(s.code() == Code::invalid);
     CHECK(s.message() == "new order: rejectedIdentifier: Error creating new order [blocked.test: rejectedIdentifier: "
@@ -225,10 +228,11 @@ TEST_CASE("acme: revocation at the CA and account key rollover")
     const std::string config_json = f.store->get_issuer("pebble")->config_json;
     const std::string old_pem = json::parse(old_secret)["account_key"].get<std::string>();
     const std::string new_pem = new_j["account_key"].get<std::string>();
-    REQUIRE(f.store->update_issuer("pebble", config_json,
-                                   json{{"account_key", old_pem}, {"eab_hmac_key", ""}, {"next_account_key", new_pem}}
-                                       .dump())
-                .ok());
+    REQUIRE(
+        f.store
+            ->update_issuer("pebble", config_json,
+                            json{{"account_key", old_pem}, {"eab_hmac_key", ""}, {"next_account_key", new_pem}}.dump())
+            .ok());
     auto settled = Renewer(*f.store, "test").renew("gone.test", true);
     INFO(settled.status().message());
     REQUIRE(settled.ok());
@@ -237,10 +241,11 @@ TEST_CASE("acme: revocation at the CA and account key rollover")
     CHECK_FALSE(after.contains("next_account_key"));
     // Cut short before the CA heard of it: the old key stays, the stray one goes.
     const std::string stray = pki::private_key_pem(*pki::generate_key(pki::KeyType::ec_p256).value()).value();
-    REQUIRE(f.store->update_issuer("pebble", config_json,
-                                   json{{"account_key", new_pem}, {"eab_hmac_key", ""}, {"next_account_key", stray}}
-                                       .dump())
-                .ok());
+    REQUIRE(
+        f.store
+            ->update_issuer("pebble", config_json,
+                            json{{"account_key", new_pem}, {"eab_hmac_key", ""}, {"next_account_key", stray}}.dump())
+            .ok());
     REQUIRE(Renewer(*f.store, "test").renew("gone.test", true).ok());
     after = json::parse(f.store->issuer_secret("pebble").value());
     CHECK(after["account_key"] == new_pem);
@@ -262,8 +267,9 @@ TEST_CASE("acme: eight renewals at once share the built-in responder and each co
     f.add_issuer(f.config());
     constexpr int k_domains = 8;
     for (int i = 0; i < k_domains; ++i) {
-        REQUIRE(f.store->add_domain(f.domain("d" + std::to_string(i) + ".test", {"d" + std::to_string(i) + ".test"}),
-                                    std::nullopt)
+        REQUIRE(f.store
+                    ->add_domain(f.domain("d" + std::to_string(i) + ".test", {"d" + std::to_string(i) + ".test"}),
+                                 std::nullopt)
                     .ok());
     }
     std::vector<std::string> errors(k_domains);
@@ -276,8 +282,8 @@ TEST_CASE("acme: eight renewals at once share the built-in responder and each co
                 errors[i] = own.status().message();
                 return;
             }
-            auto r = Renewer(**own, "worker " + std::to_string(i), issuers)
-                         .renew("d" + std::to_string(i) + ".test", false);
+            auto r =
+                Renewer(**own, "worker " + std::to_string(i), issuers).renew("d" + std::to_string(i) + ".test", false);
             if (!r.ok()) {
                 errors[i] = r.status().message();
             }

@@ -57,9 +57,10 @@ struct StubFixture {
         d.name = "ari.test";
         d.issuer = "stub";
         d.dns_names = {"ari.test"};
-        REQUIRE(store->add_domain(d, store::GenerationInput{leaf.key_pem, leaf.cert_pem, ca.cert_pem,
-                                                            store::Reason::issued})
-                    .ok());
+        REQUIRE(
+            store
+                ->add_domain(d, store::GenerationInput{leaf.key_pem, leaf.cert_pem, ca.cert_pem, store::Reason::issued})
+                .ok());
     }
 
     // The RFC 9773 id of the leaf, built from the CA's subject key id and the leaf's serial.
@@ -227,9 +228,9 @@ TEST_CASE("acme stub: polling an order waits as long as Retry-After says and kee
             r = StubResponse::json(200, json{{"status", "processing"}});
             r.headers.emplace_back("Retry-After", std::to_string(retry_after_s));
         } else {
-            r = StubResponse::json(200, json{{"status", "invalid"},
-                                             {"error", {{"type", "urn:ietf:params:acme:error:caa"},
-                                                        {"detail", "CAA forbids"}}}});
+            r = StubResponse::json(
+                200, json{{"status", "invalid"},
+                          {"error", {{"type", "urn:ietf:params:acme:error:caa"}, {"detail", "CAA forbids"}}}});
         }
         return r;
     });
@@ -263,9 +264,10 @@ TEST_CASE("acme stub: a kept order that failed for good is dropped and not polle
 {
     StubFixture f(json::object());
     f.stub.on("POST", "/order/2", [](const StubRequest&) {
-        return StubResponse::json(200, json{{"status", "invalid"},
-                                            {"error", {{"type", "urn:ietf:params:acme:error:serverInternal"},
-                                                       {"detail", "finalization failed"}}}});
+        return StubResponse::json(
+            200, json{{"status", "invalid"},
+                      {"error",
+                       {{"type", "urn:ietf:params:acme:error:serverInternal"}, {"detail", "finalization failed"}}}});
     });
     store::PendingRequest kept;
     kept.domain = "ari.test";

@@ -20,9 +20,9 @@
 using namespace certfs;
 using namespace certfs::renew::acme;
 using namespace std::chrono_literals;
+using Catch::Contains;
 using certfs::test::free_port;
 using certfs::test::TempDir;
-using Catch::Contains;
 
 namespace {
 
@@ -43,10 +43,7 @@ sockaddr_storage loopback(int family, int port)
     return s;
 }
 
-socklen_t addr_len(int family)
-{
-    return family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
-}
+socklen_t addr_len(int family) { return family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6); }
 
 // A listening socket on 127.0.0.1:port, as another program holding the port would have.
 UniqueFd occupy(int port)
@@ -150,10 +147,7 @@ std::string get_quietly(int port, const std::string& path)
     return read_to_eof(fd.get());
 }
 
-std::string challenge_path(const std::string& token)
-{
-    return "/.well-known/acme-challenge/" + token;
-}
+std::string challenge_path(const std::string& token) { return "/.well-known/acme-challenge/" + token; }
 
 ChallengeSpec http01(const std::string& identifier, const std::string& token)
 {
@@ -203,8 +197,9 @@ std::filesystem::path write_script(const TempDir& dir, const std::string& name, 
 // A dns hook that appends its arguments, '|'-separated, one call per line, to LOG.
 std::filesystem::path logging_hook(const TempDir& dir, const std::string& extra = "")
 {
-    return write_script(dir, "hook.sh", "printf '%s|' \"$@\" >> '" + (dir / "log").string() + "'\necho >> '" +
-                                            (dir / "log").string() + "'\n" + extra);
+    return write_script(dir, "hook.sh",
+                        "printf '%s|' \"$@\" >> '" + (dir / "log").string() + "'\necho >> '" + (dir / "log").string() +
+                            "'\n" + extra);
 }
 
 std::vector<std::string> log_lines(const TempDir& dir)
@@ -301,8 +296,7 @@ TEST_CASE("a port in use is Unavailable with the address as configured and the r
     auto r = ChallengeSet::prepare(listen_on(address), {http01("www.example.com", "tok")});
     REQUIRE_FALSE(r.ok());
     CHECK(r.status().code() == Code::unavailable);
-    CHECK(r.status().message() ==
-          "cannot listen on " + address + " for http-01 challenges: Address already in use");
+    CHECK(r.status().message() == "cannot listen on " + address + " for http-01 challenges: Address already in use");
 }
 
 TEST_CASE("unparsable listen addresses are Invalid and name the address")
@@ -342,8 +336,7 @@ TEST_CASE("garbage and oversized requests are refused and the server keeps servi
     // Headers past 8 KiB, with or without an end.
     CHECK(raw_request(port, "GET " + challenge_path("good") + " HTTP/1.1\r\nX: " + std::string(9000, 'a')).status ==
           431);
-    CHECK(raw_request(port, "GET " + challenge_path("good") + " HTTP/1.1\r\nX: " + std::string(8200, 'a') +
-                                "\r\n\r\n")
+    CHECK(raw_request(port, "GET " + challenge_path("good") + " HTTP/1.1\r\nX: " + std::string(8200, 'a') + "\r\n\r\n")
               .status == 431);
     {
         // A client that gives up half-way gets nothing, and the server nothing from it.
@@ -352,7 +345,9 @@ TEST_CASE("garbage and oversized requests are refused and the server keeps servi
         ::shutdown(fd.get(), SHUT_WR);
         CHECK(read_to_eof(fd.get()).empty());
     }
-    { UniqueFd fd = connect_to(port); } // connects and closes at once
+    {
+        UniqueFd fd = connect_to(port);
+    } // connects and closes at once
 
     CHECK(get(port, challenge_path("good")).status == 200);
 }
@@ -590,12 +585,14 @@ TEST_CASE("bad challenges are Invalid and nothing is done")
     config.dns_hook = logging_hook(dir).string();
     auto check = [&](ChallengeSpec bad, const std::string& why) {
         INFO(why);
-        test::require_error(ChallengeSet::prepare(config, {dns01("ok.example.com", "fine"), http01("ok.example.com", "fine2"), bad}),
-                            Code::invalid, why);
+        test::require_error(
+            ChallengeSet::prepare(config, {dns01("ok.example.com", "fine"), http01("ok.example.com", "fine2"), bad}),
+            Code::invalid, why);
         CHECK(log_lines(dir).empty());
         CHECK(port_is_free(port));
     };
-    check({"tls-alpn-01", "www.example.com", "tok", "tok.x"}, "challenge type 'tls-alpn-01' for www.example.com is not supported");
+    check({"tls-alpn-01", "www.example.com", "tok", "tok.x"},
+          "challenge type 'tls-alpn-01' for www.example.com is not supported");
     check(http01("www.example.com", "a/b"), "the token is not base64url");
     check(http01("www.example.com", "../etc"), "the token is not base64url");
     check(http01("www.example.com", ""), "the token is not base64url");

@@ -53,7 +53,6 @@ using certfs::test::write_file;
 using nlohmann::json;
 namespace stdfs = std::filesystem;
 
-
 namespace {
 
 using certfs::test::file_or_empty;
@@ -70,10 +69,9 @@ std::vector<std::string> lines_of(const std::string& text)
     return lines;
 }
 
-
 // A TCP socket listening on 127.0.0.1:port (0: any free port), closed on destruction.
 class Listener {
-  public:
+public:
     explicit Listener(int port = 0)
     {
         m_fd.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -98,7 +96,7 @@ class Listener {
     int port() const { return m_port; }
     void close() { m_fd.reset(); }
 
-  private:
+private:
     UniqueFd m_fd;
     int m_port = 0;
 };
@@ -107,7 +105,7 @@ class Listener {
 // /.well-known/acme-challenge/TOKEN answers the file's content, anything else 404. It serves one
 // request per connection on its own thread until destroyed, and records what it answered.
 class WebrootServer {
-  public:
+public:
     struct Served {
         std::string path;
         int status = 0;
@@ -134,7 +132,7 @@ class WebrootServer {
         return m_served;
     }
 
-  private:
+private:
     void serve()
     {
         while (!m_stop) {

@@ -159,8 +159,9 @@ TEST_CASE("ACME stub directory answers over HTTPS trusting its CA bundle")
     CHECK(dir["meta"]["profiles"]["shortlived"] == "6 days");
     CHECK(dir == stub.directory());
 
-    const std::string account = jws({{"alg", "ES256"}, {"nonce", r.headers["replay-nonce"]}, {"url", dir["newAccount"]}},
-                                    nlohmann::json{{"termsOfServiceAgreed", true}, {"contact", {"mailto:a@b.test"}}});
+    const std::string account =
+        jws({{"alg", "ES256"}, {"nonce", r.headers["replay-nonce"]}, {"url", dir["newAccount"]}},
+            nlohmann::json{{"termsOfServiceAgreed", true}, {"contact", {"mailto:a@b.test"}}});
     auto created = client.request("POST", dir["newAccount"].get<std::string>(), &account);
     REQUIRE(created.status == 201);
     CHECK(created.headers["location"] == stub.base_url() + "/acct/1");
@@ -211,7 +212,8 @@ TEST_CASE("ACME stub uses a custom handler and records the decoded JWS")
     AcmeStub stub;
     stub.install_acme_basics();
     stub.on("POST", "/renewal-info", [](const StubRequest& request) {
-        auto response = StubResponse::json(200, {{"suggestedWindow", {{"start", "a"}, {"end", "b"}}}, {"echo", request.jws_payload}});
+        auto response = StubResponse::json(
+            200, {{"suggestedWindow", {{"start", "a"}, {"end", "b"}}}, {"echo", request.jws_payload}});
         response.headers.emplace_back("Retry-After", "21600");
         return response;
     });

@@ -15,9 +15,9 @@
 
 using namespace certfs;
 using namespace certfs::renew;
+using Catch::Contains;
 using certfs::test::FakeIssuers;
 using certfs::test::TempDir;
-using Catch::Contains;
 using namespace std::chrono_literals;
 
 namespace {
@@ -29,10 +29,7 @@ struct Fixture {
         store::Store::open(path, {.create = true, .actor = "test", .clock = nullptr}).value();
     FakeIssuers fakes;
 
-    Fixture()
-    {
-        REQUIRE(store->add_issuer(create_local_ca("ca", {}, std::chrono::system_clock::now()).value()).ok());
-    }
+    Fixture() { REQUIRE(store->add_issuer(create_local_ca("ca", {}, std::chrono::system_clock::now()).value()).ok()); }
 
     void add(const std::string& name, std::optional<std::string> bundle = std::nullopt,
              std::vector<std::string> hooks = {})
@@ -224,9 +221,8 @@ TEST_CASE("batch: run_one reports its scope's outcomes before the hooks and a st
     auto options = f.options();
     options.db_path = (f.dir / "missing.db").string();
     std::string reported;
-    auto missing = BatchRunner(options).run_one("one.test", [&](const auto& outcomes) {
-        reported = outcomes.status().message();
-    });
+    auto missing =
+        BatchRunner(options).run_one("one.test", [&](const auto& outcomes) { reported = outcomes.status().message(); });
     CHECK_FALSE(missing.outcomes.ok());
     CHECK(reported == missing.outcomes.status().message());
     CHECK_THAT(reported, Contains("missing.db"));

@@ -14,9 +14,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <ctime>
-#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <set>
@@ -301,9 +301,7 @@ TEST_CASE("the CERTFS_DB environment variable selects the store")
 {
     Ctl ctl;
     const std::string env = "CERTFS_DB=" + ctl.db();
-    auto ctl_env = [&](const std::vector<std::string>& args) {
-        return run_certfsctl(args, {env});
-    };
+    auto ctl_env = [&](const std::vector<std::string>& args) { return run_certfsctl(args, {env}); };
     REQUIRE(ctl_env({"init"}).exit_code == 0);
     CHECK(stdfs::exists(ctl.db()));
     REQUIRE(ctl_env({"issuer", "add", "local", "ca"}).exit_code == 0);
@@ -483,11 +481,38 @@ TEST_CASE("add issues generation 1 and show/list report the configuration")
     RunResult human = ctl.ok({"show", "www.example.com"});
     CHECK_THAT(human.out, Contains("www.example.com") && Contains("ec-p256") && Contains("0600"));
 
-    RunResult full = ctl.ok({"add", "full.example.com", "--issuer", "ca", "--san", "full.example.com", "--san",
-                             "ALT.example.com", "--san", "*.wild.example.com", "--san", "full.example.com", "--ip",
-                             "192.0.2.7", "--ip", "2001:DB8::1", "--key-type", "ec-p384", "--reuse-key",
-                             "--renew-before", "30d", "--owner", "nobody", "--group", "nogroup", "--mode", "0640",
-                             "--deploy-hook", "systemctl reload nginx", "--deploy-hook", "/usr/bin/true", "--bundle",
+    RunResult full = ctl.ok({"add",
+                             "full.example.com",
+                             "--issuer",
+                             "ca",
+                             "--san",
+                             "full.example.com",
+                             "--san",
+                             "ALT.example.com",
+                             "--san",
+                             "*.wild.example.com",
+                             "--san",
+                             "full.example.com",
+                             "--ip",
+                             "192.0.2.7",
+                             "--ip",
+                             "2001:DB8::1",
+                             "--key-type",
+                             "ec-p384",
+                             "--reuse-key",
+                             "--renew-before",
+                             "30d",
+                             "--owner",
+                             "nobody",
+                             "--group",
+                             "nogroup",
+                             "--mode",
+                             "0640",
+                             "--deploy-hook",
+                             "systemctl reload nginx",
+                             "--deploy-hook",
+                             "/usr/bin/true",
+                             "--bundle",
                              "web"});
     CHECK_THAT(full.out, Contains("generation 1"));
     json f = ctl.show("full.example.com");
@@ -518,8 +543,8 @@ TEST_CASE("add issues generation 1 and show/list report the configuration")
     CHECK(list[1]["name"] == "www.example.com");
     for (const auto& item : list) {
         for (const char* key : {"name", "generation", "state", "not_after", "renew_at", "due_at", "issuer", "sans",
-                                "last_error", "hook_error", "dns_names", "ip_addresses", "key_type", "reuse_key", "owner", "group", "mode",
-                                "bundle", "deploy_hooks"}) {
+                                "last_error", "hook_error", "dns_names", "ip_addresses", "key_type", "reuse_key",
+                                "owner", "group", "mode", "bundle", "deploy_hooks"}) {
             INFO(key);
             CHECK(item.contains(key));
         }
@@ -555,12 +580,9 @@ TEST_CASE("every key type issues a key of that type", "[slow]")
     Ctl ctl;
     ctl.init_with_ca();
     const std::vector<std::pair<std::string, std::string>> types = {
-        {"ec-p256", "NIST CURVE: P-256"},
-        {"ec-p384", "NIST CURVE: P-384"},
-        {"rsa-2048", "Private-Key: (2048 bit"},
-        {"rsa-3072", "Private-Key: (3072 bit"},
-        {"rsa-4096", "Private-Key: (4096 bit"},
-        {"ed25519", "ED25519 Private-Key"},
+        {"ec-p256", "NIST CURVE: P-256"},       {"ec-p384", "NIST CURVE: P-384"},
+        {"rsa-2048", "Private-Key: (2048 bit"}, {"rsa-3072", "Private-Key: (3072 bit"},
+        {"rsa-4096", "Private-Key: (4096 bit"}, {"ed25519", "ED25519 Private-Key"},
     };
     for (const auto& [type, marker] : types) {
         INFO(type);
@@ -602,9 +624,11 @@ TEST_CASE("add refuses bad input and leaves the store unchanged")
         {{"x.example.com", "--issuer", "ca", "--ip", "300.1.1.1"}, 1, "300.1.1.1"},
         {{"x.example.com", "--issuer", "nope"}, 1, "no issuer named nope"},
         {{"x.example.com", "--issuer", "nope", "--no-issue"}, 1, "no issuer named nope"},
-        {{"x.example.com", "--issuer", "ca", "--owner", "no-such-user-certfs"}, 1,
+        {{"x.example.com", "--issuer", "ca", "--owner", "no-such-user-certfs"},
+         1,
          "unknown user 'no-such-user-certfs'"},
-        {{"x.example.com", "--issuer", "ca", "--group", "no-such-group-certfs"}, 1,
+        {{"x.example.com", "--issuer", "ca", "--group", "no-such-group-certfs"},
+         1,
          "unknown group 'no-such-group-certfs'"},
         {{"existing.example.com", "--issuer", "ca"}, 1, "domain existing.example.com already exists"},
         {{"existing.example.com", "--issuer", "ca", "--no-issue"}, 1, "domain existing.example.com already exists"},
@@ -1375,8 +1399,7 @@ TEST_CASE("export writes the five files and with the domain's mode on the secret
     auto old = ctl.export_to("ex.example.com", "old", 1);
     CHECK(read_file(old / "cert.pem") == cert);
     CHECK(read_file(old / "privkey.pem") == key);
-    expect_failure(ctl({"export", "ex.example.com", ctl.path("x").string(), "--gen", "9"}), 1,
-                   "has no generation 9");
+    expect_failure(ctl({"export", "ex.example.com", ctl.path("x").string(), "--gen", "9"}), 1, "has no generation 9");
     expect_failure(ctl({"export", "ex.example.com", ctl.path("x").string(), "--gen", "0"}), 2, "--gen");
     CHECK_FALSE(stdfs::exists(ctl.path("x")));
 }
@@ -1583,12 +1606,12 @@ TEST_CASE("renew runs the batch's deploy hooks once after the flip and records a
     Ctl ctl;
     ctl.init_with_ca();
     const std::string lines = ctl.path("hook.lines").string();
-    const std::string record = "sh -c 'echo \"$CERTFS_NAMES|$CERTFS_GENERATION|$CERTFS_LIVE_DIR|$(date +%s.%N)\" >> " +
-                               lines + "'";
+    const std::string record =
+        "sh -c 'echo \"$CERTFS_NAMES|$CERTFS_GENERATION|$CERTFS_LIVE_DIR|$(date +%s.%N)\" >> " + lines + "'";
     const std::string broken = "sh -c 'echo broken >&2; exit 3'";
     ctl.ok({"add", "a.example.com", "--issuer", "ca", "--bundle", "b", "--deploy-hook", record});
-    ctl.ok({"add", "b.example.com", "--issuer", "ca", "--bundle", "b", "--deploy-hook", record, "--deploy-hook",
-            broken});
+    ctl.ok(
+        {"add", "b.example.com", "--issuer", "ca", "--bundle", "b", "--deploy-hook", record, "--deploy-hook", broken});
     // What a mounted daemon records: its mount point, and a pin window of 1.5 s.
     {
         auto st = store::Store::open(ctl.db(), {.create = false, .actor = "test", .clock = nullptr}).value();

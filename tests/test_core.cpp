@@ -76,11 +76,12 @@ TEST_CASE("parse_rfc3339 reads what format_rfc3339 writes and the forms ACME ser
     const TimePoint t = from_unix(1'795'000'000);
     CHECK(parse_rfc3339(format_rfc3339(t)).value() == t);
     CHECK(parse_rfc3339("2026-11-23T21:08:09Z").value() == from_unix(1'795'468'089));
-    CHECK(parse_rfc3339("2026-11-23T21:08:09.25Z").value() == from_unix(1'795'468'089) + std::chrono::milliseconds(250));
+    CHECK(parse_rfc3339("2026-11-23T21:08:09.25Z").value() ==
+          from_unix(1'795'468'089) + std::chrono::milliseconds(250));
     CHECK(parse_rfc3339("2026-11-23T22:08:09+01:00").value() == from_unix(1'795'468'089));
     CHECK(parse_rfc3339("2026-11-23T20:38:09-00:30").value() == from_unix(1'795'468'089));
-    for (const char* bad : {"", "2026-11-23", "2026-11-23T21:08:09", "2026-13-23T21:08:09Z", "2026-11-23T21:08:09Zx",
-                            "yesterday"}) {
+    for (const char* bad :
+         {"", "2026-11-23", "2026-11-23T21:08:09", "2026-13-23T21:08:09Z", "2026-11-23T21:08:09Zx", "yesterday"}) {
         INFO(bad);
         auto r = parse_rfc3339(bad);
         REQUIRE_FALSE(r.ok());

@@ -31,7 +31,6 @@ using certfs::test::TempDir;
 using namespace std::chrono_literals;
 namespace stdfs = std::filesystem;
 
-
 namespace {
 
 using certfs::test::is_fuse_mount;
@@ -62,7 +61,7 @@ TEST_CASE("fs: the tree shows every file with its size, mode, owner and time")
     auto gen = m.store()->current_generation("site.test").value();
     auto check_file = [&](const char* name, const std::string& content, mode_t mode, uid_t uid) {
         INFO(name);
-        struct stat st{};
+        struct stat st {};
         REQUIRE(::stat((m.live("site.test") / name).c_str(), &st) == 0);
         CHECK(S_ISREG(st.st_mode));
         CHECK((st.st_mode & 07777) == mode);
@@ -78,7 +77,7 @@ TEST_CASE("fs: the tree shows every file with its size, mode, owner and time")
     check_file("combined.pem", gen.combined_pem(), 0640, 33);
     CHECK(slurp(m.mnt() / "archive" / "site.test" / "1" / "privkey.pem") == gen.key_pem);
 
-    struct stat st{};
+    struct stat st {};
     CHECK(::stat((m.mnt() / "live" / "nope.test").c_str(), &st) == -1);
     CHECK(errno == ENOENT);
     CHECK(::stat((m.live("site.test") / "other.pem").c_str(), &st) == -1);
@@ -121,7 +120,7 @@ TEST_CASE("fs: a generation's directory lists the files of the table, in its ord
         INFO(f.name);
         CHECK(fs::file_index(f.name) == i);
         CHECK(fs::file_index(f.kind) == i);
-        struct stat st{};
+        struct stat st {};
         REQUIRE(::stat((m.live("table.test") / f.name).c_str(), &st) == 0);
         CHECK((st.st_mode & 07777) == (f.is_private ? 0640u : 0644u));
         CHECK(st.st_uid == (f.is_private ? 33u : 0u));
@@ -165,7 +164,7 @@ TEST_CASE("fs (1): an open descriptor reads its generation to the end, and fstat
     m.wait_flip("fd.test", leaf.serial_hex);
     REQUIRE(old_gen.fullchain_pem().size() != leaf.cert_pem.size() + other.cert_pem.size());
 
-    struct stat st{};
+    struct stat st {};
     REQUIRE(::fstat(fd, &st) == 0);
     CHECK(st.st_size == static_cast<off_t>(old_gen.fullchain_pem().size()));
     std::string data(first, sizeof first);
@@ -190,12 +189,14 @@ TEST_CASE("fs (2): new opens see a commit one pin window after it and never earl
     auto committed = std::chrono::system_clock::now();
     std::string seen;
     TimePoint first_new;
-    REQUIRE(wait_until([&] {
-        seen = serial_seen_by_new_process(m.live("flip.test") / "cert.pem");
-        first_new = std::chrono::system_clock::now();
-        REQUIRE((seen == old_serial || seen == new_serial));
-        return seen == new_serial;
-    }, 15s));
+    REQUIRE(wait_until(
+        [&] {
+            seen = serial_seen_by_new_process(m.live("flip.test") / "cert.pem");
+            first_new = std::chrono::system_clock::now();
+            REQUIRE((seen == old_serial || seen == new_serial));
+            return seen == new_serial;
+        },
+        15s));
     CHECK(first_new - before >= window);
     // The README: a window plus up to 0.2 s (the poll and the second drop); the rest is this loop.
     CHECK(first_new - committed <= window + 500ms);
@@ -423,7 +424,8 @@ TEST_CASE("daemon: SIGTERM unmounts cleanly: a busy mount point and a missing st
     CHECK_FALSE(is_fuse_mount(other / "mnt"));
     // A bound on holds that would overflow the clock, or none at all.
     for (const char* hold : {"20y", "0s", "soon"}) {
-        auto bad = test::run({CERTFS_PATH, "--db", m.db().string(), "--max-hold", hold, "-f", (other / "mnt").string()});
+        auto bad =
+            test::run({CERTFS_PATH, "--db", m.db().string(), "--max-hold", hold, "-f", (other / "mnt").string()});
         INFO(hold);
         CHECK(bad.exit_code == 2);
         CHECK_THAT(bad.err, Catch::StartsWith("certfs: --max-hold"));
@@ -497,7 +499,8 @@ TEST_CASE("daemon: a relative --db still works once the daemon changed to /")
     REQUIRE(r.exit_code == 0);
     REQUIRE(wait_until([&] { return is_fuse_mount(dir / "mnt"); }));
     {
-        auto st = store::Store::open((dir / "certfs.db").string(), {.create = false, .actor = "t", .clock = nullptr}).value();
+        auto st =
+            store::Store::open((dir / "certfs.db").string(), {.create = false, .actor = "t", .clock = nullptr}).value();
         REQUIRE(st->add_issuer(renew::create_local_ca("ca", {}, std::chrono::system_clock::now()).value()).ok());
         store::DomainConfig c;
         c.name = "rel.test";
@@ -519,7 +522,8 @@ TEST_CASE("daemon: renews short-lived certificates by itself while readers match
         auto st = m.store();
         renew::LocalCaConfig short_lived;
         short_lived.validity = 1min;
-        REQUIRE(st->add_issuer(renew::create_local_ca("short", short_lived, std::chrono::system_clock::now()).value()).ok());
+        REQUIRE(st->add_issuer(renew::create_local_ca("short", short_lived, std::chrono::system_clock::now()).value())
+                    .ok());
         // A bundle of two: both rotate in one commit, and the hook both name runs once.
         for (const char* name : {"a.short.test", "b.short.test"}) {
             store::DomainConfig c;
@@ -603,8 +607,8 @@ TEST_CASE("fs: a directory descriptor of live/<name>/ names one generation, afte
         names.insert(e->d_name);
     }
     ::closedir(listing);
-    CHECK(names == std::set<std::string>{".", "..", "cert.pem", "chain.pem", "fullchain.pem", "privkey.pem",
-                                         "combined.pem"});
+    CHECK(names ==
+          std::set<std::string>{".", "..", "cert.pem", "chain.pem", "fullchain.pem", "privkey.pem", "combined.pem"});
     ::close(dirfd);
     // A path from the top gets the new generation.
     CHECK(serial_of(slurp(m.live("dir.test") / "cert.pem").value()) == serial);
@@ -694,8 +698,10 @@ TEST_CASE("fs: renew --now and rollback --now move a reader that never pauses at
         CHECK(c.serials["last"] == second);
         CHECK(c["mismatches"] <= 1);
     }
-    CHECK_THAT(m.log(), Catch::Contains("now.test: generation 3 committed with --now: every reader moves to it at once"));
-    CHECK_THAT(m.log(), Catch::Contains("now.test: generation 2 committed with --now: every reader moves to it at once"));
+    CHECK_THAT(m.log(),
+               Catch::Contains("now.test: generation 3 committed with --now: every reader moves to it at once"));
+    CHECK_THAT(m.log(),
+               Catch::Contains("now.test: generation 2 committed with --now: every reader moves to it at once"));
 }
 
 TEST_CASE("daemon: a reader that never pauses is held until the bound, then moved where it rests between rounds")
@@ -706,20 +712,23 @@ TEST_CASE("daemon: a reader that never pauses is held until the bound, then move
     // A monitor's loop: the key, 10 ms of work, the certificate, 20 ms of rest, never a window's.
     // And two that never rest but open one generation per round: through a directory
     // descriptor, and combined.pem.
-    test::PairReader reader(m.live("bound.test"), {"--window-ms", "200", "--work-us", "10000", "--rest-us", "20000",
-                                                   "--name", "monitor"});
+    test::PairReader reader(m.live("bound.test"),
+                            {"--window-ms", "200", "--work-us", "10000", "--rest-us", "20000", "--name", "monitor"});
     test::PairReader dir_reader(m.live("bound.test"), {"--window-ms", "200", "--dir-fd", "--name", "dirreader"});
-    test::PairReader combined_reader(m.live("bound.test"), {"--window-ms", "200", "--combined", "--name", "combreader"});
+    test::PairReader combined_reader(m.live("bound.test"),
+                                     {"--window-ms", "200", "--combined", "--name", "combreader"});
     for (auto* r : {&reader, &dir_reader, &combined_reader}) {
         REQUIRE(r->wait_ready(30s));
     }
     const auto serial = m.renew("bound.test");
     m.wait_flip("bound.test", serial);
     INFO(m.log());
-    for (auto [r, name] : {std::pair{&reader, "monitor"}, {&dir_reader, "dirreader"}, {&combined_reader, "combreader"}}) {
+    for (auto [r, name] :
+         {std::pair{&reader, "monitor"}, {&dir_reader, "dirreader"}, {&combined_reader, "combreader"}}) {
         const std::string who = "process " + std::to_string(r->pid()) + " (" + name + ") ";
-        const std::string notice = "[notice] " + who + "keeps reading generation 1 of bound.test because it never "
-                                                       "pauses; it moves when it pauses, at the latest at ";
+        const std::string notice = "[notice] " + who +
+                                   "keeps reading generation 1 of bound.test because it never "
+                                   "pauses; it moves when it pauses, at the latest at ";
         CHECK(wait_until([&] { return m.log().find(notice) != std::string::npos; }));
         CHECK(wait_until([&] {
             return m.log().find(who + "moved from generation 1 to 2 of bound.test at the bound") != std::string::npos;
@@ -750,7 +759,8 @@ TEST_CASE("daemon: a hold ends at half the time the held certificate still had, 
         auto st = m.store();
         renew::LocalCaConfig short_lived;
         short_lived.validity = 20s;
-        REQUIRE(st->add_issuer(renew::create_local_ca("short", short_lived, std::chrono::system_clock::now()).value()).ok());
+        REQUIRE(st->add_issuer(renew::create_local_ca("short", short_lived, std::chrono::system_clock::now()).value())
+                    .ok());
         store::DomainConfig c;
         c.name = "half.test";
         c.issuer = "short";

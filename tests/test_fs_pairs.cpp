@@ -46,12 +46,12 @@ TEST_CASE("fs pairs: the worst loops never get a mismatched pair: held while the
 
     // Each kind twice: looping without a pause, and pausing for 2.5 windows every 2 windows.
     const std::vector<Kind> base = {
-        {"keycert", {}},                                  // the symmetric fast looper, key first
-        {"certkey", {"--cert-first"}},                    // the same, certificate first
-        {"twothreads", {"--threads", "2"}},               // two threads of one process doing the same
-        {"midround", {"--work-us", "2000"}},              // its loop spent between the key and the certificate
-        {"parser", {"--parse-every"}},                    // parses every pair
-        {"dirfd", {"--dir-fd"}},                          // openat() through live/<name>/ opened each round
+        {"keycert", {}},                     // the symmetric fast looper, key first
+        {"certkey", {"--cert-first"}},       // the same, certificate first
+        {"twothreads", {"--threads", "2"}},  // two threads of one process doing the same
+        {"midround", {"--work-us", "2000"}}, // its loop spent between the key and the certificate
+        {"parser", {"--parse-every"}},       // parses every pair
+        {"dirfd", {"--dir-fd"}},             // openat() through live/<name>/ opened each round
     };
     std::vector<Kind> kinds;
     for (const auto& k : base) {
@@ -90,9 +90,8 @@ TEST_CASE("fs pairs: the worst loops never get a mismatched pair: held while the
         const Kind& k = kinds[i];
         const pid_t pid = readers[i]->pid();
         auto c = readers[i]->stop();
-        std::cout << std::left << std::setw(14) << k.name << std::right << std::setw(10) << c["rounds"]
-                  << std::setw(12) << c["mismatches"] << std::setw(13) << c["generations"] << std::setw(8)
-                  << c["moves"] << std::setw(14)
+        std::cout << std::left << std::setw(14) << k.name << std::right << std::setw(10) << c["rounds"] << std::setw(12)
+                  << c["mismatches"] << std::setw(13) << c["generations"] << std::setw(8) << c["moves"] << std::setw(14)
                   << (std::to_string(c["pauses_moved"]) + "/" + std::to_string(c["pauses_due"])) << '\n';
         INFO(k.name << " (pid " << pid << ")");
         CHECK(c["mismatches"] == 0);

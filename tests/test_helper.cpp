@@ -32,10 +32,7 @@ namespace {
 
 const std::string k_helpers = CERTFS_TEST_CA_HELPERS_DIR;
 
-std::string quote(const std::string& word)
-{
-    return "'" + word + "'";
-}
+std::string quote(const std::string& word) { return "'" + word + "'"; }
 
 // A command line for the script `name` in tests/ca_helpers with the given arguments.
 std::string helper_command(const std::string& name, const std::vector<std::string>& args = {})
@@ -139,10 +136,7 @@ struct Fixture {
     store::Domain domain;
 };
 
-pki::CertInfo info_of(const std::string& pem)
-{
-    return pki::cert_info(*pki::parse_cert(pem).value()).value();
-}
+pki::CertInfo info_of(const std::string& pem) { return pki::cert_info(*pki::parse_cert(pem).value()).value(); }
 
 } // namespace
 
@@ -504,17 +498,10 @@ TEST_CASE("helper: exit status 5 without a delay is an error for the admin")
 TEST_CASE("helper: a rejection is Invalid with the CA's reason")
 {
     Fixture f;
-    SECTION("a program given by its path")
-    {
-        f.add_helper("h", helper_command("reject.sh"));
-    }
-    SECTION("a program looked up in the helper's PATH")
-    {
-        f.add_helper("h", "sh " + quote(k_helpers + "/reject.sh"));
-    }
+    SECTION("a program given by its path") { f.add_helper("h", helper_command("reject.sh")); }
+    SECTION("a program looked up in the helper's PATH") { f.add_helper("h", "sh " + quote(k_helpers + "/reject.sh")); }
     auto issued = f.issue("h");
-    require_error(issued, Code::invalid,
-                  "CA rejected the request: name www.example.com is not allowed by policy");
+    require_error(issued, Code::invalid, "CA rejected the request: name www.example.com is not allowed by policy");
     CHECK_THAT(issued.status().message(), !Contains("second line"));
 }
 

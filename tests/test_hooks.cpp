@@ -10,8 +10,8 @@
 using namespace certfs;
 using namespace certfs::renew;
 using namespace std::chrono_literals;
-using certfs::test::TempDir;
 using Catch::Contains;
+using certfs::test::TempDir;
 
 namespace {
 
@@ -63,12 +63,11 @@ TEST_CASE("hooks: a command named by several domains of a batch runs once with a
     for (const auto& r : runs) {
         CHECK(r.status.ok());
     }
-    CHECK(lines(log) == std::vector<std::string>{
-                            "reload names=[a.test b.test] gens=[4 7] live=[/etc/certs/live/a.test]"
-                            " lineage=[/etc/certs/live/a.test] domains=[a.test www.a.test b.test 192.0.2.1]"});
-    CHECK(lines(other_log) == std::vector<std::string>{
-                                  "other names=[b.test] gens=[7] live=[/etc/certs/live/b.test]"
-                                  " lineage=[/etc/certs/live/b.test] domains=[b.test 192.0.2.1]"});
+    CHECK(lines(log) ==
+          std::vector<std::string>{"reload names=[a.test b.test] gens=[4 7] live=[/etc/certs/live/a.test]"
+                                   " lineage=[/etc/certs/live/a.test] domains=[a.test www.a.test b.test 192.0.2.1]"});
+    CHECK(lines(other_log) == std::vector<std::string>{"other names=[b.test] gens=[7] live=[/etc/certs/live/b.test]"
+                                                       " lineage=[/etc/certs/live/b.test] domains=[b.test 192.0.2.1]"});
 }
 
 TEST_CASE("hooks: two runs of one command never overlap, even from two batches at once")
@@ -96,7 +95,10 @@ TEST_CASE("hooks: a failing or hanging hook is reported with the reason and its 
     auto options = options_in(dir);
     options.timeout = 300ms;
     std::vector<CommittedDomain> batch = {
-        {"a.test", 2, {"a.test"}, {"/bin/sh -c 'echo reload failed: bad config; exit 3'", "/bin/sleep 30", "/nonexistent/hook"}},
+        {"a.test",
+         2,
+         {"a.test"},
+         {"/bin/sh -c 'echo reload failed: bad config; exit 3'", "/bin/sleep 30", "/nonexistent/hook"}},
     };
     auto start = std::chrono::steady_clock::now();
     auto runs = run_hooks(batch, options);

@@ -85,8 +85,8 @@ TEST_CASE("the options reach pebble")
     CHECK_THAT(log, Contains("Configured to attempt authz reuse for each identifier 0% of the time"));
     CHECK_THAT(log, Contains("Disabling random VA sleeps"));
     CHECK_THAT(log, Contains("Using certificate validity period of 3600 seconds"));
-    CHECK_THAT(log, Contains("Using custom DNS resolver for ACME challenges: 127.0.0.1:" +
-                             std::to_string(pebble.dns_port())));
+    CHECK_THAT(
+        log, Contains("Using custom DNS resolver for ACME challenges: 127.0.0.1:" + std::to_string(pebble.dns_port())));
     CHECK_THAT(log, Contains("Answering A queries with 127.0.0.1 by default"));
     CHECK_THAT(log, !Contains("Answering AAAA queries"));
     // challtestsrv runs no challenge responder of its own: the client under test does.

@@ -80,9 +80,9 @@ TEST_CASE("pins (e): a process quiet for longer than a window gets the new gener
 
 TEST_CASE("pins (c): a reader that never pauses keeps its generation whatever its loop, and moves when it pauses")
 {
-    // The loops that test_fs_pairs runs on a real mount, as the time before each lookup: the symmetric fast looper, the one
-    // that parses after the certificate, the one that works between the key and the
-    // certificate, and one that sleeps a little less than a window between rounds.
+    // The loops that test_fs_pairs runs on a real mount, as the time before each lookup: the symmetric fast looper, the
+    // one that parses after the certificate, the one that works between the key and the certificate, and one that
+    // sleeps a little less than a window between rounds.
     const std::vector<std::vector<PinClock::duration>> loops = {
         {30us, 30us}, {30us, 300us}, {300us, 30us}, {30us, 1900ms}};
     for (const auto& gaps : loops) {

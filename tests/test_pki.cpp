@@ -51,8 +51,7 @@ Ca new_ca(KeyType type = KeyType::ec_p256, const std::string& subject = "/CN=Tes
 }
 
 Cert new_leaf(const EVP_PKEY& subject_key, const X509& ca_cert, const EVP_PKEY& ca_key,
-              Names names = {{"www.example.com"}, {}}, TimePoint nb = k_not_before,
-              TimePoint na = k_not_after)
+              Names names = {{"www.example.com"}, {}}, TimePoint nb = k_not_before, TimePoint na = k_not_after)
 {
     auto cert = sign_leaf(subject_key, ca_cert, ca_key, {std::move(names), nb, na, new_serial()});
     REQUIRE(cert.ok());
@@ -61,8 +60,8 @@ Cert new_leaf(const EVP_PKEY& subject_key, const X509& ca_cert, const EVP_PKEY& 
 
 // A certificate built with raw OpenSSL, for shapes pki does not issue itself: intermediates,
 // self-signed leaves, CAs without a subject key identifier. issuer == nullptr: self-signed.
-Cert raw_cert(const EVP_PKEY& subject_key, const std::string& cn, const X509* issuer,
-              const EVP_PKEY& issuer_key, const std::vector<std::pair<int, const char*>>& exts)
+Cert raw_cert(const EVP_PKEY& subject_key, const std::string& cn, const X509* issuer, const EVP_PKEY& issuer_key,
+              const std::vector<std::pair<int, const char*>>& exts)
 {
     Cert cert(X509_new());
     REQUIRE(cert);
@@ -71,13 +70,12 @@ Cert raw_cert(const EVP_PKEY& subject_key, const std::string& cn, const X509* is
     X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
     X509_gmtime_adj(X509_getm_notAfter(cert.get()), 86400);
     X509_NAME* name = X509_get_subject_name(cert.get());
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
-                               reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1,
+                               0);
     X509_set_issuer_name(cert.get(), issuer != nullptr ? X509_get_subject_name(issuer) : name);
     X509_set_pubkey(cert.get(), const_cast<EVP_PKEY*>(&subject_key));
     X509V3_CTX ctx;
-    X509V3_set_ctx(&ctx, issuer != nullptr ? const_cast<X509*>(issuer) : cert.get(), cert.get(),
-                   nullptr, nullptr, 0);
+    X509V3_set_ctx(&ctx, issuer != nullptr ? const_cast<X509*>(issuer) : cert.get(), cert.get(), nullptr, nullptr, 0);
     for (const auto& [nid, value] : exts) {
         X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
         REQUIRE(ext != nullptr);
@@ -109,10 +107,8 @@ std::string pem_of_key(const EVP_PKEY& key, const EVP_CIPHER* cipher, bool tradi
     static const char pass[] = "hunter22";
     auto* kstr = reinterpret_cast<const unsigned char*>(pass);
     int klen = cipher != nullptr ? static_cast<int>(sizeof pass - 1) : 0;
-    int ok = traditional ? PEM_write_bio_PrivateKey_traditional(bio.get(), &key, cipher, kstr,
-                                                                klen, nullptr, nullptr)
-                         : PEM_write_bio_PrivateKey(bio.get(), &key, cipher, kstr, klen,
-                                                    nullptr, nullptr);
+    int ok = traditional ? PEM_write_bio_PrivateKey_traditional(bio.get(), &key, cipher, kstr, klen, nullptr, nullptr)
+                         : PEM_write_bio_PrivateKey(bio.get(), &key, cipher, kstr, klen, nullptr, nullptr);
     REQUIRE(ok == 1);
     char* data = nullptr;
     long n = BIO_get_mem_data(bio.get(), &data);
@@ -209,8 +205,7 @@ TEST_CASE("traditional RSA and EC private keys are accepted")
     REQUIRE(PEM_write_bio_Parameters(params.get(), ec.get()) == 1);
     char* data = nullptr;
     long n = BIO_get_mem_data(params.get(), &data);
-    std::string ec_pem = std::string(data, static_cast<std::size_t>(n)) +
-                         pem_of_key(*ec, nullptr, true);
+    std::string ec_pem = std::string(data, static_cast<std::size_t>(n)) + pem_of_key(*ec, nullptr, true);
     REQUIRE_THAT(ec_pem, Contains("-----BEGIN EC PARAMETERS-----"));
     REQUIRE_THAT(ec_pem, Contains("-----BEGIN EC PRIVATE KEY-----"));
     auto ec_back = parse_private_key(ec_pem);
@@ -246,8 +241,7 @@ TEST_CASE("garbage, empty input, certificates and extra keys are not a private k
     REQUIRE(PEM_write_bio_PUBKEY(bio.get(), ca.key.get()) == 1);
     char* data = nullptr;
     long n = BIO_get_mem_data(bio.get(), &data);
-    check_invalid(parse_private_key(std::string(data, static_cast<std::size_t>(n))),
-                  "found a PUBLIC KEY block");
+    check_invalid(parse_private_key(std::string(data, static_cast<std::size_t>(n))), "found a PUBLIC KEY block");
 
     std::string damaged = damage_base64(key_pem);
     auto r = parse_private_key(damaged);
@@ -276,8 +270,7 @@ TEST_CASE("parse_certs reads every certificate in order and refuses anything els
 
     check_invalid(parse_certs(two + private_key_pem(*a.key).value()),
                   "PEM block 3 is a PRIVATE KEY, expected only certificates");
-    check_invalid(parse_certs(cert_pem(*a.cert) + damage_base64(cert_pem(*b.cert))),
-                  "certificate 2: malformed PEM (");
+    check_invalid(parse_certs(cert_pem(*a.cert) + damage_base64(cert_pem(*b.cert))), "certificate 2: malformed PEM (");
     check_invalid(parse_certs(""), "no certificate found");
     check_invalid(parse_certs("  \n\t\n"), "no certificate found");
     check_invalid(parse_certs("subject=CN = First\n" + cert_pem(*a.cert)), "outside the PEM");
@@ -297,8 +290,8 @@ TEST_CASE("cert_info reports what sign_leaf put in")
     Ca ca = new_ca();
     PKey key = new_key();
     std::string v6 = canonical_ip("2001:0DB8:0000:0000::0001").value();
-    LeafParams params{{{"WWW.Example.com", "*.example.com"}, {"192.0.2.1", v6}},
-                      k_not_before, k_not_after, new_serial()};
+    LeafParams params{
+        {{"WWW.Example.com", "*.example.com"}, {"192.0.2.1", v6}}, k_not_before, k_not_after, new_serial()};
     auto leaf = sign_leaf(*key, *ca.cert, *ca.key, params);
     REQUIRE(leaf.ok());
 
@@ -347,8 +340,7 @@ TEST_CASE("sign_leaf and make_ca_cert refuse bad parameters")
     Ca ca = new_ca();
     PKey key = new_key();
     PKey other = new_key();
-    auto leaf = [&](Names names, TimePoint nb, TimePoint na, std::string serial,
-                    const EVP_PKEY& ca_key) {
+    auto leaf = [&](Names names, TimePoint nb, TimePoint na, std::string serial, const EVP_PKEY& ca_key) {
         return sign_leaf(*key, *ca.cert, ca_key, {std::move(names), nb, na, std::move(serial)});
     };
     Names names{{"a.example"}, {}};
@@ -361,8 +353,7 @@ TEST_CASE("sign_leaf and make_ca_cert refuse bad parameters")
                   "the CA key does not match the CA certificate");
     check_invalid(leaf(names, k_not_before, k_not_after, "xyz", *ca.key), "serial must be");
     check_invalid(leaf(names, k_not_before, k_not_after, "000", *ca.key), "must not be zero");
-    check_invalid(leaf({{"a.example"}, {"300.1.1.1"}}, k_not_before, k_not_after, new_serial(),
-                       *ca.key),
+    check_invalid(leaf({{"a.example"}, {"300.1.1.1"}}, k_not_before, k_not_after, new_serial(), *ca.key),
                   "not an IP address: '300.1.1.1'");
     check_invalid(leaf({{"bad name"}, {}}, k_not_before, k_not_after, new_serial(), *ca.key),
                   "not a DNS name: 'bad name'");
@@ -379,10 +370,8 @@ TEST_CASE("each key type signs with its digest and its certificates verify")
         KeyType type;
         int sig_nid;
     };
-    for (Case c : {Case{KeyType::ec_p256, NID_ecdsa_with_SHA256},
-                   Case{KeyType::ec_p384, NID_ecdsa_with_SHA384},
-                   Case{KeyType::rsa_2048, NID_sha256WithRSAEncryption},
-                   Case{KeyType::ed25519, NID_ED25519}}) {
+    for (Case c : {Case{KeyType::ec_p256, NID_ecdsa_with_SHA256}, Case{KeyType::ec_p384, NID_ecdsa_with_SHA384},
+                   Case{KeyType::rsa_2048, NID_sha256WithRSAEncryption}, Case{KeyType::ed25519, NID_ED25519}}) {
         INFO(key_type_name(c.type));
         Ca ca = new_ca(c.type);
         CHECK(X509_get_signature_nid(ca.cert.get()) == c.sig_nid);
@@ -471,9 +460,8 @@ TEST_CASE("verify_chain accepts a linked chain and names the link that fails")
     }
     SECTION("empty chain")
     {
-        check_invalid(verify_chain(*leaf, {}),
-                      "chain is missing: the leaf is issued by CN=Test Intermediate but no "
-                      "chain was given");
+        check_invalid(verify_chain(*leaf, {}), "chain is missing: the leaf is issued by CN=Test Intermediate but no "
+                                               "chain was given");
     }
 }
 
@@ -482,18 +470,15 @@ TEST_CASE("a self-signed leaf needs no chain and but its signature must verify")
     PKey key = new_key();
     // Typical of self-signed server certificates: no keyCertSign.
     Cert self = raw_cert(*key, "self.example", nullptr, *key,
-                         {{NID_basic_constraints, "critical,CA:FALSE"},
-                          {NID_key_usage, "critical,digitalSignature"}});
+                         {{NID_basic_constraints, "critical,CA:FALSE"}, {NID_key_usage, "critical,digitalSignature"}});
     CHECK(verify_chain(*self, {}).ok());
-    check_invalid(verify_chain(*tamper(*self), {}),
-                  "the self-signed leaf's signature does not verify");
+    check_invalid(verify_chain(*tamper(*self), {}), "the self-signed leaf's signature does not verify");
 }
 
 TEST_CASE("a CA without a subject key identifier can still sign leaves")
 {
     PKey ca_key = new_key();
-    Cert ca = raw_cert(*ca_key, "Old CA", nullptr, *ca_key,
-                       {{NID_basic_constraints, "critical,CA:TRUE"}});
+    Cert ca = raw_cert(*ca_key, "Old CA", nullptr, *ca_key, {{NID_basic_constraints, "critical,CA:TRUE"}});
     REQUIRE(X509_get_ext_by_NID(ca.get(), NID_subject_key_identifier, -1) < 0);
     PKey key = new_key();
     Cert leaf = new_leaf(*key, *ca, *ca_key);
@@ -532,16 +517,14 @@ TEST_CASE("make_csr and parse_csr round-trip the key, the subject and the names"
         CHECK(EVP_PKEY_eq(pub->get(), key.get()) == 1);
 
         Bio bio(BIO_new(BIO_s_mem()));
-        X509_NAME_print_ex(bio.get(), X509_REQ_get_subject_name(parsed->get()), 0,
-                           XN_FLAG_RFC2253);
+        X509_NAME_print_ex(bio.get(), X509_REQ_get_subject_name(parsed->get()), 0, XN_FLAG_RFC2253);
         char* data = nullptr;
         long n = BIO_get_mem_data(bio.get(), &data);
         CHECK(std::string(data, static_cast<std::size_t>(n)) == "CN=www.example.com");
 
         STACK_OF(X509_EXTENSION)* exts = X509_REQ_get_extensions(parsed->get());
         REQUIRE(exts != nullptr);
-        auto* gens = static_cast<GENERAL_NAMES*>(
-            X509V3_get_d2i(exts, NID_subject_alt_name, nullptr, nullptr));
+        auto* gens = static_cast<GENERAL_NAMES*>(X509V3_get_d2i(exts, NID_subject_alt_name, nullptr, nullptr));
         sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
         REQUIRE(gens != nullptr);
         REQUIRE(sk_GENERAL_NAME_num(gens) == 3);
@@ -608,8 +591,7 @@ TEST_CASE("parse_subject accepts both notations and refuses bad parts")
         for (int i = 0; i < X509_NAME_entry_count(&name); ++i) {
             const X509_NAME_ENTRY* e = X509_NAME_get_entry(&name, i);
             const ASN1_STRING* v = X509_NAME_ENTRY_get_data(e);
-            out.push_back(std::string(OBJ_nid2sn(OBJ_obj2nid(X509_NAME_ENTRY_get_object(e)))) +
-                          "=" +
+            out.push_back(std::string(OBJ_nid2sn(OBJ_obj2nid(X509_NAME_ENTRY_get_object(e)))) + "=" +
                           std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(v)),
                                       static_cast<std::size_t>(ASN1_STRING_length(v))));
         }
@@ -636,8 +618,7 @@ TEST_CASE("the openssl command line accepts what sign_leaf issues")
     for (KeyType ca_type : {KeyType::ec_p256, KeyType::ed25519}) {
         INFO(key_type_name(ca_type));
         Ca ca{new_key(ca_type), nullptr};
-        ca.cert = make_ca_cert(*ca.key, {"/CN=certfs test CA", now - 1h, now + 24h, new_serial()})
-                      .value();
+        ca.cert = make_ca_cert(*ca.key, {"/CN=certfs test CA", now - 1h, now + 24h, new_serial()}).value();
         PKey rsa_key = new_key(KeyType::rsa_2048);
         PKey ec_key = new_key(KeyType::ec_p256);
         Names names{{"www.example.com"}, {"192.0.2.1"}};
@@ -648,31 +629,27 @@ TEST_CASE("the openssl command line accepts what sign_leaf issues")
         test::write_file(dir / "ec.pem", cert_pem(*ec_leaf));
 
         for (const char* leaf : {"rsa.pem", "ec.pem"}) {
-            auto verify = test::run({"/usr/bin/openssl", "verify", "-CAfile",
-                                     (dir / "ca.pem").string(), (dir / leaf).string()});
+            auto verify =
+                test::run({"/usr/bin/openssl", "verify", "-CAfile", (dir / "ca.pem").string(), (dir / leaf).string()});
             INFO(verify.out << verify.err);
             CHECK(verify.exit_code == 0);
             CHECK_THAT(verify.out, Contains(": OK"));
         }
 
-        auto rsa_text = test::run({"/usr/bin/openssl", "x509", "-noout", "-text", "-in",
-                                   (dir / "rsa.pem").string()});
+        auto rsa_text = test::run({"/usr/bin/openssl", "x509", "-noout", "-text", "-in", (dir / "rsa.pem").string()});
         REQUIRE(rsa_text.exit_code == 0);
         for (const char* want :
              {"CA:FALSE", "TLS Web Server Authentication", "TLS Web Client Authentication",
-              "X509v3 Subject Key Identifier", "X509v3 Authority Key Identifier",
-              "Digital Signature, Key Encipherment", "DNS:www.example.com",
-              "IP Address:192.0.2.1", "Subject: CN = www.example.com"}) {
+              "X509v3 Subject Key Identifier", "X509v3 Authority Key Identifier", "Digital Signature, Key Encipherment",
+              "DNS:www.example.com", "IP Address:192.0.2.1", "Subject: CN = www.example.com"}) {
             CHECK_THAT(rsa_text.out, Contains(want));
         }
-        auto ec_text = test::run({"/usr/bin/openssl", "x509", "-noout", "-text", "-in",
-                                  (dir / "ec.pem").string()});
+        auto ec_text = test::run({"/usr/bin/openssl", "x509", "-noout", "-text", "-in", (dir / "ec.pem").string()});
         REQUIRE(ec_text.exit_code == 0);
         CHECK_THAT(ec_text.out, Contains("Digital Signature"));
         CHECK_THAT(ec_text.out, !Contains("Key Encipherment"));
 
-        auto ca_text = test::run({"/usr/bin/openssl", "x509", "-noout", "-text", "-in",
-                                  (dir / "ca.pem").string()});
+        auto ca_text = test::run({"/usr/bin/openssl", "x509", "-noout", "-text", "-in", (dir / "ca.pem").string()});
         REQUIRE(ca_text.exit_code == 0);
         CHECK_THAT(ca_text.out, Contains("CA:TRUE"));
         CHECK_THAT(ca_text.out, Contains("Certificate Sign, CRL Sign"));
@@ -711,10 +688,9 @@ bool jws_verifies(const EVP_PKEY& key, std::string_view input, std::string signa
         ECDSA_SIG_free(sig);
     }
     EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-    const bool ok =
-        EVP_DigestVerifyInit(ctx, nullptr, md, nullptr, const_cast<EVP_PKEY*>(&key)) == 1 &&
-        EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
-                         reinterpret_cast<const unsigned char*>(input.data()), input.size()) == 1;
+    const bool ok = EVP_DigestVerifyInit(ctx, nullptr, md, nullptr, const_cast<EVP_PKEY*>(&key)) == 1 &&
+                    EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
+                                     reinterpret_cast<const unsigned char*>(input.data()), input.size()) == 1;
     EVP_MD_CTX_free(ctx);
     ERR_clear_error();
     return ok;
@@ -724,10 +700,17 @@ bool jws_verifies(const EVP_PKEY& key, std::string_view input, std::string signa
 
 TEST_CASE("base64url encodes RFC 4648's test vectors in the URL alphabet without padding")
 {
-    const std::vector<std::pair<std::string, std::string>> vectors = {
-        {"", ""},           {"f", "Zg"},           {"fo", "Zm8"},           {"foo", "Zm9v"},
-        {"foob", "Zm9vYg"}, {"fooba", "Zm9vYmE"}, {"foobar", "Zm9vYmFy"},
-        {unhex("fbff"), "-_8"}, {unhex("fbffbf"), "-_-_"}, {unhex("03e0"), "A-A"}, {unhex("3fff"), "P_8"}};
+    const std::vector<std::pair<std::string, std::string>> vectors = {{"", ""},
+                                                                      {"f", "Zg"},
+                                                                      {"fo", "Zm8"},
+                                                                      {"foo", "Zm9v"},
+                                                                      {"foob", "Zm9vYg"},
+                                                                      {"fooba", "Zm9vYmE"},
+                                                                      {"foobar", "Zm9vYmFy"},
+                                                                      {unhex("fbff"), "-_8"},
+                                                                      {unhex("fbffbf"), "-_-_"},
+                                                                      {unhex("03e0"), "A-A"},
+                                                                      {unhex("3fff"), "P_8"}};
     for (const auto& [bytes, text] : vectors) {
         INFO(text);
         CHECK(base64url(bytes) == text);
@@ -867,10 +850,9 @@ TEST_CASE("ari_cert_id is RFC 9773's example id and joins the CA's key id to the
     if ((static_cast<unsigned char>(octets.front()) & 0x80) != 0) {
         octets.insert(octets.begin(), '\0');
     }
-    CHECK(ari_cert_id(*leaf).value() ==
-          base64url(std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(ski)),
-                                static_cast<std::size_t>(ASN1_STRING_length(ski)))) +
-              "." + base64url(octets));
+    CHECK(ari_cert_id(*leaf).value() == base64url(std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(ski)),
+                                                              static_cast<std::size_t>(ASN1_STRING_length(ski)))) +
+                                            "." + base64url(octets));
 
     check_invalid(ari_cert_id(*raw_cert(*key, "no-aki.example", nullptr, *key, {})),
                   "the certificate has no authority key identifier");

@@ -11,10 +11,7 @@ using Catch::Contains;
 
 namespace {
 
-std::vector<std::string> words(std::string_view command)
-{
-    return split_command(command).value();
-}
+std::vector<std::string> words(std::string_view command) { return split_command(command).value(); }
 
 RunResult run(const std::vector<std::string>& argv, RunOptions options = {})
 {
@@ -32,8 +29,7 @@ TEST_CASE("commands split like a shell would quote them: without any expansion")
     CHECK(words(R"(printf "a \"quoted\" \\ $HOME")") == std::vector<std::string>{"printf", R"(a "quoted" \ $HOME)"});
     CHECK(words(R"(a\ b 'c\d')") == std::vector<std::string>{"a b", R"(c\d)"});
     CHECK(words("x''y \"\"") == std::vector<std::string>{"xy", ""});
-    CHECK(words("echo $HOME *.pem; rm -rf /") ==
-          std::vector<std::string>{"echo", "$HOME", "*.pem;", "rm", "-rf", "/"});
+    CHECK(words("echo $HOME *.pem; rm -rf /") == std::vector<std::string>{"echo", "$HOME", "*.pem;", "rm", "-rf", "/"});
 }
 
 TEST_CASE("bad commands are refused with the reason")

@@ -14,9 +14,9 @@
 
 using namespace certfs;
 using namespace certfs::renew;
+using Catch::Contains;
 using certfs::test::require_error;
 using certfs::test::TempDir;
-using Catch::Contains;
 using namespace std::chrono_literals;
 
 namespace {
@@ -52,10 +52,7 @@ struct Fixture {
     store::Domain domain(const std::string& name) { return store->get_domain(name).value(); }
 };
 
-pki::CertInfo info_of(const std::string& pem)
-{
-    return pki::cert_info(*pki::parse_cert(pem).value()).value();
-}
+pki::CertInfo info_of(const std::string& pem) { return pki::cert_info(*pki::parse_cert(pem).value()).value(); }
 
 std::string run_openssl(const std::vector<std::string>& args)
 {
@@ -386,7 +383,7 @@ TEST_CASE("export: the directory switches from one complete set to the next")
     CHECK(test::read_file(dir / "privkey.pem") == gen1.key_pem);
     CHECK(test::read_file(dir / "fullchain.pem") == gen1.fullchain_pem());
     CHECK(test::read_file(dir / "combined.pem") == gen1.combined_pem());
-    struct stat st{};
+    struct stat st {};
     REQUIRE(::stat((dir / "privkey.pem").c_str(), &st) == 0);
     CHECK((st.st_mode & 07777) == 0640);
     REQUIRE(::stat((dir / "combined.pem").c_str(), &st) == 0);
@@ -446,6 +443,5 @@ TEST_CASE("renew: the CA's suggested renewal time wins when earlier and only for
     REQUIRE(f.renewer.renew("ari.test", true).ok());
     const auto renewed = f.domain("ari.test");
     CHECK(due_at(renewed).value() == renew_at(renewed).value() - due_jitter(renewed));
-    require_error(f.store->set_renewal_info("ari.test", gen, plain, f.clock.now()), Code::conflict,
-                  "is not current");
+    require_error(f.store->set_renewal_info("ari.test", gen, plain, f.clock.now()), Code::conflict, "is not current");
 }

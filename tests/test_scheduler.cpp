@@ -14,9 +14,9 @@
 
 using namespace certfs;
 using namespace certfs::renew;
+using Catch::Contains;
 using certfs::test::FakeIssuers;
 using certfs::test::TempDir;
-using Catch::Contains;
 using namespace std::chrono_literals;
 
 namespace {
@@ -29,10 +29,7 @@ struct Fixture {
         store::Store::open(path, {.create = true, .actor = "test", .clock = &clock}).value();
     Renewer renewer{*store, "test"};
 
-    Fixture()
-    {
-        REQUIRE(store->add_issuer(create_local_ca("ca", {}, clock.now()).value()).ok());
-    }
+    Fixture() { REQUIRE(store->add_issuer(create_local_ca("ca", {}, clock.now()).value()).ok()); }
 
     SchedulerOptions options(const std::string& owner = "scheduler A")
     {
@@ -324,7 +321,8 @@ TEST_CASE("scheduler: after a restart overdue retries are spread and not all run
     REQUIRE(restarted.start(false).ok());
     auto next = pass(restarted);
     auto tried = [&] {
-        return std::count_if(names.begin(), names.end(), [&](const std::string& n) { return f.domain(n).failures == 2; });
+        return std::count_if(names.begin(), names.end(),
+                             [&](const std::string& n) { return f.domain(n).failures == 2; });
     };
     CHECK(tried() < 10);
     CHECK(next <= f.clock.now() + 1h);

@@ -14,11 +14,11 @@
 
 using namespace certfs;
 using namespace certfs::store;
+using Catch::Contains;
 using certfs::test::make_leaf;
 using certfs::test::require_error;
 using certfs::test::TempDir;
 using certfs::test::TestCa;
-using Catch::Contains;
 using namespace std::chrono_literals;
 
 namespace {
@@ -179,7 +179,8 @@ TEST_CASE("a bad domain configuration is refused and nothing is stored")
     bad_hook.deploy_hooks = {"systemctl reload nginx\nrm -rf /"};
     require_error(f.store->add_domain(bad_hook, std::nullopt), Code::invalid, "one line");
     // A first generation that does not validate keeps the domain out too.
-    require_error(f.store->add_domain(f.config("x.test"), f.input(leaf)), Code::invalid, "does not cover DNS name x.test");
+    require_error(f.store->add_domain(f.config("x.test"), f.input(leaf)), Code::invalid,
+                  "does not cover DNS name x.test");
     CHECK(f.store->list_domains().value().empty());
 
     f.add("dup.test");
@@ -256,9 +257,9 @@ TEST_CASE("validation: a generation becomes current only when every check passes
         auto leaf = make_leaf(f.ca, names);
         require_error(try_commit({"not a key", leaf.cert_pem, f.ca.cert_pem}), Code::invalid, "(privkey)");
         require_error(try_commit({leaf.cert_pem, leaf.cert_pem, f.ca.cert_pem}), Code::invalid, "(privkey)");
-        require_error(try_commit({leaf.key_pem, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
-                                  f.ca.cert_pem}),
-                      Code::invalid, "(cert)");
+        require_error(
+            try_commit({leaf.key_pem, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", f.ca.cert_pem}),
+            Code::invalid, "(cert)");
         require_error(try_commit({leaf.key_pem, "", f.ca.cert_pem}), Code::invalid, "(cert)");
         require_error(try_commit({leaf.key_pem, leaf.cert_pem, "garbage"}), Code::invalid, "(chain)");
         require_error(try_commit({leaf.key_pem, leaf.cert_pem, f.ca.cert_pem + leaf.key_pem}), Code::invalid,
@@ -317,8 +318,7 @@ TEST_CASE("the current generation must exist")
 {
     Fixture f;
     f.add("cur.test");
-    require_error(f.store->db_for_testing().exec("UPDATE domains SET current_gen = 99"), Code::conflict,
-                  "must exist");
+    require_error(f.store->db_for_testing().exec("UPDATE domains SET current_gen = 99"), Code::conflict, "must exist");
 }
 
 TEST_CASE("compare-and-swap: a stale writer gets a conflict and not a silent overwrite")
@@ -350,17 +350,18 @@ TEST_CASE("a bundle switches in one transaction: all members or none")
     f.add("b.test");
     auto good_a = make_leaf(f.ca, {{"a.test"}, {}});
     auto bad_b = make_leaf(f.ca, {{"other.test"}, {}});
-    auto r = f.store->commit({{"a.test", 1, f.input(good_a, Reason::renewed)},
-                              {"b.test", 1, f.input(bad_b, Reason::renewed)}});
+    auto r = f.store->commit(
+        {{"a.test", 1, f.input(good_a, Reason::renewed)}, {"b.test", 1, f.input(bad_b, Reason::renewed)}});
     require_error(r, Code::invalid, "domain b.test");
     CHECK(f.current("a.test") == 1);
     CHECK(f.generations("a.test") == 1);
     CHECK(f.current("b.test") == 1);
 
     auto good_b = make_leaf(f.ca, {{"b.test"}, {}});
-    auto gens = f.store->commit({{"a.test", 1, f.input(good_a, Reason::renewed)},
-                                 {"b.test", 1, f.input(good_b, Reason::renewed)}})
-                    .value();
+    auto gens =
+        f.store
+            ->commit({{"a.test", 1, f.input(good_a, Reason::renewed)}, {"b.test", 1, f.input(good_b, Reason::renewed)}})
+            .value();
     CHECK(gens == std::vector<std::int64_t>{2, 2});
     CHECK(f.current("a.test") == 2);
     CHECK(f.current("b.test") == 2);
@@ -386,7 +387,10 @@ TEST_CASE("(issuer and serial) is unique across the store")
     // Another CA may use the same serial.
     TestCa other("/CN=another CA");
     auto same_serial = make_leaf(other, {{"s2.test"}, {}}, now - 1h, now + 24h, first.serial_hex);
-    CHECK(f.store->add_domain(f.config("s2.test"), GenerationInput{same_serial.key_pem, same_serial.cert_pem, other.cert_pem}).ok());
+    CHECK(f.store
+              ->add_domain(f.config("s2.test"),
+                           GenerationInput{same_serial.key_pem, same_serial.cert_pem, other.cert_pem})
+              .ok());
 }
 
 TEST_CASE("generation numbers only grow, across a rollback and across a remove and re-add")
@@ -434,8 +438,8 @@ TEST_CASE("move now: each commit, rollback or import made with --now counts, and
     auto last_event = [&] { return f.store->events(std::string_view("now.test"), 10).value().back(); };
     CHECK(count() == 0);
     auto d = f.store->get_domain("now.test").value();
-    auto gen = f.store->commit({{"now.test", d.current_gen, f.input(make_leaf(f.ca, {d.dns_names, {}}), Reason::renewed)}},
-                               true);
+    auto gen = f.store->commit(
+        {{"now.test", d.current_gen, f.input(make_leaf(f.ca, {d.dns_names, {}}), Reason::renewed)}}, true);
     REQUIRE(gen.ok());
     CHECK(count() == 1);
     CHECK(last_event().action == "move now");
@@ -482,8 +486,8 @@ TEST_CASE("import creates a domain for the certificate's names and or renews an 
     auto narrower = make_leaf(f.ca, {{"imp.test"}, {}});
     require_error(f.store->import_generation("imp.test", {narrower.key_pem, narrower.cert_pem, f.ca.cert_pem}),
                   Code::invalid, "does not cover DNS name www.imp.test");
-    require_error(f.store->import_generation("Bad..name", {next.key_pem, next.cert_pem, f.ca.cert_pem}),
-                  Code::invalid, "invalid domain name");
+    require_error(f.store->import_generation("Bad..name", {next.key_pem, next.cert_pem, f.ca.cert_pem}), Code::invalid,
+                  "invalid domain name");
     CHECK(f.generations("imp.test") == 2);
 }
 
@@ -602,7 +606,8 @@ TEST_CASE("migrations: a store of an older schema is brought up to date on open 
                          " reuse_key, renew_before_ms, owner_uid, group_gid, mode, bundle, deploy_hooks, state,"
                          " last_error, next_attempt, failures, NULL, created_at FROM cur.domains;"
                          "INSERT INTO generations SELECT * FROM cur.generations;"
-                         "UPDATE domains SET current_gen = (SELECT current_gen FROM cur.domains WHERE cur.domains.id = domains.id);"
+                         "UPDATE domains SET current_gen = (SELECT current_gen FROM cur.domains WHERE cur.domains.id = "
+                         "domains.id);"
                          "DETACH DATABASE cur; PRAGMA user_version = 1;")
                     .ok());
         v1.reset();
@@ -617,8 +622,9 @@ TEST_CASE("migrations: a store of an older schema is brought up to date on open 
     CHECK(d.hook_error.empty());
     REQUIRE(store->set_hook_error("old.test", "exit status 1").ok());
     CHECK(store->get_domain("old.test").value().hook_error == "exit status 1");
-    const std::string migrated = "SELECT COUNT(*) FROM events WHERE action = 'migrate' AND detail = 'schema version 1 -> " +
-                                 std::to_string(k_schema_version) + "'";
+    const std::string migrated =
+        "SELECT COUNT(*) FROM events WHERE action = 'migrate' AND detail = 'schema version 1 -> " +
+        std::to_string(k_schema_version) + "'";
     CHECK(query_int(*store, migrated.c_str()) == 1);
     CHECK(d.move_now_count == 0);
     CHECK_FALSE(store->pending("old.test").value().has_value());

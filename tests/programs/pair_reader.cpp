@@ -223,7 +223,7 @@ private:
     // second file of that round then differs too, as it should).
     std::optional<std::string> open_one(Worker& w, int dirfd, int file, bool timed, bool& moved_in_round)
     {
-        const std::string name = m_o.combined                     ? "combined.pem"
+        const std::string name = m_o.combined                    ? "combined.pem"
                                  : (file == 0) == m_o.cert_first ? "cert.pem"
                                                                  : "privkey.pem";
         Read r = read_at(dirfd, m_o.dir_fd ? name : m_o.dir + "/" + name);
@@ -323,14 +323,14 @@ private:
 
     std::mutex m_mutex;
     std::condition_variable m_cv;
-    bool m_stopping = false;       // guarded by m_mutex
-    bool m_paused = false;         // guarded by m_mutex
-    int m_idle = 0;                // threads waiting out a pause; guarded by m_mutex
-    std::string m_due_before;      // the visible serial when the pause began; guarded by m_mutex
-    bool m_ready = false;          // guarded by m_mutex
+    bool m_stopping = false;  // guarded by m_mutex
+    bool m_paused = false;    // guarded by m_mutex
+    int m_idle = 0;           // threads waiting out a pause; guarded by m_mutex
+    std::string m_due_before; // the visible serial when the pause began; guarded by m_mutex
+    bool m_ready = false;     // guarded by m_mutex
     long m_rounds = 0, m_mismatches = 0, m_errors = 0, m_moves = 0, m_early_moves = 0; // guarded by m_mutex
-    long m_pauses_due = 0, m_pauses_moved = 0;                                          // guarded by m_mutex
-    std::set<std::string> m_serials;                                                     // guarded by m_mutex
+    long m_pauses_due = 0, m_pauses_moved = 0;                                         // guarded by m_mutex
+    std::set<std::string> m_serials;                                                   // guarded by m_mutex
     std::string m_last_serial; // of the last pair any thread read; guarded by m_mutex
 };
 

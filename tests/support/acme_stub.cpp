@@ -93,7 +93,6 @@ std::optional<std::string> base64url_decode(const std::string& text)
     return out;
 }
 
-
 // Fills protected and payload when body is a flattened JWS; leaves them null otherwise.
 void decode_jws(StubRequest& request)
 {
@@ -140,24 +139,42 @@ bool path_matches(const std::string& route_path, const std::string& target)
 const char* reason_phrase(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Content Too Large";
-    case 415: return "Unsupported Media Type";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    default: return "Status";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Content Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Status";
     }
 }
 
@@ -346,15 +363,9 @@ AcmeStub::~AcmeStub()
     m_listener.reset();
 }
 
-std::string AcmeStub::base_url() const
-{
-    return "https://" + std::string(k_loopback) + ":" + std::to_string(m_port);
-}
+std::string AcmeStub::base_url() const { return "https://" + std::string(k_loopback) + ":" + std::to_string(m_port); }
 
-std::string AcmeStub::directory_url() const
-{
-    return base_url() + "/dir";
-}
+std::string AcmeStub::directory_url() const { return base_url() + "/dir"; }
 
 void AcmeStub::on(const std::string& method, const std::string& path, StubHandler handler)
 {
@@ -390,9 +401,8 @@ nlohmann::json AcmeStub::directory() const
 {
     const std::string base = base_url();
     nlohmann::json dir = {
-        {"newNonce", base + "/nonce"},         {"newAccount", base + "/new-account"},
-        {"newOrder", base + "/new-order"},     {"revokeCert", base + "/revoke-cert"},
-        {"keyChange", base + "/key-change"},
+        {"newNonce", base + "/nonce"},         {"newAccount", base + "/new-account"}, {"newOrder", base + "/new-order"},
+        {"revokeCert", base + "/revoke-cert"}, {"keyChange", base + "/key-change"},
     };
     std::lock_guard lock(m_mutex);
     if (!m_directory_extra.is_null()) {
@@ -411,15 +421,16 @@ void AcmeStub::install_acme_basics()
                                response.status = 204;
                                return response;
                            }});
-    basics.push_back(Route{"POST", "/new-account", [this](const StubRequest& request) {
-                               nlohmann::json account = {{"status", "valid"}, {"orders", base_url() + "/acct/1/orders"}};
-                               if (request.jws_payload.is_object() && request.jws_payload.contains("contact")) {
-                                   account["contact"] = request.jws_payload["contact"];
-                               }
-                               auto response = StubResponse::json(201, account);
-                               response.headers.emplace_back("Location", base_url() + "/acct/1");
-                               return response;
-                           }});
+    basics.push_back(
+        Route{"POST", "/new-account", [this](const StubRequest& request) {
+                  nlohmann::json account = {{"status", "valid"}, {"orders", base_url() + "/acct/1/orders"}};
+                  if (request.jws_payload.is_object() && request.jws_payload.contains("contact")) {
+                      account["contact"] = request.jws_payload["contact"];
+                  }
+                  auto response = StubResponse::json(201, account);
+                  response.headers.emplace_back("Location", base_url() + "/acct/1");
+                  return response;
+              }});
     std::lock_guard lock(m_mutex);
     m_basics = std::move(basics);
 }
@@ -461,7 +472,8 @@ StubResponse AcmeStub::dispatch(const StubRequest& request)
         }
     }
     if (!handler) {
-        return StubResponse::problem(404, "malformed", "ACME stub: no handler for " + request.method + " " + request.path);
+        return StubResponse::problem(404, "malformed",
+                                     "ACME stub: no handler for " + request.method + " " + request.path);
     }
     try {
         return handler(request);
@@ -535,8 +547,8 @@ void AcmeStub::serve(Connection& connection, int id)
             std::size_t header_end;
             while ((header_end = buffer.find("\r\n\r\n")) == std::string::npos) {
                 if (buffer.size() > k_max_header_bytes) {
-                    stream.write_all(serialize(StubResponse::problem(431, "malformed", "headers too large"), fresh_nonce(),
-                                               false, true));
+                    stream.write_all(serialize(StubResponse::problem(431, "malformed", "headers too large"),
+                                               fresh_nonce(), false, true));
                     open = false;
                     break;
                 }
@@ -580,10 +592,12 @@ void AcmeStub::serve(Connection& connection, int id)
             }
             buffer.erase(0, header_end + 4);
 
-            bool close = version != "HTTP/1.1" || lower(request.header("connection")).find("close") != std::string::npos;
+            bool close =
+                version != "HTTP/1.1" || lower(request.header("connection")).find("close") != std::string::npos;
             std::size_t length = 0;
             if (!refusal && request.headers.count("transfer-encoding") != 0) {
-                refusal = StubResponse::problem(501, "malformed", "the ACME stub needs Content-Length, not chunked bodies");
+                refusal =
+                    StubResponse::problem(501, "malformed", "the ACME stub needs Content-Length, not chunked bodies");
             } else if (!refusal && request.headers.count("content-length") != 0) {
                 const auto text = request.header("content-length");
                 if (text.empty() || text.size() > 9 || text.find_first_not_of("0123456789") != std::string::npos) {

@@ -43,8 +43,8 @@
 namespace certfs::test {
 
 struct StubRequest {
-    std::string method;                        // "GET", "HEAD", "POST", ...
-    std::string path;                          // the request target as sent, query included
+    std::string method;                         // "GET", "HEAD", "POST", ...
+    std::string path;                           // the request target as sent, query included
     std::map<std::string, std::string> headers; // names lower-case, values trimmed; a repeated name keeps the last
     std::string body;
     // A flattened-JWS body's decoded parts; null when the body is not one. jws_payload stays
@@ -143,11 +143,11 @@ private:
 
     // Lock order: m_connections_mutex, then m_mutex; handlers run with neither held.
     mutable std::mutex m_mutex;
-    std::vector<Route> m_routes;           // guarded by m_mutex
-    std::vector<Route> m_basics;           // guarded by m_mutex
-    nlohmann::json m_directory_extra;      // guarded by m_mutex
-    std::vector<StubRequest> m_requests;   // guarded by m_mutex
-    std::uint64_t m_nonce_counter = 0;     // guarded by m_mutex
+    std::vector<Route> m_routes;         // guarded by m_mutex
+    std::vector<Route> m_basics;         // guarded by m_mutex
+    nlohmann::json m_directory_extra;    // guarded by m_mutex
+    std::vector<StubRequest> m_requests; // guarded by m_mutex
+    std::uint64_t m_nonce_counter = 0;   // guarded by m_mutex
 
     std::mutex m_connections_mutex;
     std::list<Connection> m_connections; // guarded by m_connections_mutex

@@ -50,10 +50,7 @@ Ctl::Ctl()
 
 Ctl::Ctl(std::filesystem::path db) : m_db(std::move(db)) {}
 
-RunResult Ctl::operator()(const std::vector<std::string>& args) const
-{
-    return run_certfsctl(with_db(db(), args));
-}
+RunResult Ctl::operator()(const std::vector<std::string>& args) const { return run_certfsctl(with_db(db(), args)); }
 
 RunResult Ctl::unchecked(const std::vector<std::string>& args) const
 {

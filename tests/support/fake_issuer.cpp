@@ -17,9 +17,9 @@ struct Script {
 
 struct FakeIssuers::State {
     mutable std::mutex mutex;
-    std::condition_variable cv;           // a hang released, or a call started hanging
+    std::condition_variable cv;            // a hang released, or a call started hanging
     std::map<std::string, Script> scripts; // by domain; guarded by mutex
-    bool ending = false;                  // the FakeIssuers is gone: nothing hangs; guarded
+    bool ending = false;                   // the FakeIssuers is gone: nothing hangs; guarded
 };
 
 namespace {
@@ -71,15 +71,15 @@ FakeIssuers::~FakeIssuers()
 
 renew::IssuerFactory FakeIssuers::factory() const
 {
-    return [state = m_state](store::Store& store,
-                             const store::Issuer& record) -> Result<std::unique_ptr<renew::Issuer>> {
-        if (record.kind != "local") {
-            return Status::Invalid("the fake issuer signs with a local CA, and issuer " + record.name + " is of kind " +
-                                   record.kind);
-        }
-        ASSIGN_OR_RETURN(auto signer, renew::LocalCa::load(store, record));
-        return std::unique_ptr<renew::Issuer>(new FakeIssuer(state, std::move(signer)));
-    };
+    return
+        [state = m_state](store::Store& store, const store::Issuer& record) -> Result<std::unique_ptr<renew::Issuer>> {
+            if (record.kind != "local") {
+                return Status::Invalid("the fake issuer signs with a local CA, and issuer " + record.name +
+                                       " is of kind " + record.kind);
+            }
+            ASSIGN_OR_RETURN(auto signer, renew::LocalCa::load(store, record));
+            return std::unique_ptr<renew::Issuer>(new FakeIssuer(state, std::move(signer)));
+        };
 }
 
 void FakeIssuers::fail(const std::string& domain, Status status)

@@ -33,15 +33,14 @@ public:
     renew::IssuerFactory factory() const;
 
     void fail(const std::string& domain, Status status); // every issue() for it fails so
-    void hang(const std::string& domain);                 // issue() blocks until release()
-    void release(const std::string& domain);              // hung and later calls sign
-    void succeed(const std::string& domain);              // back to signing
+    void hang(const std::string& domain);                // issue() blocks until release()
+    void release(const std::string& domain);             // hung and later calls sign
+    void succeed(const std::string& domain);             // back to signing
 
     // Calls of issue() for `domain` so far (each hung call counts once, when it starts).
     int calls(const std::string& domain) const;
     // Waits until `hangs` calls for `domain` are blocked in hang(); false after the timeout.
-    bool wait_hanging(const std::string& domain, int hangs = 1,
-                      Duration timeout = std::chrono::seconds(10)) const;
+    bool wait_hanging(const std::string& domain, int hangs = 1, Duration timeout = std::chrono::seconds(10)) const;
 
     struct State; // shared with the issuers the factory makes
 

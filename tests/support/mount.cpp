@@ -43,7 +43,7 @@ void kill_and_reap(pid_t pid)
 
 bool is_fuse_mount(const std::filesystem::path& dir)
 {
-    struct statfs sf{};
+    struct statfs sf {};
     return ::statfs(dir.c_str(), &sf) == 0 && sf.f_type == k_fuse_super_magic;
 }
 
@@ -98,8 +98,8 @@ Daemon::Daemon(const std::filesystem::path& db, const std::filesystem::path& mnt
                Duration pin_window, const std::vector<std::string>& extra)
     : m_mnt(mnt), m_log(log)
 {
-    std::vector<std::string> argv{CERTFS_PATH, "--db", db.string(), "--pin-window",
-                                  std::to_string(pin_window.count()) + "ms", "-f"};
+    std::vector<std::string> argv{
+        CERTFS_PATH, "--db", db.string(), "--pin-window", std::to_string(pin_window.count()) + "ms", "-f"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     argv.push_back(m_mnt.string());
     m_pid = spawn(argv, m_log.string());
@@ -186,7 +186,8 @@ std::string serial_seen_by_new_process(const std::filesystem::path& cert)
         return "";
     }
     std::string hex = out.substr(7, out.find('\n') - 7);
-    std::transform(hex.begin(), hex.end(), hex.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    std::transform(hex.begin(), hex.end(), hex.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
     hex.erase(0, std::min(hex.find_first_not_of('0'), hex.size() - 1));
     return hex;
 }
@@ -211,10 +212,7 @@ CpuHogs::~CpuHogs()
 
 // ---- Child -----------------------------------------------------------------------------------
 
-Child::Child(const std::vector<std::string>& argv)
-{
-    m_pid = spawn(argv, "", &m_stdin, &m_stdout);
-}
+Child::Child(const std::vector<std::string>& argv) { m_pid = spawn(argv, "", &m_stdin, &m_stdout); }
 
 Child::~Child()
 {
@@ -325,9 +323,9 @@ std::vector<std::unique_ptr<PairReader>> pausing_readers(const std::filesystem::
     const auto ms = [&](long times_ten) { return std::to_string(window.count() * times_ten / 10); };
     std::vector<std::unique_ptr<PairReader>> readers;
     for (const char* threads : {"1", "2"}) {
-        readers.push_back(std::make_unique<PairReader>(
-            dir, std::vector<std::string>{"--window-ms", ms(10), "--threads", threads, "--pause-ms", ms(25),
-                                          "--pause-every-ms", ms(20)}));
+        readers.push_back(std::make_unique<PairReader>(dir, std::vector<std::string>{"--window-ms", ms(10), "--threads",
+                                                                                     threads, "--pause-ms", ms(25),
+                                                                                     "--pause-every-ms", ms(20)}));
         REQUIRE(readers.back()->wait_ready(std::chrono::seconds(30)));
     }
     return readers;

@@ -330,10 +330,7 @@ bool dns_txt_answers(int port, const std::string& name, const std::string& token
     return is_our_answer && has_answers && answer.find(token) != std::string::npos;
 }
 
-std::string fqdn(const std::string& host)
-{
-    return !host.empty() && host.back() == '.' ? host : host + ".";
-}
+std::string fqdn(const std::string& host) { return !host.empty() && host.back() == '.' ? host : host + "."; }
 
 std::string read_or_note(const std::filesystem::path& path)
 {
@@ -458,10 +455,11 @@ Pebble::Start Pebble::start(const PebbleOptions& options)
         return read_or_note(m_dir / "pebble.log").find(taken, pebble_from) != std::string::npos ||
                read_or_note(m_dir / "challtestsrv.log").find(taken, challtestsrv_from) != std::string::npos;
     };
-    m_challtestsrv = spawn({"pebble-challtestsrv", "-management=" + loop + std::to_string(m_ports.challtestsrv),
-                            "-dns01=" + loop + std::to_string(m_ports.dns), "-http01=", "-https01=", "-tlsalpn01=",
-                            "-defaultIPv4=" + std::string(k_loopback), "-defaultIPv6="},
-                           child_environment({}), m_dir / "challtestsrv.log");
+    m_challtestsrv =
+        spawn({"pebble-challtestsrv", "-management=" + loop + std::to_string(m_ports.challtestsrv),
+               "-dns01=" + loop + std::to_string(m_ports.dns),
+               "-http01=", "-https01=", "-tlsalpn01=", "-defaultIPv4=" + std::string(k_loopback), "-defaultIPv6="},
+              child_environment({}), m_dir / "challtestsrv.log");
     m_pebble = spawn({"pebble", "-config", (m_dir / "pebble-config.json").string(), "-dnsserver",
                       loop + std::to_string(m_ports.dns)},
                      child_environment({
@@ -513,7 +511,8 @@ Pebble::Start Pebble::start(const PebbleOptions& options)
             }
         }
         if (!txt_set) {
-            txt_set = challtestsrv_post("/set-txt", nlohmann::json{{"host", ready_host}, {"value", ready_token}}.dump()) == 200;
+            txt_set = challtestsrv_post("/set-txt",
+                                        nlohmann::json{{"host", ready_host}, {"value", ready_token}}.dump()) == 200;
             if (!txt_set) {
                 last_error = "challtestsrv /set-txt";
             }

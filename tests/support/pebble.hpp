@@ -47,7 +47,7 @@ namespace certfs::test {
 // One HTTP exchange over loopback with libcurl: GET, or POST of `json` when given. HTTPS trusts
 // only ca_file (e.g. Pebble::ca_bundle()); proxies from the environment are ignored.
 struct HttpReply {
-    long status = 0;   // 0 when there was no HTTP answer; error says why
+    long status = 0; // 0 when there was no HTTP answer; error says why
     std::string body;
     std::string error; // curl's message
 };
@@ -118,8 +118,8 @@ public:
     const std::string& issuing_root_pem() const { return m_issuing_root_pem; }
     int http01_port() const { return m_ports.http01; }
     int tlsalpn01_port() const { return m_ports.tlsalpn01; }
-    int dns_port() const { return m_ports.dns; }                 // challtestsrv, UDP and TCP
-    std::string challtestsrv_management() const;                 // http://127.0.0.1:PORT
+    int dns_port() const { return m_ports.dns; }                      // challtestsrv, UDP and TCP
+    std::string challtestsrv_management() const;                      // http://127.0.0.1:PORT
     const std::filesystem::path& dir() const { return m_dir.path(); } // the instance's temp dir
 
     // challtestsrv's management API. Hosts are DNS names; a missing final dot is added

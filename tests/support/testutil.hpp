@@ -51,8 +51,7 @@ std::string join(const std::vector<std::string>& words);
 
 // Runs argv (argv[0] is a path, no shell) with stdin from /dev/null and the given extra
 // environment entries ("KEY=VALUE") added, and waits at most timeout_s seconds.
-RunResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env = {},
-              int timeout_s = 60);
+RunResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env = {}, int timeout_s = 60);
 
 // A TCP port on 127.0.0.1 that nothing listened on a moment ago (bound to port 0, then released).
 int free_port();
@@ -91,7 +90,8 @@ void require_error(const Result<T>& r, Code code, const std::string& part)
 
 // A CA made with the pki wrappers, for tests that need certificates without the renew/ layer.
 struct TestCa {
-    explicit TestCa(const std::string& subject = "/CN=certfs test CA", TimePoint now = std::chrono::system_clock::now());
+    explicit TestCa(const std::string& subject = "/CN=certfs test CA",
+                    TimePoint now = std::chrono::system_clock::now());
 
     PKey key;
     Cert cert;

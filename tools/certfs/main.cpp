@@ -57,7 +57,7 @@ void forget_mount(const std::string& db_path, const std::string& mountpoint)
 bool is_mount_only_option(const std::string& opt)
 {
     static const char* const k_ignored[] = {"defaults", "auto", "noauto", "nofail", "_netdev", "user", "users",
-                                            "nouser", "ro", "rw", "dev", "suid", "exec", "async"};
+                                            "nouser",   "ro",   "rw",     "dev",    "suid",    "exec", "async"};
     for (const char* ignored : k_ignored) {
         if (opt == ignored) {
             return true;
@@ -105,8 +105,7 @@ int main(int argc, char** argv)
         return d.ok() ? std::string() : d.status().message();
     };
     app.add_option("--pin-window", pin_window, "Pin window (default 2s)")->check(check_duration);
-    app.add_option("--max-hold", max_hold,
-                   "Longest a reader that never pauses keeps an older generation (default 1h)")
+    app.add_option("--max-hold", max_hold, "Longest a reader that never pauses keeps an older generation (default 1h)")
         ->check([&](const std::string& text) {
             auto d = certfs::parse_duration(text);
             if (!d.ok()) {
@@ -192,8 +191,8 @@ int main(int argc, char** argv)
         fuse_argv.push_back(s.data());
     }
     fuse_args args = FUSE_ARGS_INIT(static_cast<int>(fuse_argv.size()), fuse_argv.data());
-    fuse_session* se = fuse_session_new(&args, &certfs::fs::Filesystem::operations(),
-                                        sizeof(fuse_lowlevel_ops), fs->get());
+    fuse_session* se =
+        fuse_session_new(&args, &certfs::fs::Filesystem::operations(), sizeof(fuse_lowlevel_ops), fs->get());
     if (se == nullptr) {
         return fail("cannot start a FUSE session with options " + joined);
     }

@@ -175,8 +175,8 @@ int cmd_show(store::Store& st, const std::string& name, bool json)
     line("hook error:", d->hook_error.empty() ? "-" : d->hook_error);
     line("due at:", time_or_dash(renew::due_at(*d)));
     if (d->ari_gen && d->ari_gen == d->current_gen && d->ari_at) {
-        line("ca suggests:", format_rfc3339(*d->ari_at) + " (renewal information; next check " +
-                                 time_or_dash(d->ari_next_check) + ")");
+        line("ca suggests:",
+             format_rfc3339(*d->ari_at) + " (renewal information; next check " + time_or_dash(d->ari_next_check) + ")");
     }
     line("next attempt:", time_or_dash(d->next_attempt));
     if (gen) {

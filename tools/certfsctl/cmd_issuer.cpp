@@ -14,10 +14,10 @@ namespace {
 // IDENTIFY and FETCH-ROOTS of a helper issuer, as `issuer show` reports them: a helper that
 // fails is part of the answer, not a failure of the command.
 struct HelperProbe {
-    std::string identify;            // first line, or "failed: ..."
+    std::string identify; // first line, or "failed: ..."
     bool identify_ok = false;
-    std::vector<std::string> roots;  // subjects of the roots and other trusted roots
-    std::string roots_error;         // empty when FETCH-ROOTS succeeded
+    std::vector<std::string> roots; // subjects of the roots and other trusted roots
+    std::string roots_error;        // empty when FETCH-ROOTS succeeded
 };
 
 HelperProbe probe_helper(const renew::HelperConfig& config, const std::string& name)
@@ -219,8 +219,8 @@ int cmd_issuer_show(store::Store& st, const std::string& name, bool json)
         }
         if (j.contains("meta")) {
             for (const auto& [key, value] : j["meta"].items()) {
-                std::cout << "meta:       " << key << " = " << (value.is_string() ? value.get<std::string>() : value.dump())
-                          << '\n';
+                std::cout << "meta:       " << key << " = "
+                          << (value.is_string() ? value.get<std::string>() : value.dump()) << '\n';
             }
         }
     }

@@ -87,7 +87,8 @@ int cmd_revoke(store::Store& st, const std::string& name, const std::string& rea
     auto reason = k_reasons.find(reason_name);
     if (reason == k_reasons.end()) {
         return fail(Status::Invalid("--reason must be one of unspecified, keyCompromise, affiliationChanged, "
-                                    "superseded, cessationOfOperation, not '" + reason_name + "'"));
+                                    "superseded, cessationOfOperation, not '" +
+                                    reason_name + "'"));
     }
     auto d = st.get_domain(name);
     if (!d.ok()) {
@@ -107,9 +108,8 @@ int cmd_revoke(store::Store& st, const std::string& name, const std::string& rea
     if (Status s = (*acme)->revoke(gen->cert_pem, reason->second); !s.ok()) {
         return fail(s.with_context("revoke " + name));
     }
-    std::cout << name << ": generation " << gen->gen << " (serial " << gen->serial_hex << ") revoked ("
-              << reason_name << ")" << (gen->current ? "; run 'certfsctl renew " + name + " --force' to replace it" : "")
-              << '\n';
+    std::cout << name << ": generation " << gen->gen << " (serial " << gen->serial_hex << ") revoked (" << reason_name
+              << ")" << (gen->current ? "; run 'certfsctl renew " + name + " --force' to replace it" : "") << '\n';
     return k_exit_ok;
 }
 

@@ -62,8 +62,11 @@ int cmd_log(store::Store& st, const std::string& name, int limit, bool json)
     if (json) {
         nlohmann::json out = nlohmann::json::array();
         for (const auto& e : *events) {
-            out.push_back({{"at", format_rfc3339(e.at)}, {"actor", e.actor}, {"domain", e.domain},
-                           {"action", e.action}, {"detail", e.detail}});
+            out.push_back({{"at", format_rfc3339(e.at)},
+                           {"actor", e.actor},
+                           {"domain", e.domain},
+                           {"action", e.action},
+                           {"detail", e.detail}});
         }
         print_json(out);
         return k_exit_ok;

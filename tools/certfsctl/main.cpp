@@ -18,10 +18,7 @@
 
 namespace certfs::ctl {
 
-std::string actor()
-{
-    return "certfsctl uid=" + std::to_string(::getuid());
-}
+std::string actor() { return "certfsctl uid=" + std::to_string(::getuid()); }
 
 Result<std::unique_ptr<store::Store>> open_store(const std::string& path)
 {
@@ -101,18 +98,22 @@ int main(int argc, char** argv)
                                                             "protocol (docs/helpers.md)");
     HelperAddArgs helper_args;
     add_helper->add_option("NAME", helper_args.name, "Issuer name (CERTMONGER_CA_NICKNAME)")->required();
-    add_helper->add_option("--command", helper_args.command, "The helper and its arguments, split like a shell "
-                                                             "would but never run by one")
+    add_helper
+        ->add_option("--command", helper_args.command,
+                     "The helper and its arguments, split like a shell "
+                     "would but never run by one")
         ->required()
         ->check(check_command);
     add_helper->add_option("--timeout", helper_args.timeout, "Limit on each run of the helper (default 5m)")
         ->check(check_duration);
     add_helper->add_option("--profile", helper_args.profile, "Passed as CERTMONGER_CA_PROFILE");
-    add_helper->add_option("--poll-interval", helper_args.poll_interval,
-                           "Wait before polling when the CA gives no delay (default 60s)")
+    add_helper
+        ->add_option("--poll-interval", helper_args.poll_interval,
+                     "Wait before polling when the CA gives no delay (default 60s)")
         ->check(check_duration);
-    add_helper->add_option("--max-wait", helper_args.max_wait,
-                           "Wait this long for a pending request, then keep it and poll later (default 5m)")
+    add_helper
+        ->add_option("--max-wait", helper_args.max_wait,
+                     "Wait this long for a pending request, then keep it and poll later (default 5m)")
         ->check(check_duration);
     add_helper->callback([&] { run([&](store::Store& st) { return cmd_issuer_add_helper(st, helper_args); }); });
 
@@ -125,20 +126,23 @@ int main(int argc, char** argv)
                          "PEM file of CAs to trust for the directory's HTTPS (default: the system's)");
     add_acme->add_option("--eab-kid", acme_args.config.eab_kid, "External account binding key id");
     add_acme->add_option("--eab-hmac-key", acme_args.eab_hmac_key, "External account binding HMAC key (base64url)");
-    add_acme->add_option("--account-key-type", acme_args.account_key_type,
-                         "Account key type: ec-p256 (default), ec-p384, rsa-2048...")
+    add_acme
+        ->add_option("--account-key-type", acme_args.account_key_type,
+                     "Account key type: ec-p256 (default), ec-p384, rsa-2048...")
         ->check(check_key_type);
     add_acme->add_option("--challenge", acme_args.config.challenge, "http-01 (default) or dns-01");
     add_acme->add_option("--http-listen", acme_args.config.http_listen,
                          "Where the built-in http-01 responder listens (default :80)");
     add_acme->add_option("--webroot", acme_args.config.webroot,
                          "Answer http-01 with files in DIR/.well-known/acme-challenge/ for a running web server");
-    add_acme->add_option("--dns-hook", acme_args.config.dns_hook,
-                         "dns-01: command run as 'CMD set|clear NAME VALUE'; it returns once the record is visible")
+    add_acme
+        ->add_option("--dns-hook", acme_args.config.dns_hook,
+                     "dns-01: command run as 'CMD set|clear NAME VALUE'; it returns once the record is visible")
         ->check(check_command);
     add_acme->add_option("--profile", acme_args.config.profile, "Certificate profile, when the CA offers it");
-    add_acme->add_option("--max-wait", acme_args.max_wait,
-                         "Wait this long for validation and issuance, then keep the order and poll later (default 2m)")
+    add_acme
+        ->add_option("--max-wait", acme_args.max_wait,
+                     "Wait this long for validation and issuance, then keep the order and poll later (default 2m)")
         ->check(check_duration);
     add_acme->callback([&] { run([&](store::Store& st) { return cmd_issuer_add_acme(st, acme_args); }); });
 
@@ -166,13 +170,16 @@ int main(int argc, char** argv)
     auto* add = app.add_subcommand("add", "Add a domain and issue its first certificate");
     add->add_option("NAME", add_args.name, "Domain name (the directory under live/)")->required();
     add->add_option("--issuer", add_args.issuer, "Issuer to use")->required();
-    add->add_option("--san", add_args.sans, "DNS name to certify (repeatable; default NAME, also with --ip)")->allow_extra_args(false);
+    add->add_option("--san", add_args.sans, "DNS name to certify (repeatable; default NAME, also with --ip)")
+        ->allow_extra_args(false);
     add->add_option("--ip", add_args.ips, "IP address to certify (repeatable)")->allow_extra_args(false);
-    add->add_option("--key-type", add_args.key_type, "ec-p256 (default), ec-p384, rsa-2048, rsa-3072, rsa-4096, ed25519")
+    add->add_option("--key-type", add_args.key_type,
+                    "ec-p256 (default), ec-p384, rsa-2048, rsa-3072, rsa-4096, ed25519")
         ->check(check_key_type);
     add->add_flag("--reuse-key", add_args.reuse_key, "Keep the key across renewals");
-    add->add_option("--renew-before", add_args.renew_before, "Renew this long before expiry (default a third of "
-                                                             "the lifetime)")
+    add->add_option("--renew-before", add_args.renew_before,
+                    "Renew this long before expiry (default a third of "
+                    "the lifetime)")
         ->check(check_duration);
     add->add_option("--owner", add_args.owner, "Owner of privkey.pem and combined.pem (default root)");
     add->add_option("--group", add_args.group, "Group of privkey.pem and combined.pem (default root)");
@@ -199,95 +206,95 @@ int main(int argc, char** argv)
     import->add_option("--chain", chain_file, "Intermediate certificates PEM");
     import->add_flag("--now", now, now_help);
     import->callback(
-        [&] { run([&](store::Store& st) { return cmd_import(st, name, cert_file, key_file, chain_file, now); }); });
+        [&] { run([&](store::Store& st) { return cmd_import(st, name, cert_file, key_file, chain_file, now);
+});
+} // namespace certfs::ctl
+);
 
-    auto* list = app.add_subcommand("list", "List domains with their state and expiry");
-    list->add_flag("--json", json, "JSON output");
-    list->callback([&] { run([&](store::Store& st) { return cmd_list(st, json); }); });
+auto* list = app.add_subcommand("list", "List domains with their state and expiry");
+list->add_flag("--json", json, "JSON output");
+list->callback([&] { run([&](store::Store& st) { return cmd_list(st, json); }); });
 
-    auto* show = app.add_subcommand("show", "Show one domain");
-    show->add_option("NAME", name)->required();
-    show->add_flag("--json", json, "JSON output");
-    show->callback([&] { run([&](store::Store& st) { return cmd_show(st, name, json); }); });
+auto* show = app.add_subcommand("show", "Show one domain");
+show->add_option("NAME", name)->required();
+show->add_flag("--json", json, "JSON output");
+show->callback([&] { run([&](store::Store& st) { return cmd_show(st, name, json); }); });
 
-    auto* history = app.add_subcommand("history", "List a domain's generations");
-    history->add_option("NAME", name)->required();
-    history->add_flag("--json", json, "JSON output");
-    history->callback([&] { run([&](store::Store& st) { return cmd_history(st, name, json); }); });
+auto* history = app.add_subcommand("history", "List a domain's generations");
+history->add_option("NAME", name)->required();
+history->add_flag("--json", json, "JSON output");
+history->callback([&] { run([&](store::Store& st) { return cmd_history(st, name, json); }); });
 
-    std::vector<std::string> names;
-    bool all = false;
-    bool force = false;
-    auto* renew_cmd = app.add_subcommand("renew", "Renew what is due now");
-    renew_cmd->add_option("NAME", names, "Domains to renew");
-    renew_cmd->add_flag("--all", all, "Every domain with an issuer");
-    renew_cmd->add_flag("--force", force, "Renew even if not due");
-    renew_cmd->add_flag("--now", now, now_help + "; implies --force");
-    int jobs = 4;
-    renew_cmd->add_option("--jobs", jobs, "Renewals at once (default 4)")->check(CLI::Range(1, 64));
-    renew_cmd->callback([&] { run([&](store::Store& st) { return cmd_renew(st, names, all, force, now, jobs); }); });
+std::vector<std::string> names;
+bool all = false;
+bool force = false;
+auto* renew_cmd = app.add_subcommand("renew", "Renew what is due now");
+renew_cmd->add_option("NAME", names, "Domains to renew");
+renew_cmd->add_flag("--all", all, "Every domain with an issuer");
+renew_cmd->add_flag("--force", force, "Renew even if not due");
+renew_cmd->add_flag("--now", now, now_help + "; implies --force");
+int jobs = 4;
+renew_cmd->add_option("--jobs", jobs, "Renewals at once (default 4)")->check(CLI::Range(1, 64));
+renew_cmd->callback([&] { run([&](store::Store& st) { return cmd_renew(st, names, all, force, now, jobs); }); });
 
-    std::optional<std::int64_t> gen;
-    auto* rollback = app.add_subcommand("rollback", "Make an older generation current again");
-    rollback->add_option("NAME", name)->required();
-    rollback->add_option("--to", gen, "Generation (default: the one before the current)")->check(CLI::PositiveNumber);
-    rollback->add_flag("--now", now, now_help);
-    rollback->callback([&] { run([&](store::Store& st) { return cmd_rollback(st, name, gen, now); }); });
+std::optional<std::int64_t> gen;
+auto* rollback = app.add_subcommand("rollback", "Make an older generation current again");
+rollback->add_option("NAME", name)->required();
+rollback->add_option("--to", gen, "Generation (default: the one before the current)")->check(CLI::PositiveNumber);
+rollback->add_flag("--now", now, now_help);
+rollback->callback([&] { run([&](store::Store& st) { return cmd_rollback(st, name, gen, now); }); });
 
-    std::string reason = "unspecified";
-    std::optional<std::int64_t> revoke_gen;
-    auto* revoke = app.add_subcommand("revoke", "Revoke a certificate at its ACME CA");
-    revoke->add_option("NAME", name)->required();
-    revoke->add_option("--reason", reason,
-                       "unspecified (default), keyCompromise, affiliationChanged, superseded, cessationOfOperation");
-    revoke->add_option("--gen", revoke_gen, "Generation (default: the current one)")->check(CLI::PositiveNumber);
-    revoke->callback([&] { run([&](store::Store& st) { return cmd_revoke(st, name, reason, revoke_gen); }); });
+std::string reason = "unspecified";
+std::optional<std::int64_t> revoke_gen;
+auto* revoke = app.add_subcommand("revoke", "Revoke a certificate at its ACME CA");
+revoke->add_option("NAME", name)->required();
+revoke->add_option("--reason", reason,
+                   "unspecified (default), keyCompromise, affiliationChanged, superseded, cessationOfOperation");
+revoke->add_option("--gen", revoke_gen, "Generation (default: the current one)")->check(CLI::PositiveNumber);
+revoke->callback([&] { run([&](store::Store& st) { return cmd_revoke(st, name, reason, revoke_gen); }); });
 
-    auto* remove = app.add_subcommand("remove", "Remove a domain and its history");
-    remove->add_option("NAME", name)->required();
-    remove->callback([&] { run([&](store::Store& st) { return cmd_remove(st, name); }); });
+auto* remove = app.add_subcommand("remove", "Remove a domain and its history");
+remove->add_option("NAME", name)->required();
+remove->callback([&] { run([&](store::Store& st) { return cmd_remove(st, name); }); });
 
-    std::string dir;
-    auto* exp = app.add_subcommand("export", "Write a generation's files to a directory, switched atomically");
-    exp->add_option("NAME", name)->required();
-    exp->add_option("DIR", dir)->required();
-    exp->add_option("--gen", gen, "Generation (default: the current one)")->check(CLI::PositiveNumber);
-    exp->callback([&] { run([&](store::Store& st) { return cmd_export(st, name, dir, gen); }); });
+std::string dir;
+auto* exp = app.add_subcommand("export", "Write a generation's files to a directory, switched atomically");
+exp->add_option("NAME", name)->required();
+exp->add_option("DIR", dir)->required();
+exp->add_option("--gen", gen, "Generation (default: the current one)")->check(CLI::PositiveNumber);
+exp->callback([&] { run([&](store::Store& st) { return cmd_export(st, name, dir, gen); }); });
 
-    auto* check = app.add_subcommand("check", "Check the store; exit 1 if anything is wrong");
-    check->add_flag("--json", json, "JSON output");
-    check->callback([&] { run([&](store::Store& st) { return cmd_check(st, json); }); });
+auto* check = app.add_subcommand("check", "Check the store; exit 1 if anything is wrong");
+check->add_flag("--json", json, "JSON output");
+check->callback([&] { run([&](store::Store& st) { return cmd_check(st, json); }); });
 
-    int limit = 50;
-    auto* log = app.add_subcommand("log", "Show the event log (who did what when)");
-    log->add_option("NAME", name, "Only this domain");
-    log->add_option("--limit", limit, "Most recent events to show (default 50)")->check(CLI::PositiveNumber);
-    log->add_flag("--json", json, "JSON output");
-    log->callback([&] { run([&](store::Store& st) { return cmd_log(st, name, limit, json); }); });
+int limit = 50;
+auto* log = app.add_subcommand("log", "Show the event log (who did what when)");
+log->add_option("NAME", name, "Only this domain");
+log->add_option("--limit", limit, "Most recent events to show (default 50)")->check(CLI::PositiveNumber);
+log->add_flag("--json", json, "JSON output");
+log->callback([&] { run([&](store::Store& st) { return cmd_log(st, name, limit, json); }); });
 
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::CallForHelp& e) {
-        return app.exit(e);
-    } catch (const CLI::CallForAllHelp& e) {
-        return app.exit(e);
-    } catch (const CLI::ParseError& e) {
-        std::cerr << "certfsctl: " << e.what() << " (see certfsctl --help)\n";
-        return k_exit_usage;
-    }
-    if (needs_init) {
-        return cmd_init(db_path);
-    }
-    auto st = open_store(db_path);
-    if (!st.ok()) {
-        return fail(st.status());
-    }
-    return action(**st);
+try {
+    app.parse(argc, argv);
+} catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+} catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+} catch (const CLI::ParseError& e) {
+    std::cerr << "certfsctl: " << e.what() << " (see certfsctl --help)\n";
+    return k_exit_usage;
+}
+if (needs_init) {
+    return cmd_init(db_path);
+}
+auto st = open_store(db_path);
+if (!st.ok()) {
+    return fail(st.status());
+}
+return action(**st);
 }
 
 } // namespace certfs::ctl
 
-int main(int argc, char** argv)
-{
-    return certfs::ctl::main(argc, argv);
-}
+int main(int argc, char** argv) { return certfs::ctl::main(argc, argv); }

@@ -38,10 +38,7 @@ void print_table(const std::vector<std::string>& header, const std::vector<std::
     }
 }
 
-std::string time_or_dash(const std::optional<TimePoint>& t)
-{
-    return t ? format_rfc3339(*t) : "-";
-}
+std::string time_or_dash(const std::optional<TimePoint>& t) { return t ? format_rfc3339(*t) : "-"; }
 
 nlohmann::json time_or_null(const std::optional<TimePoint>& t)
 {
@@ -157,10 +154,7 @@ std::string join(const std::vector<std::string>& items, const char* sep)
     return out.empty() ? "-" : out;
 }
 
-void print_json(const nlohmann::json& j)
-{
-    std::cout << j.dump(2) << '\n';
-}
+void print_json(const nlohmann::json& j) { std::cout << j.dump(2) << '\n'; }
 
 // What --now means, said where it takes effect.
 std::string moved_now_note(const std::string& domain, std::int64_t gen)
