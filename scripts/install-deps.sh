@@ -11,6 +11,8 @@ packages=(
     libcurl4-openssl-dev
     # tests: pebble is Let's Encrypt's ACME test server (with pebble-challtestsrv)
     catch2 openssl pebble
+    # the format check (scripts/check-format.sh): the tree is formatted by Debian's clang-format 14
+    clang-format git
 )
 
 missing=()
