@@ -199,100 +199,97 @@ int main(int argc, char** argv)
     std::string cert_file;
     std::string key_file;
     std::string chain_file;
-    auto* import = app.add_subcommand("import", "Import a certificate and key as a new generation");
-    import->add_option("NAME", name)->required();
-    import->add_option("--cert", cert_file, "Certificate PEM (may include the chain)")->required();
-    import->add_option("--key", key_file, "Private key PEM")->required();
-    import->add_option("--chain", chain_file, "Intermediate certificates PEM");
-    import->add_flag("--now", now, now_help);
-    import->callback(
-        [&] { run([&](store::Store& st) { return cmd_import(st, name, cert_file, key_file, chain_file, now);
-});
-} // namespace certfs::ctl
-);
+    auto* import_cmd = app.add_subcommand("import", "Import a certificate and key as a new generation");
+    import_cmd->add_option("NAME", name)->required();
+    import_cmd->add_option("--cert", cert_file, "Certificate PEM (may include the chain)")->required();
+    import_cmd->add_option("--key", key_file, "Private key PEM")->required();
+    import_cmd->add_option("--chain", chain_file, "Intermediate certificates PEM");
+    import_cmd->add_flag("--now", now, now_help);
+    import_cmd->callback(
+        [&] { run([&](store::Store& st) { return cmd_import(st, name, cert_file, key_file, chain_file, now); }); });
 
-auto* list = app.add_subcommand("list", "List domains with their state and expiry");
-list->add_flag("--json", json, "JSON output");
-list->callback([&] { run([&](store::Store& st) { return cmd_list(st, json); }); });
+    auto* list = app.add_subcommand("list", "List domains with their state and expiry");
+    list->add_flag("--json", json, "JSON output");
+    list->callback([&] { run([&](store::Store& st) { return cmd_list(st, json); }); });
 
-auto* show = app.add_subcommand("show", "Show one domain");
-show->add_option("NAME", name)->required();
-show->add_flag("--json", json, "JSON output");
-show->callback([&] { run([&](store::Store& st) { return cmd_show(st, name, json); }); });
+    auto* show = app.add_subcommand("show", "Show one domain");
+    show->add_option("NAME", name)->required();
+    show->add_flag("--json", json, "JSON output");
+    show->callback([&] { run([&](store::Store& st) { return cmd_show(st, name, json); }); });
 
-auto* history = app.add_subcommand("history", "List a domain's generations");
-history->add_option("NAME", name)->required();
-history->add_flag("--json", json, "JSON output");
-history->callback([&] { run([&](store::Store& st) { return cmd_history(st, name, json); }); });
+    auto* history = app.add_subcommand("history", "List a domain's generations");
+    history->add_option("NAME", name)->required();
+    history->add_flag("--json", json, "JSON output");
+    history->callback([&] { run([&](store::Store& st) { return cmd_history(st, name, json); }); });
 
-std::vector<std::string> names;
-bool all = false;
-bool force = false;
-auto* renew_cmd = app.add_subcommand("renew", "Renew what is due now");
-renew_cmd->add_option("NAME", names, "Domains to renew");
-renew_cmd->add_flag("--all", all, "Every domain with an issuer");
-renew_cmd->add_flag("--force", force, "Renew even if not due");
-renew_cmd->add_flag("--now", now, now_help + "; implies --force");
-int jobs = 4;
-renew_cmd->add_option("--jobs", jobs, "Renewals at once (default 4)")->check(CLI::Range(1, 64));
-renew_cmd->callback([&] { run([&](store::Store& st) { return cmd_renew(st, names, all, force, now, jobs); }); });
+    std::vector<std::string> names;
+    bool all = false;
+    bool force = false;
+    auto* renew_cmd = app.add_subcommand("renew", "Renew what is due now");
+    renew_cmd->add_option("NAME", names, "Domains to renew");
+    renew_cmd->add_flag("--all", all, "Every domain with an issuer");
+    renew_cmd->add_flag("--force", force, "Renew even if not due");
+    renew_cmd->add_flag("--now", now, now_help + "; implies --force");
+    int jobs = 4;
+    renew_cmd->add_option("--jobs", jobs, "Renewals at once (default 4)")->check(CLI::Range(1, 64));
+    renew_cmd->callback([&] { run([&](store::Store& st) { return cmd_renew(st, names, all, force, now, jobs); }); });
 
-std::optional<std::int64_t> gen;
-auto* rollback = app.add_subcommand("rollback", "Make an older generation current again");
-rollback->add_option("NAME", name)->required();
-rollback->add_option("--to", gen, "Generation (default: the one before the current)")->check(CLI::PositiveNumber);
-rollback->add_flag("--now", now, now_help);
-rollback->callback([&] { run([&](store::Store& st) { return cmd_rollback(st, name, gen, now); }); });
+    std::optional<std::int64_t> gen;
+    auto* rollback = app.add_subcommand("rollback", "Make an older generation current again");
+    rollback->add_option("NAME", name)->required();
+    rollback->add_option("--to", gen, "Generation (default: the one before the current)")->check(CLI::PositiveNumber);
+    rollback->add_flag("--now", now, now_help);
+    rollback->callback([&] { run([&](store::Store& st) { return cmd_rollback(st, name, gen, now); }); });
 
-std::string reason = "unspecified";
-std::optional<std::int64_t> revoke_gen;
-auto* revoke = app.add_subcommand("revoke", "Revoke a certificate at its ACME CA");
-revoke->add_option("NAME", name)->required();
-revoke->add_option("--reason", reason,
-                   "unspecified (default), keyCompromise, affiliationChanged, superseded, cessationOfOperation");
-revoke->add_option("--gen", revoke_gen, "Generation (default: the current one)")->check(CLI::PositiveNumber);
-revoke->callback([&] { run([&](store::Store& st) { return cmd_revoke(st, name, reason, revoke_gen); }); });
+    std::string reason = "unspecified";
+    std::optional<std::int64_t> revoke_gen;
+    auto* revoke = app.add_subcommand("revoke", "Revoke a certificate at its ACME CA");
+    revoke->add_option("NAME", name)->required();
+    revoke->add_option("--reason", reason,
+                       "unspecified (default), keyCompromise, affiliationChanged, superseded, cessationOfOperation");
+    revoke->add_option("--gen", revoke_gen, "Generation (default: the current one)")->check(CLI::PositiveNumber);
+    revoke->callback([&] { run([&](store::Store& st) { return cmd_revoke(st, name, reason, revoke_gen); }); });
 
-auto* remove = app.add_subcommand("remove", "Remove a domain and its history");
-remove->add_option("NAME", name)->required();
-remove->callback([&] { run([&](store::Store& st) { return cmd_remove(st, name); }); });
+    auto* remove = app.add_subcommand("remove", "Remove a domain and its history");
+    remove->add_option("NAME", name)->required();
+    remove->callback([&] { run([&](store::Store& st) { return cmd_remove(st, name); }); });
 
-std::string dir;
-auto* exp = app.add_subcommand("export", "Write a generation's files to a directory, switched atomically");
-exp->add_option("NAME", name)->required();
-exp->add_option("DIR", dir)->required();
-exp->add_option("--gen", gen, "Generation (default: the current one)")->check(CLI::PositiveNumber);
-exp->callback([&] { run([&](store::Store& st) { return cmd_export(st, name, dir, gen); }); });
+    std::string dir;
+    auto* exp = app.add_subcommand("export", "Write a generation's files to a directory, switched atomically");
+    exp->add_option("NAME", name)->required();
+    exp->add_option("DIR", dir)->required();
+    exp->add_option("--gen", gen, "Generation (default: the current one)")->check(CLI::PositiveNumber);
+    exp->callback([&] { run([&](store::Store& st) { return cmd_export(st, name, dir, gen); }); });
 
-auto* check = app.add_subcommand("check", "Check the store; exit 1 if anything is wrong");
-check->add_flag("--json", json, "JSON output");
-check->callback([&] { run([&](store::Store& st) { return cmd_check(st, json); }); });
+    auto* check = app.add_subcommand("check", "Check the store; exit 1 if anything is wrong");
+    check->add_flag("--json", json, "JSON output");
+    check->callback([&] { run([&](store::Store& st) { return cmd_check(st, json); }); });
 
-int limit = 50;
-auto* log = app.add_subcommand("log", "Show the event log (who did what when)");
-log->add_option("NAME", name, "Only this domain");
-log->add_option("--limit", limit, "Most recent events to show (default 50)")->check(CLI::PositiveNumber);
-log->add_flag("--json", json, "JSON output");
-log->callback([&] { run([&](store::Store& st) { return cmd_log(st, name, limit, json); }); });
+    int limit = 50;
+    auto* log = app.add_subcommand("log", "Show the event log (who did what when)");
+    log->add_option("NAME", name, "Only this domain");
+    log->add_option("--limit", limit, "Most recent events to show (default 50)")->check(CLI::PositiveNumber);
+    log->add_flag("--json", json, "JSON output");
+    log->callback([&] { run([&](store::Store& st) { return cmd_log(st, name, limit, json); }); });
 
-try {
-    app.parse(argc, argv);
-} catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-} catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
-} catch (const CLI::ParseError& e) {
-    std::cerr << "certfsctl: " << e.what() << " (see certfsctl --help)\n";
-    return k_exit_usage;
-}
-if (needs_init) {
-    return cmd_init(db_path);
-}
-auto st = open_store(db_path);
-if (!st.ok()) {
-    return fail(st.status());
-}
-return action(**st);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::CallForAllHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        std::cerr << "certfsctl: " << e.what() << " (see certfsctl --help)\n";
+        return k_exit_usage;
+    }
+    if (needs_init) {
+        return cmd_init(db_path);
+    }
+    auto st = open_store(db_path);
+    if (!st.ok()) {
+        return fail(st.status());
+    }
+    return action(**st);
 }
 
 } // namespace certfs::ctl
