@@ -44,6 +44,19 @@ Status Status::with_retry_after(std::chrono::milliseconds delay) const
     return out;
 }
 
+Status exception_status(std::string_view where)
+{
+    try {
+        throw;
+    } catch (const std::bad_alloc&) {
+        return Status::IoError(std::string(where) + ": out of memory");
+    } catch (const std::exception& e) {
+        return Status::IoError(std::string(where) + ": " + e.what());
+    } catch (...) {
+        return Status::IoError(std::string(where) + ": an unknown exception");
+    }
+}
+
 Status errno_status(std::string_view what, int err)
 {
     std::string msg = std::string(what) + ": " + std::strerror(err);

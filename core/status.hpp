@@ -64,6 +64,11 @@ private:
 // ENOENT and IoError otherwise. Read errno before anything else can change it.
 Status errno_status(std::string_view what, int err = errno);
 
+// The exception being handled, as a Status for a thread's boundary (call it in a catch block):
+// IoError "where: what()", or "where: out of memory". It logs nothing: the caller reports the
+// Status where it handles it.
+Status exception_status(std::string_view where);
+
 template <typename T>
 class [[nodiscard]] Result {
 public:

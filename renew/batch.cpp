@@ -49,8 +49,15 @@ Result<std::unique_ptr<store::Store>> BatchRunner::open() const
 ScopeResult BatchRunner::run_on(store::Store& store, const std::string& name, const OnRenewed& on_renewed) const
 {
     ScopeResult result{name, Status::Unavailable("not run"), {}};
-    Renewer renewer(store, m_options.owner, m_options.issuers);
-    result.outcomes = renewer.renew(name, m_options.force, m_options.move_now);
+    try {
+        Renewer renewer(store, m_options.owner, m_options.issuers);
+        result.outcomes = renewer.renew(name, m_options.force, m_options.move_now);
+    } catch (...) {
+        // The boundary of a renewal: what threw (a malformed stored setting, say) fails this
+        // scope only. Nothing was recorded in the store, so the caller sets the next attempt.
+        result.outcomes = exception_status("exception");
+        result.threw = true;
+    }
     if (on_renewed) {
         on_renewed(result.outcomes);
     }
@@ -84,7 +91,12 @@ std::vector<ScopeResult> BatchRunner::run(store::Store& store, const std::vector
     auto work = [&] {
         auto own = open();
         for (std::size_t i = next++; i < scopes.size(); i = next++) {
-            done[i] = own.ok() ? run_on(**own, scopes[i], {}) : ScopeResult{scopes[i], own.status(), {}};
+            try {
+                done[i] = own.ok() ? run_on(**own, scopes[i], {}) : ScopeResult{scopes[i], own.status(), {}};
+            } catch (...) {
+                // the boundary of a worker thread: its deploy hooks threw
+                done[i] = ScopeResult{scopes[i], exception_status(scopes[i] + ": deploy hooks failed"), {}, true};
+            }
         }
     };
     std::vector<std::thread> workers;

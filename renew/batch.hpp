@@ -7,7 +7,7 @@
 //
 // Thread-safety: a BatchRunner is immutable after construction; run() and run_one() may be
 // called from several threads at once. Errors: every failure is in the scope's result, none
-// is thrown or logged here.
+// is logged here; an exception from a renewal becomes its scope's result (`threw`).
 #pragma once
 
 #include <functional>
@@ -40,6 +40,7 @@ struct ScopeResult {
     std::string name;
     Result<std::vector<RenewOutcome>> outcomes = Status::Unavailable("not run");
     std::vector<HookRun> runs;
+    bool threw = false; // an exception ended the renewal: nothing about it is in the store
 };
 
 // The names to renew one per scope: each name once, and of a bundle only the first member

@@ -21,6 +21,7 @@ constexpr Duration k_ari_default_retry = std::chrono::hours(6);
 constexpr Duration k_ari_min_retry = std::chrono::minutes(1);
 constexpr Duration k_ari_max_retry = std::chrono::hours(24);
 constexpr Duration k_ari_retry_after_error = std::chrono::hours(1);
+constexpr Duration k_retry_after_exception = std::chrono::minutes(1); // see run_scope()
 
 // How long the loop sleeps at most: a clock step or a missed wake-up costs no more than this.
 constexpr Duration k_max_sleep = std::chrono::minutes(10);
@@ -151,7 +152,12 @@ void Scheduler::loop()
     std::unique_lock lock(m_mutex);
     while (!m_stopping) {
         lock.unlock();
-        auto next = step();
+        Result<TimePoint> next = Status::Unavailable("not planned");
+        try {
+            next = step();
+        } catch (...) {
+            next = exception_status("planning failed"); // the thread's boundary; a minute's pause
+        }
         if (!next.ok()) {
             spdlog::warn("scheduler: {}", next.status().message());
         }
@@ -181,7 +187,13 @@ void Scheduler::heartbeat_loop()
             continue;
         }
         lock.unlock();
-        if (Status s = (*store)->extend_leases(m_options.owner, k_lease_ttl); !s.ok()) {
+        Status s = Status::Ok();
+        try {
+            s = (*store)->extend_leases(m_options.owner, k_lease_ttl);
+        } catch (...) {
+            s = exception_status("heartbeat"); // the thread's boundary
+        }
+        if (!s.ok()) {
             spdlog::warn("scheduler: cannot extend leases: {}", s.message());
         }
         lock.lock();
@@ -308,7 +320,13 @@ void Scheduler::refresh_renewal_info(const std::string& name)
         }
         return store->set_renewal_info(name, current.gen, at, now + again);
     };
-    if (Status s = fetch(); !s.ok() && s.code() != Code::conflict) {
+    Status s = Status::Ok();
+    try {
+        s = fetch();
+    } catch (...) {
+        s = exception_status("fetching renewal information"); // the worker's boundary
+    }
+    if (!s.ok() && s.code() != Code::conflict) {
         spdlog::warn("{}: cannot record renewal information: {}", name, s.message());
     }
     {
@@ -352,9 +370,21 @@ void Scheduler::warn_expiring(const Scope& scope, TimePoint now, TimePoint& next
 
 void Scheduler::run_scope(const std::string& key, const std::string& first_member)
 {
-    (void)m_batch.run_one(first_member, [&key](const auto& outcomes) { log_renewed(key, outcomes); });
+    bool threw = false;
+    try {
+        threw = m_batch.run_one(first_member, [&key](const auto& outcomes) { log_renewed(key, outcomes); }).threw;
+    } catch (...) {
+        // The worker's boundary: its deploy hooks threw after the commit.
+        spdlog::error("{}: {}", key, exception_status("deploy hooks failed").message());
+        threw = true;
+    }
     {
         std::lock_guard lock(m_mutex);
+        if (threw) {
+            // Nothing recorded the failure in the store, so nothing set the next attempt: a
+            // minute's pause, so that a renewal that always throws cannot make the loop spin.
+            m_not_before[key] = m_clock.now() + k_retry_after_exception;
+        }
         m_running.erase(key);
         --m_busy;
         m_woken = true; // room for another renewal

@@ -93,11 +93,12 @@ private:
     const BatchRunner m_batch; // renews one scope at a time on each worker, hooks included
 
     std::mutex m_mutex;
-    std::condition_variable m_cv;                                 // wakes the loop, and wait_idle()
-    std::unique_ptr<store::Store> m_store;                        // the loop's connection; guarded by m_mutex
-    std::set<std::string> m_running;                              // scopes being renewed; guarded by m_mutex
-    std::set<std::string> m_ari_running;                          // domains whose ARI is being fetched; guarded
-    std::map<std::string, TimePoint> m_not_before;                // overdue at start: spread; guarded by m_mutex
+    std::condition_variable m_cv;          // wakes the loop, and wait_idle()
+    std::unique_ptr<store::Store> m_store; // the loop's connection; guarded by m_mutex
+    std::set<std::string> m_running;       // scopes being renewed; guarded by m_mutex
+    std::set<std::string> m_ari_running;   // domains whose ARI is being fetched; guarded
+    std::map<std::string, TimePoint>
+        m_not_before; // overdue at start: spread; a renewal that threw: a minute; guarded by m_mutex
     std::map<std::pair<std::string, std::int64_t>, int> m_warned; // (domain, gen) -> days; guarded
     bool m_first_step = true;                                     // guarded by m_mutex
     bool m_woken = false;                                         // guarded by m_mutex

@@ -124,6 +124,26 @@ TEST_CASE("batch: an issuer failing with each kind of error fails its scope only
     }
 }
 
+TEST_CASE("batch: an issuer that throws fails its scope with the exception's message and the others commit")
+{
+    Fixture f;
+    for (const char* n : {"throws.test", "fine.test"}) {
+        f.add(n);
+    }
+    f.fakes.raise("throws.test", "a bug in an issuer");
+    auto options = f.options();
+    options.jobs = 2;
+    auto done = BatchRunner(options).run(*f.store, {"throws.test", "fine.test"});
+    REQUIRE(done.size() == 2);
+    test::require_error(done[0].outcomes, Code::io_error, "exception: a bug in an issuer");
+    CHECK(done[0].threw);
+    CHECK(done[0].runs.empty());
+    CHECK(f.gen("throws.test") == 1);
+    REQUIRE(done[1].outcomes.ok());
+    CHECK_FALSE(done[1].threw);
+    CHECK(f.gen("fine.test") == 2);
+}
+
 TEST_CASE("batch: a hanging issuer holds one worker and the other scopes finish meanwhile")
 {
     Fixture f;

@@ -432,6 +432,41 @@ TEST_CASE("scheduler: a failed attempt sets the next one: no retry before it and
     CHECK(f.domain("retry.test").state == store::DomainState::monitoring);
 }
 
+TEST_CASE("scheduler: an issuer that throws fails only its domain, and its next try waits a minute, not a spin")
+{
+    Fixture f;
+    FakeIssuers fakes;
+    f.add("throws.test");
+    f.add("fine.test");
+    f.until_due({"throws.test", "fine.test"});
+    fakes.raise("throws.test", "a bug in an issuer");
+    auto options = f.options();
+    options.issuers = fakes.factory();
+    Scheduler s(options, f.clock);
+    REQUIRE(s.start(false).ok());
+    pass(s); // without the boundary, the exception ends the process here
+    CHECK(fakes.calls("throws.test") == 1);
+    CHECK(f.gen("fine.test") == 2);
+    CHECK(f.gen("throws.test") == 1);
+    CHECK(f.store->leases().value().empty()); // the lease guard released it on the way out
+
+    // Nothing recorded the failure in the store, so the scheduler sets the next try itself.
+    const TimePoint threw_at = f.clock.now();
+    CHECK(pass(s) <= threw_at + 1min);
+    CHECK(fakes.calls("throws.test") == 1);
+    f.clock.set(threw_at + 59s);
+    pass(s);
+    CHECK(fakes.calls("throws.test") == 1);
+    f.clock.set(threw_at + 1min);
+    pass(s);
+    CHECK(fakes.calls("throws.test") == 2);
+
+    fakes.succeed("throws.test");
+    f.clock.set(threw_at + 2min);
+    pass(s);
+    CHECK(f.gen("throws.test") == 2);
+}
+
 TEST_CASE("scheduler: an issuer that hangs holds up only its own domain and keeps its lease")
 {
     Fixture f;

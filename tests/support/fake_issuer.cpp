@@ -1,5 +1,7 @@
 #include "tests/support/fake_issuer.hpp"
 
+#include <stdexcept>
+
 #include "renew/local_ca.hpp"
 
 namespace certfs::test {
@@ -7,8 +9,9 @@ namespace certfs::test {
 namespace {
 
 struct Script {
-    std::optional<Status> failure; // set: fail with it
-    bool hang = false;             // block until released
+    std::optional<Status> failure;    // set: fail with it
+    std::optional<std::string> raise; // set: throw a std::runtime_error with it
+    bool hang = false;                // block until released
     int calls = 0;
     int hanging = 0; // calls blocked now
 };
@@ -46,6 +49,9 @@ public:
             }
             if (script.failure) {
                 return *script.failure;
+            }
+            if (script.raise) {
+                throw std::runtime_error(*script.raise);
             }
         }
         return m_signer->issue(request);
@@ -88,6 +94,12 @@ void FakeIssuers::fail(const std::string& domain, Status status)
     m_state->scripts[domain].failure = std::move(status);
 }
 
+void FakeIssuers::raise(const std::string& domain, std::string what)
+{
+    std::lock_guard lock(m_state->mutex);
+    m_state->scripts[domain].raise = std::move(what);
+}
+
 void FakeIssuers::hang(const std::string& domain)
 {
     std::lock_guard lock(m_state->mutex);
@@ -109,6 +121,7 @@ void FakeIssuers::succeed(const std::string& domain)
         std::lock_guard lock(m_state->mutex);
         Script& script = m_state->scripts[domain];
         script.failure.reset();
+        script.raise.reset();
         script.hang = false;
     }
     m_state->cv.notify_all();

@@ -1,6 +1,7 @@
 // An in-process issuer for tests of the renewal pipeline, the batch runner and the scheduler,
 // plugged in through renew::IssuerFactory. Per domain, a test scripts what issue() does: sign
-// (the default), fail with a given Status (any Code, any Retry-After), or hang until released;
+// (the default), fail with a given Status (any Code, any Retry-After), throw (a bug in an
+// issuer, as the renewal threads' boundaries must survive), or hang until released;
 // and it counts the calls. Signing is done by the store's local CA (renew/local_ca.hpp), so a
 // committed generation is as valid as a real one; only the script is fake.
 //
@@ -32,10 +33,11 @@ public:
     // signs); another kind is Invalid, naming it.
     renew::IssuerFactory factory() const;
 
-    void fail(const std::string& domain, Status status); // every issue() for it fails so
-    void hang(const std::string& domain);                // issue() blocks until release()
-    void release(const std::string& domain);             // hung and later calls sign
-    void succeed(const std::string& domain);             // back to signing
+    void fail(const std::string& domain, Status status);     // every issue() for it fails so
+    void raise(const std::string& domain, std::string what); // every issue() for it throws
+    void hang(const std::string& domain);                    // issue() blocks until release()
+    void release(const std::string& domain);                 // hung and later calls sign
+    void succeed(const std::string& domain);                 // back to signing
 
     // Calls of issue() for `domain` so far (each hung call counts once, when it starts).
     int calls(const std::string& domain) const;
