@@ -67,6 +67,14 @@ void Watcher::watch()
                 exception_errno("the watcher");
             }
             failing = true;
+            // refresh() may have recorded the store's version before it threw: forget it, so
+            // that the next poll reads the store again instead of taking the change as seen.
+            try {
+                std::lock_guard store_lock(m_fs.m_store_mutex);
+                m_data_version = -1;
+            } catch (...) {
+                // a lock that cannot be taken: the next change of the store re-reads it anyway
+            }
             until = PinClock::now() + m_fs.m_options.poll_interval;
         }
         lock.lock();
