@@ -21,7 +21,7 @@ openssl_types=(EVP_PKEY)
 checked_dirs=(core store renew fs tools)
 
 # Headers, prefixed names (EVP_DigestSign, BN_free, ...), and the one-shot HMAC() and SHA256().
-openssl_prefixes='EVP|X509|BN|ECDSA|ERR|PEM|BIO|ASN1|OSSL|OPENSSL|RAND|HMAC|SHA[0-9]*|i2d|d2i'
+openssl_prefixes='EVP|X509|BN|ECDSA|ERR|PEM|BIO|ASN1|OSSL|OPENSSL|RAND|HMAC|SHA[0-9]*|i2d|d2i|RSA|EC|DH|DSA|OBJ|NID|CRYPTO|SSL|TLS|GENERAL_NAMES?|PKCS[0-9]*|sk'
 openssl_pattern="<openssl/|\\b($openssl_prefixes)_[A-Za-z0-9_]*|\\b(HMAC|SHA1|SHA224|SHA256|SHA384|SHA512)\\("
 sqlite_pattern='<sqlite3\.h>|\bsqlite3_[A-Za-z0-9_]*|\bSQLITE_[A-Z0-9_]*'
 curl_pattern='<curl/|\bcurl_[A-Za-z0-9_]*|\bCURL[A-Z0-9_]*'

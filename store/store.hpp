@@ -124,7 +124,7 @@ public:
     Result<std::optional<PendingRequest>> pending(std::string_view domain);
     Status drop_pending(std::string_view domain);
 
-    // Store-wide settings ("mountpoint", "pin_window_ms"); NotFound when unset.
+    // Store-wide settings (the mount's, through store/mount.hpp); NotFound when unset.
     Status set_setting(std::string_view key, std::string_view value);
     Result<std::string> setting(std::string_view key);
 
