@@ -56,7 +56,7 @@ ScopeResult BatchRunner::run_on(store::Store& store, const std::string& name, co
         // The boundary of a renewal: what threw (a malformed stored setting, say) fails this
         // scope only. Nothing was recorded in the store, so the caller sets the next attempt.
         result.outcomes = exception_status("exception");
-        result.threw = true;
+        result.unrecorded = true;
     }
     if (on_renewed) {
         on_renewed(result.outcomes);
@@ -72,7 +72,7 @@ ScopeResult BatchRunner::run_one(const std::string& name, const OnRenewed& on_re
 {
     auto store = open();
     if (!store.ok()) {
-        ScopeResult failed{name, store.status(), {}};
+        ScopeResult failed{name, store.status(), {}, true};
         if (on_renewed) {
             on_renewed(failed.outcomes);
         }
@@ -92,7 +92,7 @@ std::vector<ScopeResult> BatchRunner::run(store::Store& store, const std::vector
         auto own = open();
         for (std::size_t i = next++; i < scopes.size(); i = next++) {
             try {
-                done[i] = own.ok() ? run_on(**own, scopes[i], {}) : ScopeResult{scopes[i], own.status(), {}};
+                done[i] = own.ok() ? run_on(**own, scopes[i], {}) : ScopeResult{scopes[i], own.status(), {}, true};
             } catch (...) {
                 // the boundary of a worker thread: its deploy hooks threw
                 done[i] = ScopeResult{scopes[i], exception_status(scopes[i] + ": deploy hooks failed"), {}, true};

@@ -7,7 +7,7 @@
 //
 // Thread-safety: a BatchRunner is immutable after construction; run() and run_one() may be
 // called from several threads at once. Errors: every failure is in the scope's result, none
-// is logged here; an exception from a renewal becomes its scope's result (`threw`).
+// is logged here; an exception from a renewal becomes its scope's result (`unrecorded`).
 #pragma once
 
 #include <functional>
@@ -40,7 +40,9 @@ struct ScopeResult {
     std::string name;
     Result<std::vector<RenewOutcome>> outcomes = Status::Unavailable("not run");
     std::vector<HookRun> runs;
-    bool threw = false; // an exception ended the renewal: nothing about it is in the store
+    // The failure is not in the store (an exception ended the renewal, or no connection to the
+    // store could be opened), so nothing set the next attempt: the caller must.
+    bool unrecorded = false;
 };
 
 // The names to renew one per scope: each name once, and of a bundle only the first member

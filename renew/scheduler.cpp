@@ -21,7 +21,7 @@ constexpr Duration k_ari_default_retry = std::chrono::hours(6);
 constexpr Duration k_ari_min_retry = std::chrono::minutes(1);
 constexpr Duration k_ari_max_retry = std::chrono::hours(24);
 constexpr Duration k_ari_retry_after_error = std::chrono::hours(1);
-constexpr Duration k_retry_after_exception = std::chrono::minutes(1); // see run_scope()
+constexpr Duration k_retry_after_unrecorded = std::chrono::minutes(1); // see run_scope()
 
 // How long the loop sleeps at most: a clock step or a missed wake-up costs no more than this.
 constexpr Duration k_max_sleep = std::chrono::minutes(10);
@@ -370,20 +370,22 @@ void Scheduler::warn_expiring(const Scope& scope, TimePoint now, TimePoint& next
 
 void Scheduler::run_scope(const std::string& key, const std::string& first_member)
 {
-    bool threw = false;
+    bool unrecorded = false;
     try {
-        threw = m_batch.run_one(first_member, [&key](const auto& outcomes) { log_renewed(key, outcomes); }).threw;
+        unrecorded =
+            m_batch.run_one(first_member, [&key](const auto& outcomes) { log_renewed(key, outcomes); }).unrecorded;
     } catch (...) {
         // The worker's boundary: its deploy hooks threw after the commit.
         spdlog::error("{}: {}", key, exception_status("deploy hooks failed").message());
-        threw = true;
+        unrecorded = true;
     }
     {
         std::lock_guard lock(m_mutex);
-        if (threw) {
+        if (unrecorded) {
             // Nothing recorded the failure in the store, so nothing set the next attempt: a
-            // minute's pause, so that a renewal that always throws cannot make the loop spin.
-            m_not_before[key] = m_clock.now() + k_retry_after_exception;
+            // minute's pause, so that a renewal that always throws, or a store that cannot be
+            // opened, cannot make the loop spin.
+            m_not_before[key] = m_clock.now() + k_retry_after_unrecorded;
         }
         m_running.erase(key);
         --m_busy;

@@ -98,7 +98,7 @@ private:
     std::set<std::string> m_running;       // scopes being renewed; guarded by m_mutex
     std::set<std::string> m_ari_running;   // domains whose ARI is being fetched; guarded
     std::map<std::string, TimePoint>
-        m_not_before; // overdue at start: spread; a renewal that threw: a minute; guarded by m_mutex
+        m_not_before; // overdue at start: spread; a failure not in the store: a minute; guarded by m_mutex
     std::map<std::pair<std::string, std::int64_t>, int> m_warned; // (domain, gen) -> days; guarded
     bool m_first_step = true;                                     // guarded by m_mutex
     bool m_woken = false;                                         // guarded by m_mutex
