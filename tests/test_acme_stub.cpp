@@ -124,15 +124,6 @@ std::string jws(const nlohmann::json& protected_header, const std::optional<nloh
         .dump();
 }
 
-sockaddr_in loopback(int port)
-{
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    return addr;
-}
-
 } // namespace
 
 TEST_CASE("ACME stub directory answers over HTTPS trusting its CA bundle")
@@ -294,7 +285,7 @@ TEST_CASE("ACME stub destruction frees its port promptly")
     Client client(stub->ca_bundle());
     REQUIRE(client.request("GET", stub->directory_url()).status == 200);
     UniqueFd idle(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in addr = loopback(port);
+    sockaddr_in addr = loopback_address(port);
     REQUIRE(connect(idle.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
 
     const auto start = std::chrono::steady_clock::now();

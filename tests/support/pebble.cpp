@@ -106,15 +106,6 @@ namespace {
 
 // ---- ports ----
 
-sockaddr_in loopback_address(int port)
-{
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    return addr;
-}
-
 // Binds a socket of `type` to 127.0.0.1:port (0: the kernel picks) and returns it, or an empty
 // UniqueFd when the port is taken.
 UniqueFd bind_loopback(int type, int port)

@@ -2,6 +2,8 @@
 // running a program with its output captured.
 #pragma once
 
+#include <netinet/in.h>
+
 #include <chrono>
 #include <filesystem>
 #include <optional>
@@ -52,6 +54,9 @@ std::string join(const std::vector<std::string>& words);
 // Runs argv (argv[0] is a path, no shell) with stdin from /dev/null and the given extra
 // environment entries ("KEY=VALUE") added, and waits at most timeout_s seconds.
 RunResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env = {}, int timeout_s = 60);
+
+// 127.0.0.1:port, for bind() and connect().
+sockaddr_in loopback_address(int port);
 
 // A TCP port on 127.0.0.1 that nothing listened on a moment ago (bound to port 0, then released).
 int free_port();
