@@ -12,6 +12,7 @@ DeploySettings deploy_settings(store::Store& store)
 {
     DeploySettings out;
     out.hooks.lock_dir = store::hooks_lock_dir(store.path());
+    out.hooks.db_path = store.path();
     const store::MountSettings mount = store::load_mount(store);
     if (!mount.mountpoint.empty()) {
         out.hooks.mountpoint = mount.mountpoint;

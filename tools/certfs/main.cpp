@@ -165,6 +165,7 @@ int main(int argc, char** argv)
     renew_options.owner = "certfs pid " + std::to_string(::getpid()); // set again after detaching
     renew_options.pin_window = certfs::parse_duration(pin_window).value();
     renew_options.hooks.lock_dir = certfs::store::hooks_lock_dir(db_path);
+    renew_options.hooks.db_path = db_path;
     renew_options.hooks.mountpoint = mountpoint;
     // What the renewals of this daemon share (connections, the http-01 servers).
     renew_options.issuers = certfs::renew::builtin_issuers(std::make_shared<certfs::renew::RenewContext>());
