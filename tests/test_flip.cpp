@@ -8,13 +8,20 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
 #include "renew/renewer.hpp"
 #include "store/mount.hpp"
+#include "tests/support/ctl.hpp"
 #include "tests/support/mount.hpp"
 #include "tests/support/testutil.hpp"
 
@@ -25,6 +32,28 @@ namespace stdfs = std::filesystem;
 namespace {
 
 using certfs::test::wait_until;
+
+std::vector<std::string> lines_of(const stdfs::path& path)
+{
+    std::ifstream in(path);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) {
+        lines.push_back(line);
+    }
+    return lines;
+}
+
+// openssl's "serial=00AB12" as the store writes serials: lower-case hex without leading zeros.
+std::string normal_serial(std::string text)
+{
+    if (text.rfind("serial=", 0) == 0) {
+        text.erase(0, 7);
+    }
+    std::transform(text.begin(), text.end(), text.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    text.erase(0, std::min(text.find_first_not_of('0'), text.size() - 1));
+    return text;
+}
 
 // An attribute's value, or the errno that reading it failed with.
 struct Xattr {
@@ -106,4 +135,89 @@ TEST_CASE("fs: live/<name>/ tells in user.certfs.generation the generation new o
     CHECK(std::chrono::steady_clock::now() - committed >= window);
     CHECK(fxattr_of(old_dir) == Xattr{"11", 0});
     ::close(old_dir);
+}
+
+TEST_CASE("hooks: after each of 50 renewals, by the daemon and by certfsctl renew, a hook reading the mount sees the "
+          "certificate just committed")
+{
+    const Duration window = 1s;
+    test::CaMount m(window);
+    test::Ctl ctl(m.db());
+    const stdfs::path seen = m.dir() / "seen.log";
+    // A new process reads the certificate through the mount, as a reloaded server does.
+    test::write_file(m.dir() / "hook.sh",
+                     "serial=$(/usr/bin/openssl x509 -noout -serial -in \"$CERTFS_LIVE_DIR/cert.pem\" 2>&1)\n"
+                     "echo \"$CERTFS_NAMES $CERTFS_GENERATION $serial\" >> " +
+                         seen.string() + "\n");
+    const std::string hook = "/bin/sh " + (m.dir() / "hook.sh").string();
+
+    // The daemon renews these by itself, every 4 s or so (a third of a 12 s leaf is left).
+    ctl.ok({"issuer", "add", "local", "short", "--validity", "12s"});
+    std::vector<std::string> by_daemon;
+    for (int i = 0; i < 6; ++i) {
+        by_daemon.push_back("d" + std::to_string(i) + ".flip.test");
+        ctl.ok({"add", by_daemon.back(), "--issuer", "short", "--renew-before", "8s", "--deploy-hook", hook});
+    }
+    // certfsctl renews these (90-day leaves: never due for the daemon).
+    const std::vector<std::string> by_ctl = {"c0.flip.test", "c1.flip.test", "c2.flip.test"};
+    for (const auto& name : by_ctl) {
+        ctl.ok({"add", name, "--issuer", "ca", "--deploy-hook", hook});
+    }
+    for (const auto& name : by_ctl) {
+        REQUIRE(wait_until([&] { return stdfs::exists(m.live(name) / "cert.pem"); }));
+    }
+
+    std::optional<test::CpuHogs> hogs;
+    if (test::env_number("CERTFS_TEST_HOGS", 0) > 0) {
+        hogs.emplace(static_cast<int>(test::env_number("CERTFS_TEST_HOGS", 0)));
+    }
+    const int ctl_runs = 9;
+    for (int i = 0; i < ctl_runs; ++i) {
+        std::vector<std::string> args = {"renew", "--force"};
+        args.insert(args.end(), by_ctl.begin(), by_ctl.end());
+        const auto r = ctl.ok(args);
+        CHECK(r.err.empty()); // no warning: the mount showed each flip in time
+    }
+    auto count = [&](const std::vector<std::string>& names) {
+        long n = 0;
+        for (const auto& line : lines_of(seen)) {
+            n += std::count(names.begin(), names.end(), line.substr(0, line.find(' ')));
+        }
+        return n;
+    };
+    const bool daemon_done = wait_until([&] { return count(by_daemon) >= 25; }, 90s);
+    hogs.reset();
+    if (!daemon_done) {
+        FAIL("the daemon's hooks ran " << count(by_daemon) << " times, not 25; it said:\n" << m.log());
+    }
+    CHECK(count(by_ctl) == ctl_runs * static_cast<long>(by_ctl.size()));
+    CHECK_THAT(m.log(), !Catch::Contains("deploy hooks anyway") && !Catch::Contains("cannot tell when"));
+
+    // Every run saw the generation it was run for.
+    auto st = m.store();
+    std::map<bool, std::pair<long, long>> tally; // by the daemon? -> (wrong, runs)
+    std::string wrong_runs;
+    const auto lines = lines_of(seen);
+    for (const auto& line : lines) {
+        std::istringstream fields(line);
+        std::string name, serial;
+        std::int64_t gen = 0;
+        fields >> name >> gen >> serial;
+        auto g = st->get_generation(name, gen);
+        REQUIRE(g.ok());
+        auto& [wrong, runs] = tally[name[0] == 'd'];
+        ++runs;
+        if (normal_serial(serial) != g->serial_hex) {
+            ++wrong;
+            wrong_runs +=
+                name + " generation " + std::to_string(gen) + ": saw " + serial + ", not " + g->serial_hex + "\n";
+        }
+    }
+    const long wrong = tally[true].first + tally[false].first;
+    INFO(wrong << " of " << lines.size() << " hook runs saw another certificate than the one just committed (daemon "
+               << tally[true].first << " of " << tally[true].second << ", certfsctl " << tally[false].first << " of "
+               << tally[false].second << ")\n"
+               << wrong_runs);
+    CHECK(lines.size() >= 50);
+    CHECK(wrong == 0);
 }
