@@ -170,6 +170,11 @@ TEST_CASE("flip: hooks wait until the filesystem serves the generation, and not 
     const auto again = std::chrono::steady_clock::now();
     wait(*f.store, {{"w.test", 1}});
     CHECK(std::chrono::steady_clock::now() - again < 1s);
+    // Nor for a domain removed meanwhile.
+    REQUIRE(f.store->remove_domain("w.test").ok());
+    const auto removed = std::chrono::steady_clock::now();
+    wait(*f.store, {{"w.test", 2}});
+    CHECK(std::chrono::steady_clock::now() - removed < 1s);
     CHECK(f.warnings.empty());
     // No mount: no waiter, the hooks run at once.
     CHECK_FALSE(mount_flip_waiter("", 1s, [](const std::string&) {}));
