@@ -1,9 +1,9 @@
 // One way to renew, for the daemon's scheduler and `certfsctl renew` alike: each renewal is a
 // scope (a domain, or a whole bundle) renewed by Renewer::renew() on a store connection of its
 // own, then, once its commit is visible (the flip, as the filesystem makes it: flip.hpp), its
-// deploy hooks run once for the batch (deploy.hpp). run() de-duplicates the names it is given into scopes and
-// renews up to `jobs` scopes at once; the scheduler plans which scopes are due itself and hands
-// each to run_one() on a worker of its own.
+// deploy hooks run once for the batch (deploy.hpp). run() de-duplicates the names it is given
+// into scopes and renews up to `jobs` scopes at once; the scheduler plans which scopes are due
+// itself and hands each to run_one() on a worker of its own.
 //
 // Thread-safety: a BatchRunner is immutable after construction; run() and run_one() may be
 // called from several threads at once. Errors: every failure is in the scope's result, none
