@@ -83,6 +83,25 @@ std::string RunResult::describe(Duration timeout) const
     return "exit status " + std::to_string(exit_code);
 }
 
+namespace {
+
+// True when the inherited "KEY=VALUE" entry is not passed on: options.unset names KEY, or
+// options.env sets it. A variable given twice is read as the first by some programs (C's
+// getenv()) and as the last by others (sh): never give one twice.
+bool is_replaced(std::string_view entry, const RunOptions& options)
+{
+    const std::string_view key = entry.substr(0, entry.find('='));
+    for (std::string_view u : options.unset) {
+        if (!u.empty() && u.back() == '*' ? key.substr(0, u.size() - 1) == u.substr(0, u.size() - 1) : key == u) {
+            return true;
+        }
+    }
+    return std::any_of(options.env.begin(), options.env.end(),
+                       [&](std::string_view e) { return e.substr(0, e.find('=')) == key; });
+}
+
+} // namespace
+
 Result<RunResult> run_program(const std::vector<std::string>& argv, const RunOptions& options)
 {
     if (argv.empty()) {
@@ -121,7 +140,9 @@ Result<RunResult> run_program(const std::vector<std::string>& argv, const RunOpt
     std::vector<std::string> env_strings;
     if (options.inherit_env) {
         for (char** e = environ; *e != nullptr; ++e) {
-            env_strings.emplace_back(*e);
+            if (!is_replaced(*e, options)) {
+                env_strings.emplace_back(*e);
+            }
         }
     }
     env_strings.insert(env_strings.end(), options.env.begin(), options.env.end());

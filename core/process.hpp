@@ -17,8 +17,10 @@ namespace certfs {
 Result<std::vector<std::string>> split_command(std::string_view command);
 
 struct RunOptions {
-    std::vector<std::string> env; // "KEY=VALUE" entries
+    std::vector<std::string> env; // "KEY=VALUE" entries; each replaces an inherited KEY
     bool inherit_env = true;      // start from this process's environment
+    // Inherited variables not passed on: a name, or a prefix ending in '*' ("CERTFS_*").
+    std::vector<std::string> unset;
     Duration timeout = std::chrono::minutes(5);
     Duration kill_grace = std::chrono::seconds(5); // SIGTERM, then SIGKILL after this
     std::size_t max_output = 64 * 1024;            // captured bytes kept

@@ -11,6 +11,7 @@
 #include "core/log.hpp"
 #include "fs/errno.hpp"
 #include "fs/watcher.hpp"
+#include "store/mount.hpp"
 
 namespace certfs::fs {
 
@@ -174,6 +175,39 @@ void op_readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fus
         });
 }
 
+// What getxattr and listxattr answer with `value`: its size when asked for the size (size 0),
+// ERANGE when it does not fit in `size` bytes, the bytes otherwise.
+void reply_xattr(fuse_req_t req, std::size_t size, const std::string& value)
+{
+    if (size == 0) {
+        fuse_reply_xattr(req, value.size());
+    } else if (size < value.size()) {
+        fuse_reply_err(req, ERANGE);
+    } else {
+        fuse_reply_buf(req, value.data(), value.size());
+    }
+}
+
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, std::size_t size)
+{
+    answer(
+        req, "getxattr", [&] { return self(req)->do_getxattr(ino, name); },
+        [&](const std::optional<std::string>& value) {
+            if (!value) {
+                fuse_reply_err(req, ENODATA);
+                return;
+            }
+            reply_xattr(req, size, *value);
+        });
+}
+
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, std::size_t size)
+{
+    answer(
+        req, "listxattr", [&] { return self(req)->do_listxattr(ino); },
+        [&](const std::string& names) { reply_xattr(req, size, names); });
+}
+
 // Everything that would change the tree: the filesystem is read-only.
 void op_setattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) { fuse_reply_err(req, EROFS); }
 void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { fuse_reply_err(req, EROFS); }
@@ -213,6 +247,8 @@ const fuse_lowlevel_ops k_operations = [] {
     ops.link = op_link;
     ops.write = op_write;
     ops.create = op_create;
+    ops.getxattr = op_getxattr;
+    ops.listxattr = op_listxattr;
     ops.setxattr = op_setxattr;
     ops.removexattr = op_removexattr;
     return ops;
@@ -268,6 +304,18 @@ HoldCounts Filesystem::hold_counts() const
 {
     std::lock_guard lock(m_mutex);
     return m_holds;
+}
+
+std::optional<std::int64_t> Filesystem::visible_of(DomainView& view)
+{
+    return view.pins ? std::optional<std::int64_t>(view.pins->visible(PinClock::now())) : view.current;
+}
+
+std::optional<std::int64_t> Filesystem::visible_generation(const std::string& name)
+{
+    std::lock_guard lock(m_mutex);
+    auto d = m_domains.find(name);
+    return d == m_domains.end() ? std::nullopt : visible_of(d->second);
 }
 
 void Filesystem::report(const std::string& domain, std::uint32_t pid, const DomainPins::Choice& choice)
@@ -744,6 +792,43 @@ Result<Filesystem::Listing> Filesystem::do_readdir(fuse_req_t req, fuse_ino_t in
     }
     listing.entries.resize(used);
     return listing;
+}
+
+Result<std::optional<std::string>> Filesystem::do_getxattr(fuse_ino_t ino, const char* name)
+{
+    std::lock_guard lock(m_mutex);
+    auto it = m_nodes.find(ino);
+    if (it == m_nodes.end()) {
+        return Status::NotFound("no inode " + std::to_string(ino));
+    }
+    const Node& node = it->second;
+    if (node.kind != Kind::live_domain || std::strcmp(name, store::k_generation_xattr) != 0) {
+        return std::optional<std::string>();
+    }
+    // The domain's, not this directory's generation: a directory held on an older one still
+    // tells what new opens get.
+    auto d = m_domains.find(node.domain);
+    std::optional<std::int64_t> gen;
+    if (d != m_domains.end() && d->second.id == node.domain_id) {
+        gen = visible_of(d->second);
+    }
+    if (!gen) {
+        return Status::NotFound("no domain " + node.domain);
+    }
+    return std::optional<std::string>(std::to_string(*gen));
+}
+
+Result<std::string> Filesystem::do_listxattr(fuse_ino_t ino)
+{
+    std::lock_guard lock(m_mutex);
+    auto it = m_nodes.find(ino);
+    if (it == m_nodes.end()) {
+        return Status::NotFound("no inode " + std::to_string(ino));
+    }
+    if (it->second.kind != Kind::live_domain) {
+        return std::string();
+    }
+    return std::string(store::k_generation_xattr, sizeof store::k_generation_xattr); // with its NUL
 }
 
 } // namespace certfs::fs

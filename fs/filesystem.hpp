@@ -81,6 +81,13 @@ public:
 
     HoldCounts hold_counts() const;
 
+    // The generation of domain `name` that a process with no pin gets when it opens a file of
+    // live/<name>/ now: DomainPins::visible() during a transition, the current one otherwise.
+    // nullopt when the filesystem shows no such domain (the watcher has not seen it yet, or it is
+    // gone). What the daemon's deploy hooks wait on (renew/flip.hpp), and what live/<name>/'s
+    // store::k_generation_xattr attribute says. Thread-safe: takes m_mutex, briefly.
+    std::optional<std::int64_t> visible_generation(const std::string& name);
+
     // The requests, called by the op_* functions in filesystem.cpp, which reply exactly once with
     // what these return (an error Status through to_errno()) and catch what they throw. None of
     // them replies, so none replies while it holds a lock.
@@ -108,6 +115,12 @@ public:
         std::vector<char> entries;
     };
     Result<Listing> do_readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off);
+    // Extended attributes. live/<name>/ has one, store::k_generation_xattr: visible_generation()
+    // in decimal, the domain's whichever generation's directory ino is. Nothing else has any.
+    // nullopt: ino has no attribute `name` (ENODATA).
+    Result<std::optional<std::string>> do_getxattr(fuse_ino_t ino, const char* name);
+    // The names of ino's attributes, each followed by a NUL.
+    Result<std::string> do_listxattr(fuse_ino_t ino);
 
 private:
     friend class Watcher; // it follows the store into the tree below, under the locks written there
@@ -178,6 +191,8 @@ private:
     };
     Result<Choice> generation_for(fuse_req_t req, const std::string& name, std::int64_t domain_id);
     Result<Entry> file_entry(const std::string& domain, std::int64_t domain_id, std::int64_t gen, int file);
+    // visible_generation() of a domain (m_mutex held).
+    static std::optional<std::int64_t> visible_of(DomainView& view);
     // The inode of (kind, domain, gen, file), made on first use (m_mutex held).
     fuse_ino_t inode_for(Kind kind, const std::string& domain, std::int64_t domain_id, std::int64_t gen, int file);
     struct stat attributes(fuse_ino_t ino, const Node& node) const;

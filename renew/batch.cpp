@@ -62,8 +62,7 @@ ScopeResult BatchRunner::run_on(store::Store& store, const std::string& name, co
         on_renewed(result.outcomes);
     }
     if (result.outcomes.ok()) {
-        result.runs = deploy(store, *result.outcomes, m_options.hooks,
-                             [this] { std::this_thread::sleep_for(m_options.pin_window); });
+        result.runs = deploy(store, *result.outcomes, m_options.hooks, m_options.wait_for_flip);
     }
     return result;
 }

@@ -1,9 +1,9 @@
 // One way to renew, for the daemon's scheduler and `certfsctl renew` alike: each renewal is a
 // scope (a domain, or a whole bundle) renewed by Renewer::renew() on a store connection of its
-// own, then, once its commit is visible (the flip, a pin window later), its deploy hooks run
-// once for the batch (deploy.hpp). run() de-duplicates the names it is given into scopes and
-// renews up to `jobs` scopes at once; the scheduler plans which scopes are due itself and hands
-// each to run_one() on a worker of its own.
+// own, then, once its commit is visible (the flip, as the filesystem makes it: flip.hpp), its
+// deploy hooks run once for the batch (deploy.hpp). run() de-duplicates the names it is given
+// into scopes and renews up to `jobs` scopes at once; the scheduler plans which scopes are due
+// itself and hands each to run_one() on a worker of its own.
 //
 // Thread-safety: a BatchRunner is immutable after construction; run() and run_one() may be
 // called from several threads at once. Errors: every failure is in the scope's result, none
@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "renew/flip.hpp"
 #include "renew/hooks.hpp"
 #include "renew/issuer.hpp"
 #include "renew/renewer.hpp"
@@ -29,8 +30,8 @@ struct BatchOptions {
     bool force = false;           // renew even when nothing in the scope is due
     bool move_now = false;        // move every reader at once (`renew --now`)
     HookOptions hooks;
-    Duration pin_window{0}; // hooks run this long after the commit (the flip)
-    int jobs = 4;           // scopes renewed at once by run()
+    FlipWaiter wait_for_flip; // before each batch's hooks; empty: they run right after the commit
+    int jobs = 4;             // scopes renewed at once by run()
 };
 
 // The outcome of one scope: `name` is the domain the renewal was asked for (the first of its

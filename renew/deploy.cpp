@@ -8,20 +8,21 @@
 
 namespace certfs::renew {
 
-DeploySettings deploy_settings(store::Store& store)
+DeploySettings deploy_settings(store::Store& store, Warn warn)
 {
     DeploySettings out;
     out.hooks.lock_dir = store::hooks_lock_dir(store.path());
+    out.hooks.db_path = store.path();
     const store::MountSettings mount = store::load_mount(store);
     if (!mount.mountpoint.empty()) {
         out.hooks.mountpoint = mount.mountpoint;
-        out.pin_window = mount.pin_window;
+        out.wait_for_flip = mount_flip_waiter(mount.mountpoint, mount.pin_window, std::move(warn));
     }
     return out;
 }
 
 std::vector<HookRun> deploy(store::Store& store, const std::vector<RenewOutcome>& outcomes, const HookOptions& options,
-                            const std::function<void()>& wait_for_flip)
+                            const FlipWaiter& wait_for_flip)
 {
     std::vector<CommittedDomain> committed;
     for (const auto& o : outcomes) {
@@ -44,7 +45,13 @@ std::vector<HookRun> deploy(store::Store& store, const std::vector<RenewOutcome>
     if (committed.empty()) {
         return {};
     }
-    wait_for_flip();
+    if (wait_for_flip) {
+        std::vector<FlipTarget> targets;
+        for (const auto& c : committed) {
+            targets.push_back({c.name, c.generation});
+        }
+        wait_for_flip(store, targets);
+    }
     auto runs = run_hooks(committed, options);
     std::map<std::string, std::string> errors;
     for (const auto& run : runs) {

@@ -1,14 +1,15 @@
 // What follows a commit, for the daemon's scheduler and `certfsctl renew` alike: the committed
-// domains that have deploy hooks are marked `hooks`, the caller's wait for the flip runs, each
+// domains that have deploy hooks are marked `hooks`, the caller's wait for the flip runs
+// (flip.hpp), each
 // hook command runs once for the batch (hooks.hpp), and every domain's outcome is recorded
 // (hook_error, shown by `certfsctl list`) before it returns to `monitoring`.
 #pragma once
 
-#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "renew/flip.hpp"
 #include "renew/hooks.hpp"
 #include "renew/renewer.hpp"
 #include "store/store.hpp"
@@ -16,18 +17,20 @@
 namespace certfs::renew {
 
 // The hook settings of a process other than the daemon: lock files beside the store, and the
-// mount point and pin window the daemon recorded in the store (store/mount.hpp; none when no
-// daemon has mounted the store, or its mount has ended).
+// mount point the daemon recorded in the store (store/mount.hpp; none when no daemon has
+// mounted the store, or its mount has ended), whose flips the hooks wait for through the mount
+// (mount_flip_waiter(), which says what goes wrong through `warn`).
 struct DeploySettings {
     HookOptions hooks;
-    Duration pin_window{0}; // how long after a commit new opens see it; zero without a mount
+    FlipWaiter wait_for_flip; // empty without a mount: hooks run right after the commit
 };
-DeploySettings deploy_settings(store::Store& store);
+DeploySettings deploy_settings(store::Store& store, Warn warn);
 
 // Runs the hooks of the domains `outcomes` committed (those with a generation). wait_for_flip
-// is called once, after the domains are marked and before any hook runs, and only when some
-// domain has a hook. Returns the runs, in the order hooks.hpp runs them.
+// (when not empty) is called once with the domains that have hooks and their new generations,
+// after they are marked and before any hook runs, and only when some domain has a hook.
+// Returns the runs, in the order hooks.hpp runs them.
 std::vector<HookRun> deploy(store::Store& store, const std::vector<RenewOutcome>& outcomes, const HookOptions& options,
-                            const std::function<void()>& wait_for_flip);
+                            const FlipWaiter& wait_for_flip);
 
 } // namespace certfs::renew

@@ -62,8 +62,12 @@ Status run_one(const std::string& command, const std::vector<const CommittedDoma
     std::string live = options.mountpoint ? *options.mountpoint + "/live/" + domains.front()->name : "";
     RunOptions run;
     run.timeout = options.timeout;
-    run.env = {"CERTFS_NAMES=" + join(names), "CERTFS_GENERATION=" + join(gens), "CERTFS_LIVE_DIR=" + live,
-               "RENEWED_LINEAGE=" + live, "RENEWED_DOMAINS=" + join(certified)};
+    run.env = {"CERTFS_NAMES=" + join(names), "CERTFS_GENERATION=" + join(gens),    "CERTFS_LIVE_DIR=" + live,
+               "RENEWED_LINEAGE=" + live,     "RENEWED_DOMAINS=" + join(certified), "CERTFS_DB=" + options.db_path};
+    // The rest of the environment is inherited (a hook may need what its service manager set),
+    // but not certfs's own names: a value inherited from a cron job, or from a hook that ran
+    // certfsctl, is stale, and C's getenv() or Go's os.Getenv() would read it before ours.
+    run.unset = {"CERTFS_*", "RENEWED_LINEAGE", "RENEWED_DOMAINS"};
 
     ASSIGN_OR_RETURN(UniqueFd lock, lock_command(options.lock_dir, command));
     ASSIGN_OR_RETURN(RunResult result, run_program(argv, run));

@@ -80,7 +80,7 @@ BatchRunner scope_runner(const SchedulerOptions& options, const Clock& clock)
     batch.clock = &clock;
     batch.issuers = options.issuers;
     batch.hooks = options.hooks;
-    batch.pin_window = options.pin_window;
+    batch.wait_for_flip = options.wait_for_flip;
     return BatchRunner(std::move(batch));
 }
 

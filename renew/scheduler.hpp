@@ -44,7 +44,7 @@ struct SchedulerOptions {
     std::string db_path;
     std::string owner; // names this process in leases ("certfs pid 123")
     int concurrency = 4;
-    Duration pin_window = std::chrono::seconds(2); // hooks run this long after the commit (the flip)
+    FlipWaiter wait_for_flip; // the daemon's filesystem's flips (flip.hpp); empty: hooks right after the commit
     HookOptions hooks;
     Duration restart_spread = std::chrono::minutes(5);
     Duration heartbeat = std::chrono::minutes(1); // how often held leases are extended

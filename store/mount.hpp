@@ -23,6 +23,11 @@ struct MountSettings {
 // process using that store (daemon, certfsctl) serialises on the same locks.
 std::string hooks_lock_dir(std::string_view db_path);
 
+// The extended attribute of <mountpoint>/live/<name>/ that tells which generation new opens of
+// the domain get now (decimal), whichever generation's directory the path names: what
+// `certfsctl renew` waits on before it runs deploy hooks (renew/flip.hpp). Served by fs/.
+inline constexpr char k_generation_xattr[] = "user.certfs.generation";
+
 // Records `mount` (the daemon, once mounted).
 Status save_mount(Store& store, const MountSettings& mount);
 

@@ -1,5 +1,10 @@
 // Running hooks and helpers: quoting without a shell, timeouts, output, environment.
+#include <algorithm>
 #include <csignal>
+#include <cstdlib>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
@@ -56,7 +61,8 @@ TEST_CASE("a program's exit status and output are captured and stdin is /dev/nul
     CHECK(r.errors == "err\n");
     CHECK(r.describe(5min) == "exit status 3");
     // cat would wait for input forever on a terminal or an inherited pipe.
-    auto cat = run({"cat"}, {.env = {}, .inherit_env = true, .timeout = 10s, .kill_grace = 1s, .max_output = 65536});
+    auto cat = run(
+        {"cat"}, {.env = {}, .inherit_env = true, .unset = {}, .timeout = 10s, .kill_grace = 1s, .max_output = 65536});
     CHECK(cat.succeeded());
     CHECK(cat.output.empty());
 }
@@ -72,6 +78,30 @@ TEST_CASE("the environment is added to and or replaced when asked")
     clean.env = {"ONLY=1"};
     r = run({"/usr/bin/env"}, clean);
     CHECK(r.output == "ONLY=1\n");
+}
+
+TEST_CASE("an inherited variable that env sets or unset names is not passed on: none is given twice")
+{
+    ::setenv("CERTFS_TEST_GIVEN", "stale", 1);
+    ::setenv("CERTFS_TEST_PREFIXED", "stale", 1);
+    ::setenv("CERTFS_TEST_NAMED", "stale", 1);
+    ::setenv("CERTFS_TEST_KEPT", "inherited", 1);
+    RunOptions options;
+    options.env = {"CERTFS_TEST_GIVEN=ours"};
+    options.unset = {"CERTFS_TEST_PREF*", "CERTFS_TEST_NAMED"};
+    auto r = run({"/usr/bin/env"}, options);
+    for (const char* name : {"CERTFS_TEST_GIVEN", "CERTFS_TEST_PREFIXED", "CERTFS_TEST_NAMED", "CERTFS_TEST_KEPT"}) {
+        ::unsetenv(name);
+    }
+    std::istringstream lines(r.output);
+    std::vector<std::string> ours;
+    for (std::string line; std::getline(lines, line);) {
+        if (line.rfind("CERTFS_TEST_", 0) == 0) {
+            ours.push_back(line);
+        }
+    }
+    std::sort(ours.begin(), ours.end());
+    CHECK(ours == std::vector<std::string>{"CERTFS_TEST_GIVEN=ours", "CERTFS_TEST_KEPT=inherited"});
 }
 
 TEST_CASE("a missing program is NotFound and not a failed run")

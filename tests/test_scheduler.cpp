@@ -36,7 +36,6 @@ struct Fixture {
         SchedulerOptions o;
         o.db_path = path;
         o.owner = owner;
-        o.pin_window = 0ms;
         o.restart_spread = 0ms;
         o.hooks.lock_dir = path + ".hooks";
         o.hooks.timeout = 10s;

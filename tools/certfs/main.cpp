@@ -21,6 +21,7 @@
 #include "core/log.hpp"
 #include "fs/filesystem.hpp"
 #include "renew/context.hpp"
+#include "renew/flip.hpp"
 #include "renew/scheduler.hpp"
 #include "store/mount.hpp"
 
@@ -163,8 +164,9 @@ int main(int argc, char** argv)
     certfs::renew::SchedulerOptions renew_options;
     renew_options.db_path = db_path;
     renew_options.owner = "certfs pid " + std::to_string(::getpid()); // set again after detaching
-    renew_options.pin_window = certfs::parse_duration(pin_window).value();
+    const certfs::Duration window = certfs::parse_duration(pin_window).value();
     renew_options.hooks.lock_dir = certfs::store::hooks_lock_dir(db_path);
+    renew_options.hooks.db_path = db_path;
     renew_options.hooks.mountpoint = mountpoint;
     // What the renewals of this daemon share (connections, the http-01 servers).
     renew_options.issuers = certfs::renew::builtin_issuers(std::make_shared<certfs::renew::RenewContext>());
@@ -172,7 +174,7 @@ int main(int argc, char** argv)
 
     certfs::fs::Options fs_options;
     fs_options.db_path = db_path;
-    fs_options.pin_window = renew_options.pin_window;
+    fs_options.pin_window = window;
     fs_options.max_hold = certfs::parse_duration(max_hold).value();
     std::atomic<certfs::renew::Scheduler*> wake_target{nullptr};
     fs_options.on_store_change = [&wake_target] {
@@ -184,6 +186,19 @@ int main(int argc, char** argv)
     if (!fs.ok()) {
         return fail(fs.status().message());
     }
+    // Deploy hooks run once the filesystem serves the new generation to new opens: the flip as
+    // this filesystem makes it, not a timer. The scheduler is stopped before *fs ends.
+    renew_options.wait_for_flip = certfs::renew::flip_waiter(
+        {.visible = [filesystem = fs->get()](const std::string& name) -> certfs::Result<std::int64_t> {
+             if (auto gen = filesystem->visible_generation(name)) {
+                 return *gen;
+             }
+             return certfs::Status::NotFound("the filesystem shows no domain " + name);
+         },
+         .source = "the filesystem on " + mountpoint,
+         .timeout = certfs::renew::flip_timeout(window),
+         .fallback = certfs::renew::flip_fallback(window),
+         .warn = [](const std::string& line) { spdlog::warn("{}", line); }});
 
     std::vector<std::string> fuse_argv_strings{"certfs", "-o", joined};
     std::vector<char*> fuse_argv;
@@ -239,7 +254,7 @@ int main(int argc, char** argv)
     } else {
         spdlog::info("mounted {} on {} (pin window {}){}", db_path, mountpoint, pin_window,
                      no_renew ? ", renewal off" : "");
-        record_mount(db_path, {mountpoint, renew_options.pin_window});
+        record_mount(db_path, {mountpoint, window});
         if (!no_renew) {
             renew_options.owner = "certfs pid " + std::to_string(::getpid());
             scheduler = std::make_unique<certfs::renew::Scheduler>(renew_options, clock);

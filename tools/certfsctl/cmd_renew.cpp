@@ -32,8 +32,10 @@ int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool f
         }
     }
     // One renewal per bundle, through whichever member comes first, success or not; each
-    // batch's deploy hooks run after its flip, as the daemon runs them.
-    const renew::DeploySettings mount = renew::deploy_settings(st);
+    // batch's deploy hooks run after its flip, as the daemon runs them, which certfsctl learns
+    // from the mount.
+    const renew::DeploySettings mount =
+        renew::deploy_settings(st, [](const std::string& line) { std::cerr << "certfsctl: warning: " + line + "\n"; });
     renew::BatchOptions options;
     options.db_path = st.path();
     options.actor = actor();
@@ -43,7 +45,7 @@ int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool f
     options.force = force || now;
     options.move_now = now;
     options.hooks = mount.hooks;
-    options.pin_window = mount.pin_window;
+    options.wait_for_flip = mount.wait_for_flip;
     options.jobs = jobs;
     const std::vector<renew::ScopeResult> done = renew::BatchRunner(std::move(options)).run(st, names);
 
