@@ -5,7 +5,7 @@
 // - Due time: renew_at() pulled earlier by a jitter of up to 10% of the renewal window. The
 //   jitter comes from the current certificate's serial number (random for the local CA and for
 //   ACME CAs), so it is stable across restarts, new with every certificate, and different
-//   between hosts and domains.
+//   between hosts and domains. Never before renewal_floor(): a new generation is never due.
 // - After a failure, the attempt the renewer recorded (next_attempt, backoff with jitter).
 //   When the scheduler starts, attempts that are already overdue are spread over
 //   restart_spread instead of all running at once. A run that leaves its scope due without
