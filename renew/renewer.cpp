@@ -8,14 +8,56 @@
 
 namespace certfs::renew {
 
-std::optional<TimePoint> renew_at(const store::Domain& domain)
+namespace {
+
+// The CA's renewal information may ask for a renewal sooner than renewal_floor (a revoked
+// certificate), but not sooner than this after issue: a CA that asks for every new certificate
+// to be replaced at once gets one renewal an hour, not a loop.
+constexpr Duration k_max_ari_floor = std::chrono::hours(1);
+
+std::optional<Duration> lifetime(const store::Domain& domain)
 {
-    if (!domain.current_not_after || !domain.current_not_before) {
+    auto from = issued_at(domain);
+    if (!from || !domain.current_not_after) {
         return std::nullopt;
     }
-    auto lifetime = std::chrono::duration_cast<Duration>(*domain.current_not_after - *domain.current_not_before);
-    Duration before = domain.renew_before.value_or(lifetime < std::chrono::days(10) ? lifetime / 2 : lifetime / 3);
-    return *domain.current_not_after - before;
+    return std::max(Duration::zero(), std::chrono::duration_cast<Duration>(*domain.current_not_after - *from));
+}
+
+} // namespace
+
+std::optional<TimePoint> issued_at(const store::Domain& domain)
+{
+    if (!domain.current_not_before) {
+        return std::nullopt;
+    }
+    if (domain.current_reason == store::Reason::imported || !domain.current_created_at) {
+        return domain.current_not_before;
+    }
+    return std::max(*domain.current_not_before, *domain.current_created_at);
+}
+
+std::optional<TimePoint> renewal_floor(const store::Domain& domain)
+{
+    auto life = lifetime(domain);
+    if (!life || domain.current_reason == store::Reason::imported) {
+        return std::nullopt;
+    }
+    return *issued_at(domain) + std::max(*life / 4, k_min_renewal_gap);
+}
+
+std::optional<TimePoint> renew_at(const store::Domain& domain)
+{
+    auto life = lifetime(domain);
+    if (!life) {
+        return std::nullopt;
+    }
+    Duration before = domain.renew_before.value_or(*life < std::chrono::days(10) ? *life / 2 : *life / 3);
+    TimePoint at = *domain.current_not_after - before;
+    if (auto floor = renewal_floor(domain)) {
+        at = std::max(at, *floor);
+    }
+    return at;
 }
 
 Duration due_jitter(const store::Domain& domain)
@@ -24,7 +66,8 @@ Duration due_jitter(const store::Domain& domain)
     if (!at || !domain.current_not_after) {
         return Duration::zero();
     }
-    const auto window = std::chrono::duration_cast<Duration>(*domain.current_not_after - *at);
+    const auto window =
+        std::max(Duration::zero(), std::chrono::duration_cast<Duration>(*domain.current_not_after - *at));
     // std::hash is only needed to be stable within one build; a serial is random already.
     const auto h = std::hash<std::string>{}(domain.current_serial + "/" + domain.name);
     const double unit = static_cast<double>(h % 1'000'000) / 1'000'000.0;
@@ -38,9 +81,16 @@ std::optional<TimePoint> due_at(const store::Domain& domain)
     }
     auto at = renew_at(domain);
     TimePoint due = at ? *at - due_jitter(domain) : TimePoint{};
+    const auto floor = renewal_floor(domain);
+    if (floor) {
+        due = std::max(due, *floor);
+    }
     // The CA's suggestion for this certificate (ACME renewal information) wins when earlier.
     if (domain.ari_at && domain.ari_gen && domain.ari_gen == domain.current_gen && *domain.ari_at < due) {
         due = *domain.ari_at;
+        if (floor) {
+            due = std::max(due, std::min(*floor, *issued_at(domain) + k_max_ari_floor));
+        }
     }
     if (domain.next_attempt && *domain.next_attempt > due) {
         due = *domain.next_attempt;

@@ -15,8 +15,22 @@
 
 namespace certfs::renew {
 
+// When the current certificate was issued: the later of its not_before and its commit, since
+// CAs backdate not_before (the local CA by 5 minutes, ACME CAs by up to an hour). An imported
+// certificate was issued elsewhere, before it was imported: its not_before.
+std::optional<TimePoint> issued_at(const store::Domain& domain);
+
+// The earliest a certificate this host issued may be renewed: a quarter of its lifetime (from
+// issued_at to not_after) after it was issued, and at least k_min_renewal_gap after. It keeps
+// a new generation from being born due: whatever renew_before says, a domain is renewed at
+// most four times per lifetime. nullopt for an imported certificate, which no renewal here
+// made (and no certificate).
+std::optional<TimePoint> renewal_floor(const store::Domain& domain);
+inline constexpr Duration k_min_renewal_gap = std::chrono::seconds(1);
+
 // When a domain's current certificate is due: not_after - renew_before, where renew_before
-// defaults to a third of the lifetime (half for lifetimes under 10 days).
+// defaults to a third of the lifetime from issued_at (half for lifetimes under 10 days); never
+// before renewal_floor.
 std::optional<TimePoint> renew_at(const store::Domain& domain);
 
 // The jitter pulled off a domain's due time: [0, 10%] of its renewal window (not_after minus
@@ -24,10 +38,11 @@ std::optional<TimePoint> renew_at(const store::Domain& domain);
 // with every certificate, different between domains and hosts.
 Duration due_jitter(const store::Domain& domain);
 
-// When `domain` should next be renewed: renew_at minus the jitter (or the time picked in the
-// CA's renewal window for the current certificate, when earlier), or the next attempt after a
-// failure if that is later; at once when it has no certificate. nullopt for a domain without
-// an issuer (imported certificates are never renewed).
+// When `domain` should next be renewed: renew_at minus the jitter, but not before
+// renewal_floor (or the time picked in the CA's renewal window for the current certificate,
+// when earlier, but not sooner than an hour after issue, or the floor when that is sooner), or
+// the next attempt after a failure if that is later; at once when it has no certificate.
+// nullopt for a domain without an issuer (imported certificates are never renewed).
 std::optional<TimePoint> due_at(const store::Domain& domain);
 
 // The state `certfsctl list` shows: the stored one, except that a domain at rest

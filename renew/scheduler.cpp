@@ -21,7 +21,10 @@ constexpr Duration k_ari_default_retry = std::chrono::hours(6);
 constexpr Duration k_ari_min_retry = std::chrono::minutes(1);
 constexpr Duration k_ari_max_retry = std::chrono::hours(24);
 constexpr Duration k_ari_retry_after_error = std::chrono::hours(1);
-constexpr Duration k_retry_after_unrecorded = std::chrono::minutes(1); // see run_scope()
+constexpr Duration k_retry_after_unrecorded = std::chrono::minutes(1); // see run_scope(), hold_back()
+// While another owner's lease holds a scope: try again when it is released (the store changing
+// wakes the loop) or expires, and at the latest after this, in case its holder died.
+constexpr Duration k_lease_recheck = std::chrono::minutes(1);
 
 // How long the loop sleeps at most: a clock step or a missed wake-up costs no more than this.
 constexpr Duration k_max_sleep = std::chrono::minutes(10);
@@ -136,14 +139,56 @@ void Scheduler::wake()
 
 void Scheduler::wait_idle()
 {
-    std::vector<std::thread> workers;
+    std::map<std::uint64_t, std::thread> workers;
     {
         std::unique_lock lock(m_mutex);
         m_cv.wait(lock, [this] { return m_busy == 0; });
         workers.swap(m_workers);
+        m_ended.clear();
     }
-    for (auto& w : workers) {
+    for (auto& [id, w] : workers) {
         w.join();
+    }
+}
+
+void Scheduler::start_worker(std::function<void()> work)
+{
+    const std::uint64_t id = m_next_worker++;
+    ++m_busy;
+    // The thread cannot queue itself before it is in m_workers: that needs m_mutex, which the
+    // caller holds until then.
+    m_workers.emplace(id, std::thread([this, id, work = std::move(work)] {
+                          try {
+                              work();
+                          } catch (...) {
+                              // The thread's boundary: the work catches its own failures; this is the last resort.
+                              spdlog::error("scheduler: {}", exception_status("worker").message());
+                          }
+                          {
+                              std::lock_guard lock(m_mutex);
+                              m_ended.push_back(id);
+                              --m_busy;
+                              m_woken = true; // room for another renewal or fetch
+                          }
+                          m_cv.notify_all();
+                      }));
+}
+
+void Scheduler::reap_ended()
+{
+    // Joined outside the lock: an ended worker has only its return left, but needs no lock for it.
+    std::vector<std::thread> ended;
+    {
+        std::lock_guard lock(m_mutex);
+        for (auto id : m_ended) {
+            if (auto node = m_workers.extract(id)) {
+                ended.push_back(std::move(node.mapped()));
+            }
+        }
+        m_ended.clear();
+    }
+    for (auto& t : ended) {
+        t.join();
     }
 }
 
@@ -202,6 +247,7 @@ void Scheduler::heartbeat_loop()
 
 Result<TimePoint> Scheduler::step()
 {
+    reap_ended(); // every thread is joined soon after it ends, not at shutdown
     std::lock_guard lock(m_mutex);
     if (!m_store) {
         return Status::Unavailable("the scheduler is not started");
@@ -211,6 +257,7 @@ Result<TimePoint> Scheduler::step()
     TimePoint next = TimePoint::max();
     plan_renewal_info(domains, now, next);
     std::map<std::string, Scope> scopes;
+    std::optional<std::vector<store::Lease>> leases; // read once, when a scope is held back
     for (auto& d : domains) {
         std::string key = store::lease_scope(d);
         Scope& s = scopes[key];
@@ -229,6 +276,7 @@ Result<TimePoint> Scheduler::step()
         if (!due) {
             continue; // imported: never renewed here
         }
+        due = hold_back(key, *due, now, leases);
         if (m_first_step && *due <= now && std::any_of(scope.members.begin(), scope.members.end(), failing)) {
             // Overdue retries after a restart: spread, not all at once.
             auto spread = std::chrono::duration_cast<Duration>(m_options.restart_spread * random_unit());
@@ -249,11 +297,62 @@ Result<TimePoint> Scheduler::step()
             continue; // a worker finishing wakes the loop
         }
         m_running.insert(key);
-        ++m_busy;
-        m_workers.emplace_back([this, key, first = scope.members.front().name] { run_scope(key, first); });
+        start_worker([this, key, first = scope.members.front().name] { run_scope(key, first); });
     }
     m_first_step = false;
+    m_settling.clear(); // of scopes gone from the store
+    std::erase_if(m_lease_wait, [&](const auto& w) { return !scopes.contains(w.first); });
     return next;
+}
+
+TimePoint Scheduler::hold_back(const std::string& key, TimePoint due, TimePoint now,
+                               std::optional<std::vector<store::Lease>>& leases)
+{
+    // A run of this scope ended since the last pass and left it due (its due time did not move
+    // past the run's end).
+    std::optional<TimePoint> left_due;
+    if (auto ended = m_settling.find(key); ended != m_settling.end()) {
+        if (due <= ended->second) {
+            left_due = ended->second;
+        }
+        m_settling.erase(ended);
+    }
+    auto waiting = m_lease_wait.find(key);
+    if (due > now || (!left_due && waiting == m_lease_wait.end())) {
+        return due;
+    }
+    if (!leases) {
+        auto read = m_store->leases();
+        leases = read.ok() ? std::move(read).value() : std::vector<store::Lease>{};
+    }
+    // Another owner's live lease: that renewal is running (or its holder died; the lease says
+    // which once it expires).
+    std::optional<TimePoint> held_until;
+    for (const auto& l : *leases) {
+        if (l.scope == key && l.owner != m_options.owner && l.expires_at > now) {
+            held_until = l.expires_at;
+        }
+    }
+    if (held_until) {
+        if (waiting == m_lease_wait.end()) {
+            waiting = m_lease_wait.emplace(key, left_due.value_or(now) + k_lease_recheck).first;
+        }
+        if (waiting->second > now) {
+            return std::min(*held_until, waiting->second);
+        }
+        waiting->second = now + k_lease_recheck; // a minute has passed: try again now
+        return due;
+    }
+    if (waiting != m_lease_wait.end()) {
+        m_lease_wait.erase(waiting); // released or expired: try again now
+        return due;
+    }
+    // The run left the scope due with no lease in its way: nothing recorded when to try again
+    // (the store refused the write, or the renewal could not start). A minute's pause after the
+    // run, not a loop.
+    auto& nb = m_not_before[key];
+    nb = std::max(nb, *left_due + k_retry_after_unrecorded);
+    return std::max(due, nb);
 }
 
 void Scheduler::plan_renewal_info(const std::vector<store::Domain>& domains, TimePoint now, TimePoint& next)
@@ -279,16 +378,22 @@ void Scheduler::plan_renewal_info(const std::vector<store::Domain>& domains, Tim
             next = std::min(next, *d.ari_next_check);
             continue;
         }
+        if (auto nb = m_ari_not_before.find(d.name); nb != m_ari_not_before.end()) {
+            if (nb->second.first == *d.current_gen && nb->second.second > now) {
+                next = std::min(next, nb->second.second);
+                continue; // the last fetch for this certificate could not record its answer
+            }
+            m_ari_not_before.erase(nb);
+        }
         if (m_ari_running.contains(d.name) || m_ari_running.size() >= k_max_ari_fetches) {
             continue; // a fetch finishing wakes the loop
         }
         m_ari_running.insert(d.name);
-        ++m_busy;
-        m_workers.emplace_back([this, name = d.name] { refresh_renewal_info(name); });
+        start_worker([this, name = d.name, gen = *d.current_gen] { refresh_renewal_info(name, gen); });
     }
 }
 
-void Scheduler::refresh_renewal_info(const std::string& name)
+void Scheduler::refresh_renewal_info(const std::string& name, std::int64_t gen)
 {
     auto fetch = [&]() -> Status {
         ASSIGN_OR_RETURN(
@@ -329,13 +434,14 @@ void Scheduler::refresh_renewal_info(const std::string& name)
     if (!s.ok() && s.code() != Code::conflict) {
         spdlog::warn("{}: cannot record renewal information: {}", name, s.message());
     }
-    {
-        std::lock_guard lock(m_mutex);
-        m_ari_running.erase(name);
-        --m_busy;
-        m_woken = true;
+    std::lock_guard lock(m_mutex);
+    m_ari_running.erase(name);
+    if (!s.ok()) {
+        // Nothing recorded when to ask again, so the plan still finds the fetch due: not for
+        // this certificate before the shortest retry, so that a failing store or issuer cannot
+        // make the loop refetch at once. A new certificate is fetched for at once.
+        m_ari_not_before[name] = {gen, m_clock.now() + k_ari_min_retry};
     }
-    m_cv.notify_all();
 }
 
 void Scheduler::warn_expiring(const Scope& scope, TimePoint now, TimePoint& next)
@@ -379,19 +485,15 @@ void Scheduler::run_scope(const std::string& key, const std::string& first_membe
         spdlog::error("{}: {}", key, exception_status("deploy hooks failed").message());
         unrecorded = true;
     }
-    {
-        std::lock_guard lock(m_mutex);
-        if (unrecorded) {
-            // Nothing recorded the failure in the store, so nothing set the next attempt: a
-            // minute's pause, so that a renewal that always throws, or a store that cannot be
-            // opened, cannot make the loop spin.
-            m_not_before[key] = m_clock.now() + k_retry_after_unrecorded;
-        }
-        m_running.erase(key);
-        --m_busy;
-        m_woken = true; // room for another renewal
+    std::lock_guard lock(m_mutex);
+    if (unrecorded) {
+        // Nothing recorded the failure in the store, so nothing set the next attempt: a
+        // minute's pause, so that a renewal that always throws, or a store that cannot be
+        // opened, cannot make the loop spin.
+        m_not_before[key] = m_clock.now() + k_retry_after_unrecorded;
     }
-    m_cv.notify_all();
+    m_running.erase(key);
+    m_settling[key] = m_clock.now(); // the next pass checks that the run left it not due (hold_back)
 }
 
 } // namespace certfs::renew

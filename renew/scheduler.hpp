@@ -5,16 +5,22 @@
 // - Due time: renew_at() pulled earlier by a jitter of up to 10% of the renewal window. The
 //   jitter comes from the current certificate's serial number (random for the local CA and for
 //   ACME CAs), so it is stable across restarts, new with every certificate, and different
-//   between hosts and domains.
+//   between hosts and domains. Never before renewal_floor(): a new generation is never due.
 // - After a failure, the attempt the renewer recorded (next_attempt, backoff with jitter).
 //   When the scheduler starts, attempts that are already overdue are spread over
-//   restart_spread instead of all running at once.
+//   restart_spread instead of all running at once. A run that leaves its scope due without
+//   recording why (another owner holds the lease, the store was busy or full, an exception)
+//   never makes the next pass start it again at once: while another owner's lease is live, the
+//   scope waits until that lease is released (the store changing wakes the loop) or expires,
+//   and tries again after a minute at the latest; otherwise it waits a minute.
 // - At most `concurrency` renewals at a time, never two for one domain or bundle (the in-memory
 //   set of running scopes here, the store's lease across processes).
 // - ACME renewal information (RFC 9773): for each ACME domain's current certificate, the
 //   window the CA suggests; a random time in it becomes the due time when earlier. Fetched
 //   when the certificate is new and again after the CA's Retry-After (1 min to 24 h, 6 h when
-//   it gives none).
+//   it gives none). A fetch that could not record its answer waits a minute, not a loop.
+// - Threads: a worker per renewal or fetch, at most `concurrency` plus 2 at once; each is
+//   joined by the pass after it ends, so a daemon's thread count stays flat.
 // - Warnings at 30, 14, 7, 3 and 1 days before expiry of a certificate that is not being
 //   renewed normally (a failed renewal, or an imported certificate).
 //
@@ -24,6 +30,8 @@
 #pragma once
 
 #include <condition_variable>
+#include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -83,10 +91,19 @@ private:
     void loop();
     void heartbeat_loop();
     void run_scope(const std::string& key, const std::string& first_member);
+    // Starts `work` on a worker thread that reaps itself: when it ends it queues itself in
+    // m_ended, which the next pass joins. Caller holds m_mutex.
+    void start_worker(std::function<void()> work);
+    void reap_ended(); // joins the workers that ended; takes m_mutex
+    // Holds back a scope that is due: after a run that left it due, or while another owner's
+    // lease on it is live. Returns when it may run (now when it is not held back); caller holds
+    // m_mutex. `leases` is read at most once per pass.
+    TimePoint hold_back(const std::string& key, TimePoint due, TimePoint now,
+                        std::optional<std::vector<store::Lease>>& leases);
     void warn_expiring(const Scope& scope, TimePoint now, TimePoint& next);
     // Starts fetches of ACME renewal information that are due; caller holds m_mutex.
     void plan_renewal_info(const std::vector<store::Domain>& domains, TimePoint now, TimePoint& next);
-    void refresh_renewal_info(const std::string& name); // a worker
+    void refresh_renewal_info(const std::string& name, std::int64_t gen); // a worker
 
     const SchedulerOptions m_options;
     const Clock& m_clock;
@@ -99,12 +116,20 @@ private:
     std::set<std::string> m_ari_running;   // domains whose ARI is being fetched; guarded
     std::map<std::string, TimePoint>
         m_not_before; // overdue at start: spread; a failure not in the store: a minute; guarded by m_mutex
+    std::map<std::string, TimePoint> m_settling;   // scope -> when its run ended, until the next pass; guarded
+    std::map<std::string, TimePoint> m_lease_wait; // scope -> retry at the latest, while another owner
+                                                   // holds its lease; guarded by m_mutex
+    // Domain -> (generation, time): no fetch of renewal information for that generation before
+    // the time, whatever the store says (a fetch that could not record its answer); guarded.
+    std::map<std::string, std::pair<std::int64_t, TimePoint>> m_ari_not_before;
     std::map<std::pair<std::string, std::int64_t>, int> m_warned; // (domain, gen) -> days; guarded
     bool m_first_step = true;                                     // guarded by m_mutex
     bool m_woken = false;                                         // guarded by m_mutex
     bool m_stopping = false;                                      // guarded by m_mutex
     int m_busy = 0;                                               // worker threads not yet finished; guarded by m_mutex
-    std::vector<std::thread> m_workers;                           // guarded by m_mutex
+    std::map<std::uint64_t, std::thread> m_workers;               // by id; guarded by m_mutex
+    std::vector<std::uint64_t> m_ended;                           // workers that ended, to join; guarded
+    std::uint64_t m_next_worker = 0;                              // guarded by m_mutex
     std::thread m_thread;
     std::thread m_heartbeat;
 };

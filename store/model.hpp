@@ -67,6 +67,10 @@ struct Domain : DomainConfig {
     std::optional<TimePoint> current_not_before; // of the current generation
     std::optional<TimePoint> current_not_after;
     std::string current_serial; // hex, of the current generation's leaf; empty without one
+    // When the current generation was committed, and why: the renewal window is measured from
+    // its issue, not from a backdated not_before (renew/renewer.hpp renew_at).
+    std::optional<TimePoint> current_created_at;
+    std::optional<Reason> current_reason;
     // ACME renewal information (RFC 9773): the generation it was fetched for, the time picked
     // in the CA's suggested window (none when the CA suggested none), and the next fetch.
     std::optional<std::int64_t> ari_gen;

@@ -66,7 +66,7 @@ pki::Names names_of(const DomainConfig& config) { return {config.dns_names, conf
     "SELECT d.id, d.name, i.name, d.dns_names, d.ip_addresses, d.key_type, d.reuse_key,"                               \
     " d.renew_before_ms, d.owner_uid, d.group_gid, d.mode, d.bundle, d.deploy_hooks, d.state,"                         \
     " d.last_error, d.next_attempt, d.failures, d.current_gen, d.created_at, g.not_before, g.not_after,"               \
-    " d.hook_error, g.serial, d.ari_gen, d.ari_at, d.ari_next_check, d.move_now_count"                                 \
+    " d.hook_error, g.serial, d.ari_gen, d.ari_at, d.ari_next_check, d.move_now_count, g.created_at, g.reason"         \
     " FROM domains d LEFT JOIN issuers i ON i.id = d.issuer_id"                                                        \
     " LEFT JOIN generations g ON g.domain_id = d.id AND g.gen = d.current_gen"
 
@@ -107,6 +107,14 @@ Result<Domain> domain_from_row(const Stmt& row)
     d.ari_at = opt_time(row.opt_int64(24));
     d.ari_next_check = opt_time(row.opt_int64(25));
     d.move_now_count = row.int64(26);
+    d.current_created_at = opt_time(row.opt_int64(27));
+    if (auto reason = row.opt_text(28)) {
+        auto parsed = parse_reason(*reason);
+        if (!parsed.ok()) {
+            return Status::Corrupt("domain " + d.name + ": unreadable reason of its current generation");
+        }
+        d.current_reason = *parsed;
+    }
     return d;
 }
 

@@ -472,11 +472,14 @@ TEST_CASE("add issues generation 1 and show/list report the configuration")
     CHECK(d["current"]["reason"] == "issued");
     CHECK_THAT(d["current"]["serial"].get<std::string>(), Matches(k_serial));
     CHECK(d["current"]["not_after"] == d["not_after"]);
-    // Default renewal point: a third of the lifetime before expiry.
+    // Default renewal point: a third of the lifetime before expiry, the lifetime counted from
+    // the issue (the commit), not from the backdated not_before.
     auto not_before = parse_rfc3339(d["current"]["not_before"].get<std::string>());
+    auto issued = parse_rfc3339(d["current"]["created_at"].get<std::string>());
+    CHECK(not_before < issued - 4min);
     auto not_after = parse_rfc3339(d["not_after"].get<std::string>());
     auto renew_at = parse_rfc3339(d["renew_at"].get<std::string>());
-    auto expected = not_after - (not_after - not_before) / 3;
+    auto expected = not_after - (not_after - issued) / 3;
     CHECK(std::chrono::abs(renew_at - expected) <= 1s);
 
     RunResult human = ctl.ok({"show", "www.example.com"});
@@ -1488,11 +1491,17 @@ TEST_CASE("check reports one line per problem")
     CHECK(one.exit_code == 1);
     CHECK(one.out == "domain later.example.com: has no certificate\n");
 
-    // Leaves that live an hour and are renewed two hours before expiry are due at once.
-    ctl.ok({"issuer", "add", "local", "short", "--validity", "1h"});
+    // Leaves that live 12 s and are renewed two hours before expiry are not due at once, but a
+    // quarter of their lifetime (3 s) after their issue.
+    ctl.ok({"issuer", "add", "local", "short", "--validity", "12s"});
     ctl.ok({"add", "due.example.com", "--issuer", "short", "--renew-before", "2h"});
     json due = ctl.show("due.example.com");
-    CHECK(due["renew_at"].get<std::string>() < due["current"]["created_at"].get<std::string>());
+    const auto issued = parse_rfc3339(due["current"]["created_at"].get<std::string>());
+    CHECK(parse_rfc3339(due["renew_at"].get<std::string>()) > issued);
+    CHECK(parse_rfc3339(due["due_at"].get<std::string>()) <= issued + 4s);
+    CHECK_THAT(ctl.ok({"show", "due.example.com"}).out,
+               Contains("renew at:") && Contains("(the earliest: a quarter of the lifetime after issue)"));
+    CHECK(test::wait_until([&] { return ctl({"check"}).out.find("due.example.com") != std::string::npos; }, 8s));
     RunResult two = ctl({"check"});
     CHECK(two.exit_code == 1);
     CHECK(line_count(two.out) == 2);

@@ -337,6 +337,75 @@ TEST_CASE("due time: a third of the lifetime and half under 10 days and or as co
     CHECK_FALSE(renew_at(d));
 }
 
+TEST_CASE("due time: measured from the issue, not a backdated not_before, and never before a quarter of the lifetime")
+{
+    store::Domain d;
+    d.issuer = "ca";
+    const auto issued = from_unix(1'800'000'000);
+    d.current_not_before = issued - 5min; // backdated, as the local CA does
+    d.current_created_at = issued;
+    d.current_reason = store::Reason::renewed;
+    d.current_not_after = issued + 20s;
+    CHECK(issued_at(d) == issued);
+    // The default: half of the 20 s from the issue, not of the 5 min 20 s from not_before.
+    CHECK(renew_at(d) == issued + 10s);
+    CHECK(due_at(d).value() > issued);
+    // An explicit renew_before that fits is kept: 12 s leaves renewed 8 s before expiry.
+    d.current_not_after = issued + 12s;
+    d.renew_before = 8s;
+    CHECK(renew_at(d) == issued + 4s);
+    CHECK(due_at(d).value() >= issued + 3s);
+    // One longer than the lifetime stops at the floor, a quarter of it, and the jitter does not
+    // pull the due time below it: the new generation is not due when it is born.
+    d.renew_before = 2h;
+    CHECK(renewal_floor(d) == issued + 3s);
+    CHECK(renew_at(d) == issued + 3s);
+    CHECK(due_at(d) == issued + 3s);
+    // A certificate that lives (almost) not at all still waits a second.
+    d.current_not_after = issued;
+    CHECK(due_at(d) == issued + k_min_renewal_gap);
+    // The CA's renewal information may ask for sooner than the floor (a revoked certificate),
+    // but not sooner than an hour after the issue.
+    d.renew_before.reset();
+    d.current_not_after = issued + 90 * 24h;
+    d.current_gen = 4;
+    d.ari_gen = 4;
+    d.ari_at = issued - 1h;
+    CHECK(due_at(d) == issued + 1h);
+    d.ari_at.reset();
+    // A later not_before than the commit (a CA's clock ahead): the lifetime starts there.
+    d.current_not_before = issued + 1min;
+    CHECK(issued_at(d) == issued + 1min);
+    // An imported certificate was issued elsewhere, at its not_before: no floor applies.
+    d.current_reason = store::Reason::imported;
+    d.current_not_before = issued - 1h;
+    d.current_not_after = issued + 1h;
+    CHECK(issued_at(d) == issued - 1h);
+    CHECK_FALSE(renewal_floor(d));
+    CHECK(renew_at(d) == issued);
+}
+
+TEST_CASE("renew: a generation from a CA that backdates, with a long renew_before, is not due when committed")
+{
+    LocalCaConfig short_lived;
+    short_lived.validity = 20s; // not_before is 5 minutes back
+    Fixture f(short_lived);
+    auto c = f.config("short.test");
+    c.renew_before = 1h;
+    REQUIRE(f.renewer.add_and_issue(c).ok());
+    for (int i = 0; i < 3; ++i) {
+        const auto d = f.domain("short.test");
+        CHECK(d.current_not_before.value() < f.clock.now() - 4min);
+        // A quarter of the 20 s it lives (its not_after is in whole seconds).
+        CHECK(due_at(d).value() > f.clock.now() + 4s);
+        CHECK(due_at(d).value() <= f.clock.now() + 5s);
+        auto not_due = f.renewer.renew("short.test", false).value();
+        CHECK_FALSE(not_due.front().generation);
+        f.clock.set(due_at(d).value());
+        CHECK(f.renewer.renew("short.test", false).value().front().generation == i + 2);
+    }
+}
+
 TEST_CASE("backoff: one minute doubling up to six hours")
 {
     CHECK(backoff_delay(1) == 1min);

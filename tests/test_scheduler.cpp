@@ -1,5 +1,6 @@
 // The renewal scheduler, driven by a fake clock: due times, jitter, backoff, leases, bundles
 // and hooks.
+#include <atomic>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -9,6 +10,7 @@
 #include "renew/local_ca.hpp"
 #include "renew/renewer.hpp"
 #include "renew/scheduler.hpp"
+#include "store/sqlite.hpp"
 #include "tests/support/fake_issuer.hpp"
 #include "tests/support/testutil.hpp"
 
@@ -99,8 +101,9 @@ TEST_CASE("scheduler: due times are pulled earlier by at most a tenth of the win
         f.add(name);
         auto d = f.domain(name);
         const auto at = renew_at(d).value();
-        const auto window = *d.current_not_after - at; // a third of a 90-day certificate
-        CHECK(window == (*d.current_not_after - *d.current_not_before) / 3);
+        const auto window = *d.current_not_after - at; // a third of a 90-day certificate, from its issue
+        CHECK(window == std::chrono::duration_cast<Duration>(*d.current_not_after - *issued_at(d)) / 3);
+        CHECK(*issued_at(d) == *d.current_created_at); // not the backdated not_before
         const auto due = due_at(d).value();
         CHECK(due <= at);
         CHECK(due >= at - window / 10);
@@ -186,6 +189,91 @@ TEST_CASE("scheduler: a lease left by a dead process blocks until it expires and
     pass(s);
     CHECK(f.gen("lease.test") == 2);
     CHECK(f.store->leases().value().empty());
+}
+
+TEST_CASE("scheduler: a due domain whose lease another owner holds waits for its release, a minute at most, not a spin")
+{
+    Fixture f;
+    f.add("held.test");
+    f.until_due({"held.test"});
+    const std::string holder = "certfsctl on another host";
+    REQUIRE(f.store->acquire_lease("domain:held.test", holder, 1h).ok());
+    Scheduler s(f.options(), f.clock);
+    REQUIRE(s.start(false).ok());
+    const TimePoint tried_at = f.clock.now();
+    pass(s); // finds the lease held: nothing recorded
+    // The passes after it start nothing and sleep until a minute after the try.
+    CHECK(pass(s) == tried_at + 1min);
+    f.clock.advance(30s);
+    CHECK(pass(s) == tried_at + 1min);
+    CHECK(f.gen("held.test") == 1);
+    CHECK(f.domain("held.test").failures == 0); // someone else's renewal is not a failure
+    // A minute later it tries again (its holder may have died), and waits again.
+    f.clock.set(tried_at + 1min);
+    pass(s);
+    CHECK(pass(s) == tried_at + 2min);
+    // Released: the next pass renews it, without waiting for the minute.
+    REQUIRE(f.store->release_lease("domain:held.test", holder).ok());
+    pass(s);
+    CHECK(f.gen("held.test") == 2);
+}
+
+TEST_CASE("scheduler: a store too busy to start a renewal in, which records nothing, holds the next try a minute")
+{
+    Fixture f;
+    f.add("busy.test");
+    f.until_due({"busy.test"});
+    Scheduler s(f.options(), f.clock);
+    REQUIRE(s.start(false).ok());
+    {
+        // Another writer holds the store past the busy timeout: the renewal cannot start, and
+        // cannot record its failure either.
+        auto db = store::Db::open(f.path, false).value();
+        auto writer = store::WriteTxn::begin(*db).value();
+        pass(s);
+    }
+    const TimePoint failed_at = f.clock.now();
+    CHECK(f.gen("busy.test") == 1);
+    CHECK(f.domain("busy.test").failures == 0);
+    // The store is free again, but the next try waits a minute after the failed one.
+    CHECK(pass(s) == failed_at + 1min);
+    CHECK(f.gen("busy.test") == 1);
+    f.clock.set(failed_at + 1min);
+    pass(s);
+    CHECK(f.gen("busy.test") == 2);
+}
+
+TEST_CASE("scheduler: a renewal-information fetch that fails before it records anything waits a minute, not a loop")
+{
+    Fixture f;
+    FakeIssuers fakes; // refuses to make an issuer of kind acme: the fetch fails before it asks
+    std::atomic<int> loads{0};
+    REQUIRE(f.store->add_issuer({"acme", "acme", "{}", "", ""}).ok());
+    test::TestCa ca;
+    auto leaf = test::make_leaf(ca, {{"ari.test"}, {}});
+    store::DomainConfig c;
+    c.name = "ari.test";
+    c.issuer = "acme";
+    c.dns_names = {"ari.test"};
+    REQUIRE(f.store->add_domain(c, store::GenerationInput{leaf.key_pem, leaf.cert_pem, ca.cert_pem}).ok());
+    auto options = f.options();
+    options.issuers = [&loads, inner = fakes.factory()](store::Store& st, const store::Issuer& record) {
+        ++loads;
+        return inner(st, record);
+    };
+    Scheduler s(options, f.clock);
+    REQUIRE(s.start(false).ok());
+    pass(s);
+    CHECK(loads == 1);
+    CHECK_FALSE(f.domain("ari.test").ari_next_check); // nothing recorded
+    const TimePoint failed_at = f.clock.now();
+    CHECK(pass(s) <= failed_at + 1min);
+    f.clock.advance(59s);
+    pass(s);
+    CHECK(loads == 1);
+    f.clock.set(failed_at + 1min);
+    pass(s);
+    CHECK(loads == 2);
 }
 
 TEST_CASE("scheduler: a bundle switches all of its members in one commit or none of them")

@@ -166,7 +166,8 @@ int cmd_show(store::Store& st, const std::string& name, bool json)
     line("ip addresses:", join(d->ip_addresses));
     line("key type:", std::string(pki::key_type_name(d->key_type)) +
                           (d->reuse_key ? " (key reused on renewal)" : " (fresh key on every renewal)"));
-    line("renew before:", d->renew_before ? format_duration(*d->renew_before) : "a third of the lifetime");
+    line("renew before:",
+         d->renew_before ? format_duration(*d->renew_before) : "a third of the lifetime (half under 10 days)");
     line("key files:", user_name(d->owner_uid) + ":" + group_name(d->group_gid) + " " + mode_text(d->mode));
     line("bundle:", d->bundle.value_or("-"));
     line("deploy hooks:", join(d->deploy_hooks, "; "));
@@ -186,7 +187,10 @@ int cmd_show(store::Store& st, const std::string& name, bool json)
         line("issued by:", gen->issuer_dn);
         line("not before:", format_rfc3339(gen->not_before));
         line("not after:", format_rfc3339(gen->not_after));
-        line("renew at:", time_or_dash(renew::renew_at(*d)));
+        const auto renew_at = renew::renew_at(*d);
+        const bool floored = renew_at && renew_at == renew::renewal_floor(*d);
+        line("renew at:",
+             time_or_dash(renew_at) + (floored ? " (the earliest: a quarter of the lifetime after issue)" : ""));
     } else {
         line("generation:", "- (no certificate yet)");
     }

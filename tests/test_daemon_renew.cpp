@@ -1,0 +1,169 @@
+// The daemon's scheduler left running on a real mount: what it costs over time. Short-lived
+// certificates are renewed a bounded number of times, a lease another process holds costs no
+// CPU, and hundreds of renewals leave the thread count and the address space flat. The figures
+// come from /proc/<pid>/stat and /proc/<pid>/status of the daemon.
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <catch2/catch.hpp>
+
+#include "renew/local_ca.hpp"
+#include "renew/renewer.hpp"
+#include "tests/support/mount.hpp"
+#include "tests/support/testutil.hpp"
+
+using namespace certfs;
+using namespace std::chrono_literals;
+using certfs::test::wait_until;
+using Mount = certfs::test::CaMount;
+
+namespace {
+
+// The CPU time (user and system) the process has used so far.
+Duration cpu_time(pid_t pid)
+{
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+    std::string field;
+    long long utime = 0;
+    long long stime = 0;
+    for (int i = 3; i <= 15 && rest >> field; ++i) { // utime is field 14, stime 15 (proc(5))
+        if (i == 14) {
+            utime = std::stoll(field);
+        } else if (i == 15) {
+            stime = std::stoll(field);
+        }
+    }
+    return Duration((utime + stime) * 1000 / sysconf(_SC_CLK_TCK));
+}
+
+// A number from /proc/<pid>/status ("Threads:", "VmSize:" in kB); -1 when it is missing.
+long status_field(pid_t pid, const std::string& key)
+{
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind(key, 0) == 0) {
+            return std::stol(line.substr(key.size()));
+        }
+    }
+    return -1;
+}
+
+void add_issuer(const Mount& m, const std::string& name, Duration validity)
+{
+    renew::LocalCaConfig config;
+    config.validity = validity;
+    REQUIRE(m.store()->add_issuer(renew::create_local_ca(name, config, std::chrono::system_clock::now()).value()).ok());
+}
+
+void add_domain(const Mount& m, const std::string& name, const std::string& issuer,
+                std::optional<Duration> renew_before = std::nullopt)
+{
+    store::DomainConfig c;
+    c.name = name;
+    c.issuer = issuer;
+    c.dns_names = {name};
+    c.renew_before = renew_before;
+    auto st = m.store();
+    REQUIRE(renew::Renewer(*st, "test").add_and_issue(c).ok());
+}
+
+std::int64_t current_gen(const Mount& m, const std::string& name)
+{
+    return m.store()->get_domain(name).value().current_gen.value_or(0);
+}
+
+} // namespace
+
+TEST_CASE("daemon: a new generation is never due: 5 domains with 20-second leaves renew a few times, not thousands")
+{
+    Mount m(200ms);
+    add_issuer(m, "short", 20s);
+    const std::vector<std::string> names = {"a.test", "b.test", "c.test", "d.test", "e.test"};
+    const auto start = std::chrono::steady_clock::now();
+    for (const auto& name : names) {
+        add_domain(m, name, "short");
+    }
+    // The daemon renews each of them by itself, a half lifetime (10 s) after its issue...
+    const bool renewed = wait_until(
+        [&] { return std::all_of(names.begin(), names.end(), [&](const auto& n) { return current_gen(m, n) >= 3; }); },
+        30s);
+    CHECK(renewed);
+    // ... and no sooner: over 30 s, at most 3 renewals per domain and 20 s of lifetime.
+    std::this_thread::sleep_until(start + 30s); // the window the rate is measured over
+    std::size_t total = 0;
+    auto st = m.store();
+    for (const auto& name : names) {
+        total += st->history(name).value().size();
+        // The current generation was not born due: it is due after its own issue.
+        CHECK(renew::due_at(st->get_domain(name).value()).value() > st->current_generation(name).value().created_at);
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double bound = static_cast<double>(names.size()) * (1 + 3 * seconds / 20);
+    INFO(total << " generations in " << seconds << " s (at most " << bound << ")");
+    CHECK(static_cast<double>(total) <= bound);
+}
+
+TEST_CASE("daemon: a due domain whose lease another process holds costs no CPU and renews once the lease is released")
+{
+    Mount m(200ms);
+    add_issuer(m, "short", 4s); // due 2 s after its issue
+    // This process holds the lease, and stays alive while it does.
+    auto holder = m.store();
+    REQUIRE(holder->acquire_lease("domain:held.test", "a test process on another host", 1h).ok());
+    add_domain(m, "held.test", "short");
+    // The daemon finds it due and the lease held.
+    REQUIRE(wait_until(
+        [&] {
+            return m.log().find("held.test") != std::string::npos &&
+                   m.log().find("renewal already in progress") != std::string::npos;
+        },
+        15s));
+    const Duration before = cpu_time(m.pid());
+    std::this_thread::sleep_for(10s); // the window the CPU time is measured over
+    const Duration used = cpu_time(m.pid()) - before;
+    INFO("the daemon used " << used.count() << " ms of CPU in 10 s; it said:\n" << m.log());
+    CHECK(used < 100ms); // under 1% of a core
+    CHECK(current_gen(m, "held.test") == 1);
+
+    // Released: the daemon renews it without waiting for the lease's expiry.
+    REQUIRE(holder->release_lease("domain:held.test", "a test process on another host").ok());
+    CHECK(wait_until([&] { return current_gen(m, "held.test") >= 2; }, 15s));
+}
+
+TEST_CASE("daemon: hundreds of renewals leave its thread count and its address space flat")
+{
+    Mount m(50ms);
+    add_issuer(m, "short", 3s);
+    std::vector<std::string> names;
+    for (int i = 0; i < 16; ++i) {
+        names.push_back("t" + std::to_string(i) + ".test");
+        add_domain(m, names.back(), "short", 2s); // renewed every second
+    }
+    auto renewals = [&] {
+        std::int64_t n = 0;
+        const auto domains = m.store()->list_domains().value();
+        for (const auto& d : domains) {
+            n += d.current_gen.value_or(1) - 1;
+        }
+        return n;
+    };
+    REQUIRE(wait_until([&] { return renewals() >= 20; }, 30s));
+    const long threads_before = status_field(m.pid(), "Threads:");
+    const long vm_before = status_field(m.pid(), "VmSize:");
+    REQUIRE(wait_until([&] { return renewals() >= 520; }, 120s)); // about 35 s on 2 busy cores
+    const long threads_after = status_field(m.pid(), "Threads:");
+    const long vm_after = status_field(m.pid(), "VmSize:");
+    INFO("threads " << threads_before << " -> " << threads_after << ", VmSize " << vm_before / 1024 << " MB -> "
+                    << vm_after / 1024 << " MB over " << renewals() << " renewals");
+    // At most a worker per renewal running at once (4) and per ARI fetch (2) more. A thread that
+    // ended and was never joined is not counted in Threads, but its stack stays mapped: VmSize
+    // grows by 8 MB or more for each.
+    CHECK(threads_after <= threads_before + 6);
+    CHECK(vm_after - vm_before < 1024 * 1024); // kB: under 1 GB
+}
