@@ -50,7 +50,7 @@ ScopeResult BatchRunner::run_on(store::Store& store, const std::string& name, co
 {
     ScopeResult result{name, Status::Unavailable("not run"), {}};
     try {
-        Renewer renewer(store, m_options.owner, m_options.issuers);
+        Renewer renewer(store, m_options.owner, m_options.issuers, m_options.lease_ttl);
         result.outcomes = renewer.renew(name, m_options.force, m_options.move_now);
     } catch (...) {
         // The boundary of a renewal: what threw (a malformed stored setting, say) fails this
@@ -85,6 +85,9 @@ std::vector<ScopeResult> BatchRunner::run(store::Store& store, const std::vector
 {
     const std::vector<std::string> scopes = one_per_scope(store, names);
     std::vector<ScopeResult> done(scopes.size());
+    // The workers' leases outlive a slow CA as the daemon's do (its scheduler runs its own).
+    const store::LeaseHeartbeat heartbeat(m_options.db_path, m_options.owner, m_options.lease_ttl, m_options.heartbeat,
+                                          m_options.clock);
     std::atomic<std::size_t> next{0};
     // A worker keeps its connection for every scope it takes; one that cannot open one
     // reports why for each.

@@ -31,6 +31,10 @@ struct BatchOptions {
     HookOptions hooks;
     Duration pin_window{0}; // hooks run this long after the commit (the flip)
     int jobs = 4;           // scopes renewed at once by run()
+    // How long a lease lasts, and how often run()'s heartbeat extends the leases of `owner`
+    // while it renews (store/lease.hpp, LeaseHeartbeat). Tests shorten both.
+    Duration lease_ttl = k_lease_ttl;
+    Duration heartbeat = std::chrono::minutes(1);
 };
 
 // The outcome of one scope: `name` is the domain the renewal was asked for (the first of its
@@ -63,6 +67,7 @@ public:
 
     // one_per_scope(names), then up to `jobs` scopes at once, each worker on a connection of
     // its own; returns when every scope and its hooks are done, the results in that order.
+    // Meanwhile a heartbeat extends the leases of `owner` (run_one's caller runs its own).
     std::vector<ScopeResult> run(store::Store& store, const std::vector<std::string>& names) const;
 
 private:

@@ -104,7 +104,8 @@ Status Scheduler::start(bool run_thread)
     }
     if (run_thread) {
         m_thread = std::thread([this] { loop(); });
-        m_heartbeat = std::thread([this] { heartbeat_loop(); });
+        m_heartbeat = std::make_unique<store::LeaseHeartbeat>(m_options.db_path, m_options.owner, k_lease_ttl,
+                                                              m_options.heartbeat, &m_clock);
     }
     return Status::Ok();
 }
@@ -119,10 +120,8 @@ void Scheduler::stop()
     if (m_thread.joinable()) {
         m_thread.join();
     }
-    if (m_heartbeat.joinable()) {
-        m_heartbeat.join();
-    }
     wait_idle();
+    m_heartbeat.reset(); // after the workers: their leases live until they end
 }
 
 void Scheduler::wake()
@@ -170,33 +169,6 @@ void Scheduler::loop()
         lock.lock();
         m_cv.wait_for(lock, sleep, [this] { return m_stopping || m_woken; });
         m_woken = false;
-    }
-}
-
-void Scheduler::heartbeat_loop()
-{
-    // Its own connection: the loop's is busy planning, the workers' are busy renewing.
-    auto store = store::Store::open(m_options.db_path, {.create = false, .actor = m_options.owner, .clock = &m_clock});
-    if (!store.ok()) {
-        spdlog::warn("scheduler: no lease heartbeat: {}", store.status().message());
-        return;
-    }
-    std::unique_lock lock(m_mutex);
-    while (!m_cv.wait_for(lock, m_options.heartbeat, [this] { return m_stopping; })) {
-        if (m_running.empty()) {
-            continue;
-        }
-        lock.unlock();
-        Status s = Status::Ok();
-        try {
-            s = (*store)->extend_leases(m_options.owner, k_lease_ttl);
-        } catch (...) {
-            s = exception_status("heartbeat"); // the thread's boundary
-        }
-        if (!s.ok()) {
-            spdlog::warn("scheduler: cannot extend leases: {}", s.message());
-        }
-        lock.lock();
     }
 }
 

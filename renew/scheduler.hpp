@@ -36,6 +36,7 @@
 #include "renew/batch.hpp"
 #include "renew/hooks.hpp"
 #include "renew/issuer.hpp"
+#include "store/lease.hpp"
 #include "store/store.hpp"
 
 namespace certfs::renew {
@@ -81,7 +82,6 @@ private:
     };
 
     void loop();
-    void heartbeat_loop();
     void run_scope(const std::string& key, const std::string& first_member);
     void warn_expiring(const Scope& scope, TimePoint now, TimePoint& next);
     // Starts fetches of ACME renewal information that are due; caller holds m_mutex.
@@ -106,7 +106,7 @@ private:
     int m_busy = 0;                                               // worker threads not yet finished; guarded by m_mutex
     std::vector<std::thread> m_workers;                           // guarded by m_mutex
     std::thread m_thread;
-    std::thread m_heartbeat;
+    std::unique_ptr<store::LeaseHeartbeat> m_heartbeat; // extends the leases of `owner`; with the loop
 };
 
 } // namespace certfs::renew

@@ -252,3 +252,55 @@ TEST_CASE("batch: run_one reports its scope's outcomes before the hooks and a st
     CHECK(reported == missing.outcomes.status().message());
     CHECK_THAT(reported, Contains("missing.db"));
 }
+
+// certfsctl renew runs through run(): its renewals keep their leases however slow the CA is, as
+// the daemon's do, so that no second renewer asks the CA for the same certificate.
+TEST_CASE("batch: run() heartbeats its leases: a renewal that outlives the lease ttl keeps its scope")
+{
+    Fixture f;
+    f.add("slow.test");
+    f.fakes.hang("slow.test");
+    auto options = f.options();
+    options.lease_ttl = 1s; // the issuer outlives it three times over
+    options.heartbeat = 200ms;
+    const BatchRunner runner(options);
+    std::vector<ScopeResult> done;
+    std::thread batch([&] { done = runner.run(*f.store, {"slow.test"}); });
+    struct JoinAtEnd {
+        FakeIssuers& fakes;
+        std::thread& batch;
+        ~JoinAtEnd()
+        {
+            fakes.release("slow.test");
+            if (batch.joinable()) {
+                batch.join();
+            }
+        }
+    } join_at_end{f.fakes, batch};
+
+    REQUIRE(f.fakes.wait_hanging("slow.test"));
+    auto other = store::Store::open(f.path, {.create = false, .actor = "test", .clock = nullptr}).value();
+    const auto until = std::chrono::steady_clock::now() + 3s;
+    int refused = 0;
+    while (std::chrono::steady_clock::now() < until) {
+        // A second renewer (certfsctl started again, or the daemon) is refused throughout.
+        auto second = store::LeaseGuard::acquire(*other, "domain:slow.test", "second renewer", 1s);
+        if (second.ok()) {
+            FAIL_CHECK("the second renewer took the scope after " << refused << " refusals");
+            break;
+        }
+        CHECK_THAT(second.status().message(), Contains("held by batch"));
+        auto leases = other->leases().value();
+        REQUIRE(leases.size() == 1);
+        CHECK(leases.front().expires_at > std::chrono::system_clock::now());
+        ++refused;
+        std::this_thread::sleep_for(100ms); // the pace of the probe, not a wait for a result
+    }
+    f.fakes.release("slow.test");
+    batch.join();
+    REQUIRE(done.size() == 1);
+    REQUIRE(done[0].outcomes.ok());
+    CHECK(done[0].outcomes->front().generation == 2);
+    CHECK(f.fakes.calls("slow.test") == 2); // once for the first generation, once for this renewal
+    CHECK(other->leases().value().empty());
+}
