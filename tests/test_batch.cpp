@@ -59,6 +59,19 @@ struct Fixture {
     std::int64_t gen(const std::string& name) { return store->get_domain(name).value().current_gen.value_or(0); }
 };
 
+// Releases slow.test's hang and joins the thread running the batch, also when the test failed.
+struct JoinAtEnd {
+    FakeIssuers& fakes;
+    std::thread& batch;
+    ~JoinAtEnd()
+    {
+        fakes.release("slow.test");
+        if (batch.joinable()) {
+            batch.join();
+        }
+    }
+};
+
 } // namespace
 
 TEST_CASE("batch: one renewal per scope: a bundle once through its first member named and a name once")
@@ -156,17 +169,7 @@ TEST_CASE("batch: a hanging issuer holds one worker and the other scopes finish 
     const BatchRunner runner(options);
     std::vector<ScopeResult> done;
     std::thread batch([&] { done = runner.run(*f.store, {"slow.test", "b.test", "c.test", "d.test"}); });
-    struct JoinAtEnd {
-        FakeIssuers& fakes;
-        std::thread& batch;
-        ~JoinAtEnd()
-        {
-            fakes.release("slow.test");
-            if (batch.joinable()) {
-                batch.join();
-            }
-        }
-    } join_at_end{f.fakes, batch};
+    const JoinAtEnd join_at_end{f.fakes, batch};
 
     REQUIRE(f.fakes.wait_hanging("slow.test"));
     auto other = store::Store::open(f.path, {.create = false, .actor = "test", .clock = nullptr}).value();
@@ -266,17 +269,7 @@ TEST_CASE("batch: run() heartbeats its leases: a renewal that outlives the lease
     const BatchRunner runner(options);
     std::vector<ScopeResult> done;
     std::thread batch([&] { done = runner.run(*f.store, {"slow.test"}); });
-    struct JoinAtEnd {
-        FakeIssuers& fakes;
-        std::thread& batch;
-        ~JoinAtEnd()
-        {
-            fakes.release("slow.test");
-            if (batch.joinable()) {
-                batch.join();
-            }
-        }
-    } join_at_end{f.fakes, batch};
+    const JoinAtEnd join_at_end{f.fakes, batch};
 
     REQUIRE(f.fakes.wait_hanging("slow.test"));
     auto other = store::Store::open(f.path, {.create = false, .actor = "test", .clock = nullptr}).value();
