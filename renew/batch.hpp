@@ -39,7 +39,9 @@ struct BatchOptions {
 
 // The outcome of one scope: `name` is the domain the renewal was asked for (the first of its
 // bundle among the names given), `outcomes` its members' (or why it failed), `runs` its deploy
-// hooks', in the order hooks.hpp runs them. No hook runs after a failure.
+// hooks', in the order hooks.hpp runs them. No hook runs for a failed renewal; hooks that an
+// earlier renewal of the scope still owes (it crashed, recovery.hpp) run unless another
+// process holds the scope.
 struct ScopeResult {
     std::string name;
     Result<std::vector<RenewOutcome>> outcomes = Status::Unavailable("not run");

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "renew/issuer.hpp"
+#include "renew/recovery.hpp"
 #include "renew/renewer.hpp"
 #include "store/lease.hpp"
 
@@ -178,7 +179,9 @@ Result<TimePoint> Scheduler::step()
     if (!m_store) {
         return Status::Unavailable("the scheduler is not started");
     }
+    recover(*m_store); // what dead renewals left (recovery.hpp), before planning on it
     ASSIGN_OR_RETURN(auto domains, m_store->list_domains());
+    ASSIGN_OR_RETURN(const std::vector<store::Lease> leases, m_store->leases()); // all live after recover()
     const TimePoint now = m_clock.now();
     TimePoint next = TimePoint::max();
     plan_renewal_info(domains, now, next);
@@ -192,7 +195,8 @@ Result<TimePoint> Scheduler::step()
 
     for (const auto& [key, scope] : scopes) {
         warn_expiring(scope, now, next);
-        std::optional<TimePoint> due;
+        const bool held = std::any_of(leases.begin(), leases.end(), [&](const auto& l) { return l.scope == key; });
+        std::optional<TimePoint> due = owed_hooks_at(scope.members, held, now); // hooks a crash left owed
         for (const auto& d : scope.members) {
             if (auto at = due_at(d); at && (!due || *at < *due)) {
                 due = at;

@@ -297,3 +297,43 @@ TEST_CASE("batch: run() heartbeats its leases: a renewal that outlives the lease
     CHECK(f.fakes.calls("slow.test") == 2); // once for the first generation, once for this renewal
     CHECK(other->leases().value().empty());
 }
+
+// A renewal that died between its commit and its hooks (here: Renewer::renew, which commits and
+// runs none) leaves them owed; the next batch that takes the scope runs them, for the generation
+// current then, even when nothing is due; one that cannot take the scope leaves them owed.
+TEST_CASE("batch: hooks a crashed renewal still owes run when the scope is next taken")
+{
+    Fixture f;
+    const std::string log = (f.dir / "hook.log").string();
+    f.add("owed.test", std::nullopt, {"/bin/sh -c 'echo \"$CERTFS_NAMES $CERTFS_GENERATION\" >> " + log + "'"});
+    REQUIRE(Renewer(*f.store, "crashed", f.fakes.factory()).renew("owed.test", true).ok());
+    CHECK(f.store->get_domain("owed.test").value().hooks_owed == 2);
+    CHECK_FALSE(std::filesystem::exists(log));
+
+    // Another live process holds the scope: its hooks are its holder's to run.
+    auto other = store::Store::open(f.path, {.create = false, .actor = "test", .clock = nullptr}).value();
+    {
+        auto held = store::LeaseGuard::acquire(*other, "domain:owed.test", "certfs pid 1", 10min).value();
+        auto done = BatchRunner(f.options(false)).run(*f.store, {"owed.test"});
+        REQUIRE(done.size() == 1);
+        CHECK(done[0].runs.empty());
+        CHECK(f.store->get_domain("owed.test").value().hooks_owed == 2);
+    }
+
+    auto done = BatchRunner(f.options(false)).run(*f.store, {"owed.test"});
+    REQUIRE(done.size() == 1);
+    REQUIRE(done[0].outcomes.ok());
+    CHECK_THAT(done[0].outcomes->front().message, Contains("not due until"));
+    REQUIRE(done[0].runs.size() == 1);
+    CHECK(done[0].runs[0].status.ok());
+    CHECK(test::read_file(log) == "owed.test 2\n");
+    auto d = f.store->get_domain("owed.test").value();
+    CHECK_FALSE(d.hooks_owed);
+    CHECK(d.state == store::DomainState::monitoring);
+    CHECK(f.store->leases().value().empty());
+
+    // Paid: the next batch runs nothing.
+    done = BatchRunner(f.options(false)).run(*f.store, {"owed.test"});
+    CHECK(done[0].runs.empty());
+    CHECK(test::read_file(log) == "owed.test 2\n");
+}
