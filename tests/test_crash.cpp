@@ -165,6 +165,7 @@ double seconds_since(std::chrono::steady_clock::time_point start)
 
 TEST_CASE("crash: a daemon killed while its CA helper runs, again and again, renews within seconds of each restart")
 {
+    // 5 here; bench/crash.sh runs 25 (CERTFS_CRASH_KILLS).
     const int kills = static_cast<int>(test::env_number("CERTFS_CRASH_KILLS", 5));
     // The hook records the serial it reads through the mount and the generation it was told.
     CrashFixture f(3, k_record_hook);
