@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "renew/deploy.hpp"
+#include "renew/recovery.hpp"
 
 namespace certfs::renew {
 
@@ -49,9 +50,12 @@ Result<std::unique_ptr<store::Store>> BatchRunner::open() const
 ScopeResult BatchRunner::run_on(store::Store& store, const std::string& name, const OnRenewed& on_renewed) const
 {
     ScopeResult result{name, Status::Unavailable("not run"), {}};
+    // Held from the renewal through its hooks, so that no one else runs them meanwhile
+    // (recovery.hpp: hooks owed with no live lease are run by the next holder).
+    std::optional<store::LeaseGuard> lease;
     try {
-        Renewer renewer(store, m_options.owner, m_options.issuers);
-        result.outcomes = renewer.renew(name, m_options.force, m_options.move_now);
+        Renewer renewer(store, m_options.owner, m_options.issuers, m_options.lease_ttl);
+        result.outcomes = renewer.renew(name, m_options.force, m_options.move_now, &lease);
     } catch (...) {
         // The boundary of a renewal: what threw (a malformed stored setting, say) fails this
         // scope only. Nothing was recorded in the store, so the caller sets the next attempt.
@@ -61,8 +65,13 @@ ScopeResult BatchRunner::run_on(store::Store& store, const std::string& name, co
     if (on_renewed) {
         on_renewed(result.outcomes);
     }
-    if (result.outcomes.ok()) {
-        result.runs = deploy(store, *result.outcomes, m_options.hooks, m_options.wait_for_flip);
+    std::vector<RenewOutcome> batch = result.outcomes.ok() ? *result.outcomes : std::vector<RenewOutcome>{};
+    if (result.outcomes.ok() || result.outcomes.status().code() != Code::conflict) {
+        // Hooks an earlier renewal of the scope committed but did not run (it crashed).
+        append_owed_hooks(store, name, m_options.owner, m_options.lease_ttl, lease, batch);
+    }
+    if (!batch.empty()) {
+        result.runs = deploy(store, batch, m_options.hooks, m_options.wait_for_flip);
     }
     return result;
 }
@@ -84,6 +93,9 @@ std::vector<ScopeResult> BatchRunner::run(store::Store& store, const std::vector
 {
     const std::vector<std::string> scopes = one_per_scope(store, names);
     std::vector<ScopeResult> done(scopes.size());
+    // The workers' leases outlive a slow CA as the daemon's do (its scheduler runs its own).
+    const store::LeaseHeartbeat heartbeat(m_options.db_path, m_options.owner, m_options.lease_ttl, m_options.heartbeat,
+                                          m_options.clock);
     std::atomic<std::size_t> next{0};
     // A worker keeps its connection for every scope it takes; one that cannot open one
     // reports why for each.

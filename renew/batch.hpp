@@ -32,11 +32,17 @@ struct BatchOptions {
     HookOptions hooks;
     FlipWaiter wait_for_flip; // before each batch's hooks; empty: they run right after the commit
     int jobs = 4;             // scopes renewed at once by run()
+    // How long a lease lasts, and how often run()'s heartbeat extends the leases of `owner`
+    // while it renews (store/lease.hpp, LeaseHeartbeat). Tests shorten both.
+    Duration lease_ttl = k_lease_ttl;
+    Duration heartbeat = std::chrono::minutes(1);
 };
 
 // The outcome of one scope: `name` is the domain the renewal was asked for (the first of its
 // bundle among the names given), `outcomes` its members' (or why it failed), `runs` its deploy
-// hooks', in the order hooks.hpp runs them. No hook runs after a failure.
+// hooks', in the order hooks.hpp runs them. No hook runs for a failed renewal; hooks that an
+// earlier renewal of the scope still owes (it crashed, recovery.hpp) run unless another
+// process holds the scope.
 struct ScopeResult {
     std::string name;
     Result<std::vector<RenewOutcome>> outcomes = Status::Unavailable("not run");
@@ -64,6 +70,7 @@ public:
 
     // one_per_scope(names), then up to `jobs` scopes at once, each worker on a connection of
     // its own; returns when every scope and its hooks are done, the results in that order.
+    // Meanwhile a heartbeat extends the leases of `owner` (run_one's caller runs its own).
     std::vector<ScopeResult> run(store::Store& store, const std::vector<std::string>& names) const;
 
 private:

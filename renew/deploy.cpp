@@ -35,6 +35,9 @@ std::vector<HookRun> deploy(store::Store& store, const std::vector<RenewOutcome>
             continue;
         }
         if (d->deploy_hooks.empty()) {
+            if (d->hooks_owed) {
+                (void)store.set_hook_error(d->name, "", *o.generation); // its hooks were removed since
+            }
             continue;
         }
         CommittedDomain c{d->name, *o.generation, d->dns_names, d->deploy_hooks};
@@ -63,7 +66,7 @@ std::vector<HookRun> deploy(store::Store& store, const std::vector<RenewOutcome>
         }
     }
     for (const auto& c : committed) {
-        (void)store.set_hook_error(c.name, errors[c.name]);
+        (void)store.set_hook_error(c.name, errors[c.name], c.generation); // paid, failed or not
         (void)store.set_state(c.name, store::DomainState::monitoring, "", std::nullopt, false);
     }
     return runs;

@@ -13,22 +13,32 @@ Result<std::vector<std::string>> check_store(store::Store& store)
     ASSIGN_OR_RETURN(std::vector<std::string> problems, store.integrity_problems());
     auto now = store.clock().now();
     ASSIGN_OR_RETURN(auto leases, store.leases());
+    auto live = [&](const std::string& scope) {
+        return std::any_of(leases.begin(), leases.end(), [&](const store::Lease& l) {
+            return l.scope == scope && l.expires_at > now && store::holder_fate(l.holder) != store::HolderFate::dead;
+        });
+    };
     for (const auto& lease : leases) {
         if (lease.expires_at <= now) {
             problems.push_back("stuck renewal: the lease on " + lease.scope + " held by " + lease.owner +
                                " expired at " + format_rfc3339(lease.expires_at));
+        } else if (store::holder_fate(lease.holder) == store::HolderFate::dead) {
+            problems.push_back("stuck renewal: the lease on " + lease.scope + " is held by " + lease.owner + " (" +
+                               store::describe_holder(lease.holder) + "), which no longer runs");
         }
     }
     ASSIGN_OR_RETURN(auto domains, store.list_domains());
     for (const auto& d : domains) {
         const std::string who = "domain " + d.name + ": ";
-        if (d.state == store::DomainState::issuing) {
-            const std::string scope = store::lease_scope(d);
-            bool live = std::any_of(leases.begin(), leases.end(),
-                                    [&](const store::Lease& l) { return l.scope == scope && l.expires_at > now; });
-            if (!live) {
-                problems.push_back(who + "stuck renewal: state issuing but no renewal holds its lease");
-            }
+        const bool held = live(store::lease_scope(d));
+        if ((d.state == store::DomainState::issuing || d.state == store::DomainState::hooks) && !held) {
+            problems.push_back(who + "stuck renewal: state " + std::string(store::state_name(d.state)) +
+                               " but no running renewal holds its lease");
+        }
+        if (d.hooks_owed && !held) {
+            problems.push_back(who + "the deploy hooks of generation " + std::to_string(*d.hooks_owed) +
+                               " have not run (the renewal ended before them): 'certfsctl renew " + d.name +
+                               "' or the daemon runs them");
         }
         if (!d.current_gen) {
             problems.push_back(who + "has no certificate");

@@ -153,8 +153,9 @@ std::string pending_message(TimePoint poll_at)
 
 } // namespace
 
-Renewer::Renewer(store::Store& store, std::string owner, IssuerFactory issuers)
-    : m_store(store), m_owner(std::move(owner)), m_issuers(or_builtin_issuers(std::move(issuers)))
+Renewer::Renewer(store::Store& store, std::string owner, IssuerFactory issuers, Duration lease_ttl)
+    : m_store(store), m_owner(std::move(owner)), m_issuers(or_builtin_issuers(std::move(issuers))),
+      m_lease_ttl(lease_ttl)
 {
 }
 
@@ -245,7 +246,8 @@ Result<RenewOutcome> Renewer::add_and_issue(const store::DomainConfig& raw)
     return RenewOutcome{config.name, std::nullopt, pending_message(first.request.poll_at)};
 }
 
-Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool force, bool move_now)
+Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool force, bool move_now,
+                                                 std::optional<store::LeaseGuard>* hold)
 {
     ASSIGN_OR_RETURN(store::Domain domain, m_store.get_domain(name));
     std::vector<store::Domain> members;
@@ -279,11 +281,14 @@ Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool for
         return not_due(members);
     }
 
-    // The lease is held until this returns, on every path. Read the members again
-    // under it: another process may have renewed since the first read, and the generation
-    // each renewal starts from is the one its commit compares against.
-    ASSIGN_OR_RETURN(store::LeaseGuard lease,
-                     store::LeaseGuard::acquire(m_store, store::lease_scope(domain), m_owner, k_lease_ttl));
+    // The lease is held until this returns, on every path (or by the caller, with hold). Read
+    // the members again under it: another process may have renewed since the first read, and
+    // the generation each renewal starts from is the one its commit compares against.
+    std::optional<store::LeaseGuard> own;
+    std::optional<store::LeaseGuard>& lease = hold != nullptr ? *hold : own;
+    ASSIGN_OR_RETURN(store::LeaseGuard taken,
+                     store::LeaseGuard::acquire(m_store, store::lease_scope(domain), m_owner, m_lease_ttl));
+    lease.emplace(std::move(taken));
     Status failure;
     std::vector<store::Domain> fresh;
     for (const auto& d : members) {

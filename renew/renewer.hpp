@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "renew/issuer.hpp"
+#include "store/lease.hpp"
 #include "store/store.hpp"
 
 namespace certfs::renew {
@@ -74,7 +75,8 @@ public:
     // owner names this process in leases ("certfsctl pid 123"). issuers makes the issuer of
     // each renewal; empty: the built-in kinds, with a context of this Renewer's own
     // (or_builtin_issuers), which reuses no connection beyond it.
-    Renewer(store::Store& store, std::string owner, IssuerFactory issuers = {});
+    // lease_ttl: how long its leases last unless a heartbeat extends them (tests shorten it).
+    Renewer(store::Store& store, std::string owner, IssuerFactory issuers = {}, Duration lease_ttl = k_lease_ttl);
 
     // Issues generation 1 for a domain that is not in the store yet and adds both in one
     // transaction. Nothing is stored when issuing fails. When the CA leaves the request
@@ -93,7 +95,10 @@ public:
     // last member is issued, by a later renew() that polls (the daemon's, at next_attempt, or
     // certfsctl's). Meanwhile every member is in state `pending`, and the outcomes say so.
     // With move_now the commit moves every reader at once (`renew --now`, store::Store::commit).
-    Result<std::vector<RenewOutcome>> renew(std::string_view name, bool force, bool move_now = false);
+    // With hold, the scope's lease, when taken, is moved there instead of released on return:
+    // the caller keeps it through the deploy hooks (batch.hpp).
+    Result<std::vector<RenewOutcome>> renew(std::string_view name, bool force, bool move_now = false,
+                                            std::optional<store::LeaseGuard>* hold = nullptr);
 
 private:
     // One member's step: a generation ready to commit (`ready`), or a request still pending at
@@ -110,6 +115,7 @@ private:
     store::Store& m_store;
     std::string m_owner;
     IssuerFactory m_issuers;
+    Duration m_lease_ttl;
 };
 
 } // namespace certfs::renew

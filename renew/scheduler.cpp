@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "renew/issuer.hpp"
+#include "renew/recovery.hpp"
 #include "renew/renewer.hpp"
 #include "store/lease.hpp"
 
@@ -107,7 +108,8 @@ Status Scheduler::start(bool run_thread)
     }
     if (run_thread) {
         m_thread = std::thread([this] { loop(); });
-        m_heartbeat = std::thread([this] { heartbeat_loop(); });
+        m_heartbeat = std::make_unique<store::LeaseHeartbeat>(m_options.db_path, m_options.owner, k_lease_ttl,
+                                                              m_options.heartbeat, &m_clock);
     }
     return Status::Ok();
 }
@@ -122,10 +124,8 @@ void Scheduler::stop()
     if (m_thread.joinable()) {
         m_thread.join();
     }
-    if (m_heartbeat.joinable()) {
-        m_heartbeat.join();
-    }
     wait_idle();
+    m_heartbeat.reset(); // after the workers: their leases live until they end
 }
 
 void Scheduler::wake()
@@ -218,33 +218,6 @@ void Scheduler::loop()
     }
 }
 
-void Scheduler::heartbeat_loop()
-{
-    // Its own connection: the loop's is busy planning, the workers' are busy renewing.
-    auto store = store::Store::open(m_options.db_path, {.create = false, .actor = m_options.owner, .clock = &m_clock});
-    if (!store.ok()) {
-        spdlog::warn("scheduler: no lease heartbeat: {}", store.status().message());
-        return;
-    }
-    std::unique_lock lock(m_mutex);
-    while (!m_cv.wait_for(lock, m_options.heartbeat, [this] { return m_stopping; })) {
-        if (m_running.empty()) {
-            continue;
-        }
-        lock.unlock();
-        Status s = Status::Ok();
-        try {
-            s = (*store)->extend_leases(m_options.owner, k_lease_ttl);
-        } catch (...) {
-            s = exception_status("heartbeat"); // the thread's boundary
-        }
-        if (!s.ok()) {
-            spdlog::warn("scheduler: cannot extend leases: {}", s.message());
-        }
-        lock.lock();
-    }
-}
-
 Result<TimePoint> Scheduler::step()
 {
     reap_ended(); // every thread is joined soon after it ends, not at shutdown
@@ -252,12 +225,13 @@ Result<TimePoint> Scheduler::step()
     if (!m_store) {
         return Status::Unavailable("the scheduler is not started");
     }
+    recover(*m_store); // what dead renewals left (recovery.hpp), before planning on it
     ASSIGN_OR_RETURN(auto domains, m_store->list_domains());
+    ASSIGN_OR_RETURN(const std::vector<store::Lease> leases, m_store->leases()); // all live after recover()
     const TimePoint now = m_clock.now();
     TimePoint next = TimePoint::max();
     plan_renewal_info(domains, now, next);
     std::map<std::string, Scope> scopes;
-    std::optional<std::vector<store::Lease>> leases; // read once, when a scope is held back
     for (auto& d : domains) {
         std::string key = store::lease_scope(d);
         Scope& s = scopes[key];
@@ -267,7 +241,8 @@ Result<TimePoint> Scheduler::step()
 
     for (const auto& [key, scope] : scopes) {
         warn_expiring(scope, now, next);
-        std::optional<TimePoint> due;
+        const bool held = std::any_of(leases.begin(), leases.end(), [&](const auto& l) { return l.scope == key; });
+        std::optional<TimePoint> due = owed_hooks_at(scope.members, held, now); // hooks a crash left owed
         for (const auto& d : scope.members) {
             if (auto at = due_at(d); at && (!due || *at < *due)) {
                 due = at;
@@ -306,7 +281,7 @@ Result<TimePoint> Scheduler::step()
 }
 
 TimePoint Scheduler::hold_back(const std::string& key, TimePoint due, TimePoint now,
-                               std::optional<std::vector<store::Lease>>& leases)
+                               const std::vector<store::Lease>& leases)
 {
     // A run of this scope ended since the last pass and left it due (its due time did not move
     // past the run's end).
@@ -321,14 +296,10 @@ TimePoint Scheduler::hold_back(const std::string& key, TimePoint due, TimePoint 
     if (due > now || (!left_due && waiting == m_lease_wait.end())) {
         return due;
     }
-    if (!leases) {
-        auto read = m_store->leases();
-        leases = read.ok() ? std::move(read).value() : std::vector<store::Lease>{};
-    }
     // Another owner's live lease: that renewal is running (or its holder died; the lease says
     // which once it expires).
     std::optional<TimePoint> held_until;
-    for (const auto& l : *leases) {
+    for (const auto& l : leases) {
         if (l.scope == key && l.owner != m_options.owner && l.expires_at > now) {
             held_until = l.expires_at;
         }

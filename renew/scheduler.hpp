@@ -44,6 +44,7 @@
 #include "renew/batch.hpp"
 #include "renew/hooks.hpp"
 #include "renew/issuer.hpp"
+#include "store/lease.hpp"
 #include "store/store.hpp"
 
 namespace certfs::renew {
@@ -89,7 +90,6 @@ private:
     };
 
     void loop();
-    void heartbeat_loop();
     void run_scope(const std::string& key, const std::string& first_member);
     // Starts `work` on a worker thread that reaps itself: when it ends it queues itself in
     // m_ended, which the next pass joins. Caller holds m_mutex.
@@ -97,9 +97,8 @@ private:
     void reap_ended(); // joins the workers that ended; takes m_mutex
     // Holds back a scope that is due: after a run that left it due, or while another owner's
     // lease on it is live. Returns when it may run (now when it is not held back); caller holds
-    // m_mutex. `leases` is read at most once per pass.
-    TimePoint hold_back(const std::string& key, TimePoint due, TimePoint now,
-                        std::optional<std::vector<store::Lease>>& leases);
+    // m_mutex. `leases`: the live leases, as the pass read them.
+    TimePoint hold_back(const std::string& key, TimePoint due, TimePoint now, const std::vector<store::Lease>& leases);
     void warn_expiring(const Scope& scope, TimePoint now, TimePoint& next);
     // Starts fetches of ACME renewal information that are due; caller holds m_mutex.
     void plan_renewal_info(const std::vector<store::Domain>& domains, TimePoint now, TimePoint& next);
@@ -131,7 +130,7 @@ private:
     std::vector<std::uint64_t> m_ended;                           // workers that ended, to join; guarded
     std::uint64_t m_next_worker = 0;                              // guarded by m_mutex
     std::thread m_thread;
-    std::thread m_heartbeat;
+    std::unique_ptr<store::LeaseHeartbeat> m_heartbeat; // extends the leases of `owner`; with the loop
 };
 
 } // namespace certfs::renew

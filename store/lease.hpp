@@ -2,8 +2,12 @@
 // a whole bundle) at a time, across threads, processes and hosts sharing the store file.
 #pragma once
 
+#include <condition_variable>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include "core/clock.hpp"
 #include "core/status.hpp"
@@ -12,6 +16,21 @@
 namespace certfs::store {
 
 class Store;
+
+// This process as a lease names it (model.hpp, LeaseHolder); read again after a fork.
+LeaseHolder this_process();
+// Process `pid` of this host as a lease would name it; none when it does not run.
+std::optional<LeaseHolder> holder_of(std::int64_t pid);
+
+// What `self` can tell of a lease's holder. dead: it certainly runs no more (on this host, and
+// its pid is gone, a zombie, or another process's: its start time differs; or it ran in an
+// earlier boot of this machine); alive: it runs on this host; unknown: it runs, or ran, on
+// another host (or in another pid namespace), or the lease does not say (written before
+// schema v6). Only a dead holder's lease is taken before it expires.
+enum class HolderFate { alive, dead, unknown };
+HolderFate holder_fate(const LeaseHolder& holder, const LeaseHolder& self = this_process());
+// "pid 123 on this host", "pid 123 on host <machine id>", for messages.
+std::string describe_holder(const LeaseHolder& holder);
 
 // The scope a renewal of `domain` holds: "bundle:<bundle>" for a bundle member (its bundle
 // renews as one), "domain:<name>" otherwise. The one place that spells it.
@@ -43,6 +62,31 @@ private:
     Store* m_store; // null once released or moved from
     std::string m_scope;
     std::string m_owner;
+};
+
+// Keeps every lease `owner` holds from this process alive while a renewal outlives its ttl (a
+// slow CA helper, a long wait at the CA): every `every`, on a thread and a store connection of
+// its own, they are extended to expire ttl later. The daemon's scheduler and `certfsctl renew`
+// (renew/batch.hpp) each run one. Stops, and joins its thread, on destruction.
+class LeaseHeartbeat {
+public:
+    LeaseHeartbeat(std::string db_path, std::string owner, Duration ttl, Duration every, const Clock* clock = nullptr);
+    ~LeaseHeartbeat();
+    LeaseHeartbeat(const LeaseHeartbeat&) = delete;
+    LeaseHeartbeat& operator=(const LeaseHeartbeat&) = delete;
+
+private:
+    void loop();
+
+    const std::string m_db_path;
+    const std::string m_owner;
+    const Duration m_ttl;
+    const Duration m_every;
+    const Clock* m_clock;
+    std::mutex m_mutex;
+    std::condition_variable m_cv;
+    bool m_stopping = false; // guarded by m_mutex
+    std::thread m_thread;
 };
 
 } // namespace certfs::store

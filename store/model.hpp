@@ -79,6 +79,10 @@ struct Domain : DomainConfig {
     // How many commits were made with --now: when it grows, the filesystem moves every reader to
     // the current generation at once instead of holding those that have not paused (fs/pins.hpp).
     std::int64_t move_now_count = 0;
+    // The generation whose deploy hooks are owed: set by the commit that made it current (for a
+    // domain with hooks), cleared once they ran. Still set after a crash between the two, so
+    // that the next holder of the domain's lease runs them (renew/recovery.hpp).
+    std::optional<std::int64_t> hooks_owed;
     TimePoint created_at;
 };
 
@@ -134,11 +138,24 @@ struct Event {
     std::string detail;
 };
 
+// The process holding a lease, named well enough to tell whether it still runs: its host (the
+// machine id, the boot id and the pid namespace) and the process itself (pid and start time,
+// field 22 of /proc/<pid>/stat, so that a reused pid is not mistaken for it). Threads of one
+// process share it. A lease written before schema v6 has none (machine_id empty).
+struct LeaseHolder {
+    std::string machine_id;
+    std::string boot_id;
+    std::string pid_ns;
+    std::int64_t pid = 0;
+    std::int64_t start_time = 0; // clock ticks after boot
+};
+
 struct Lease {
     std::string scope; // "domain:<name>" or "bundle:<name>"
-    std::string owner;
+    std::string owner; // for display: "certfs pid 123"
     TimePoint acquired_at;
     TimePoint expires_at;
+    LeaseHolder holder;
 };
 
 } // namespace certfs::store

@@ -148,7 +148,20 @@ constexpr std::string_view k_v5 = R"sql(
 ALTER TABLE domains ADD COLUMN move_now_count INTEGER NOT NULL DEFAULT 0;
 )sql";
 
-constexpr std::string_view k_migrations[] = {k_v1, k_v2, k_v3, k_v4, k_v5};
+// v6: what a crash leaves behind can be told and finished. Each lease names the process that
+// holds it (model.hpp, LeaseHolder), so that one held by a dead process on this host is taken
+// at once instead of after its ttl; each domain records the generation whose deploy hooks are
+// still owed (Domain::hooks_owed), set in the commit's own transaction.
+constexpr std::string_view k_v6 = R"sql(
+ALTER TABLE leases ADD COLUMN machine_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE leases ADD COLUMN boot_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE leases ADD COLUMN pid_ns TEXT NOT NULL DEFAULT '';
+ALTER TABLE leases ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE leases ADD COLUMN start_time INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE domains ADD COLUMN hooks_owed INTEGER;
+)sql";
+
+constexpr std::string_view k_migrations[] = {k_v1, k_v2, k_v3, k_v4, k_v5, k_v6};
 
 } // namespace
 

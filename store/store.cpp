@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <set>
 #include <sstream>
 
+#include "store/lease.hpp"
 #include "store/schema.hpp"
 #include "store/sqlite.hpp"
 #include "store/validate.hpp"
@@ -66,7 +68,8 @@ pki::Names names_of(const DomainConfig& config) { return {config.dns_names, conf
     "SELECT d.id, d.name, i.name, d.dns_names, d.ip_addresses, d.key_type, d.reuse_key,"                               \
     " d.renew_before_ms, d.owner_uid, d.group_gid, d.mode, d.bundle, d.deploy_hooks, d.state,"                         \
     " d.last_error, d.next_attempt, d.failures, d.current_gen, d.created_at, g.not_before, g.not_after,"               \
-    " d.hook_error, g.serial, d.ari_gen, d.ari_at, d.ari_next_check, d.move_now_count, g.created_at, g.reason"         \
+    " d.hook_error, g.serial, d.ari_gen, d.ari_at, d.ari_next_check, d.move_now_count, g.created_at, g.reason,"        \
+    " d.hooks_owed"                                                                                                    \
     " FROM domains d LEFT JOIN issuers i ON i.id = d.issuer_id"                                                        \
     " LEFT JOIN generations g ON g.domain_id = d.id AND g.gen = d.current_gen"
 
@@ -115,6 +118,7 @@ Result<Domain> domain_from_row(const Stmt& row)
         }
         d.current_reason = *parsed;
     }
+    d.hooks_owed = row.opt_int64(29);
     return d;
 }
 
@@ -536,6 +540,11 @@ Result<std::vector<std::int64_t>> Store::commit(const std::vector<CommitRequest>
         TRY(make_current(domain, *gen, move_now));
         ASSIGN_OR_RETURN(auto drop, m_db->prepare("DELETE FROM pending WHERE domain_id = ?"));
         TRY(drop.bind_all(domain.id).run());
+        if (!domain.deploy_hooks.empty()) {
+            // Owed from this transaction on: a crash before the hooks ran leaves the debt.
+            ASSIGN_OR_RETURN(auto owe, m_db->prepare("UPDATE domains SET hooks_owed = ? WHERE id = ?"));
+            TRY(owe.bind_all(*gen, domain.id).run());
+        }
         gens.push_back(*gen);
     }
     TRY(txn.commit());
@@ -634,11 +643,14 @@ Status Store::set_state(std::string_view name, DomainState state, std::string_vi
     return txn.commit();
 }
 
-Status Store::set_hook_error(std::string_view name, std::string_view error)
+Status Store::set_hook_error(std::string_view name, std::string_view error, std::optional<std::int64_t> ran_for)
 {
     ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
-    ASSIGN_OR_RETURN(auto stmt, m_db->prepare("UPDATE domains SET hook_error = ? WHERE name = ?"));
-    TRY(stmt.bind_all(error, name).run());
+    // A debt for a newer generation than the one the hooks ran for stays owed.
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare("UPDATE domains SET hook_error = ?,"
+                                              " hooks_owed = CASE WHEN hooks_owed <= ? THEN NULL ELSE hooks_owed END"
+                                              " WHERE name = ?"));
+    TRY(stmt.bind_all(error, ran_for, name).run());
     if (m_db->changes() == 0) {
         return Status::NotFound("no domain named " + std::string(name));
     }
@@ -737,46 +749,191 @@ Result<std::string> Store::setting(std::string_view key)
 
 // ---- leases --------------------------------------------------------------------------------
 
-Status Store::acquire_lease(std::string_view scope, std::string_view owner, Duration ttl)
+namespace {
+
+#define CERTFS_LEASE_SELECT                                                                                            \
+    "SELECT scope, owner, acquired_at, expires_at, machine_id, boot_id, pid_ns, pid, start_time FROM leases"
+
+Lease lease_from_row(const Stmt& row)
 {
+    return Lease{row.text(0),
+                 row.text(1),
+                 from_ms(row.int64(2)),
+                 from_ms(row.int64(3)),
+                 {row.text(4), row.text(5), row.text(6), row.int64(7), row.int64(8)}};
+}
+
+bool same_process(const LeaseHolder& a, const LeaseHolder& b)
+{
+    return a.machine_id == b.machine_id && a.boot_id == b.boot_id && a.pid_ns == b.pid_ns && a.pid == b.pid &&
+           a.start_time == b.start_time;
+}
+
+std::string held_by(const Lease& lease) { return lease.owner + " (" + describe_holder(lease.holder) + ")"; }
+
+} // namespace
+
+Status Store::reset_abandoned(std::string_view scope, std::string_view why)
+{
+    ASSIGN_OR_RETURN(auto stmt,
+                     m_db->prepare("SELECT d.id, d.name, d.bundle, d.state, p.poll_at FROM domains d"
+                                   " LEFT JOIN pending p ON p.domain_id = d.id WHERE d.state IN ('issuing', 'hooks')"));
+    struct Left {
+        std::int64_t id;
+        std::string name;
+        std::string state;
+        std::optional<std::int64_t> poll_at;
+    };
+    using ScopedLeft = std::pair<std::string, Left>;
+    ASSIGN_OR_RETURN(
+        auto rows, collect<ScopedLeft>(stmt, [](const Stmt& row) {
+            DomainConfig config;
+            config.name = row.text(1);
+            config.bundle = row.opt_text(2);
+            return std::pair(lease_scope(config), Left{row.int64(0), row.text(1), row.text(3), row.opt_int64(4)});
+        }));
+    std::vector<Left> left;
+    for (auto& [in_scope, d] : rows) {
+        if (in_scope == scope) {
+            left.push_back(std::move(d));
+        }
+    }
+    for (const auto& d : left) {
+        // An interrupted issuance waits for its request at the CA when one is kept, or is due
+        // again (monitoring, shown `due`); hooks still owed stay owed (hooks_owed).
+        const bool waits = d.state == "issuing" && d.poll_at;
+        ASSIGN_OR_RETURN(auto reset, m_db->prepare("UPDATE domains SET state = ?, next_attempt = ? WHERE id = ?"));
+        const std::string_view state = waits ? "pending" : "monitoring";
+        TRY(reset.bind_all(state, waits ? d.poll_at : std::nullopt, d.id).run());
+        TRY(log_event(d.name, "recovered",
+                      "state " + d.state + " left by " + std::string(why) + ", now " + std::string(state)));
+    }
+    return Status::Ok();
+}
+
+Status Store::acquire_lease(std::string_view scope, std::string_view owner, Duration ttl,
+                            const std::optional<LeaseHolder>& as)
+{
+    const LeaseHolder holder = as ? *as : this_process();
     ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
     auto now = m_clock->now();
     {
-        ASSIGN_OR_RETURN(auto held, m_db->prepare("SELECT owner, expires_at FROM leases WHERE scope = ?"));
+        ASSIGN_OR_RETURN(auto held, m_db->prepare(CERTFS_LEASE_SELECT " WHERE scope = ?"));
         ASSIGN_OR_RETURN(bool found, held.bind_all(scope).step());
-        if (found && held.text(0) != owner && from_ms(held.int64(1)) > now) {
-            return Status::Conflict("renewal already in progress (" + std::string(scope) + " is held by " +
-                                    held.text(0) + " until " + format_rfc3339(from_ms(held.int64(1))) + ")");
+        if (found) {
+            const Lease lease = lease_from_row(held);
+            // Ours: the same owner in the same process (a lease from before v6 names no process).
+            const bool ours =
+                lease.owner == owner && (lease.holder.machine_id.empty() || same_process(lease.holder, holder));
+            if (!ours) {
+                const bool live = lease.expires_at > now;
+                if (live && holder_fate(lease.holder) != HolderFate::dead) {
+                    return Status::Conflict("renewal already in progress (" + std::string(scope) + " is held by " +
+                                            held_by(lease) + " until " + format_rfc3339(lease.expires_at) + ")");
+                }
+                const std::string why = held_by(lease) + (live ? ", which no longer runs" : ", whose lease expired");
+                TRY(log_event("", "lease taken", std::string(scope) + " from " + why));
+                TRY(reset_abandoned(scope, why));
+            }
         }
     }
     ASSIGN_OR_RETURN(
         auto stmt,
-        m_db->prepare("INSERT INTO leases (scope, owner, acquired_at, expires_at) VALUES (?, ?, ?, ?)"
+        m_db->prepare("INSERT INTO leases (scope, owner, acquired_at, expires_at, machine_id, boot_id, pid_ns, pid,"
+                      " start_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                       " ON CONFLICT (scope) DO UPDATE SET owner = excluded.owner, acquired_at = excluded.acquired_at,"
-                      " expires_at = excluded.expires_at"));
-    TRY(stmt.bind_all(scope, owner, to_ms(now), to_ms(now + ttl)).run());
+                      " expires_at = excluded.expires_at, machine_id = excluded.machine_id,"
+                      " boot_id = excluded.boot_id, pid_ns = excluded.pid_ns, pid = excluded.pid,"
+                      " start_time = excluded.start_time"));
+    TRY(stmt.bind_all(scope, owner, to_ms(now), to_ms(now + ttl), holder.machine_id, holder.boot_id, holder.pid_ns,
+                      holder.pid, holder.start_time)
+            .run());
     return txn.commit();
 }
 
-Status Store::extend_leases(std::string_view owner, Duration ttl)
+namespace {
+
+// The WHERE clause of a lease `owner` holds from one process: parameters 2 to 7 (1 is the
+// statement's own).
+#define CERTFS_HELD_BY_PROCESS                                                                                         \
+    " WHERE owner = ?2 AND machine_id = ?3 AND boot_id = ?4 AND pid_ns = ?5 AND pid = ?6 AND start_time = ?7"
+
+} // namespace
+
+Status Store::extend_leases(std::string_view owner, Duration ttl, const std::optional<LeaseHolder>& as)
 {
-    ASSIGN_OR_RETURN(auto stmt, m_db->prepare("UPDATE leases SET expires_at = ? WHERE owner = ?"));
-    return stmt.bind_all(to_ms(m_clock->now() + ttl), owner).run();
+    const LeaseHolder h = as ? *as : this_process();
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare("UPDATE leases SET expires_at = ?1" CERTFS_HELD_BY_PROCESS));
+    return stmt.bind_all(to_ms(m_clock->now() + ttl), owner, h.machine_id, h.boot_id, h.pid_ns, h.pid, h.start_time)
+        .run();
 }
 
-Status Store::release_lease(std::string_view scope, std::string_view owner)
+Status Store::release_lease(std::string_view scope, std::string_view owner, const std::optional<LeaseHolder>& as)
 {
-    ASSIGN_OR_RETURN(auto stmt, m_db->prepare("DELETE FROM leases WHERE scope = ? AND owner = ?"));
-    return stmt.bind_all(scope, owner).run();
+    const LeaseHolder h = as ? *as : this_process();
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare("DELETE FROM leases" CERTFS_HELD_BY_PROCESS " AND scope = ?1"));
+    return stmt.bind_all(scope, owner, h.machine_id, h.boot_id, h.pid_ns, h.pid, h.start_time).run();
 }
 
 Result<std::vector<Lease>> Store::leases()
 {
-    ASSIGN_OR_RETURN(auto stmt,
-                     m_db->prepare("SELECT scope, owner, acquired_at, expires_at FROM leases ORDER BY scope"));
-    return collect<Lease>(stmt, [](const Stmt& row) {
-        return Lease{row.text(0), row.text(1), from_ms(row.int64(2)), from_ms(row.int64(3))};
-    });
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare(CERTFS_LEASE_SELECT " ORDER BY scope"));
+    return collect<Lease>(stmt, lease_from_row);
+}
+
+Result<std::vector<std::string>> Store::recover_abandoned()
+{
+    const auto now = m_clock->now();
+    {
+        // The daemon calls this at every pass: most find nothing to do, and take no write lock.
+        ASSIGN_OR_RETURN(auto before, leases());
+        ASSIGN_OR_RETURN(auto left, m_db->prepare("SELECT 1 FROM domains WHERE state IN ('issuing', 'hooks') LIMIT 1"));
+        ASSIGN_OR_RETURN(bool any_left, left.step());
+        const bool any_abandoned = std::any_of(before.begin(), before.end(), [&](const Lease& l) {
+            return l.expires_at <= now || holder_fate(l.holder) == HolderFate::dead;
+        });
+        if (!any_left && !any_abandoned) {
+            return std::vector<std::string>{};
+        }
+    }
+    ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
+    std::vector<std::string> notes;
+    ASSIGN_OR_RETURN(auto all, leases());
+    std::set<std::string> held;
+    for (const auto& lease : all) {
+        const bool live = lease.expires_at > now;
+        if (live && holder_fate(lease.holder) != HolderFate::dead) {
+            held.insert(lease.scope);
+            continue;
+        }
+        const std::string why = held_by(lease) + (live ? ", which no longer runs" : ", whose lease expired");
+        ASSIGN_OR_RETURN(auto drop, m_db->prepare("DELETE FROM leases WHERE scope = ?"));
+        TRY(drop.bind_all(lease.scope).run());
+        TRY(log_event("", "lease freed", lease.scope + " held by " + why));
+        notes.push_back("freed the lease on " + lease.scope + " held by " + why);
+    }
+    // Every domain left `issuing` or `hooks` by a renewal that holds no lease any more.
+    ASSIGN_OR_RETURN(auto stmt, m_db->prepare("SELECT name, bundle, state FROM domains"
+                                              " WHERE state IN ('issuing', 'hooks')"));
+    using ScopedName = std::pair<std::string, std::string>;
+    ASSIGN_OR_RETURN(auto stuck, collect<ScopedName>(stmt, [](const Stmt& row) {
+                         DomainConfig config;
+                         config.name = row.text(0);
+                         config.bundle = row.opt_text(1);
+                         return std::pair(lease_scope(config), row.text(0) + " (" + row.text(2) + ")");
+                     }));
+    std::set<std::string> reset;
+    for (const auto& [scope, what] : stuck) {
+        if (held.contains(scope)) {
+            continue; // a live renewal's own state
+        }
+        if (reset.insert(scope).second) {
+            TRY(reset_abandoned(scope, "a renewal that ended without finishing"));
+        }
+        notes.push_back("reset " + what + ": left by a renewal that ended without finishing");
+    }
+    TRY(txn.commit());
+    return notes;
 }
 
 // ---- events and checks ---------------------------------------------------------------------

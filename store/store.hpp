@@ -29,7 +29,7 @@ namespace certfs::store {
 class Db; // store/sqlite.hpp, internal to store/: SQLite's header reaches no other layer
 
 inline constexpr const char* k_default_db_path = "/var/lib/certfs/certfs.db";
-inline constexpr int k_schema_version = 5;
+inline constexpr int k_schema_version = 6;
 
 struct OpenOptions {
     bool create = false;          // create the file (and run migrations) if missing
@@ -110,8 +110,10 @@ public:
     Status set_state(std::string_view name, DomainState state, std::string_view last_error,
                      std::optional<TimePoint> next_attempt, bool count_failure);
 
-    // The outcome of the last deploy-hook run on a domain: empty for success.
-    Status set_hook_error(std::string_view name, std::string_view error);
+    // The outcome of the last deploy-hook run on a domain: empty for success. With ran_for, the
+    // hooks ran for that generation: the hooks it owed (Domain::hooks_owed), up to it, are paid.
+    Status set_hook_error(std::string_view name, std::string_view error,
+                          std::optional<std::int64_t> ran_for = std::nullopt);
 
     // The renewal time an ACME CA suggested for generation `gen` (ARI, RFC 9773), none when it
     // suggested nothing, and when to ask again. Conflict when gen is no longer current.
@@ -128,13 +130,23 @@ public:
     Status set_setting(std::string_view key, std::string_view value);
     Result<std::string> setting(std::string_view key);
 
-    // Leases: at most one live lease per scope. Conflict (naming the holder) while another
-    // owner's lease is live; an expired lease is taken over.
-    Status acquire_lease(std::string_view scope, std::string_view owner, Duration ttl);
-    Status release_lease(std::string_view scope, std::string_view owner);
-    // The heartbeat of a long renewal: every lease `owner` holds now expires ttl from now.
-    Status extend_leases(std::string_view owner, Duration ttl);
+    // Leases: at most one live lease per scope, each naming its holder's process (`as`, default
+    // this one; tests name others). Conflict (naming the holder) while another owner's lease is
+    // live; an expired lease, or one whose holder is dead (store/lease.hpp, holder_fate), is
+    // taken over at once, logged, and the states its renewal left (`issuing`, `hooks`) reset.
+    Status acquire_lease(std::string_view scope, std::string_view owner, Duration ttl,
+                         const std::optional<LeaseHolder>& as = std::nullopt);
+    Status release_lease(std::string_view scope, std::string_view owner,
+                         const std::optional<LeaseHolder>& as = std::nullopt);
+    // The heartbeat of a long renewal: every lease `owner` holds from this process (or `as`)
+    // now expires ttl from now.
+    Status extend_leases(std::string_view owner, Duration ttl, const std::optional<LeaseHolder>& as = std::nullopt);
     Result<std::vector<Lease>> leases();
+    // What a crash left: frees every lease that expired or whose holder is dead, and resets
+    // the domains left `issuing` or `hooks` with no live lease on their scope (an interrupted
+    // issuance to `monitoring`, or `pending` when its request at the CA is kept; hooks stay
+    // owed, Domain::hooks_owed). One transaction; returns one line per thing done, for the log.
+    Result<std::vector<std::string>> recover_abandoned();
 
     Result<std::vector<Event>> events(std::optional<std::string_view> domain, int limit);
 
@@ -154,6 +166,9 @@ private:
 
     Status migrate();
     Status log_event(std::string_view domain, std::string_view action, std::string_view detail);
+    // Resets the domains of `scope` left `issuing` or `hooks` (recover_abandoned); `why` names
+    // the renewal that left them. The caller holds a WriteTxn.
+    Status reset_abandoned(std::string_view scope, std::string_view why);
     Result<Domain> read_domain(std::string_view name);
     // Inserts a normalised domain (and its first generation); the caller holds a WriteTxn.
     Result<std::int64_t> insert_domain(const DomainConfig& config, const std::optional<GenerationInput>& first);

@@ -59,6 +59,19 @@ struct Fixture {
     std::int64_t gen(const std::string& name) { return store->get_domain(name).value().current_gen.value_or(0); }
 };
 
+// Releases slow.test's hang and joins the thread running the batch, also when the test failed.
+struct JoinAtEnd {
+    FakeIssuers& fakes;
+    std::thread& batch;
+    ~JoinAtEnd()
+    {
+        fakes.release("slow.test");
+        if (batch.joinable()) {
+            batch.join();
+        }
+    }
+};
+
 } // namespace
 
 TEST_CASE("batch: one renewal per scope: a bundle once through its first member named and a name once")
@@ -156,17 +169,7 @@ TEST_CASE("batch: a hanging issuer holds one worker and the other scopes finish 
     const BatchRunner runner(options);
     std::vector<ScopeResult> done;
     std::thread batch([&] { done = runner.run(*f.store, {"slow.test", "b.test", "c.test", "d.test"}); });
-    struct JoinAtEnd {
-        FakeIssuers& fakes;
-        std::thread& batch;
-        ~JoinAtEnd()
-        {
-            fakes.release("slow.test");
-            if (batch.joinable()) {
-                batch.join();
-            }
-        }
-    } join_at_end{f.fakes, batch};
+    const JoinAtEnd join_at_end{f.fakes, batch};
 
     REQUIRE(f.fakes.wait_hanging("slow.test"));
     auto other = store::Store::open(f.path, {.create = false, .actor = "test", .clock = nullptr}).value();
@@ -251,4 +254,86 @@ TEST_CASE("batch: run_one reports its scope's outcomes before the hooks and a st
     CHECK(missing.unrecorded); // nothing could record it: the scheduler sets the next attempt
     CHECK(reported == missing.outcomes.status().message());
     CHECK_THAT(reported, Contains("missing.db"));
+}
+
+// certfsctl renew runs through run(): its renewals keep their leases however slow the CA is, as
+// the daemon's do, so that no second renewer asks the CA for the same certificate.
+TEST_CASE("batch: run() heartbeats its leases: a renewal that outlives the lease ttl keeps its scope")
+{
+    Fixture f;
+    f.add("slow.test");
+    f.fakes.hang("slow.test");
+    auto options = f.options();
+    options.lease_ttl = 1s; // the issuer outlives it three times over
+    options.heartbeat = 200ms;
+    const BatchRunner runner(options);
+    std::vector<ScopeResult> done;
+    std::thread batch([&] { done = runner.run(*f.store, {"slow.test"}); });
+    const JoinAtEnd join_at_end{f.fakes, batch};
+
+    REQUIRE(f.fakes.wait_hanging("slow.test"));
+    auto other = store::Store::open(f.path, {.create = false, .actor = "test", .clock = nullptr}).value();
+    const auto until = std::chrono::steady_clock::now() + 3s;
+    int refused = 0;
+    while (std::chrono::steady_clock::now() < until) {
+        // A second renewer (certfsctl started again, or the daemon) is refused throughout.
+        auto second = store::LeaseGuard::acquire(*other, "domain:slow.test", "second renewer", 1s);
+        if (second.ok()) {
+            FAIL_CHECK("the second renewer took the scope after " << refused << " refusals");
+            break;
+        }
+        CHECK_THAT(second.status().message(), Contains("held by batch"));
+        auto leases = other->leases().value();
+        REQUIRE(leases.size() == 1);
+        CHECK(leases.front().expires_at > std::chrono::system_clock::now());
+        ++refused;
+        std::this_thread::sleep_for(100ms); // the pace of the probe, not a wait for a result
+    }
+    f.fakes.release("slow.test");
+    batch.join();
+    REQUIRE(done.size() == 1);
+    REQUIRE(done[0].outcomes.ok());
+    CHECK(done[0].outcomes->front().generation == 2);
+    CHECK(f.fakes.calls("slow.test") == 2); // once for the first generation, once for this renewal
+    CHECK(other->leases().value().empty());
+}
+
+// A renewal that died between its commit and its hooks (here: Renewer::renew, which commits and
+// runs none) leaves them owed; the next batch that takes the scope runs them, for the generation
+// current then, even when nothing is due; one that cannot take the scope leaves them owed.
+TEST_CASE("batch: hooks a crashed renewal still owes run when the scope is next taken")
+{
+    Fixture f;
+    const std::string log = (f.dir / "hook.log").string();
+    f.add("owed.test", std::nullopt, {"/bin/sh -c 'echo \"$CERTFS_NAMES $CERTFS_GENERATION\" >> " + log + "'"});
+    REQUIRE(Renewer(*f.store, "crashed", f.fakes.factory()).renew("owed.test", true).ok());
+    CHECK(f.store->get_domain("owed.test").value().hooks_owed == 2);
+    CHECK_FALSE(std::filesystem::exists(log));
+
+    // Another live process holds the scope: its hooks are its holder's to run.
+    auto other = store::Store::open(f.path, {.create = false, .actor = "test", .clock = nullptr}).value();
+    {
+        auto held = store::LeaseGuard::acquire(*other, "domain:owed.test", "certfs pid 1", 10min).value();
+        auto done = BatchRunner(f.options(false)).run(*f.store, {"owed.test"});
+        REQUIRE(done.size() == 1);
+        CHECK(done[0].runs.empty());
+        CHECK(f.store->get_domain("owed.test").value().hooks_owed == 2);
+    }
+
+    auto done = BatchRunner(f.options(false)).run(*f.store, {"owed.test"});
+    REQUIRE(done.size() == 1);
+    REQUIRE(done[0].outcomes.ok());
+    CHECK_THAT(done[0].outcomes->front().message, Contains("not due until"));
+    REQUIRE(done[0].runs.size() == 1);
+    CHECK(done[0].runs[0].status.ok());
+    CHECK(test::read_file(log) == "owed.test 2\n");
+    auto d = f.store->get_domain("owed.test").value();
+    CHECK_FALSE(d.hooks_owed);
+    CHECK(d.state == store::DomainState::monitoring);
+    CHECK(f.store->leases().value().empty());
+
+    // Paid: the next batch runs nothing.
+    done = BatchRunner(f.options(false)).run(*f.store, {"owed.test"});
+    CHECK(done[0].runs.empty());
+    CHECK(test::read_file(log) == "owed.test 2\n");
 }

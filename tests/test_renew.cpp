@@ -1,5 +1,6 @@
 // The local CA, the renewal pipeline, `check`, and export.
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <set>
 #include <thread>
@@ -435,6 +436,31 @@ TEST_CASE("check: a healthy store has no problems: each kind of problem is one l
     f.clock.advance(30 * 24h); // and now expired
     problems = check_store(*f.store).value();
     CHECK_THAT(problems.back(), Contains("domain fine.test: current generation 1: validation failed (validity)"));
+}
+
+TEST_CASE("check: a lease of a dead process, a state it left and hooks it still owes are problems")
+{
+    Fixture f;
+    auto c = f.config("hooked.test");
+    c.deploy_hooks = {"true"};
+    REQUIRE(f.renewer.add_and_issue(c).ok());
+    REQUIRE(f.renewer.renew("hooked.test", true).ok()); // committed; its hooks are owed until deploy()
+    store::LeaseHolder dead = store::this_process();
+    dead.start_time -= 1; // our pid in an earlier process: it runs no more
+    REQUIRE(f.store->acquire_lease("domain:hooked.test", "certfs pid 7", 10min, dead).ok());
+    REQUIRE(f.store->set_state("hooked.test", store::DomainState::hooks, "", std::nullopt, false).ok());
+    auto problems = check_store(*f.store).value();
+    REQUIRE(problems.size() == 3);
+    CHECK_THAT(problems[0], Contains("stuck renewal: the lease on domain:hooked.test is held by certfs pid 7 (pid " +
+                                     std::to_string(::getpid()) + " on this host), which no longer runs"));
+    CHECK_THAT(problems[1], Contains("domain hooked.test: stuck renewal: state hooks but no running renewal"));
+    CHECK_THAT(problems[2], Contains("domain hooked.test: the deploy hooks of generation 2 have not run"));
+
+    // Recovery frees the lease and resets the state; the hooks stay owed until they run.
+    REQUIRE(f.store->recover_abandoned().ok());
+    problems = check_store(*f.store).value();
+    REQUIRE(problems.size() == 1);
+    CHECK_THAT(problems[0], Contains("the deploy hooks of generation 2 have not run"));
 }
 
 TEST_CASE("export: the directory switches from one complete set to the next")

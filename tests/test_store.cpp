@@ -754,3 +754,227 @@ TEST_CASE("mount settings: recorded by a daemon, read by others, forgotten only 
     CHECK(read.mountpoint.empty());
     CHECK(read.pin_window == 0ms);
 }
+
+namespace {
+
+// A child process that waits to be killed: a lease holder on this host the test can end.
+struct Sleeper {
+    pid_t pid = ::fork();
+    Sleeper()
+    {
+        if (pid == 0) {
+            ::pause();
+            ::_exit(0);
+        }
+        REQUIRE(pid > 0);
+    }
+    ~Sleeper() { end(); }
+    void kill() const { ::kill(pid, SIGKILL); }
+    void end()
+    {
+        if (pid > 0) {
+            kill();
+            ::waitpid(pid, nullptr, 0);
+            pid = -1;
+        }
+    }
+    LeaseHolder holder() const
+    {
+        auto h = holder_of(pid);
+        REQUIRE(h.has_value());
+        return *h;
+    }
+};
+
+} // namespace
+
+TEST_CASE("leases: a holder that died on this host loses its lease at once, a live one keeps it")
+{
+    Fixture f;
+    auto other = f.open_store(false);
+    f.add("dead.test");
+    Sleeper holder;
+    const LeaseHolder h = holder.holder();
+    CHECK(h.machine_id == this_process().machine_id);
+    CHECK(h.pid == holder.pid);
+    REQUIRE(f.store->acquire_lease("domain:dead.test", "certfs pid " + std::to_string(holder.pid), 10min, h).ok());
+    REQUIRE(f.store->set_state("dead.test", DomainState::issuing, "", std::nullopt, false).ok());
+    require_error(other->acquire_lease("domain:dead.test", "certfsctl", 10min), Code::conflict,
+                  "is held by certfs pid " + std::to_string(holder.pid) + " (pid " + std::to_string(holder.pid) +
+                      " on this host) until");
+    CHECK(holder_fate(h) == HolderFate::alive);
+
+    // Killed but not yet reaped (a zombie) already counts as dead; then reaped (gone).
+    holder.kill();
+    REQUIRE(test::wait_until([&] { return holder_fate(h) == HolderFate::dead; }));
+    holder.end();
+    CHECK(holder_fate(h) == HolderFate::dead);
+    REQUIRE(other->acquire_lease("domain:dead.test", "certfsctl", 10min).ok()); // no wait for the ttl
+    auto leases = f.store->leases().value();
+    REQUIRE(leases.size() == 1);
+    CHECK(leases.front().owner == "certfsctl");
+    CHECK(leases.front().holder.pid == ::getpid());
+    // Who it was taken from is logged, and the state its renewal left is reset.
+    auto events = f.store->events(std::nullopt, 10).value();
+    CHECK(std::any_of(events.begin(), events.end(), [&](const Event& e) {
+        return e.action == "lease taken" &&
+               e.detail.find("from certfs pid " + std::to_string(h.pid)) != std::string::npos &&
+               e.detail.find("which no longer runs") != std::string::npos;
+    }));
+    CHECK(f.store->get_domain("dead.test").value().state == DomainState::monitoring);
+}
+
+TEST_CASE("leases: a pid now used by another process does not keep a dead holder's lease")
+{
+    Fixture f;
+    auto other = f.open_store(false);
+    LeaseHolder reused = this_process(); // our pid, but another start time: an earlier process
+    reused.start_time -= 1;
+    CHECK(holder_fate(reused) == HolderFate::dead);
+    REQUIRE(f.store->acquire_lease("domain:r.test", "old certfs", 10min, reused).ok());
+    REQUIRE(other->acquire_lease("domain:r.test", "certfsctl", 10min).ok());
+    CHECK(f.store->leases().value().front().owner == "certfsctl");
+}
+
+TEST_CASE("leases: a holder on another host keeps its lease until it expires")
+{
+    Fixture f;
+    auto other = f.open_store(false);
+    LeaseHolder remote = this_process();
+    remote.machine_id = "0123456789abcdef0123456789abcdef";
+    remote.pid = 1; // whatever runs as pid 1 here says nothing about that host
+    CHECK(holder_fate(remote) == HolderFate::unknown);
+    REQUIRE(f.store->acquire_lease("domain:h.test", "certfs pid 1", 10min, remote).ok());
+    require_error(other->acquire_lease("domain:h.test", "certfsctl", 10min), Code::conflict,
+                  "is held by certfs pid 1 (pid 1 on host 0123456789abcdef0123456789abcdef) until");
+    f.clock.advance(9min);
+    require_error(other->acquire_lease("domain:h.test", "certfsctl", 10min), Code::conflict, "held by certfs pid 1");
+    f.clock.advance(2min);
+    REQUIRE(other->acquire_lease("domain:h.test", "certfsctl", 10min).ok());
+
+    // A lease written before schema v6 names no process: it waits for expiry too.
+    const auto until = std::chrono::duration_cast<std::chrono::milliseconds>((f.clock.now() + 1h).time_since_epoch());
+    REQUIRE(
+        f.store->db_for_testing()
+            .exec("INSERT INTO leases (scope, owner, acquired_at, expires_at) VALUES ('domain:old.test', 'old', 0, " +
+                  std::to_string(until.count()) + ")")
+            .ok());
+    require_error(other->acquire_lease("domain:old.test", "certfsctl", 10min), Code::conflict,
+                  "held by old (an unnamed process)");
+}
+
+// A process of an earlier boot of this machine certainly runs no more, whatever its pid now
+// names: its lease is taken at once. (A cloned machine that kept the same machine id would be
+// taken for an earlier boot; machine ids are unique per installation, systemd regenerates them.)
+TEST_CASE("leases: a holder from an earlier boot of this host loses its lease at once")
+{
+    Fixture f;
+    auto other = f.open_store(false);
+    LeaseHolder earlier = this_process(); // even our own pid and start time
+    earlier.boot_id = "00000000-0000-0000-0000-000000000000";
+    CHECK(holder_fate(earlier) == HolderFate::dead);
+    REQUIRE(f.store->acquire_lease("domain:b.test", "certfs pid 99", 10min, earlier).ok());
+    REQUIRE(other->acquire_lease("domain:b.test", "certfsctl", 10min).ok());
+    auto events = f.store->events(std::nullopt, 5).value();
+    CHECK(std::any_of(events.begin(), events.end(), [](const Event& e) {
+        return e.detail.find("in an earlier boot of this host") != std::string::npos;
+    }));
+}
+
+TEST_CASE("leases: the same owner name in another process is another holder")
+{
+    Fixture f;
+    auto other = f.open_store(false);
+    Sleeper twin;
+    // Two hosts' daemons may both be "certfs pid 123"; a live twin on this host is refused, and
+    // cannot extend or release this process's lease either.
+    REQUIRE(f.store->acquire_lease("domain:t.test", "certfs", 10min, twin.holder()).ok());
+    require_error(other->acquire_lease("domain:t.test", "certfs", 10min), Code::conflict, "held by certfs");
+    REQUIRE(other->extend_leases("certfs", 60min).ok());
+    REQUIRE(other->release_lease("domain:t.test", "certfs").ok());
+    auto leases = f.store->leases().value();
+    REQUIRE(leases.size() == 1);
+    CHECK(leases.front().holder.pid == twin.pid);
+    CHECK(leases.front().expires_at ==
+          std::chrono::time_point_cast<std::chrono::milliseconds>(f.clock.now()) + 10min); // not extended
+}
+
+TEST_CASE("recovery: leases of dead holders are freed and the states they left reset")
+{
+    Fixture f;
+    f.add("issuing.test");
+    f.add("hooks.test");
+    f.add("pending.test");
+    f.add("live.test");
+    Sleeper dead;
+    Sleeper alive;
+    const LeaseHolder gone = dead.holder();
+    for (const char* name : {"issuing.test", "hooks.test", "pending.test"}) {
+        REQUIRE(f.store->acquire_lease(std::string("domain:") + name, "certfs A", 10min, gone).ok());
+    }
+    REQUIRE(f.store->acquire_lease("domain:live.test", "certfs B", 10min, alive.holder()).ok());
+    REQUIRE(f.store->set_state("issuing.test", DomainState::issuing, "", std::nullopt, false).ok());
+    REQUIRE(f.store->set_state("hooks.test", DomainState::hooks, "", std::nullopt, false).ok());
+    REQUIRE(f.store->set_state("pending.test", DomainState::issuing, "", std::nullopt, false).ok());
+    REQUIRE(f.store->set_state("live.test", DomainState::issuing, "", std::nullopt, false).ok());
+    const TimePoint poll = std::chrono::time_point_cast<std::chrono::milliseconds>(f.clock.now()) + 5min;
+    // pending.test's request at the CA, as the renewer keeps it.
+    REQUIRE(f.store->add_issuer({"ca", "local", "{}", "", f.ca.cert_pem}).ok());
+    REQUIRE(f.store->save_pending({"pending.test", "ca", 1, "key", "csr", "cookie", "", "", f.clock.now(), poll}).ok());
+
+    // Nothing is taken while the holder runs.
+    auto notes = f.store->recover_abandoned().value();
+    CHECK(notes.empty());
+    CHECK(f.store->leases().value().size() == 4);
+
+    dead.end();
+    notes = f.store->recover_abandoned().value();
+    CHECK(notes.size() == 6); // three leases freed, three states reset
+    auto leases = f.store->leases().value();
+    REQUIRE(leases.size() == 1);
+    CHECK(leases.front().scope == "domain:live.test");
+    CHECK(f.store->get_domain("issuing.test").value().state == DomainState::monitoring);
+    CHECK(f.store->get_domain("hooks.test").value().state == DomainState::monitoring);
+    auto pending = f.store->get_domain("pending.test").value();
+    CHECK(pending.state == DomainState::pending);
+    CHECK(pending.next_attempt == poll);
+    CHECK(f.store->get_domain("live.test").value().state == DomainState::issuing);
+
+    // An expired lease goes too, and a state left with no lease at all is reset.
+    f.clock.advance(11min);
+    CHECK(f.store->recover_abandoned().value().size() == 2);
+    CHECK(f.store->leases().value().empty());
+    CHECK(f.store->get_domain("live.test").value().state == DomainState::monitoring);
+    CHECK(f.store->recover_abandoned().value().empty());
+}
+
+TEST_CASE("hooks owed: the commit records them in its transaction, a run for that generation pays them")
+{
+    Fixture f;
+    f.add("plain.test");
+    auto c = f.config("hooked.test");
+    c.deploy_hooks = {"true"};
+    REQUIRE(f.store->add_domain(c, f.input(make_leaf(f.ca, {c.dns_names, {}}))).ok());
+    CHECK_FALSE(f.store->get_domain("hooked.test").value().hooks_owed);
+
+    const std::int64_t g2 = f.renew("hooked.test");
+    f.renew("plain.test");
+    CHECK(f.store->get_domain("hooked.test").value().hooks_owed == g2);
+    CHECK_FALSE(f.store->get_domain("plain.test").value().hooks_owed); // no hooks, nothing owed
+
+    // A failed commit owes nothing.
+    auto d = f.store->get_domain("hooked.test").value();
+    require_error(f.store->commit_one({"hooked.test", 1, f.input(make_leaf(f.ca, {d.dns_names, {}}))}), Code::conflict,
+                  "another writer committed first");
+    CHECK(f.store->get_domain("hooked.test").value().hooks_owed == g2);
+
+    // Hooks that ran for an older generation leave a newer one owed; for it, they pay it,
+    // failed or not (the failure is in hook_error).
+    const std::int64_t g3 = f.renew("hooked.test");
+    REQUIRE(f.store->set_hook_error("hooked.test", "", g2).ok());
+    CHECK(f.store->get_domain("hooked.test").value().hooks_owed == g3);
+    REQUIRE(f.store->set_hook_error("hooked.test", "exit status 1", g3).ok());
+    d = f.store->get_domain("hooked.test").value();
+    CHECK_FALSE(d.hooks_owed);
+    CHECK(d.hook_error == "exit status 1");
+}
