@@ -325,7 +325,7 @@ Result<std::shared_ptr<const Filesystem::Content>> Filesystem::load_content(cons
 fuse_ino_t Filesystem::inode_for(Kind kind, const std::string& domain, std::int64_t domain_id, std::int64_t gen,
                                  int file)
 {
-    auto key = std::make_tuple(static_cast<int>(kind), domain_id, gen, file);
+    auto key = std::make_tuple(static_cast<int>(kind), domain, domain_id, gen, file);
     auto it = m_inode_of.find(key);
     if (it != m_inode_of.end()) {
         return it->second;
@@ -387,7 +387,7 @@ Result<Filesystem::Entry> Filesystem::file_entry(const std::string& domain, std:
         if (d == m_domains.end() || d->second.id != domain_id) {
             return Status::NotFound("no domain " + domain);
         }
-        auto c = m_content.find({domain_id, gen});
+        auto c = m_content.find({domain, gen});
         if (c != m_content.end()) {
             content = c->second;
         }
@@ -396,7 +396,7 @@ Result<Filesystem::Entry> Filesystem::file_entry(const std::string& domain, std:
         ASSIGN_OR_RETURN(content, load_content(domain, gen));
     }
     std::lock_guard lock(m_mutex);
-    m_content.emplace(std::make_pair(domain_id, gen), content);
+    m_content.emplace(std::make_pair(domain, gen), content);
     fuse_ino_t ino = inode_for(Kind::file, domain, domain_id, gen, file);
     Node& node = m_nodes.at(ino);
     node.content = content;

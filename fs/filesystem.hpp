@@ -201,11 +201,16 @@ private:
     // m_mutex guards the tree: the domains as last read (written by the watcher, read by the
     // handlers), the inodes and their content, the process cache and the counts.
     mutable std::mutex m_mutex;
-    std::map<std::string, DomainView> m_domains;                                               // guarded by m_mutex
-    std::map<std::tuple<int, std::int64_t, std::int64_t, int>, fuse_ino_t> m_inode_of;         // guarded by m_mutex
-    std::map<fuse_ino_t, Node> m_nodes;                                                        // guarded by m_mutex
-    fuse_ino_t m_next_ino = 4;                                                                 // guarded by m_mutex
-    std::map<std::pair<std::int64_t, std::int64_t>, std::shared_ptr<const Content>> m_content; // guarded by m_mutex
+    std::map<std::string, DomainView> m_domains; // guarded by m_mutex
+    // Inodes are keyed by (kind, name, domain id, generation, file) and content by (name,
+    // generation): SQLite gives a new domain the id of the last one removed, so an id alone may
+    // name two domains, while a name's generation numbers only grow, also across remove and add
+    // again, so (name, generation) names one generation for ever.
+    std::map<std::tuple<int, std::string, std::int64_t, std::int64_t, int>, fuse_ino_t>
+        m_inode_of;                                                                           // guarded by m_mutex
+    std::map<fuse_ino_t, Node> m_nodes;                                                       // guarded by m_mutex
+    fuse_ino_t m_next_ino = 4;                                                                // guarded by m_mutex
+    std::map<std::pair<std::string, std::int64_t>, std::shared_ptr<const Content>> m_content; // guarded by m_mutex
     // tid -> (pid, last use); an entry unused for a window is read again. Guarded by m_mutex.
     std::map<std::uint32_t, std::pair<std::uint32_t, PinTime>> m_tgid_of;
     HoldCounts m_holds; // guarded by m_mutex

@@ -1,6 +1,7 @@
 #include "fs/watcher.hpp"
 
 #include <algorithm>
+#include <limits>
 
 #include <spdlog/spdlog.h>
 
@@ -128,7 +129,7 @@ Status Watcher::refresh()
                     Commit c{d.name, now_asked, !view.pins, {}};
                     said.push_back(commit_started(view, d, c.now, at));
                     if (c.now) {
-                        c.old_dirs = live_dirs_except(view.id, *d.current_gen);
+                        c.old_dirs = live_dirs_except(d.name, *d.current_gen);
                     }
                     commits.push_back(std::move(c));
                 }
@@ -224,14 +225,14 @@ std::pair<spdlog::level::level_enum, std::string> Watcher::commit_started(Domain
                                      std::to_string(visible_in.count()) + " ms"};
 }
 
-std::vector<fuse_ino_t> Watcher::live_dirs_except(std::int64_t domain_id, std::int64_t gen) const
+std::vector<fuse_ino_t> Watcher::live_dirs_except(const std::string& domain, std::int64_t gen) const
 {
     std::vector<fuse_ino_t> dirs;
     const int kind = static_cast<int>(Filesystem::Kind::live_domain);
     const auto& inodes = m_fs.m_inode_of;
-    for (auto it = inodes.lower_bound({kind, domain_id, 0, -1});
-         it != inodes.end() && std::get<0>(it->first) == kind && std::get<1>(it->first) == domain_id; ++it) {
-        if (std::get<2>(it->first) != gen) {
+    for (auto it = inodes.lower_bound({kind, domain, std::numeric_limits<std::int64_t>::min(), 0, -1});
+         it != inodes.end() && std::get<0>(it->first) == kind && std::get<1>(it->first) == domain; ++it) {
+        if (std::get<3>(it->first) != gen) {
             dirs.push_back(it->second);
         }
     }
