@@ -59,6 +59,7 @@ void Watcher::watch()
                 spdlog::warn("cannot read the store: {}", s.message());
             }
             run_timers();
+            m_fs.collect(PinClock::now());
             // Second drops are due at set times, more often than the store is polled.
             until = std::min(PinClock::now() + m_fs.m_options.poll_interval, next_timer());
             failing = false;
@@ -139,6 +140,9 @@ Status Watcher::refresh()
             }
             view.id = d.id;
             view.current = d.current_gen;
+            if (view.current_content && view.current_content->gen != view.current) {
+                view.current_content.reset(); // the inodes that still serve it hold it
+            }
             view.current_not_after = d.current_not_after;
             view.move_now_count = d.move_now_count;
             view.generations = index[d.name];
