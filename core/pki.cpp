@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
@@ -949,6 +950,8 @@ std::string sha256(std::string_view bytes)
     SHA256(bytes_of(bytes), bytes.size(), bytes_of(out));
     return out;
 }
+
+void cleanse(std::string& secret) { OPENSSL_cleanse(secret.data(), secret.size()); }
 
 Result<std::string> hmac_sha256(std::string_view key, std::string_view data)
 {

@@ -130,6 +130,9 @@ Result<std::string> base64url_decode(std::string_view text);
 std::string sha256(std::string_view bytes);
 // The raw 32-byte HMAC-SHA256 (RFC 2104) of data under key (raw bytes, any length).
 Result<std::string> hmac_sha256(std::string_view key, std::string_view data);
+// Overwrites the bytes of a string that held a secret (OPENSSL_cleanse, which the compiler does
+// not drop as a dead store), before its memory is freed. Copies made earlier are not reached.
+void cleanse(std::string& secret);
 
 // The DER encoding of a certificate or a CSR.
 Result<std::string> cert_der(const X509& cert);

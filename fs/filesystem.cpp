@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/log.hpp"
+#include "core/pki.hpp"
 #include "fs/errno.hpp"
 #include "fs/watcher.hpp"
 #include "store/mount.hpp"
@@ -363,20 +364,31 @@ Result<std::shared_ptr<const Filesystem::Content>> Filesystem::load_content(cons
     }
     ASSIGN_OR_RETURN(store::Generation g, m_store->get_generation(domain, gen));
     auto content = std::make_shared<Content>();
+    content->gen = gen;
     for (std::size_t i = 0; i < k_file_count; ++i) {
-        content->files[i] = std::make_shared<const std::string>(file_content(k_files[i].kind, g));
+        if (k_files[i].is_private) {
+            // Overwritten when the last inode and the last read let go of it. What SQLite and
+            // the concatenations of file_content() left in freed memory is not reached.
+            content->files[i] = std::shared_ptr<const std::string>(new std::string(file_content(k_files[i].kind, g)),
+                                                                   [](std::string* key) {
+                                                                       pki::cleanse(*key);
+                                                                       delete key;
+                                                                   });
+        } else {
+            content->files[i] = std::make_shared<const std::string>(file_content(k_files[i].kind, g));
+        }
     }
     content->created_at = g.created_at;
+    pki::cleanse(g.key_pem);
     return std::shared_ptr<const Content>(std::move(content));
 }
 
-fuse_ino_t Filesystem::inode_for(Kind kind, const std::string& domain, std::int64_t domain_id, std::int64_t gen,
-                                 int file)
+std::map<fuse_ino_t, Filesystem::Node>::iterator
+Filesystem::inode_for(Kind kind, const std::string& domain, std::int64_t domain_id, std::int64_t gen, int file)
 {
-    auto key = std::make_tuple(static_cast<int>(kind), domain_id, gen, file);
-    auto it = m_inode_of.find(key);
-    if (it != m_inode_of.end()) {
-        return it->second;
+    auto key = std::make_tuple(static_cast<int>(kind), domain, domain_id, gen, file);
+    if (auto it = m_inode_of.find(key); it != m_inode_of.end()) {
+        return m_nodes.find(it->second); // free_node() erases both: it is there
     }
     fuse_ino_t ino = m_next_ino++;
     m_inode_of.emplace(key, ino);
@@ -386,8 +398,70 @@ fuse_ino_t Filesystem::inode_for(Kind kind, const std::string& domain, std::int6
     node.domain_id = domain_id;
     node.gen = gen;
     node.file = file;
-    m_nodes.emplace(ino, std::move(node));
-    return ino;
+    return m_nodes.emplace(ino, std::move(node)).first;
+}
+
+fuse_ino_t Filesystem::referenced_inode(Kind kind, const std::string& domain, std::int64_t domain_id, std::int64_t gen,
+                                        int file)
+{
+    auto it = inode_for(kind, domain, domain_id, gen, file);
+    ++it->second.nlookup;
+    return it->first;
+}
+
+fuse_ino_t Filesystem::listed_inode(Kind kind, const std::string& domain, std::int64_t domain_id, std::int64_t gen,
+                                    int file)
+{
+    auto it = inode_for(kind, domain, domain_id, gen, file);
+    if (it->second.nlookup == 0) {
+        m_listed.emplace_back(it->first, PinClock::now());
+    }
+    return it->first;
+}
+
+void Filesystem::free_node(std::map<fuse_ino_t, Node>::iterator it)
+{
+    const Node& node = it->second;
+    auto key =
+        m_inode_of.find(std::make_tuple(static_cast<int>(node.kind), node.domain, node.domain_id, node.gen, node.file));
+    if (key != m_inode_of.end() && key->second == it->first) {
+        m_inode_of.erase(key);
+    }
+    const std::pair<std::string, std::int64_t> content_key{node.domain, node.gen};
+    const bool had_content = node.content != nullptr;
+    m_nodes.erase(it); // the content goes with the last node that holds it, unless it is current
+    if (had_content) {
+        auto c = m_content.find(content_key);
+        if (c != m_content.end() && c->second.expired()) {
+            m_content.erase(c);
+        }
+    }
+}
+
+void Filesystem::collect(PinTime now)
+{
+    std::lock_guard lock(m_mutex);
+    while (!m_listed.empty() && now - m_listed.front().second >= k_listed_grace) {
+        auto it = m_nodes.find(m_listed.front().first);
+        m_listed.pop_front();
+        // A lookup may have taken it since (it lives until forgotten), or a FORGET freed it.
+        if (it != m_nodes.end() && it->second.nlookup == 0) {
+            free_node(it);
+        }
+    }
+    std::erase_if(m_tgid_of, [&](const auto& t) { return now - t.second.second > m_options.pin_window; });
+    // Content a read still held when its last inode went.
+    std::erase_if(m_content, [](const auto& c) { return c.second.expired(); });
+}
+
+Filesystem::TreeCounts Filesystem::tree_counts() const
+{
+    std::lock_guard lock(m_mutex);
+    std::size_t contents = 0;
+    for (const auto& [key, content] : m_content) {
+        contents += content.expired() ? 0 : 1;
+    }
+    return TreeCounts{m_nodes.size(), contents, m_tgid_of.size()};
 }
 
 std::uint32_t Filesystem::process_of(std::uint32_t tid)
@@ -435,20 +509,30 @@ Result<Filesystem::Entry> Filesystem::file_entry(const std::string& domain, std:
         if (d == m_domains.end() || d->second.id != domain_id) {
             return Status::NotFound("no domain " + domain);
         }
-        auto c = m_content.find({domain_id, gen});
+        auto c = m_content.find({domain, gen});
         if (c != m_content.end()) {
-            content = c->second;
+            content = c->second.lock();
         }
     }
     if (!content) {
+        // Not held by any inode: loaded again (an archived generation, or one the kernel forgot).
         ASSIGN_OR_RETURN(content, load_content(domain, gen));
     }
     std::lock_guard lock(m_mutex);
-    m_content.emplace(std::make_pair(domain_id, gen), content);
-    fuse_ino_t ino = inode_for(Kind::file, domain, domain_id, gen, file);
+    // Another lookup may have loaded it meanwhile: the inodes of a generation share one copy.
+    std::weak_ptr<const Content>& shared = m_content[{domain, gen}];
+    if (auto earlier = shared.lock()) {
+        content = std::move(earlier);
+    } else {
+        shared = content;
+    }
+    auto d = m_domains.find(domain);
+    if (d != m_domains.end() && d->second.current == gen) {
+        d->second.current_content = content;
+    }
+    fuse_ino_t ino = referenced_inode(Kind::file, domain, domain_id, gen, file);
     Node& node = m_nodes.at(ino);
     node.content = content;
-    auto d = m_domains.find(domain);
     bool secret = k_files[static_cast<std::size_t>(file)].is_private;
     node.uid = secret && d != m_domains.end() ? d->second.uid : 0;
     node.gid = secret && d != m_domains.end() ? d->second.gid : 0;
@@ -526,7 +610,7 @@ Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent,
         if (d == m_domains.end() || d->second.generations.empty()) {
             return Status::NotFound(name);
         }
-        return Entry{inode_for(Kind::archive_domain, name, d->second.id, 0, -1), k_long_timeout};
+        return Entry{referenced_inode(Kind::archive_domain, name, d->second.id, 0, -1), k_long_timeout};
     }
     case Kind::live_domain:
         return resolve_in_live_domain(req, dir, name);
@@ -558,7 +642,7 @@ Result<Filesystem::Entry> Filesystem::resolve_in_live(fuse_req_t req, const char
     }
     ASSIGN_OR_RETURN(Choice chosen, generation_for(req, name, domain_id));
     std::lock_guard lock(m_mutex);
-    return Entry{inode_for(Kind::live_domain, name, domain_id, chosen.gen, -1),
+    return Entry{referenced_inode(Kind::live_domain, name, domain_id, chosen.gen, -1),
                  chosen.cacheable ? k_long_timeout : 0.0};
 }
 
@@ -607,7 +691,7 @@ Result<Filesystem::Entry> Filesystem::resolve_in_archive_domain(const Node& dir,
     if (!exists) {
         return Status::NotFound(name);
     }
-    return Entry{inode_for(Kind::archive_gen, dir.domain, dir.domain_id, *gen, -1), k_long_timeout};
+    return Entry{referenced_inode(Kind::archive_gen, dir.domain, dir.domain_id, *gen, -1), k_long_timeout};
 }
 
 void Filesystem::init(fuse_conn_info* conn)
@@ -619,13 +703,12 @@ void Filesystem::init(fuse_conn_info* conn)
 
 Result<fuse_entry_param> Filesystem::do_lookup(fuse_req_t req, fuse_ino_t parent, const char* name)
 {
+    // resolve() took the kernel's reference, in the critical section that found the inode.
     ASSIGN_OR_RETURN(Entry entry, resolve(req, parent, name));
     fuse_entry_param e{};
     {
         std::lock_guard lock(m_mutex);
-        Node& node = m_nodes.at(entry.ino);
-        ++node.nlookup;
-        e.attr = attributes(entry.ino, node);
+        e.attr = attributes(entry.ino, m_nodes.at(entry.ino));
     }
     e.ino = entry.ino;
     e.attr_timeout = k_long_timeout;
@@ -637,10 +720,13 @@ void Filesystem::forget(fuse_ino_t ino, std::uint64_t nlookup)
 {
     std::lock_guard lock(m_mutex);
     auto it = m_nodes.find(ino);
-    if (it == m_nodes.end()) {
-        return;
+    if (it == m_nodes.end() || ino == k_root || ino == k_live || ino == k_archive) {
+        return; // the fixed directories live as long as the mount
     }
     it->second.nlookup -= std::min(it->second.nlookup, nlookup);
+    if (it->second.nlookup == 0) {
+        free_node(it);
+    }
 }
 
 struct stat Filesystem::attributes(fuse_ino_t ino, const Node& node) const
@@ -738,14 +824,14 @@ Result<Filesystem::Listing> Filesystem::do_readdir(fuse_req_t req, fuse_ino_t in
         case Kind::live:
             for (const auto& [name, view] : m_domains) {
                 if (view.current) {
-                    items.push_back({name, inode_for(Kind::live_domain, name, view.id, *view.current, -1), S_IFDIR});
+                    items.push_back({name, listed_inode(Kind::live_domain, name, view.id, *view.current, -1), S_IFDIR});
                 }
             }
             break;
         case Kind::archive:
             for (const auto& [name, view] : m_domains) {
                 if (!view.generations.empty()) {
-                    items.push_back({name, inode_for(Kind::archive_domain, name, view.id, 0, -1), S_IFDIR});
+                    items.push_back({name, listed_inode(Kind::archive_domain, name, view.id, 0, -1), S_IFDIR});
                 }
             }
             break;
@@ -757,7 +843,7 @@ Result<Filesystem::Listing> Filesystem::do_readdir(fuse_req_t req, fuse_ino_t in
             }
             for (std::size_t f = 0; f < k_file_count; ++f) {
                 items.push_back({k_files[f].name,
-                                 inode_for(Kind::file, dir.domain, dir.domain_id, dir.gen, static_cast<int>(f)),
+                                 listed_inode(Kind::file, dir.domain, dir.domain_id, dir.gen, static_cast<int>(f)),
                                  S_IFREG});
             }
             break;
@@ -767,7 +853,7 @@ Result<Filesystem::Listing> Filesystem::do_readdir(fuse_req_t req, fuse_ino_t in
             if (d != m_domains.end()) {
                 for (const auto& [gen, at] : d->second.generations) {
                     items.push_back({std::to_string(gen),
-                                     inode_for(Kind::archive_gen, dir.domain, dir.domain_id, gen, -1), S_IFDIR});
+                                     listed_inode(Kind::archive_gen, dir.domain, dir.domain_id, gen, -1), S_IFDIR});
                 }
             }
             break;

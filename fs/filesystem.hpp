@@ -4,7 +4,12 @@
 //   /archive/<name>/<gen>/{...same five files...}              every generation, immutable
 //
 // One inode per (domain, generation, file), never reused within a mount, so an open file
-// descriptor reads one generation for its whole life and the page cache can be kept. The
+// descriptor reads one generation for its whole life and the page cache can be kept. An inode
+// lives while the kernel holds it (its lookup count, until FORGET brings it to 0; an open file
+// holds one) and then is freed with what only it held; a later lookup of the same file gets a
+// new number, with the same bytes. A generation's content is loaded from the store when one of
+// its files is looked up, held by those files' inodes (and, for the current generation, by the
+// domain's view), and freed, the key's bytes overwritten, when the last of them goes. The
 // directory live/<name> is one inode per generation too: a lookup of <name> names one
 // generation's directory, which serves that generation for as long as a process may be held on
 // it (DomainView::retired), so everything opened through one directory descriptor, below one
@@ -26,6 +31,7 @@
 
 #include <array>
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -47,6 +53,9 @@ inline constexpr PinDuration k_max_redrop_delay = std::chrono::milliseconds(100)
 // How long the kernel may keep a file entry below live/<name>/ (at most --max-hold): a directory
 // that no longer serves its generation follows the current one within this.
 inline constexpr Duration k_live_file_timeout = std::chrono::seconds(60);
+// How long an inode that a listing made (readdir) waits for a lookup before it is freed: the
+// number readdir gave is the one a lookup right after it (ls -l, find) gets.
+inline constexpr Duration k_listed_grace = std::chrono::seconds(60);
 
 // Readers held on an older generation since the mount (pins.hpp): what the metrics show.
 struct HoldCounts {
@@ -87,6 +96,20 @@ public:
     // gone). What the daemon's deploy hooks wait on (renew/flip.hpp), and what live/<name>/'s
     // store::k_generation_xattr attribute says. Thread-safe: takes m_mutex, briefly.
     std::optional<std::int64_t> visible_generation(const std::string& name);
+
+    // What the tree holds now, for the tests of its memory: inodes (the three fixed ones
+    // included), generations whose content is loaded, and threads whose process is cached.
+    struct TreeCounts {
+        std::size_t nodes = 0;
+        std::size_t contents = 0;
+        std::size_t threads = 0;
+    };
+    TreeCounts tree_counts() const;
+
+    // Frees what nobody refers to any more: inodes a listing made that no lookup took within
+    // k_listed_grace of `now`, and cached processes of threads unused for a window. The watcher
+    // calls it at every poll.
+    void collect(PinTime now);
 
     // The requests, called by the op_* functions in filesystem.cpp, which reply exactly once with
     // what these return (an error Status through to_errno()) and catch what they throw. None of
@@ -130,7 +153,9 @@ private:
     static constexpr fuse_ino_t k_live = 2;
     static constexpr fuse_ino_t k_archive = 3;
 
+    // One generation's five files. The private ones overwrite their bytes when freed.
     struct Content {
+        std::int64_t gen = 0;
         std::array<std::shared_ptr<const std::string>, k_file_count> files; // in k_files' order
         TimePoint created_at;
     };
@@ -140,8 +165,8 @@ private:
         std::string domain;
         std::int64_t domain_id = 0;
         std::int64_t gen = 0;
-        int file = -1; // the index in k_files, for files
-        std::uint64_t nlookup = 0;
+        int file = -1;                          // the index in k_files, for files
+        std::uint64_t nlookup = 0;              // the kernel's references: lookups not yet forgotten
         std::shared_ptr<const Content> content; // files only
         std::uint32_t uid = 0, gid = 0, mode = 0;
     };
@@ -159,6 +184,9 @@ private:
         // Generations no longer current whose live/<name> directory still serves them, until
         // when: as long as a process may be held on them. Then it serves the current one.
         std::map<std::int64_t, PinTime> retired;
+        // The current generation's content once a file of it was looked up, kept while it is
+        // current, so that the kernel dropping its inodes costs no reload.
+        std::shared_ptr<const Content> current_content;
     };
 
     // What a lookup answers: an inode and how long the kernel may keep the entry, in seconds.
@@ -193,8 +221,17 @@ private:
     Result<Entry> file_entry(const std::string& domain, std::int64_t domain_id, std::int64_t gen, int file);
     // visible_generation() of a domain (m_mutex held).
     static std::optional<std::int64_t> visible_of(DomainView& view);
-    // The inode of (kind, domain, gen, file), made on first use (m_mutex held).
-    fuse_ino_t inode_for(Kind kind, const std::string& domain, std::int64_t domain_id, std::int64_t gen, int file);
+    // The inode of (kind, domain, gen, file), made when there is none (m_mutex held). A lookup
+    // takes a reference on it in the same critical section (referenced_inode()), so that no
+    // FORGET or collect() frees it before the reply; a listing does not (listed_inode()): the
+    // kernel takes no reference from readdir, so collect() frees what no lookup took.
+    std::map<fuse_ino_t, Node>::iterator inode_for(Kind kind, const std::string& domain, std::int64_t domain_id,
+                                                   std::int64_t gen, int file);
+    fuse_ino_t referenced_inode(Kind kind, const std::string& domain, std::int64_t domain_id, std::int64_t gen,
+                                int file);
+    fuse_ino_t listed_inode(Kind kind, const std::string& domain, std::int64_t domain_id, std::int64_t gen, int file);
+    // Frees the node and what only it held (m_mutex held).
+    void free_node(std::map<fuse_ino_t, Node>::iterator it);
     struct stat attributes(fuse_ino_t ino, const Node& node) const;
     std::uint32_t process_of(std::uint32_t tid);
 
@@ -216,12 +253,20 @@ private:
     // m_mutex guards the tree: the domains as last read (written by the watcher, read by the
     // handlers), the inodes and their content, the process cache and the counts.
     mutable std::mutex m_mutex;
-    std::map<std::string, DomainView> m_domains;                                               // guarded by m_mutex
-    std::map<std::tuple<int, std::int64_t, std::int64_t, int>, fuse_ino_t> m_inode_of;         // guarded by m_mutex
-    std::map<fuse_ino_t, Node> m_nodes;                                                        // guarded by m_mutex
-    fuse_ino_t m_next_ino = 4;                                                                 // guarded by m_mutex
-    std::map<std::pair<std::int64_t, std::int64_t>, std::shared_ptr<const Content>> m_content; // guarded by m_mutex
-    // tid -> (pid, last use); an entry unused for a window is read again. Guarded by m_mutex.
+    std::map<std::string, DomainView> m_domains; // guarded by m_mutex
+    // Inodes are keyed by (kind, name, domain id, generation, file) and content by (name,
+    // generation): SQLite gives a new domain the id of the last one removed, so an id alone may
+    // name two domains, while a name's generation numbers only grow, also across remove and add
+    // again, so (name, generation) names one generation for ever. Guarded by m_mutex.
+    std::map<std::tuple<int, std::string, std::int64_t, std::int64_t, int>, fuse_ino_t> m_inode_of;
+    std::map<fuse_ino_t, Node> m_nodes; // guarded by m_mutex
+    fuse_ino_t m_next_ino = 4;          // only grows: numbers are never reused; guarded by m_mutex
+    // The content each generation's inodes share, while some inode holds it. Guarded by m_mutex.
+    std::map<std::pair<std::string, std::int64_t>, std::weak_ptr<const Content>> m_content;
+    // Inodes made by a listing, with when, in that order: collect() frees those no lookup took.
+    std::deque<std::pair<fuse_ino_t, PinTime>> m_listed; // guarded by m_mutex
+    // tid -> (pid, last use); an entry unused for a window is read again, and collect() drops
+    // it. Guarded by m_mutex.
     std::map<std::uint32_t, std::pair<std::uint32_t, PinTime>> m_tgid_of;
     HoldCounts m_holds; // guarded by m_mutex
 

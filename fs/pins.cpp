@@ -21,6 +21,20 @@ void DomainPins::committed(std::int64_t gen, PinTime expires, PinTime at)
         m_pending.emplace_back(at + m_options.window, gen);
         std::sort(m_pending.begin(), m_pending.end());
     }
+    forget_expiries();
+}
+
+void DomainPins::forget_expiries()
+{
+    // A transition that never ends (commits quicker than a window, for months) must not keep
+    // every generation's expiry: only those a process may still get.
+    std::erase_if(m_expires, [&](const auto& e) {
+        const std::int64_t gen = e.first;
+        return gen != m_visible && gen != m_newest &&
+               std::none_of(m_pending.begin(), m_pending.end(), [&](const auto& p) { return p.second == gen; }) &&
+               std::none_of(m_processes.begin(), m_processes.end(),
+                            [&](const auto& kv) { return kv.second.gen == gen; });
+    });
 }
 
 void DomainPins::committed_now(std::int64_t gen, PinTime expires)

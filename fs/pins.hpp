@@ -116,6 +116,7 @@ private:
     PinTime bound_of(const ProcessPin& pin) const;
     static PinClock::duration long_gap(const ProcessPin& pin);
     void forget_stale(PinTime now);
+    void forget_expiries(); // of generations no process can get any more
 
     const PinOptions m_options;
     std::int64_t m_visible;                                  // what processes without a pin get

@@ -1,6 +1,7 @@
 #include "fs/watcher.hpp"
 
 #include <algorithm>
+#include <limits>
 
 #include <spdlog/spdlog.h>
 
@@ -58,6 +59,7 @@ void Watcher::watch()
                 spdlog::warn("cannot read the store: {}", s.message());
             }
             run_timers();
+            m_fs.collect(PinClock::now());
             // Second drops are due at set times, more often than the store is polled.
             until = std::min(PinClock::now() + m_fs.m_options.poll_interval, next_timer());
             failing = false;
@@ -128,7 +130,7 @@ Status Watcher::refresh()
                     Commit c{d.name, now_asked, !view.pins, {}};
                     said.push_back(commit_started(view, d, c.now, at));
                     if (c.now) {
-                        c.old_dirs = live_dirs_except(view.id, *d.current_gen);
+                        c.old_dirs = live_dirs_except(d.name, *d.current_gen);
                     }
                     commits.push_back(std::move(c));
                 }
@@ -138,6 +140,9 @@ Status Watcher::refresh()
             }
             view.id = d.id;
             view.current = d.current_gen;
+            if (view.current_content && view.current_content->gen != view.current) {
+                view.current_content.reset(); // the inodes that still serve it hold it
+            }
             view.current_not_after = d.current_not_after;
             view.move_now_count = d.move_now_count;
             view.generations = index[d.name];
@@ -224,14 +229,14 @@ std::pair<spdlog::level::level_enum, std::string> Watcher::commit_started(Domain
                                      std::to_string(visible_in.count()) + " ms"};
 }
 
-std::vector<fuse_ino_t> Watcher::live_dirs_except(std::int64_t domain_id, std::int64_t gen) const
+std::vector<fuse_ino_t> Watcher::live_dirs_except(const std::string& domain, std::int64_t gen) const
 {
     std::vector<fuse_ino_t> dirs;
     const int kind = static_cast<int>(Filesystem::Kind::live_domain);
     const auto& inodes = m_fs.m_inode_of;
-    for (auto it = inodes.lower_bound({kind, domain_id, 0, -1});
-         it != inodes.end() && std::get<0>(it->first) == kind && std::get<1>(it->first) == domain_id; ++it) {
-        if (std::get<2>(it->first) != gen) {
+    for (auto it = inodes.lower_bound({kind, domain, std::numeric_limits<std::int64_t>::min(), 0, -1});
+         it != inodes.end() && std::get<0>(it->first) == kind && std::get<1>(it->first) == domain; ++it) {
+        if (std::get<3>(it->first) != gen) {
             dirs.push_back(it->second);
         }
     }

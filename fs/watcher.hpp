@@ -53,7 +53,7 @@ private:
     std::pair<spdlog::level::level_enum, std::string> commit_started(DomainView& view, const store::Domain& d,
                                                                      bool move_now, PinTime at);
     // The live/<name> directory inodes of the domain for generations other than gen (m_fs.m_mutex held).
-    std::vector<fuse_ino_t> live_dirs_except(std::int64_t domain_id, std::int64_t gen) const;
+    std::vector<fuse_ino_t> live_dirs_except(const std::string& domain, std::int64_t gen) const;
     void run_timers();          // due second drops
     PinTime next_timer() const; // the next due second drop
     PinDuration redrop_delay() const;

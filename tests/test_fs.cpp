@@ -386,6 +386,26 @@ TEST_CASE("fs (5): archive/ lists every generation and never changes: rollback c
     CHECK(slurp(m.live("arch.test") / "cert.pem") == history[0].cert_pem);
 }
 
+TEST_CASE("fs: a domain added after another was removed shows its own files, though the store reused its id")
+{
+    Mount m(200ms);
+    m.add("first.test");
+    m.add("removed.test");
+    REQUIRE(slurp(m.live("removed.test") / "cert.pem"));
+    REQUIRE(slurp(m.mnt() / "archive" / "removed.test" / "1" / "cert.pem"));
+    const std::int64_t removed_id = m.store()->get_domain("removed.test").value().id;
+    REQUIRE(m.store()->remove_domain("removed.test").ok());
+    REQUIRE(wait_until([&] { return !stdfs::exists(m.live("removed.test")); }));
+    m.add("added.test");
+    // SQLite gives the new row the id of the last one removed: the mount must not take it for
+    // the removed domain.
+    CHECK(m.store()->get_domain("added.test").value().id == removed_id);
+    const auto g = m.store()->current_generation("added.test").value();
+    CHECK(slurp(m.live("added.test") / "cert.pem") == g.cert_pem);
+    CHECK(slurp(m.live("added.test") / "privkey.pem") == g.key_pem);
+    CHECK(slurp(m.mnt() / "archive" / "added.test" / "1" / "cert.pem") == g.cert_pem);
+}
+
 TEST_CASE("fs: the kernel enforces the key files' modes for other users (allow_other and default_permissions)")
 {
     Mount m(2s, {"-o", "allow_other"});
