@@ -239,6 +239,12 @@ Result<TimePoint> Scheduler::step()
         s.members.push_back(std::move(d));
     }
 
+    struct Ready {
+        TimePoint due;
+        std::string key;
+        std::string first; // the member the renewal is asked for
+    };
+    std::vector<Ready> ready; // due scopes not running
     for (const auto& [key, scope] : scopes) {
         warn_expiring(scope, now, next);
         const bool held = std::any_of(leases.begin(), leases.end(), [&](const auto& l) { return l.scope == key; });
@@ -268,11 +274,20 @@ Result<TimePoint> Scheduler::step()
             next = std::min(next, *due);
             continue;
         }
-        if (m_running.contains(key) || static_cast<int>(m_running.size()) >= m_options.concurrency) {
-            continue; // a worker finishing wakes the loop
+        if (!m_running.contains(key)) {
+            ready.push_back({*due, key, scope.members.front().name});
         }
-        m_running.insert(key);
-        start_worker([this, key, first = scope.members.front().name] { run_scope(key, first); });
+    }
+    // The longest overdue first: with more due than room, the ones that wait are the most
+    // recently due, not whichever sort last by name (a domain renewed again and again while
+    // others wait). A worker finishing wakes the loop for the rest.
+    std::sort(ready.begin(), ready.end(), [](const Ready& a, const Ready& b) { return a.due < b.due; });
+    for (const Ready& r : ready) {
+        if (static_cast<int>(m_running.size()) >= m_options.concurrency) {
+            break;
+        }
+        m_running.insert(r.key);
+        start_worker([this, key = r.key, first = r.first] { run_scope(key, first); });
     }
     m_first_step = false;
     m_settling.clear(); // of scopes gone from the store

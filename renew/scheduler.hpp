@@ -14,7 +14,7 @@
 //   scope waits until that lease is released (the store changing wakes the loop) or expires,
 //   and tries again after a minute at the latest; otherwise it waits a minute.
 // - At most `concurrency` renewals at a time, never two for one domain or bundle (the in-memory
-//   set of running scopes here, the store's lease across processes).
+//   set of running scopes here, the store's lease across processes); the longest overdue first.
 // - ACME renewal information (RFC 9773): for each ACME domain's current certificate, the
 //   window the CA suggests; a random time in it becomes the due time when earlier. Fetched
 //   when the certificate is new and again after the CA's Retry-After (1 min to 24 h, 6 h when

@@ -334,6 +334,28 @@ TEST_CASE("scheduler: renewals run up to the concurrency limit per pass")
     CHECK(renewed() == 5);
 }
 
+TEST_CASE("scheduler: with more due than it has room for, the longest overdue go first, not the first names")
+{
+    // Added five days apart, the last name first: e.test is due first, a.test last (90-day
+    // leaves: the jitter is at most a tenth of their 30-day window, 3 days).
+    Fixture f;
+    const std::vector<std::string> names = {"e.test", "d.test", "c.test", "b.test", "a.test"};
+    for (const auto& n : names) {
+        f.add(n);
+        f.clock.advance(std::chrono::days(5));
+    }
+    f.until_due(names);
+    auto options = f.options();
+    options.concurrency = 1;
+    Scheduler s(options, f.clock);
+    REQUIRE(s.start(false).ok());
+    for (const auto& n : names) {
+        pass(s);
+        INFO("after the pass that should renew " << n);
+        CHECK(f.gen(n) == 2);
+    }
+}
+
 TEST_CASE("scheduler: a hook named by every member of a bundle runs once for the batch")
 {
     Fixture f;
