@@ -1,6 +1,9 @@
 #include "store/lease.hpp"
 
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <filesystem>
 #include <fstream>
@@ -30,12 +33,14 @@ struct ProcStat {
     std::int64_t start_time = 0;
 };
 
-// Fields 3 (state) and 22 (start time) of /proc/<pid>/stat; none when there is no such process.
-// The command name (field 2) may hold spaces and parentheses: the fields after it start after
+// Fields 3 (state) and 22 (start time) of /proc/<pid>/stat; none when it cannot be read (no
+// such process, or one that /proc hides from us: hidepid, ProtectProc). The command name
+// (field 2) may hold spaces, parentheses and even a newline: the fields after it start after
 // its last ')'.
 std::optional<ProcStat> proc_stat(std::int64_t pid)
 {
-    const std::string text = first_line("/proc/" + std::to_string(pid) + "/stat");
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     const auto close = text.rfind(')');
     if (close == std::string::npos) {
         return std::nullopt;
@@ -97,8 +102,14 @@ HolderFate holder_fate(const LeaseHolder& holder, const LeaseHolder& self)
         return HolderFate::unknown; // another container's pids are not ours to look up
     }
     auto stat = proc_stat(holder.pid);
-    if (!stat || stat->state == 'Z' || stat->state == 'X' || stat->start_time != holder.start_time) {
-        return HolderFate::dead; // gone, a zombie, or its pid reused by another process
+    if (!stat) {
+        // Gone, or hidden from us (/proc mounted hidepid=2, or a unit's ProtectProc): only the
+        // kernel's "no such process" says dead; a hidden one may be a live renewal.
+        const bool gone = ::kill(static_cast<pid_t>(holder.pid), 0) != 0 && errno == ESRCH;
+        return gone ? HolderFate::dead : HolderFate::unknown;
+    }
+    if (stat->state == 'Z' || stat->state == 'X' || stat->start_time != holder.start_time) {
+        return HolderFate::dead; // a zombie, or its pid reused by another process
     }
     return HolderFate::alive;
 }

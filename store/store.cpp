@@ -822,9 +822,11 @@ Status Store::acquire_lease(std::string_view scope, std::string_view owner, Dura
         ASSIGN_OR_RETURN(bool found, held.bind_all(scope).step());
         if (found) {
             const Lease lease = lease_from_row(held);
-            // Ours: the same owner in the same process (a lease from before v6 names no process).
+            // Ours: the same owner in the same process. A lease from before v6 names no process, so
+            // it is nobody's: an owner string such as "certfs pid 1" repeats across containers
+            // and restarts, and it expires like another host's.
             const bool ours =
-                lease.owner == owner && (lease.holder.machine_id.empty() || same_process(lease.holder, holder));
+                lease.owner == owner && !lease.holder.machine_id.empty() && same_process(lease.holder, holder);
             if (!ours) {
                 const bool live = lease.expires_at > now;
                 if (live && holder_fate(lease.holder) != HolderFate::dead) {

@@ -1,4 +1,5 @@
 // The store's invariants, each with a test that tries to break it.
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -759,13 +760,26 @@ namespace {
 
 // A child process that waits to be killed: a lease holder on this host the test can end.
 struct Sleeper {
-    pid_t pid = ::fork();
-    Sleeper()
+    pid_t pid = -1;
+    // With a name, the child renames itself (what /proc/<pid>/stat shows as its command) before
+    // the constructor returns.
+    explicit Sleeper(const char* name = nullptr)
     {
+        int ready[2];
+        REQUIRE(::pipe(ready) == 0);
+        pid = ::fork();
         if (pid == 0) {
+            if (name != nullptr) {
+                ::prctl(PR_SET_NAME, name);
+            }
+            (void)!::write(ready[1], "x", 1);
             ::pause();
             ::_exit(0);
         }
+        char byte = 0;
+        (void)!::read(ready[0], &byte, 1);
+        ::close(ready[0]);
+        ::close(ready[1]);
         REQUIRE(pid > 0);
     }
     ~Sleeper() { end(); }
@@ -787,6 +801,28 @@ struct Sleeper {
 };
 
 } // namespace
+
+TEST_CASE("leases: a live holder whose command name holds a newline and a parenthesis is alive")
+{
+    // Any process may name itself so (prctl PR_SET_NAME); /proc/<pid>/stat then spans two lines.
+    Sleeper holder("x\n) y");
+    CHECK(holder_fate(holder.holder()) == HolderFate::alive);
+    holder.end();
+}
+
+TEST_CASE("leases: a lease from before holders were named is nobody's, even under the same owner string")
+{
+    // "certfs pid 1" is every containerised daemon's owner string: after an upgrade, a new
+    // daemon must not adopt a live old daemon's lease; it waits for it to expire.
+    Fixture f;
+    f.add("old.test");
+    REQUIRE(f.store->acquire_lease("domain:old.test", "certfs pid 1", 10min, LeaseHolder{}).ok());
+    const Status again = f.store->acquire_lease("domain:old.test", "certfs pid 1", 10min);
+    CHECK(again.code() == Code::conflict);
+    CHECK_THAT(again.message(), Catch::Contains("held by"));
+    f.clock.advance(11min);
+    CHECK(f.store->acquire_lease("domain:old.test", "certfs pid 1", 10min).ok());
+}
 
 TEST_CASE("leases: a holder that died on this host loses its lease at once, a live one keeps it")
 {
