@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <atomic>
 #include <charconv>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -103,17 +105,13 @@ FlipWaiter flip_waiter(FlipWatch watch)
     };
 }
 
-Result<std::int64_t> mounted_generation(const std::string& mountpoint, const std::string& domain)
+namespace {
+
+// store::k_generation_xattr of the directory open as fd (dir names it in errors).
+Result<std::int64_t> generation_of(int fd, const std::string& dir)
 {
-    const std::string dir = mountpoint + "/live/" + domain;
-    // Through a descriptor, not the path: one lookup of the directory, whichever generation's it
-    // is (the attribute is the domain's), however often the caller asks.
-    UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!fd) {
-        return errno_status("cannot open " + dir);
-    }
     char value[32];
-    const ssize_t n = ::fgetxattr(fd.get(), store::k_generation_xattr, value, sizeof value);
+    const ssize_t n = ::fgetxattr(fd, store::k_generation_xattr, value, sizeof value);
     if (n < 0) {
         return errno_status("cannot read " + std::string(store::k_generation_xattr) + " of " + dir);
     }
@@ -126,17 +124,57 @@ Result<std::int64_t> mounted_generation(const std::string& mountpoint, const std
     return gen;
 }
 
+Result<UniqueFd> open_live_dir(const std::string& dir)
+{
+    UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) {
+        return errno_status("cannot open " + dir);
+    }
+    return fd;
+}
+
+} // namespace
+
+Result<std::int64_t> mounted_generation(const std::string& mountpoint, const std::string& domain)
+{
+    const std::string dir = mountpoint + "/live/" + domain;
+    ASSIGN_OR_RETURN(UniqueFd fd, open_live_dir(dir));
+    return generation_of(fd.get(), dir);
+}
+
 FlipWaiter mount_flip_waiter(const std::string& mountpoint, Duration pin_window, Warn warn)
 {
     if (mountpoint.empty()) {
         return {};
     }
-    return flip_waiter(
-        {.visible = [mountpoint](const std::string& domain) { return mounted_generation(mountpoint, domain); },
-         .source = "the mount " + mountpoint,
-         .timeout = flip_timeout(pin_window),
-         .fallback = flip_fallback(pin_window),
-         .warn = std::move(warn)});
+    // One descriptor per domain, opened at its first poll and kept: the attribute is the
+    // domain's, whichever generation's directory it names, and a lookup of live/<name> every
+    // poll would make this process a reader that never pauses to the filesystem's pins (a
+    // notice in the daemon's log, and a transition held open longer).
+    struct Dirs {
+        std::mutex mutex;
+        std::map<std::string, UniqueFd> open; // by domain; guarded by mutex
+    };
+    auto dirs = std::make_shared<Dirs>();
+    auto visible = [mountpoint, dirs](const std::string& domain) -> Result<std::int64_t> {
+        const std::string dir = mountpoint + "/live/" + domain;
+        std::lock_guard lock(dirs->mutex);
+        auto it = dirs->open.find(domain);
+        if (it == dirs->open.end()) {
+            ASSIGN_OR_RETURN(UniqueFd fd, open_live_dir(dir));
+            it = dirs->open.emplace(domain, std::move(fd)).first;
+        }
+        auto gen = generation_of(it->second.get(), dir);
+        if (!gen.ok()) {
+            dirs->open.erase(it); // removed meanwhile, or the mount went: open it again next time
+        }
+        return gen;
+    };
+    return flip_waiter({.visible = std::move(visible),
+                        .source = "the mount " + mountpoint,
+                        .timeout = flip_timeout(pin_window),
+                        .fallback = flip_fallback(pin_window),
+                        .warn = std::move(warn)});
 }
 
 } // namespace certfs::renew
