@@ -6,9 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=$(mktemp -d /tmp/certfs-plain-build.XXXXXX)
-trap 'rm -rf "$dir"' EXIT
-cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release >"$dir.log" 2>&1 || { cat "$dir.log" >&2; rm -f "$dir.log"; exit 1; }
-rm -f "$dir.log"
+log=$(mktemp /tmp/certfs-plain-build.XXXXXX.log)
+trap 'rm -rf "$dir" "$log"' EXIT
+cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
 flags=$(grep -o '"command": "[^"]*fs/export.cpp[^"]*"' "$dir/compile_commands.json" || true)
 if [ -z "$flags" ]; then
     echo "check-plain-build: no compile command for fs/export.cpp in $dir/compile_commands.json" >&2
