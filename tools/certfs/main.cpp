@@ -4,10 +4,12 @@
 //   certfs DBPATH MOUNTPOINT -o OPTS          (the form mount -t fuse.certfs uses)
 #include <sys/stat.h>
 
+#include <malloc.h>
 #include <pthread.h>
 
 #include <atomic>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -88,10 +90,23 @@ std::optional<std::string> mounted_fs_type(const std::string& mountpoint)
     return std::nullopt;
 }
 
+// glibc gives threads that contend for malloc arenas of their own, up to 8 per core, and an
+// arena keeps the memory freed into it. The daemon's threads come and go (libfuse's workers, a
+// worker per renewal), so its RSS grew in steps as new threads happened onto new arenas: in
+// test_soak, 0.4-2.7% over 1,000 renewals with 2 arenas, up to 11% without a bound. An admin's
+// MALLOC_ARENA_MAX or GLIBC_TUNABLES wins.
+void bound_malloc_arenas()
+{
+    if (std::getenv("MALLOC_ARENA_MAX") == nullptr && std::getenv("GLIBC_TUNABLES") == nullptr) {
+        (void)mallopt(M_ARENA_MAX, 2);
+    }
+}
+
 } // namespace
 
 int main(int argc, char** argv)
 {
+    bound_malloc_arenas();
     CLI::App app{"certfs: serve TLS keys and certificates from the certfs store as a read-only filesystem"};
     std::vector<std::string> positional;
     std::string db_path = certfs::store::k_default_db_path;
