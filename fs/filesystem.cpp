@@ -554,7 +554,8 @@ Result<Filesystem::Choice> Filesystem::generation_for(fuse_req_t req, const std:
     }
     // In a transition: which generation this process gets (pins.hpp); the kernel must ask again
     // next time.
-    const std::uint32_t pid = process_of(static_cast<std::uint32_t>(fuse_req_ctx(req)->pid));
+    const auto tid = static_cast<std::uint32_t>(fuse_req_ctx(req)->pid);
+    const std::uint32_t pid = process_of(tid);
     DomainPins::Choice choice;
     Choice chosen;
     {
@@ -566,7 +567,7 @@ Result<Filesystem::Choice> Filesystem::generation_for(fuse_req_t req, const std:
         chosen = Choice{*d->second.current, true};
         if (d->second.pins) {
             const PinTime t = PinClock::now();
-            choice = d->second.pins->choose(pid, t);
+            choice = d->second.pins->choose(pid, tid, t);
             chosen.gen = choice.gen;
             if (d->second.pins->in_transition(t)) {
                 chosen.cacheable = false;

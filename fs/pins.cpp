@@ -1,8 +1,38 @@
 #include "fs/pins.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 namespace certfs::fs {
+
+std::optional<PinClock::duration> proc_runqueue_wait(std::uint32_t tid)
+{
+    const std::string path = "/proc/" + std::to_string(tid) + "/schedstat";
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return std::nullopt;
+    }
+    char buf[96];
+    const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    if (n <= 0) {
+        return std::nullopt;
+    }
+    buf[n] = '\0';
+    // "<on a CPU> <waiting for one> <timeslices>", in nanoseconds.
+    char* end = nullptr;
+    (void)std::strtoull(buf, &end, 10);
+    char* wait_end = nullptr;
+    const unsigned long long wait = std::strtoull(end, &wait_end, 10);
+    if (wait_end == end) {
+        return std::nullopt;
+    }
+    return std::chrono::nanoseconds(wait);
+}
 
 DomainPins::DomainPins(std::int64_t current, PinTime expires, PinOptions options)
     : m_options(options), m_visible(current), m_newest(current)
@@ -56,23 +86,25 @@ std::int64_t DomainPins::visible(PinTime now)
     return m_visible;
 }
 
-DomainPins::Choice DomainPins::choose(std::uint32_t pid, PinTime now)
+DomainPins::Choice DomainPins::choose(std::uint32_t pid, std::uint32_t tid, PinTime now)
 {
     const std::int64_t visible_now = visible(now);
     auto it = m_processes.find(pid);
-    if (it == m_processes.end() || now - it->second.last > m_options.window) {
+    if (it == m_processes.end() || quiet(it->second, now)) {
         // Quiet on the domain for a window, or not seen since the transition began (and then
         // the flip is a window away from anything it opened through the cache): a round of its
         // certainly starts here.
         ProcessPin fresh;
         fresh.gen = visible_now;
         fresh.last = now;
+        sample(fresh, tid, now);
         m_processes.insert_or_assign(pid, fresh);
         return Choice{visible_now};
     }
     ProcessPin& pin = it->second;
     const PinClock::duration gap = now - pin.last;
     pin.last = now;
+    sample(pin, tid, now);
     Choice choice{pin.gen};
     if (pin.gen == visible_now) {
         pin.held_since.reset();
@@ -87,6 +119,7 @@ DomainPins::Choice DomainPins::choose(std::uint32_t pid, PinTime now)
             pin = ProcessPin{};
             pin.gen = visible_now;
             pin.last = now;
+            sample(pin, tid, now);
             return choice;
         }
         if (!pin.reported && now - *pin.held_since >= m_options.window) {
@@ -124,9 +157,49 @@ PinClock::duration DomainPins::long_gap(const ProcessPin& pin)
     return *nth; // the 80th percentile: where a loop typically pauses between its rounds
 }
 
+bool DomainPins::quiet(ProcessPin& pin, PinTime now)
+{
+    const PinClock::duration heard = now - pin.last;
+    if (heard <= m_options.window) {
+        return false;
+    }
+    if (!m_options.runqueue_wait || !pin.waited) {
+        return true;
+    }
+    if (now < pin.stalled_until) {
+        return false;
+    }
+    const auto waited = m_options.runqueue_wait(pin.tid);
+    if (!waited) {
+        return true; // the thread is gone: whatever it was doing, it is not mid-round
+    }
+    // Its own time since the lookup: what it spent waiting for a CPU since the sample (which is
+    // at or before that lookup) is not. Counting from the sample takes away a little more wait,
+    // so a reader that pauses for about a window may move a little later; none moves sooner.
+    if (heard - (*waited - *pin.waited) > m_options.window) {
+        return true;
+    }
+    pin.stalled_until = now + m_options.window / 8; // the verdict stands that long
+    return false;
+}
+
+void DomainPins::sample(ProcessPin& pin, std::uint32_t tid, PinTime now) const
+{
+    // At most every eighth of a window per thread: a /proc read per lookup would double what a
+    // lookup costs during a transition.
+    if (!m_options.runqueue_wait || (pin.waited && pin.tid == tid && now - pin.waited_at < m_options.window / 8)) {
+        return;
+    }
+    pin.tid = tid;
+    pin.waited = m_options.runqueue_wait(tid);
+    pin.waited_at = now;
+}
+
 void DomainPins::forget_stale(PinTime now)
 {
-    std::erase_if(m_processes, [&](const auto& kv) { return now - kv.second.last > m_options.window; });
+    for (auto it = m_processes.begin(); it != m_processes.end();) {
+        it = quiet(it->second, now) ? m_processes.erase(it) : std::next(it);
+    }
 }
 
 bool DomainPins::in_transition(PinTime now)

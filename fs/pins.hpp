@@ -5,8 +5,9 @@
 // it names one generation's directory (filesystem.hpp), so a process gets a generation per
 // lookup. During a transition (from a commit until nobody reads an older generation) the kernel
 // asks the daemon at every path walk, and DomainPins answers:
-//   - a process whose previous lookup of the domain came within one pin window gets the same
-//     generation as then: its *pin*. Two threads of a process share it;
+//   - a process whose previous lookup of the domain came within one pin window (of its own
+//     time: see Quiet below) gets the same generation as then: its *pin*. Two threads of a
+//     process share it;
 //   - a process with no lookup in the last window gets the visible generation. Having been
 //     quiet on the domain for a whole window, it certainly starts a new round here, whatever
 //     its loop looks like; so a process moves to a newer generation only where it paused.
@@ -36,12 +37,21 @@
 // served. A commit made with --now (committed_now) is visible at once and drops every pin: every
 // process moves at its next lookup, mid-round or not.
 //
+// Quiet is the process's own time. A thread that waited for a CPU all along (a loaded machine,
+// a higher-priority task) did not pause, however long the daemon did not hear from it: the
+// kernel counts that wait (PinOptions::runqueue_wait, /proc/<tid>/schedstat), and it does not
+// count towards a window. Measured with two CPU hogs and a second pairing test on 2 cores, a
+// reader that never pauses went 245 ms (over a 200 ms window) between its key and its
+// certificate, and was moved between them. Time spent running elsewhere, sleeping or blocked
+// does count: the process was away from the domain.
+//
 // Times come from a monotonic clock. Thread-safety: not thread-safe; the caller serialises.
 #pragma once
 
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <vector>
@@ -54,9 +64,17 @@ using PinDuration = std::chrono::milliseconds;
 
 inline constexpr PinDuration k_default_max_hold = std::chrono::hours(1);
 
+// How long thread `tid` has waited for a CPU in all, or nullopt if that cannot be told (the
+// thread is gone, or the kernel does not count it).
+using RunqueueWait = std::function<std::optional<PinClock::duration>(std::uint32_t tid)>;
+
+// The kernel's count for `tid`: the second field of /proc/<tid>/schedstat (nanoseconds).
+std::optional<PinClock::duration> proc_runqueue_wait(std::uint32_t tid);
+
 struct PinOptions {
     PinDuration window;
     PinDuration max_hold = k_default_max_hold;
+    RunqueueWait runqueue_wait; // empty: quiet is the daemon's time alone
 };
 
 // How long a process may be held, from `since`, on a generation whose certificate expires at
@@ -92,7 +110,9 @@ public:
         PinTime held_since{};      // when the hold began
         PinTime bound{};           // held: when it is moved at the latest
     };
-    Choice choose(std::uint32_t pid, PinTime now);
+    // `tid` is the thread that looks up (pid itself if not told).
+    Choice choose(std::uint32_t pid, std::uint32_t tid, PinTime now);
+    Choice choose(std::uint32_t pid, PinTime now) { return choose(pid, pid, now); }
 
     // True while lookups must not be cached by the kernel: the newest commit is not visible yet,
     // or some process still holds an older generation.
@@ -111,10 +131,16 @@ private:
         bool reported = false;                         // the held event was given
         std::array<PinClock::duration, k_gaps> gaps{}; // its recent gaps between lookups, a ring
         std::size_t gap_count = 0;
+        std::uint32_t tid = 0;                    // the thread of its latest lookup
+        std::optional<PinClock::duration> waited; // that thread's runqueue wait ...
+        PinTime waited_at{};                      // ... sampled then, at or before `last`
+        PinTime stalled_until{};                  // found stalled, not pausing: kept until then
     };
 
     PinTime bound_of(const ProcessPin& pin) const;
     static PinClock::duration long_gap(const ProcessPin& pin);
+    bool quiet(ProcessPin& pin, PinTime now); // since its latest lookup, for a window of its own time
+    void sample(ProcessPin& pin, std::uint32_t tid, PinTime now) const;
     void forget_stale(PinTime now);
     void forget_expiries(); // of generations no process can get any more
 

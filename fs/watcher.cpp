@@ -202,7 +202,7 @@ std::pair<spdlog::level::level_enum, std::string> Watcher::commit_started(Domain
 {
     const PinTime expires = pin_time_of(d.current_not_after, at);
     const PinTime old_expires = pin_time_of(view.current_not_after, at);
-    const PinOptions options{m_fs.m_options.pin_window, m_fs.m_options.max_hold};
+    const PinOptions options{m_fs.m_options.pin_window, m_fs.m_options.max_hold, proc_runqueue_wait};
     const std::int64_t old_gen = *view.current;
     const std::int64_t gen = *d.current_gen;
     const bool starts = !view.pins;

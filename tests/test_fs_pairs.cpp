@@ -6,6 +6,7 @@
 //
 // bench/stress.sh runs the same test at the default pin window (CERTFS_PAIRS_WINDOW_MS=2000) and
 // with more renewals (CERTFS_PAIRS_RENEWALS).
+#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <memory>
@@ -21,6 +22,27 @@ using certfs::test::PairReader;
 namespace stdfs = std::filesystem;
 
 namespace {
+
+// How long the threads of process `pid` have run, and waited for a CPU, in all
+// (/proc/<pid>/task/*/schedstat).
+struct CpuTimes {
+    std::chrono::milliseconds on_cpu{0};
+    std::chrono::milliseconds waiting{0};
+};
+CpuTimes cpu_times_of(pid_t pid)
+{
+    std::chrono::nanoseconds on_cpu{0}, waiting{0};
+    for (const auto& task : stdfs::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+        std::ifstream in(task.path() / "schedstat");
+        long long ran = 0, waited = 0;
+        if (in >> ran >> waited) {
+            on_cpu += std::chrono::nanoseconds(ran);
+            waiting += std::chrono::nanoseconds(waited);
+        }
+    }
+    return {std::chrono::duration_cast<std::chrono::milliseconds>(on_cpu),
+            std::chrono::duration_cast<std::chrono::milliseconds>(waiting)};
+}
 
 struct Kind {
     std::string name;              // its process name
@@ -114,4 +136,57 @@ TEST_CASE("fs pairs: the worst loops never get a mismatched pair: held while the
             CHECK(log.find(notice) != std::string::npos);
         }
     }
+}
+
+TEST_CASE("fs pairs: a reader kept off the CPU for longer than a pin window, mid-round, keeps its generation")
+{
+    // A reader that never pauses spends its rounds between its key and its certificate (20 ms of
+    // work there). A real-time task on its CPU keeps it runnable but not running for 3 windows,
+    // 5 times: from the daemon's side it went quiet, but it never paused. It must be neither
+    // moved nor given a mixed pair.
+    const auto window = std::chrono::milliseconds(200);
+    const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpus < 2) {
+        WARN("one CPU: a real-time task would stall the daemon too; skipped");
+        return;
+    }
+    const std::string cpu = std::to_string(cpus - 1);
+    CaMount m(window);
+    m.add("stall.test");
+    PairReader reader(m.live("stall.test"),
+                      {"--window-ms", std::to_string(window.count()), "--name", "stalled", "--work-us", "20000"});
+    REQUIRE(reader.wait_ready(30s));
+    auto pinned = test::run({"/usr/bin/taskset", "-a", "-p", "-c", cpu, std::to_string(reader.pid())});
+    REQUIRE(pinned.exit_code == 0);
+    // A renewal it never pauses for: it is held on the first generation from here on.
+    const std::string newest = m.renew("stall.test");
+    m.wait_flip("stall.test", newest);
+
+    for (int i = 0; i < 5; ++i) {
+        const auto before = cpu_times_of(reader.pid());
+        {
+            // Spins on the reader's CPU until the reader has waited 3 windows for it; killed then.
+            test::Child stall({"/usr/bin/taskset", "-c", cpu, "/usr/bin/chrt", "-f", "50", "/usr/bin/sh", "-c",
+                               "while :; do :; done"});
+            std::chrono::milliseconds waited{0};
+            const bool stalled = test::wait_until(
+                [&] {
+                    waited = cpu_times_of(reader.pid()).waiting - before.waiting;
+                    return waited >= 3 * window;
+                },
+                10s);
+            INFO("the reader waited " << waited.count() << " ms for a CPU during stall " << i);
+            REQUIRE(stalled);
+        }
+        const auto after = cpu_times_of(reader.pid());
+        // Back on its CPU for 100 ms of rounds before the next stall.
+        REQUIRE(test::wait_until([&] { return cpu_times_of(reader.pid()).on_cpu >= after.on_cpu + 100ms; }, 10s));
+    }
+    auto c = reader.stop();
+    std::cout << "fs pairs, stalled reader: " << c["rounds"] << " rounds, " << c["mismatches"] << " mismatches, "
+              << c["moves"] << " moves over 5 stalls of 600 ms (pin window 200 ms)\n";
+    CHECK(c["mismatches"] == 0);
+    CHECK(c["errors"] == 0);
+    CHECK(c["moves"] == 0);
+    CHECK(c.serials["final"] == newest);
 }

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <map>
 #include <vector>
 
 #include "fs/pins.hpp"
@@ -17,8 +18,9 @@ constexpr PinDuration k_window = 2s;
 using Event = DomainPins::Event;
 
 struct Scenario {
-    explicit Scenario(PinDuration max_hold = k_default_max_hold, PinDuration validity = std::chrono::days(30))
-        : pins(1, t0 + validity, PinOptions{k_window, max_hold})
+    explicit Scenario(PinDuration max_hold = k_default_max_hold, PinDuration validity = std::chrono::days(30),
+                      RunqueueWait runqueue_wait = {})
+        : pins(1, t0 + validity, PinOptions{k_window, max_hold, std::move(runqueue_wait)})
     {
     }
 
@@ -283,4 +285,109 @@ TEST_CASE("pins: no flip before one window after the kernel's entries were last 
     b.pins.hold(b.at(5s)); // the drop is done
     CHECK(b.gen(200, 6999ms) == 1);
     CHECK(b.gen(300, 7000ms) == 2);
+}
+
+namespace {
+
+// What the kernel would say of each thread's wait for a CPU: set by the test, read by the pins.
+struct FakeRunqueue {
+    std::map<std::uint32_t, PinClock::duration> waited; // a thread not in it is gone
+    int reads = 0;
+    RunqueueWait reader()
+    {
+        return [this](std::uint32_t tid) -> std::optional<PinClock::duration> {
+            ++reads;
+            auto it = waited.find(tid);
+            return it == waited.end() ? std::nullopt : std::optional<PinClock::duration>(it->second);
+        };
+    }
+};
+
+// Process `pid` loops every 100 ms from 1.9 s to 3 s, around a commit at 0 (flip at 2 s): held on 1.
+void loop_held(Scenario& s, std::uint32_t pid)
+{
+    for (PinDuration t = 1900ms; t <= 3s; t += 100ms) {
+        REQUIRE(s.gen(pid, t) == 1);
+    }
+}
+
+} // namespace
+
+TEST_CASE("pins: a reader that waited for a CPU for longer than a window, between its key and its certificate, "
+          "keeps its generation")
+{
+    FakeRunqueue rq;
+    rq.waited[100] = 0s;
+    Scenario s(k_default_max_hold, std::chrono::days(30), rq.reader());
+    s.commit(2, 0s);
+    // Looping, held on 1 after the flip at 2 s; its key at 3 s.
+    loop_held(s, 100);
+    // Runnable but not running for 2.5 s: its certificate comes 2.5 s after its key.
+    rq.waited[100] += 2500ms;
+    CHECK(s.gen(100, 5500ms) == 1);
+    // The same without the kernel's count: it would have been moved between its two files.
+    Scenario blind;
+    blind.commit(2, 0s);
+    loop_held(blind, 100);
+    CHECK(blind.gen(100, 5500ms) == 2);
+}
+
+TEST_CASE("pins: a reader that slept for a window moves, whatever it waited for a CPU besides")
+{
+    FakeRunqueue rq;
+    rq.waited[100] = 0s;
+    Scenario s(k_default_max_hold, std::chrono::days(30), rq.reader());
+    s.commit(2, 0s);
+    loop_held(s, 100);
+    // 0.5 s waiting for a CPU, then 2.1 s asleep: away for more than a window of its own time.
+    rq.waited[100] += 500ms;
+    CHECK(s.gen(100, 5600ms) == 2);
+    // Time on a CPU elsewhere counts as away too: a reader held until 3 s computes for 2.1 s
+    // between rounds (its runqueue wait stays put) and moves.
+    FakeRunqueue busy;
+    busy.waited[200] = 0s;
+    Scenario c(k_default_max_hold, std::chrono::days(30), busy.reader());
+    c.commit(2, 0s);
+    loop_held(c, 200);
+    CHECK(c.gen(200, 5100ms) == 2);
+}
+
+TEST_CASE("pins: a stalled reader keeps the transition going until it comes back; one whose thread ended does not")
+{
+    FakeRunqueue rq;
+    rq.waited[100] = 0s;
+    rq.waited[200] = 0s;
+    Scenario s(k_default_max_hold, std::chrono::days(30), rq.reader());
+    s.commit(2, 0s);
+    CHECK(s.gen(100, 1900ms) == 1);
+    CHECK(s.gen(200, 1950ms) == 1);
+    CHECK(s.gen(100, 2000ms) == 1);
+    CHECK(s.gen(200, 2050ms) == 1);
+    // Both stall; 200's thread then ends.
+    rq.waited[100] += 3s;
+    rq.waited.erase(200);
+    // A new process at 5 s ends nothing: 100 is still held on 1, mid-round for all anyone knows.
+    CHECK(s.gen(300, 5s) == 2);
+    CHECK(s.pins.in_transition(s.at(5s)));
+    CHECK(s.gen(100, 5100ms) == 1);
+    // Once it paused for real (here: asleep for 2.1 s), the transition ends with its next lookup.
+    CHECK(s.gen(100, 7300ms) == 2);
+    CHECK_FALSE(s.pins.in_transition(s.at(7300ms)));
+}
+
+TEST_CASE("pins: the kernel's count is read at most every eighth of a window per thread while a reader loops")
+{
+    FakeRunqueue rq;
+    rq.waited[100] = 0s;
+    Scenario s(k_default_max_hold, std::chrono::days(30), rq.reader());
+    s.commit(2, 0s);
+    // 2 s of lookups every millisecond: 2,000 lookups, a read per 250 ms.
+    for (PinDuration t = 0ms; t < 2s; t += 1ms) {
+        REQUIRE(s.pins.choose(100, 100, s.at(t)).gen == 1);
+    }
+    CHECK(rq.reads == 8);
+    // A second thread of the process is sampled for itself.
+    rq.waited[101] = 0s;
+    CHECK(s.pins.choose(100, 101, s.at(2s)).gen == 1);
+    CHECK(rq.reads == 9);
 }
