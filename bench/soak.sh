@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The daemon left running, at the size the issue asks for: RENEWALS renewals (default 10000)
+# The daemon left running, as the suite's test_soak does, or bigger: RENEWALS renewals (default 10000)
 # across DOMAINS domains (default 100) by the daemon's own scheduler, with readers on the mount
 # (tests/test_soak.cpp). It prints the daemon's RSS and thread count after the first FIRST
 # renewals (default 1000) and at the end, and passes when the threads stayed flat and the RSS
