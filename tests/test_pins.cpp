@@ -352,7 +352,7 @@ TEST_CASE("pins: a reader that slept for a window moves, whatever it waited for 
     CHECK(c.gen(200, 5100ms) == 2);
 }
 
-TEST_CASE("pins: a stalled reader keeps the transition going until it comes back; one whose thread ended does not")
+TEST_CASE("pins: a stalled reader keeps the transition going until it comes back, and one whose thread ended does not")
 {
     FakeRunqueue rq;
     rq.waited[100] = 0s;
