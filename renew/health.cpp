@@ -14,15 +14,19 @@ Result<std::vector<std::string>> check_store(store::Store& store)
     auto now = store.clock().now();
     ASSIGN_OR_RETURN(auto leases, store.leases());
     auto live = [&](const std::string& scope) {
-        return std::any_of(leases.begin(), leases.end(), [&](const store::Lease& l) {
-            return l.scope == scope && l.expires_at > now && store::holder_fate(l.holder) != store::HolderFate::dead;
-        });
+        return std::any_of(leases.begin(), leases.end(),
+                           [&](const store::Lease& l) { return l.scope == scope && store::lease_holds(l, now); });
     };
     for (const auto& lease : leases) {
         if (lease.expires_at <= now) {
+            const bool runs = store::holder_fate(lease.holder, lease.acquired_at) == store::HolderFate::alive;
             problems.push_back("stuck renewal: the lease on " + lease.scope + " held by " + lease.owner +
-                               " expired at " + format_rfc3339(lease.expires_at));
-        } else if (store::holder_fate(lease.holder) == store::HolderFate::dead) {
+                               " expired at " + format_rfc3339(lease.expires_at) +
+                               (runs ? ", but its holder (" + store::describe_holder(lease.holder) +
+                                           ") still runs: it no longer heartbeats, and nobody else may renew "
+                                           "this until it ends"
+                                     : std::string()));
+        } else if (store::holder_fate(lease.holder, lease.acquired_at) == store::HolderFate::dead) {
             problems.push_back("stuck renewal: the lease on " + lease.scope + " is held by " + lease.owner + " (" +
                                store::describe_holder(lease.holder) + "), which no longer runs");
         }

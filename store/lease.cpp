@@ -57,6 +57,22 @@ std::optional<ProcStat> proc_stat(std::int64_t pid)
     return out;
 }
 
+// When this boot began (btime in /proc/stat); the earliest time when it cannot be read, so
+// that no lease counts as older than this boot.
+TimePoint this_boot_began()
+{
+    static const TimePoint began = [] {
+        std::ifstream in("/proc/stat");
+        for (std::string line; std::getline(in, line);) {
+            if (line.rfind("btime ", 0) == 0) {
+                return TimePoint(std::chrono::seconds(std::stoll(line.substr(6))));
+            }
+        }
+        return TimePoint::min();
+    }();
+    return began;
+}
+
 std::string pid_namespace(const std::string& pid)
 {
     std::error_code ec;
@@ -88,15 +104,16 @@ LeaseHolder this_process()
     return self ? *self : LeaseHolder{};
 }
 
-HolderFate holder_fate(const LeaseHolder& holder, const LeaseHolder& self)
+HolderFate holder_fate(const LeaseHolder& holder, TimePoint acquired_at, const LeaseHolder& self)
 {
     if (holder.machine_id.empty() || self.machine_id.empty() || holder.machine_id != self.machine_id) {
         return HolderFate::unknown; // another host, or no way to tell
     }
     if (holder.boot_id != self.boot_id) {
-        // This machine booted since: every process of the earlier boot is gone. (Machine ids
-        // are unique per installation; a cloned image that kept its id is two hosts in one.)
-        return HolderFate::dead;
+        // Taken before this machine booted: every process of that boot is gone. Taken since,
+        // under another boot id: another machine with this machine's id (a cloned image that
+        // kept /etc/machine-id), whose holder may well run.
+        return acquired_at < this_boot_began() ? HolderFate::dead : HolderFate::unknown;
     }
     if (holder.pid_ns != self.pid_ns) {
         return HolderFate::unknown; // another container's pids are not ours to look up
@@ -114,6 +131,17 @@ HolderFate holder_fate(const LeaseHolder& holder, const LeaseHolder& self)
     return HolderFate::alive;
 }
 
+bool lease_holds(const Lease& lease, TimePoint now)
+{
+    const HolderFate fate = holder_fate(lease.holder, lease.acquired_at);
+    return fate == HolderFate::alive || (lease.expires_at > now && fate != HolderFate::dead);
+}
+
+std::string why_lease_ended(const Lease& lease, TimePoint now)
+{
+    return lease.expires_at > now ? ", which no longer runs" : ", whose lease expired";
+}
+
 std::string describe_holder(const LeaseHolder& holder)
 {
     if (holder.machine_id.empty()) {
@@ -121,7 +149,7 @@ std::string describe_holder(const LeaseHolder& holder)
     }
     const LeaseHolder self = this_process();
     std::string where = holder.machine_id != self.machine_id ? "on host " + holder.machine_id
-                        : holder.boot_id != self.boot_id     ? "in an earlier boot of this host"
+                        : holder.boot_id != self.boot_id     ? "in another boot of this machine id"
                                                              : "on this host";
     return "pid " + std::to_string(holder.pid) + " " + where;
 }

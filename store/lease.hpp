@@ -22,13 +22,22 @@ LeaseHolder this_process();
 // Process `pid` of this host as a lease would name it; none when it does not run.
 std::optional<LeaseHolder> holder_of(std::int64_t pid);
 
-// What `self` can tell of a lease's holder. dead: it certainly runs no more (on this host, and
-// its pid is gone, a zombie, or another process's: its start time differs; or it ran in an
-// earlier boot of this machine); alive: it runs on this host; unknown: it runs, or ran, on
-// another host (or in another pid namespace), or the lease does not say (written before
-// schema v6). Only a dead holder's lease is taken before it expires.
+// What `self` can tell of the holder of a lease acquired at `acquired_at`. dead: it certainly
+// runs no more (on this host, and its pid is gone, a zombie, or another process's: its start
+// time differs; or it ran in an earlier boot of this machine: another boot id, and the lease is
+// older than this boot); alive: it runs on this host; unknown: it runs, or ran, on another host
+// (or in another pid namespace, or under another boot id after this boot began: a clone that
+// kept this machine's id), or the lease does not say (written before schema v6).
 enum class HolderFate { alive, dead, unknown };
-HolderFate holder_fate(const LeaseHolder& holder, const LeaseHolder& self = this_process());
+HolderFate holder_fate(const LeaseHolder& holder, TimePoint acquired_at, const LeaseHolder& self = this_process());
+
+// Whether `lease` keeps everyone else out at `now`: its holder runs on this host, even past the
+// expiry (a heartbeat that failed, a clock that jumped: taking it would ask the CA twice), or it
+// has not expired and its holder is not known to be dead. An expired lease of a holder that
+// cannot be told is taken; a live holder's only when it ends.
+bool lease_holds(const Lease& lease, TimePoint now);
+// Why a lease that no longer holds does not: ", which no longer runs" or ", whose lease expired".
+std::string why_lease_ended(const Lease& lease, TimePoint now);
 // "pid 123 on this host", "pid 123 on host <machine id>", for messages.
 std::string describe_holder(const LeaseHolder& holder);
 

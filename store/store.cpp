@@ -828,12 +828,16 @@ Status Store::acquire_lease(std::string_view scope, std::string_view owner, Dura
             const bool ours =
                 lease.owner == owner && !lease.holder.machine_id.empty() && same_process(lease.holder, holder);
             if (!ours) {
-                const bool live = lease.expires_at > now;
-                if (live && holder_fate(lease.holder) != HolderFate::dead) {
+                if (lease_holds(lease, now)) {
+                    const std::string until = lease.expires_at > now
+                                                  ? " until " + format_rfc3339(lease.expires_at)
+                                                  : ", which still runs; its lease expired at " +
+                                                        format_rfc3339(lease.expires_at) +
+                                                        " without a heartbeat, and it is kept until the holder ends";
                     return Status::Conflict("renewal already in progress (" + std::string(scope) + " is held by " +
-                                            held_by(lease) + " until " + format_rfc3339(lease.expires_at) + ")");
+                                            held_by(lease) + until + ")");
                 }
-                const std::string why = held_by(lease) + (live ? ", which no longer runs" : ", whose lease expired");
+                const std::string why = held_by(lease) + why_lease_ended(lease, now);
                 TRY(log_event("", "lease taken", std::string(scope) + " from " + why));
                 TRY(reset_abandoned(scope, why));
             }
@@ -886,13 +890,26 @@ Result<std::vector<Lease>> Store::leases()
 Result<std::vector<std::string>> Store::recover_abandoned()
 {
     const auto now = m_clock->now();
+    // Every domain left `issuing` or `hooks`, with its lease scope.
+    auto stuck_domains = [&]() -> Result<std::vector<std::pair<std::string, std::string>>> {
+        ASSIGN_OR_RETURN(auto stmt, m_db->prepare("SELECT name, bundle, state FROM domains"
+                                                  " WHERE state IN ('issuing', 'hooks')"));
+        return collect<std::pair<std::string, std::string>>(stmt, [](const Stmt& row) {
+            DomainConfig config;
+            config.name = row.text(0);
+            config.bundle = row.opt_text(1);
+            return std::pair(lease_scope(config), row.text(0) + " (" + row.text(2) + ")");
+        });
+    };
     {
-        // The daemon calls this at every pass: most find nothing to do, and take no write lock.
+        // The daemon calls this at every pass: most find nothing to do, and take no write lock,
+        // also while renewals run (their domains are `issuing`, and their leases hold).
         ASSIGN_OR_RETURN(auto before, leases());
-        ASSIGN_OR_RETURN(auto left, m_db->prepare("SELECT 1 FROM domains WHERE state IN ('issuing', 'hooks') LIMIT 1"));
-        ASSIGN_OR_RETURN(bool any_left, left.step());
-        const bool any_abandoned = std::any_of(before.begin(), before.end(), [&](const Lease& l) {
-            return l.expires_at <= now || holder_fate(l.holder) == HolderFate::dead;
+        const bool any_abandoned =
+            std::any_of(before.begin(), before.end(), [&](const Lease& l) { return !lease_holds(l, now); });
+        ASSIGN_OR_RETURN(auto stuck, stuck_domains());
+        const bool any_left = std::any_of(stuck.begin(), stuck.end(), [&](const auto& s) {
+            return std::none_of(before.begin(), before.end(), [&](const Lease& l) { return l.scope == s.first; });
         });
         if (!any_left && !any_abandoned) {
             return std::vector<std::string>{};
@@ -903,27 +920,18 @@ Result<std::vector<std::string>> Store::recover_abandoned()
     ASSIGN_OR_RETURN(auto all, leases());
     std::set<std::string> held;
     for (const auto& lease : all) {
-        const bool live = lease.expires_at > now;
-        if (live && holder_fate(lease.holder) != HolderFate::dead) {
+        if (lease_holds(lease, now)) {
             held.insert(lease.scope);
             continue;
         }
-        const std::string why = held_by(lease) + (live ? ", which no longer runs" : ", whose lease expired");
+        const std::string why = held_by(lease) + why_lease_ended(lease, now);
         ASSIGN_OR_RETURN(auto drop, m_db->prepare("DELETE FROM leases WHERE scope = ?"));
         TRY(drop.bind_all(lease.scope).run());
         TRY(log_event("", "lease freed", lease.scope + " held by " + why));
         notes.push_back("freed the lease on " + lease.scope + " held by " + why);
     }
     // Every domain left `issuing` or `hooks` by a renewal that holds no lease any more.
-    ASSIGN_OR_RETURN(auto stmt, m_db->prepare("SELECT name, bundle, state FROM domains"
-                                              " WHERE state IN ('issuing', 'hooks')"));
-    using ScopedName = std::pair<std::string, std::string>;
-    ASSIGN_OR_RETURN(auto stuck, collect<ScopedName>(stmt, [](const Stmt& row) {
-                         DomainConfig config;
-                         config.name = row.text(0);
-                         config.bundle = row.opt_text(1);
-                         return std::pair(lease_scope(config), row.text(0) + " (" + row.text(2) + ")");
-                     }));
+    ASSIGN_OR_RETURN(auto stuck, stuck_domains());
     std::set<std::string> reset;
     for (const auto& [scope, what] : stuck) {
         if (held.contains(scope)) {

@@ -115,7 +115,7 @@ TEST_CASE("daemon: a due domain whose lease another process holds costs no CPU a
     add_issuer(m, "short", 4s); // due 2 s after its issue
     // This process holds the lease, and stays alive while it does.
     auto holder = m.store();
-    REQUIRE(holder->acquire_lease("domain:held.test", "a test process on another host", 1h).ok());
+    REQUIRE(holder->acquire_lease("domain:held.test", "this test process", 1h).ok());
     add_domain(m, "held.test", "short");
     // The daemon finds it due and the lease held.
     REQUIRE(wait_until(
@@ -132,7 +132,7 @@ TEST_CASE("daemon: a due domain whose lease another process holds costs no CPU a
     CHECK(current_gen(m, "held.test") == 1);
 
     // Released: the daemon renews it without waiting for the lease's expiry.
-    REQUIRE(holder->release_lease("domain:held.test", "a test process on another host").ok());
+    REQUIRE(holder->release_lease("domain:held.test", "this test process").ok());
     CHECK(wait_until([&] { return current_gen(m, "held.test") >= 2; }, 15s));
 }
 

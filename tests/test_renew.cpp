@@ -237,11 +237,14 @@ TEST_CASE("renew: a held lease refuses a second renewal and nothing is committed
     Fixture f;
     REQUIRE(f.renewer.add_and_issue(f.config("busy.test")).ok());
     auto other = f.open_store();
-    REQUIRE(other->acquire_lease("domain:busy.test", "the daemon", k_lease_ttl).ok());
+    // The daemon of another host sharing the store: nothing here can tell whether it runs.
+    store::LeaseHolder remote = store::this_process();
+    remote.machine_id = "0123456789abcdef0123456789abcdef";
+    REQUIRE(other->acquire_lease("domain:busy.test", "the daemon", k_lease_ttl, remote).ok());
     require_error(f.renewer.renew("busy.test", true), Code::conflict,
                   "renewal already in progress (domain:busy.test is held by the daemon");
     CHECK(f.current("busy.test").gen == 1);
-    // A holder that died lets its lease expire; then the renewal proceeds.
+    // A holder there that died lets its lease expire; then the renewal proceeds.
     f.clock.advance(k_lease_ttl + 1s);
     CHECK(f.renewer.renew("busy.test", true).value().front().generation == 2);
 }
@@ -429,7 +432,10 @@ TEST_CASE("check: a healthy store has no problems: each kind of problem is one l
     f.clock.advance(61 * 24h); // fine.test is inside its renew window now
     auto problems = check_store(*f.store).value();
     REQUIRE(problems.size() == 3);
+    // Its holder is this test process: past its expiry it still keeps everyone out, and says so.
     CHECK_THAT(problems[0], Contains("stuck renewal: the lease on domain:fine.test held by a dead daemon expired"));
+    CHECK_THAT(problems[0],
+               Contains("still runs: it no longer heartbeats, and nobody else may renew this until it ends"));
     CHECK_THAT(problems[1], Contains("domain bare.test: has no certificate"));
     CHECK_THAT(problems[2], Contains("domain fine.test: due for renewal since"));
 

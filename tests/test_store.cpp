@@ -3,6 +3,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
+
 #include <catch2/catch.hpp>
 
 #include "store/lease.hpp"
@@ -509,15 +511,17 @@ TEST_CASE("issuers: names are unique, and none is removed while a domain uses it
     require_error(f.store->get_issuer("ca1"), Code::not_found, "no issuer named ca1");
 }
 
-TEST_CASE("leases: one holder at a time: an expired lease is taken over")
+TEST_CASE("leases: one holder at a time: an expired lease of a holder on another host is taken over")
 {
     Fixture f;
     auto other = f.open_store(false);
-    REQUIRE(f.store->acquire_lease("domain:l.test", "daemon A", 10min).ok());
+    LeaseHolder remote = this_process();
+    remote.machine_id = "0123456789abcdef0123456789abcdef";
+    REQUIRE(f.store->acquire_lease("domain:l.test", "daemon A", 10min, remote).ok());
     require_error(other->acquire_lease("domain:l.test", "daemon B", 10min), Code::conflict,
                   "renewal already in progress (domain:l.test is held by daemon A");
     // The holder may extend its lease (heartbeat); others may not release it.
-    REQUIRE(f.store->acquire_lease("domain:l.test", "daemon A", 10min).ok());
+    REQUIRE(f.store->acquire_lease("domain:l.test", "daemon A", 10min, remote).ok());
     REQUIRE(other->release_lease("domain:l.test", "daemon B").ok());
     CHECK(f.store->leases().value().size() == 1);
     // Other scopes are independent.
@@ -758,6 +762,22 @@ TEST_CASE("mount settings: recorded by a daemon, read by others, forgotten only 
 
 namespace {
 
+// Now, for a lease's acquisition time.
+TimePoint wall_now() { return std::chrono::system_clock::now(); }
+
+// When this machine booted (btime in /proc/stat).
+TimePoint boot_time()
+{
+    std::ifstream in("/proc/stat");
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind("btime ", 0) == 0) {
+            return TimePoint(std::chrono::seconds(std::stoll(line.substr(6))));
+        }
+    }
+    FAIL("no btime in /proc/stat");
+    return {};
+}
+
 // A child process that waits to be killed: a lease holder on this host the test can end.
 struct Sleeper {
     pid_t pid = -1;
@@ -806,7 +826,7 @@ TEST_CASE("leases: a live holder whose command name holds a newline and a parent
 {
     // Any process may name itself so (prctl PR_SET_NAME); /proc/<pid>/stat then spans two lines.
     Sleeper holder("x\n) y");
-    CHECK(holder_fate(holder.holder()) == HolderFate::alive);
+    CHECK(holder_fate(holder.holder(), wall_now()) == HolderFate::alive);
     holder.end();
 }
 
@@ -838,13 +858,13 @@ TEST_CASE("leases: a holder that died on this host loses its lease at once, a li
     require_error(other->acquire_lease("domain:dead.test", "certfsctl", 10min), Code::conflict,
                   "is held by certfs pid " + std::to_string(holder.pid) + " (pid " + std::to_string(holder.pid) +
                       " on this host) until");
-    CHECK(holder_fate(h) == HolderFate::alive);
+    CHECK(holder_fate(h, wall_now()) == HolderFate::alive);
 
     // Killed but not yet reaped (a zombie) already counts as dead; then reaped (gone).
     holder.kill();
-    REQUIRE(test::wait_until([&] { return holder_fate(h) == HolderFate::dead; }));
+    REQUIRE(test::wait_until([&] { return holder_fate(h, wall_now()) == HolderFate::dead; }));
     holder.end();
-    CHECK(holder_fate(h) == HolderFate::dead);
+    CHECK(holder_fate(h, wall_now()) == HolderFate::dead);
     REQUIRE(other->acquire_lease("domain:dead.test", "certfsctl", 10min).ok()); // no wait for the ttl
     auto leases = f.store->leases().value();
     REQUIRE(leases.size() == 1);
@@ -866,7 +886,7 @@ TEST_CASE("leases: a pid now used by another process does not keep a dead holder
     auto other = f.open_store(false);
     LeaseHolder reused = this_process(); // our pid, but another start time: an earlier process
     reused.start_time -= 1;
-    CHECK(holder_fate(reused) == HolderFate::dead);
+    CHECK(holder_fate(reused, wall_now()) == HolderFate::dead);
     REQUIRE(f.store->acquire_lease("domain:r.test", "old certfs", 10min, reused).ok());
     REQUIRE(other->acquire_lease("domain:r.test", "certfsctl", 10min).ok());
     CHECK(f.store->leases().value().front().owner == "certfsctl");
@@ -879,7 +899,7 @@ TEST_CASE("leases: a holder on another host keeps its lease until it expires")
     LeaseHolder remote = this_process();
     remote.machine_id = "0123456789abcdef0123456789abcdef";
     remote.pid = 1; // whatever runs as pid 1 here says nothing about that host
-    CHECK(holder_fate(remote) == HolderFate::unknown);
+    CHECK(holder_fate(remote, wall_now()) == HolderFate::unknown);
     REQUIRE(f.store->acquire_lease("domain:h.test", "certfs pid 1", 10min, remote).ok());
     require_error(other->acquire_lease("domain:h.test", "certfsctl", 10min), Code::conflict,
                   "is held by certfs pid 1 (pid 1 on host 0123456789abcdef0123456789abcdef) until");
@@ -908,13 +928,56 @@ TEST_CASE("leases: a holder from an earlier boot of this host loses its lease at
     auto other = f.open_store(false);
     LeaseHolder earlier = this_process(); // even our own pid and start time
     earlier.boot_id = "00000000-0000-0000-0000-000000000000";
-    CHECK(holder_fate(earlier) == HolderFate::dead);
+    const TimePoint now = f.clock.now();
+    const TimePoint before_boot = boot_time() - 1h;
+    CHECK(holder_fate(earlier, before_boot) == HolderFate::dead);
+    f.clock.set(before_boot);
     REQUIRE(f.store->acquire_lease("domain:b.test", "certfs pid 99", 10min, earlier).ok());
+    f.clock.set(now);
     REQUIRE(other->acquire_lease("domain:b.test", "certfsctl", 10min).ok());
     auto events = f.store->events(std::nullopt, 5).value();
     CHECK(std::any_of(events.begin(), events.end(), [](const Event& e) {
-        return e.detail.find("in an earlier boot of this host") != std::string::npos;
+        return e.detail.find("in another boot of this machine id") != std::string::npos;
     }));
+}
+
+// A machine cloned from this one's image, /etc/machine-id and all, boots with its own boot id: a
+// lease it took after this machine booted is not an earlier boot's. Its holder may run; it waits
+// for the lease to expire, as another host's does.
+TEST_CASE("leases: a holder with this machine id but another boot id, since this boot, keeps its lease until it "
+          "expires")
+{
+    Fixture f;
+    auto other = f.open_store(false);
+    LeaseHolder clone = this_process();
+    clone.boot_id = "00000000-0000-0000-0000-000000000000";
+    clone.pid = 1;
+    CHECK(holder_fate(clone, f.clock.now()) == HolderFate::unknown);
+    REQUIRE(f.store->acquire_lease("domain:c.test", "certfs pid 1", 10min, clone).ok());
+    require_error(other->acquire_lease("domain:c.test", "certfsctl", 10min), Code::conflict,
+                  "is held by certfs pid 1 (pid 1 in another boot of this machine id) until");
+    f.clock.advance(11min);
+    REQUIRE(other->acquire_lease("domain:c.test", "certfsctl", 10min).ok());
+}
+
+TEST_CASE("leases: a holder that still runs on this host keeps its lease past its expiry, until it ends")
+{
+    // Its heartbeat may have failed (SQLITE_BUSY, a full disk) or the clock jumped forward: the
+    // renewal still runs, and a second one would ask the CA again and reset its state.
+    Fixture f;
+    auto other = f.open_store(false);
+    f.add("slow.test");
+    Sleeper holder;
+    REQUIRE(f.store->acquire_lease("domain:slow.test", "certfsctl renew", 10min, holder.holder()).ok());
+    REQUIRE(f.store->set_state("slow.test", DomainState::issuing, "", std::nullopt, false).ok());
+    f.clock.advance(11min);
+    require_error(other->acquire_lease("domain:slow.test", "certfs pid 1", 10min), Code::conflict,
+                  "is held by certfsctl renew (pid " + std::to_string(holder.pid) +
+                      " on this host), which still runs; its lease expired at");
+    CHECK(f.store->get_domain("slow.test").value().state == DomainState::issuing);
+    holder.end();
+    REQUIRE(other->acquire_lease("domain:slow.test", "certfs pid 1", 10min).ok());
+    CHECK(f.store->get_domain("slow.test").value().state == DomainState::monitoring);
 }
 
 TEST_CASE("leases: the same owner name in another process is another holder")
@@ -976,12 +1039,37 @@ TEST_CASE("recovery: leases of dead holders are freed and the states they left r
     CHECK(pending.next_attempt == poll);
     CHECK(f.store->get_domain("live.test").value().state == DomainState::issuing);
 
-    // An expired lease goes too, and a state left with no lease at all is reset.
+    // Expired while its holder still runs on this host (a heartbeat that failed, a clock that
+    // jumped): kept, and its renewal's state too.
     f.clock.advance(11min);
+    CHECK(f.store->recover_abandoned().value().empty());
+    CHECK(f.store->leases().value().size() == 1);
+    CHECK(f.store->get_domain("live.test").value().state == DomainState::issuing);
+    // Once the holder ends, the lease goes, and a state left with no lease at all is reset.
+    alive.end();
     CHECK(f.store->recover_abandoned().value().size() == 2);
     CHECK(f.store->leases().value().empty());
     CHECK(f.store->get_domain("live.test").value().state == DomainState::monitoring);
     CHECK(f.store->recover_abandoned().value().empty());
+}
+
+TEST_CASE("recovery: a pass while only live renewals run takes no write lock")
+{
+    // The daemon recovers at every pass; a renewal in flight (its domain `issuing`, its lease
+    // held) is not something to recover, and must not cost a write lock each time.
+    Fixture f;
+    f.add("live.test");
+    Sleeper alive;
+    REQUIRE(f.store->acquire_lease("domain:live.test", "certfs B", 10min, alive.holder()).ok());
+    REQUIRE(f.store->set_state("live.test", DomainState::issuing, "", std::nullopt, false).ok());
+    auto writer = f.open_store(false);
+    REQUIRE(writer->db_for_testing().exec("BEGIN IMMEDIATE").ok()); // another process writing
+    auto notes = f.store->recover_abandoned();
+    INFO(notes.status().message());
+    REQUIRE(notes.ok());
+    CHECK(notes->empty());
+    REQUIRE(writer->db_for_testing().exec("ROLLBACK").ok());
+    CHECK(f.store->get_domain("live.test").value().state == DomainState::issuing);
 }
 
 TEST_CASE("hooks owed: the commit records them in its transaction, a run for that generation pays them")
