@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 
 #include <filesystem>
 #include <fstream>
@@ -65,7 +66,8 @@ TimePoint this_boot_began()
         std::ifstream in("/proc/stat");
         for (std::string line; std::getline(in, line);) {
             if (line.rfind("btime ", 0) == 0) {
-                return TimePoint(std::chrono::seconds(std::stoll(line.substr(6))));
+                // strtoll, not stoll: a line that does not parse must not throw in the daemon.
+                return TimePoint(std::chrono::seconds(std::strtoll(line.c_str() + 6, nullptr, 10)));
             }
         }
         return TimePoint::min();
