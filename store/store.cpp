@@ -1,10 +1,13 @@
 #include "store/store.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <filesystem>
 #include <set>
 #include <sstream>
 
@@ -149,6 +152,42 @@ Result<Generation> generation_from_row(const Stmt& row)
     return g;
 }
 
+std::string octal_mode(mode_t mode)
+{
+    char text[8];
+    std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
+    return text;
+}
+
+// The store holds private keys. One that another user could read or write (the file, or its
+// -wal and -shm files, with any group or other bit), or replace (its directory writable by its
+// group or others), is refused before anything reads or creates it. A path that cannot be
+// resolved is left to the open, which names it.
+Status check_private(const std::string& path)
+{
+    std::error_code ec;
+    const std::filesystem::path real = std::filesystem::weakly_canonical(path, ec);
+    if (ec || !real.has_parent_path()) {
+        return Status::Ok();
+    }
+    const std::string dir = real.parent_path().string();
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) == 0 && (st.st_mode & 022) != 0) {
+        return Status::Invalid("refusing store " + real.string() + ": its directory " + dir + " has mode " +
+                               octal_mode(st.st_mode) + ", which lets other users replace the store (chmod 700 " + dir +
+                               ")");
+    }
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+        const std::string file = real.string() + suffix;
+        if (::stat(file.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+            return Status::Invalid("refusing store " + file + ": its mode " + octal_mode(st.st_mode) +
+                                   " lets other users read or write the private keys it holds (chmod 600 " + file +
+                                   ")");
+        }
+    }
+    return Status::Ok();
+}
+
 std::string gen_text(const std::optional<std::int64_t>& gen)
 {
     return gen ? "generation " + std::to_string(*gen) : "no generation";
@@ -167,6 +206,7 @@ Db& Store::db_for_testing() { return *m_db; }
 
 Result<std::unique_ptr<Store>> Store::open(const std::string& path, OpenOptions options)
 {
+    TRY(check_private(path));
     if (options.create) {
         // The store holds private keys: it is born 0600 (SQLite gives its -wal and -shm files
         // the same mode), never world-readable for a moment.

@@ -282,10 +282,74 @@ TEST_CASE("a file that is not a store gives one clear line")
 {
     Ctl ctl;
     write_file(ctl.db(), "this is not an SQLite database, just some text long enough to be a header\n");
+    stdfs::permissions(ctl.db(), stdfs::perms::owner_read | stdfs::perms::owner_write);
     expect_failure(ctl({"list"}), 1, "file is not a database");
     expect_failure(ctl({"init"}), 1, "file is not a database");
     write_file(ctl.db(), "");
     expect_failure(ctl({"list"}), 1, "certfsctl init");
+}
+
+TEST_CASE("a store other users could read, write or replace is refused, and nothing is changed")
+{
+    Ctl ctl;
+    ctl.init_with_ca();
+    ctl.ok({"add", "www.example.com", "--issuer", "ca"});
+    CHECK(mode_of(ctl.db()) == 0600);
+    const std::string dir = stdfs::path(ctl.db()).parent_path().string();
+    CHECK(mode_of(dir) == 0700);
+    const std::string before = ctl.snapshot();
+    const std::vector<std::vector<std::string>> commands = {{"list"},
+                                                            {"show", "www.example.com"},
+                                                            {"add", "b.example.com", "--issuer", "ca"},
+                                                            {"renew", "www.example.com", "--force"},
+                                                            {"init"}};
+
+    for (unsigned mode : {0644U, 0640U, 0604U, 0620U, 0602U}) {
+        ::chmod(ctl.db().c_str(), mode);
+        for (const auto& args : commands) {
+            INFO(mode << " " << join(args));
+            RunResult r = ctl(args);
+            expect_failure(r, 1, "refusing store " + ctl.db());
+            CHECK_THAT(r.err, Contains("lets other users read or write the private keys it holds (chmod 600 " +
+                                       ctl.db() + ")"));
+        }
+    }
+    ::chmod(ctl.db().c_str(), 0600);
+
+    // SQLite's side files hold the same pages.
+    for (const char* suffix : {"-wal", "-shm"}) {
+        const std::string side = ctl.db() + suffix;
+        write_file(side, "");
+        ::chmod(side.c_str(), 0644);
+        INFO(suffix);
+        expect_failure(ctl({"list"}), 1, "refusing store " + side + ": its mode 0644");
+        stdfs::remove(side);
+    }
+
+    // A directory others can write lets them swap the store for their own.
+    for (unsigned mode : {0777U, 0770U, 0757U}) {
+        ::chmod(dir.c_str(), mode);
+        INFO(mode);
+        RunResult r = ctl({"list"});
+        expect_failure(r, 1, "refusing store " + ctl.db() + ": its directory " + dir);
+        CHECK_THAT(r.err, Contains("which lets other users replace the store (chmod 700 " + dir + ")"));
+    }
+    ::chmod(dir.c_str(), 0755); // readable is not replaceable: the store itself is still 0600
+    ctl.ok({"list"});
+    ::chmod(dir.c_str(), 0700);
+    CHECK(ctl.snapshot() == before);
+
+    // A symlink is judged by what it points to.
+    TempDir open_dir;
+    ::chmod(open_dir.path().c_str(), 0777);
+    const auto link = open_dir.path() / "link.db";
+    stdfs::create_symlink(ctl.db(), link);
+    CHECK(run_certfsctl({"--db", link.string(), "list"}).exit_code == 0);
+
+    // init does not create a store where others could replace it.
+    const auto fresh = open_dir.path() / "certfs.db";
+    expect_failure(run_certfsctl({"--db", fresh.string(), "init"}), 1, "its directory " + open_dir.path().string());
+    CHECK_FALSE(stdfs::exists(fresh));
 }
 
 TEST_CASE("init creates missing parent directories")

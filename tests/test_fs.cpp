@@ -9,6 +9,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <map>
@@ -442,6 +443,17 @@ TEST_CASE("daemon: SIGTERM unmounts cleanly: a busy mount point and a missing st
     CHECK(missing.exit_code == 1);
     CHECK_THAT(missing.err, Catch::Contains("does not exist (run 'certfsctl init')"));
     CHECK_FALSE(is_fuse_mount(other / "mnt"));
+    // A store that other users can read.
+    {
+        test::Ctl ctl;
+        ctl.init_with_ca();
+        ::chmod(ctl.db().c_str(), 0644);
+        auto open_store = test::run({CERTFS_PATH, "--db", ctl.db(), "-f", (other / "mnt").string()});
+        CHECK(open_store.exit_code == 1);
+        CHECK_THAT(open_store.err, Catch::StartsWith("certfs: refusing store " + ctl.db() + ": its mode 0644"));
+        CHECK(std::count(open_store.err.begin(), open_store.err.end(), '\n') == 1);
+        CHECK_FALSE(is_fuse_mount(other / "mnt"));
+    }
     // A bound on holds that would overflow the clock, or none at all.
     for (const char* hold : {"20y", "0s", "soon"}) {
         auto bad =

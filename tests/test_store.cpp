@@ -116,6 +116,8 @@ TEST_CASE("opening: a file that is not a store is refused as corrupt")
 {
     TempDir dir;
     test::write_file(dir / "junk.db", std::string(4096, 'x'));
+    std::filesystem::permissions(dir / "junk.db",
+                                 std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
     auto r = Store::open((dir / "junk.db").string(), {});
     REQUIRE_FALSE(r.ok());
     CHECK(r.status().code() == Code::corrupt);
@@ -617,6 +619,7 @@ TEST_CASE("migrations: a store of an older schema is brought up to date on open 
                     .ok());
         v1.reset();
         std::filesystem::copy_file(v1_path, f.path, std::filesystem::copy_options::overwrite_existing);
+        std::filesystem::permissions(f.path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
         std::filesystem::remove(f.path + "-wal");
         std::filesystem::remove(f.path + "-shm");
     }
