@@ -7,6 +7,7 @@
 
 #include "fs/errno.hpp"
 #include "fs/files.hpp"
+#include "store/validate.hpp"
 
 namespace certfs::fs {
 
@@ -102,6 +103,15 @@ Status Watcher::refresh()
         ASSIGN_OR_RETURN(index, m_fs.m_store->generation_index());
         m_data_version = version;
         session = m_session;
+        // certfsctl refuses such names, but a row written by hand or by an older version must
+        // not become a directory called ".." or one that passes for another name.
+        std::erase_if(domains, [&](const store::Domain& d) {
+            Status valid = store::check_domain_name(d.name);
+            if (!valid.ok() && m_refused_names.insert(d.name).second) {
+                spdlog::error("not serving a domain of the store: {}", valid.message());
+            }
+            return !valid.ok();
+        });
     }
 
     if (m_fs.m_options.on_store_change) {

@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -61,6 +62,8 @@ private:
     Filesystem& m_fs;
     fuse_session* m_session = nullptr; // guarded by m_fs.m_store_mutex
     std::int64_t m_data_version = -1;  // of m_fs.m_store's connection; guarded by m_fs.m_store_mutex
+    std::set<std::string>
+        m_refused_names; // domains not served for their names, logged once; guarded by m_fs.m_store_mutex
 
     // Guards m_stopping only; a leaf: taken with none of the Filesystem's locks held, and none
     // taken while it is held (filesystem.hpp).

@@ -318,7 +318,7 @@ Result<Issuer> Store::get_issuer(std::string_view name)
     ASSIGN_OR_RETURN(auto stmt, m_db->prepare(CERTFS_ISSUER_SELECT " WHERE i.name = ?"));
     ASSIGN_OR_RETURN(bool row, stmt.bind_all(name).step());
     if (!row) {
-        return Status::NotFound("no issuer named " + std::string(name));
+        return Status::NotFound("no issuer named " + shown_name(name));
     }
     return issuer_from_row(stmt);
 }
@@ -328,7 +328,7 @@ Result<std::string> Store::issuer_secret(std::string_view name)
     ASSIGN_OR_RETURN(auto stmt, m_db->prepare("SELECT secret FROM issuers WHERE name = ?"));
     ASSIGN_OR_RETURN(bool row, stmt.bind_all(name).step());
     if (!row) {
-        return Status::NotFound("no issuer named " + std::string(name));
+        return Status::NotFound("no issuer named " + shown_name(name));
     }
     return stmt.text(0);
 }
@@ -369,7 +369,7 @@ Result<Domain> Store::read_domain(std::string_view name)
     ASSIGN_OR_RETURN(auto stmt, m_db->prepare(CERTFS_DOMAIN_SELECT " WHERE d.name = ?"));
     ASSIGN_OR_RETURN(bool row, stmt.bind_all(name).step());
     if (!row) {
-        return Status::NotFound("no domain named " + std::string(name));
+        return Status::NotFound("no domain named " + shown_name(name));
     }
     return domain_from_row(stmt);
 }
@@ -675,7 +675,7 @@ Status Store::set_state(std::string_view name, DomainState state, std::string_vi
                                    " failures = CASE WHEN ? THEN failures + 1 ELSE failures END WHERE name = ?"));
     TRY(stmt.bind_all(state_name(state), last_error, opt_ms(next_attempt), count_failure, name).run());
     if (m_db->changes() == 0) {
-        return Status::NotFound("no domain named " + std::string(name));
+        return Status::NotFound("no domain named " + shown_name(name));
     }
     if (!last_error.empty()) {
         TRY(log_event(name, "error", last_error));
@@ -692,7 +692,7 @@ Status Store::set_hook_error(std::string_view name, std::string_view error, std:
                                               " WHERE name = ?"));
     TRY(stmt.bind_all(error, ran_for, name).run());
     if (m_db->changes() == 0) {
-        return Status::NotFound("no domain named " + std::string(name));
+        return Status::NotFound("no domain named " + shown_name(name));
     }
     if (!error.empty()) {
         TRY(log_event(name, "hook failed", error));
@@ -707,7 +707,7 @@ Status Store::update_issuer(std::string_view name, std::string_view config_json,
                      m_db->prepare("UPDATE issuers SET config = ?, secret = COALESCE(?, secret) WHERE name = ?"));
     TRY(stmt.bind_all(config_json, secret, name).run());
     if (m_db->changes() == 0) {
-        return Status::NotFound("no issuer named " + std::string(name));
+        return Status::NotFound("no issuer named " + shown_name(name));
     }
     TRY(log_event("", secret ? "issuer rekey" : "issuer update", "issuer " + std::string(name)));
     return txn.commit();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <optional>
 #include <string>
 
 namespace certfs::store {
@@ -21,16 +22,93 @@ std::string lower(std::string_view s)
 
 } // namespace
 
+std::string quote_name(std::string_view name)
+{
+    constexpr std::size_t k_shown = 64;
+    std::string out = "'";
+    for (char c : name.substr(0, k_shown)) {
+        auto byte = static_cast<unsigned char>(c);
+        if (byte < 0x20 || byte >= 0x7f || c == '\\' || c == '\'') {
+            char hex[5];
+            std::snprintf(hex, sizeof hex, "\\x%02x", byte);
+            out += hex;
+        } else {
+            out += c;
+        }
+    }
+    out += "'";
+    if (name.size() > k_shown) {
+        out.insert(out.size() - 1, "...");
+        out += " (" + std::to_string(name.size()) + " characters)";
+    }
+    return out;
+}
+
+std::string shown_name(std::string_view name)
+{
+    const bool plain = name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+                           auto byte = static_cast<unsigned char>(c);
+                           return byte >= 0x20 && byte < 0x7f;
+                       });
+    return plain ? std::string(name) : quote_name(name);
+}
+
+namespace {
+
+// Why one byte may not be in a name, or nothing if it may.
+std::optional<std::string_view> bad_byte(char c)
+{
+    auto byte = static_cast<unsigned char>(c);
+    if (byte >= 0x80) {
+        return "not ASCII: write an internationalized name in its IDNA form ('xn--...')";
+    }
+    if (byte < 0x20 || byte == 0x7f) {
+        return "contains a control character";
+    }
+    return std::nullopt;
+}
+
+// Why the labels of `name` (between dots, none empty) are not DNS labels, or nothing.
+std::optional<std::string_view> bad_labels(std::string_view name)
+{
+    std::size_t start = 0;
+    while (start <= name.size()) {
+        std::size_t dot = name.find('.', start);
+        std::string_view label = name.substr(start, dot == std::string_view::npos ? name.npos : dot - start);
+        if (label.empty()) {
+            return "empty label";
+        }
+        if (label.size() > 63) {
+            return "label longer than 63 characters";
+        }
+        if (label.front() == '-' || label.back() == '-') {
+            return "a label starts or ends with '-'";
+        }
+        if (dot == std::string_view::npos) {
+            break;
+        }
+        start = dot + 1;
+    }
+    return std::nullopt;
+}
+
+} // namespace
+
 Status check_domain_name(std::string_view name, std::string_view what)
 {
     auto bad = [&](std::string_view why) {
-        return Status::Invalid("invalid " + std::string(what) + " '" + std::string(name) + "': " + std::string(why));
+        return Status::Invalid("invalid " + std::string(what) + " " + quote_name(name) + ": " + std::string(why));
     };
     if (name.empty()) {
         return bad("empty");
     }
     if (name.size() > 253) {
         return bad("longer than 253 characters");
+    }
+    for (char c : name) {
+        if (auto why = bad_byte(c)) {
+            return bad(*why);
+        }
     }
     for (char c : name) {
         if (!is_label_char(c) && c != '.') {
@@ -46,15 +124,26 @@ Status check_domain_name(std::string_view name, std::string_view what)
     if (name.find("..") != std::string_view::npos) {
         return bad("contains '..'");
     }
+    if (name.back() == '.') {
+        return bad("ends with '.'");
+    }
+    if (auto why = bad_labels(name)) {
+        return bad(*why);
+    }
     return Status::Ok();
 }
 
 Result<std::string> normalize_dns_name(std::string_view text)
 {
-    std::string name = lower(text);
     auto bad = [&](std::string_view why) {
-        return Status::Invalid("invalid DNS name '" + std::string(text) + "': " + std::string(why));
+        return Status::Invalid("invalid DNS name " + quote_name(text) + ": " + std::string(why));
     };
+    for (char c : text) {
+        if (auto why = bad_byte(c)) {
+            return bad(*why);
+        }
+    }
+    std::string name = lower(text);
     if (name.empty()) {
         return bad("empty");
     }
@@ -68,28 +157,14 @@ Result<std::string> normalize_dns_name(std::string_view text)
     if (rest.ends_with('.')) {
         return bad("ends with '.'");
     }
-    std::size_t start = 0;
-    while (start <= rest.size()) {
-        std::size_t dot = rest.find('.', start);
-        std::string_view label = rest.substr(start, dot == std::string_view::npos ? rest.npos : dot - start);
-        if (label.empty()) {
-            return bad("empty label");
+    for (char c : rest) {
+        if (!is_label_char(c) && c != '.') {
+            return bad(c == '*' ? "a wildcard is only allowed as the whole first label ('*.example.com')"
+                                : "labels hold only letters, digits and '-'");
         }
-        if (label.size() > 63) {
-            return bad("label longer than 63 characters");
-        }
-        if (!std::all_of(label.begin(), label.end(), is_label_char)) {
-            return bad(label.find('*') != std::string_view::npos
-                           ? "a wildcard is only allowed as the whole first label ('*.example.com')"
-                           : "labels hold only letters, digits and '-'");
-        }
-        if (label.front() == '-' || label.back() == '-') {
-            return bad("a label starts or ends with '-'");
-        }
-        if (dot == std::string_view::npos) {
-            break;
-        }
-        start = dot + 1;
+    }
+    if (auto why = bad_labels(rest)) {
+        return bad(*why);
     }
     return name;
 }

@@ -12,9 +12,20 @@
 
 namespace certfs::store {
 
-// A domain name is a directory name: lower-case [a-z0-9.-], not starting with '.' or '-',
-// no "..", at most 253 characters. Invalid with the rule that was broken. Issuer and bundle
-// names follow the same rules; `what` names the kind in the message.
+// `name` quoted for an error message or a log: in single quotes, with every byte outside
+// printable ASCII (and the quote and backslash) written \xNN, so a control character or an
+// escape sequence never reaches a terminal; past 64 bytes it is cut, and its length given.
+std::string quote_name(std::string_view name);
+// `name` as it is when it is printable ASCII of at most 64 bytes, else quote_name(name): for
+// messages about a name the user gave that matched nothing.
+std::string shown_name(std::string_view name);
+
+// A domain name is a directory name and a host name: ASCII lower-case [a-z0-9.-], labels of
+// 1..63 characters not starting or ending with '-', no leading or trailing '.', at most 253
+// characters. Unicode is refused (an internationalized name is written in its xn-- form), so a
+// homograph cannot pass for another name. Invalid with the rule that was broken. Issuer and
+// bundle names follow the same rules; `what` names the kind in the message.
+
 Status check_domain_name(std::string_view name, std::string_view what = "domain name");
 // A DNS SAN: lower-case host name labels of [a-z0-9-] (1..63 each, not starting or ending
 // with '-'), an optional leading "*." wildcard, at most 253 characters. Returns it

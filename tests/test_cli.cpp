@@ -684,6 +684,17 @@ TEST_CASE("add refuses bad input and leaves the store unchanged")
         {{".lead", "--issuer", "ca"}, 1, "invalid domain name '.lead': starts with '.'"},
         {{"a..b", "--issuer", "ca"}, 1, "invalid domain name 'a..b': contains '..'"},
         {{too_long, "--issuer", "ca"}, 1, "longer than 253 characters"},
+        {{std::string(64, 'a') + ".com", "--issuer", "ca"}, 1, "label longer than 63 characters"},
+        {{"example.com.", "--issuer", "ca"}, 1, "invalid domain name 'example.com.': ends with '.'"},
+        {{"www.\xd0\xb5xample.com", "--issuer", "ca"},
+         1,
+         "invalid domain name 'www.\\xd0\\xb5xample.com': not ASCII: write an internationalized name in its IDNA "
+         "form ('xn--...')"},
+        {{"a\x1b[2Jb.com", "--issuer", "ca"}, 1, "'a\\x1b[2Jb.com': contains a control character"},
+        {{"x.example.com", "--issuer", "ca", "--san", "www.\xd0\xb5xample.com"},
+         1,
+         "invalid DNS name 'www.\\xd0\\xb5xample.com': not ASCII"},
+        {{"x.example.com", "--issuer", "ca", "--san", "a\tb.example.com"}, 1, "contains a control character"},
         {{"--issuer", "ca", "--", "-x"}, 1, "invalid domain name '-x': starts with '-'"},
         {{"under_score.com", "--issuer", "ca", "--no-issue"}, 1, "invalid domain name 'under_score.com'"},
         {{"x.example.com", "--issuer", "ca", "--san", "bad_name.com"}, 1, "invalid DNS name 'bad_name.com'"},
@@ -712,10 +723,20 @@ TEST_CASE("add refuses bad input and leaves the store unchanged")
     };
     for (const auto& c : cases) {
         INFO("add " << join(c.args));
-        expect_failure(ctl(cat({"add"}, c.args)), c.exit_code, c.needle);
+        RunResult r = ctl(cat({"add"}, c.args));
+        expect_failure(r, c.exit_code, c.needle);
+        CHECK(r.err.find('\x1b') == std::string::npos);
         CHECK(ctl.snapshot() == before);
     }
     CHECK(ctl.history("existing.example.com") == history_before);
+    // A name that matches nothing is not echoed raw either.
+    for (const char* command : {"show", "renew", "remove", "history"}) {
+        INFO(command);
+        RunResult r = ctl({command, "a\x1b[2J.com"});
+        expect_failure(r, 1, "no domain named 'a\\x1b[2J.com'");
+        CHECK(r.err.find('\x1b') == std::string::npos);
+    }
+    expect_failure(ctl({"issuer", "show", "\x1b]0;x\x07"}), 1, "no issuer named '\\x1b]0;x\\x07'");
 
     // The longest valid name (253 characters, labels of at most 63) is accepted.
     const std::string l63(63, 'a');

@@ -22,6 +22,7 @@
 #include "fs/files.hpp"
 #include "renew/local_ca.hpp"
 #include "renew/renewer.hpp"
+#include "store/sqlite.hpp"
 #include "tests/support/ctl.hpp"
 #include "tests/support/mount.hpp"
 #include "tests/support/pairs.hpp"
@@ -405,6 +406,65 @@ TEST_CASE("fs: a domain added after another was removed shows its own files, tho
     CHECK(slurp(m.live("added.test") / "cert.pem") == g.cert_pem);
     CHECK(slurp(m.live("added.test") / "privkey.pem") == g.key_pem);
     CHECK(slurp(m.mnt() / "archive" / "added.test" / "1" / "cert.pem") == g.cert_pem);
+}
+
+TEST_CASE("fs: hostile names reach nothing through the mount, even when the store holds them")
+{
+    Mount m(200ms);
+    m.add("www.example.com");
+    for (const char* name : {"upper.example.com", "dots.example.com", "escape.example.com", "homograph.example.com"}) {
+        m.add(name);
+    }
+    auto names_listed = [&] {
+        std::set<std::string> names;
+        for (const auto& e : stdfs::directory_iterator(m.mnt() / "live")) {
+            names.insert(e.path().filename().string());
+        }
+        return names;
+    };
+    // Rows that certfsctl would refuse, as a hand-written UPDATE or an older version leaves them.
+    const std::vector<std::pair<std::string, std::string>> renamed = {
+        {"upper.example.com", "WWW.example.com"},
+        {"dots.example.com", ".."},
+        {"escape.example.com", "www.example.com\x1b[2J"},
+        {"homograph.example.com", "www.\xd0\xb5xample.com"}, // a Cyrillic 'e'
+    };
+    for (const auto& [from, to] : renamed) {
+        auto st = m.store();
+        REQUIRE(st->db_for_testing().exec("UPDATE domains SET name = '" + to + "' WHERE name = '" + from + "'").ok());
+    }
+    REQUIRE(wait_until([&] { return names_listed() == std::set<std::string>{"www.example.com"}; }));
+    for (const auto& [from, to] : renamed) {
+        INFO(from);
+        struct stat st {};
+        CHECK(::stat((m.mnt() / "live" / to / "cert.pem").c_str(), &st) == -1);
+        CHECK(::stat((m.mnt() / "archive" / to).c_str(), &st) == (to == ".." ? 0 : -1)); // ".." is the root
+        CHECK_FALSE(stdfs::exists(m.mnt() / "live" / from));
+    }
+    // Each is logged once, escaped.
+    REQUIRE(wait_until([&] { return m.log().find("www.\\xd0\\xb5xample.com") != std::string::npos; }));
+    CHECK(m.log().find("\x1b") == std::string::npos);
+    const std::string log = m.log();
+    std::size_t said = 0;
+    for (std::size_t at = log.find("not serving a domain of the store"); at != std::string::npos;
+         at = log.find("not serving a domain of the store", at + 1)) {
+        ++said;
+    }
+    CHECK(said == renamed.size());
+
+    // Names no domain has, as a reader might try them: ENOENT, never a domain's files.
+    for (const std::string& name :
+         {std::string("WWW.EXAMPLE.COM"), std::string("www.example.com."), std::string("www.\xd0\xb5xample.com"),
+          std::string(255, 'a'), std::string(4000, 'a')}) {
+        INFO(name.substr(0, 40));
+        struct stat st {};
+        errno = 0;
+        CHECK(::stat((m.mnt() / "live" / name).c_str(), &st) == -1);
+        CHECK((errno == ENOENT || errno == ENAMETOOLONG));
+    }
+    // The valid domain is untouched.
+    CHECK(slurp(m.live("www.example.com") / "cert.pem") ==
+          m.store()->current_generation("www.example.com").value().cert_pem);
 }
 
 TEST_CASE("fs: the kernel enforces the key files' modes for other users (allow_other and default_permissions)")

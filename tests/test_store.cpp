@@ -135,8 +135,40 @@ TEST_CASE("domain names are directory names")
     require_error(check_domain_name("-x"), Code::invalid, "starts with '-'");
     require_error(check_domain_name("a..b"), Code::invalid, "'..'");
     require_error(check_domain_name(".."), Code::invalid, "starts with '.'");
-    CHECK(check_domain_name(std::string(253, 'a')).ok());
+    const std::string l63(63, 'a');
+    CHECK(check_domain_name(l63 + "." + l63 + "." + l63 + "." + std::string(61, 'b')).ok());
     require_error(check_domain_name(std::string(254, 'a')), Code::invalid, "253");
+    require_error(check_domain_name(std::string(64, 'a') + ".com"), Code::invalid, "label longer than 63");
+    require_error(check_domain_name("example.com."), Code::invalid, "ends with '.'");
+    require_error(check_domain_name("a-.example.com"), Code::invalid, "a label starts or ends with '-'");
+    require_error(check_domain_name("a.-b.com"), Code::invalid, "a label starts or ends with '-'");
+    CHECK(check_domain_name("xn--80ak6aa92e.com").ok()); // an IDN in its A-label form
+}
+
+TEST_CASE("hostile names are refused with the bytes escaped, never echoed raw")
+{
+    // A Cyrillic 'а' (U+0430) in place of the Latin one: a homograph of apple.com.
+    require_error(check_domain_name("\xd0\xb0pple.com"), Code::invalid,
+                  "invalid domain name '\\xd0\\xb0pple.com': not ASCII: write an internationalized name in its "
+                  "IDNA form");
+    require_error(check_domain_name(std::string("a\0b", 3)), Code::invalid, "'a\\x00b': contains a control character");
+    require_error(check_domain_name("x\x1b[2Jy.com"), Code::invalid, "'x\\x1b[2Jy.com': contains a control character");
+    require_error(check_domain_name("a\nb"), Code::invalid, "contains a control character");
+    require_error(check_domain_name("a\x7f"), Code::invalid, "contains a control character");
+    require_error(check_domain_name("it's"), Code::invalid, "'it\\x27s'");
+    require_error(check_domain_name("../etc"), Code::invalid, "only lower-case letters");
+    require_error(check_domain_name("a/../b"), Code::invalid, "only lower-case letters");
+    // An over-long name is cut in the message, with its length.
+    auto r = check_domain_name(std::string(10000, 'a'));
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.message() ==
+          "invalid domain name '" + std::string(64, 'a') + "...' (10000 characters): longer than 253 characters");
+    // The same for SANs.
+    require_error(normalize_dns_name("\xd0\xb0pple.com").status(), Code::invalid,
+                  "invalid DNS name '\\xd0\\xb0pple.com': not ASCII");
+    require_error(normalize_dns_name("a\tb.com").status(), Code::invalid, "contains a control character");
+    require_error(normalize_dns_name(std::string(64, 'a') + ".com").status(), Code::invalid, "label longer than 63");
+    CHECK(normalize_dns_name("WWW.Example.COM").value() == "www.example.com");
 }
 
 TEST_CASE("DNS names: lower-cased and wildcards only as the whole first label")

@@ -10,6 +10,7 @@
 #include "renew/batch.hpp"
 #include "renew/context.hpp"
 #include "renew/deploy.hpp"
+#include "store/validate.hpp"
 #include "tools/certfsctl/output.hpp"
 
 namespace certfs::ctl {
@@ -52,7 +53,7 @@ int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool f
     int rc = k_exit_ok;
     for (std::size_t i = 0; i < done.size(); ++i) {
         if (!done[i].outcomes.ok()) {
-            fail(done[i].outcomes.status().with_context("renew " + done[i].name));
+            fail(done[i].outcomes.status().with_context("renew " + store::shown_name(done[i].name)));
             rc = k_exit_failure;
             continue;
         }
