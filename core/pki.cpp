@@ -471,6 +471,9 @@ Result<PKey> parse_private_key(std::string_view pem)
     if (keys.empty()) {
         return Status::Invalid("no private key found");
     }
+    if (scan.stray_text) {
+        return Status::Invalid("unexpected text outside the PEM blocks");
+    }
     if (keys.size() > 1) {
         return Status::Invalid("more than one private key found");
     }

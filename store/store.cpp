@@ -604,6 +604,21 @@ Result<std::int64_t> Store::import_generation(std::string_view name, GenerationI
     ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
     auto existing = read_domain(name);
     if (existing.ok()) {
+        // A domain with an issuer makes keys of its type at each renewal: an import of another
+        // type would change what servers load now and back again at the next renewal. A domain
+        // without one takes the type of what it was given.
+        if (auto key = pki::parse_private_key(input.key_pem); key.ok()) {
+            if (auto type = pki::key_type_of(**key); type.ok() && *type != existing->key_type) {
+                if (existing->issuer) {
+                    return Status::Invalid("validation failed (key type): the key is " +
+                                           std::string(pki::key_type_name(*type)) + ", but " + std::string(name) +
+                                           " renews with " + std::string(pki::key_type_name(existing->key_type)) +
+                                           " keys; import it under another name, or remove the domain first");
+                }
+                ASSIGN_OR_RETURN(auto retype, m_db->prepare("UPDATE domains SET key_type = ? WHERE id = ?"));
+                TRY(retype.bind_all(std::string(pki::key_type_name(*type)), existing->id).run());
+            }
+        }
         ASSIGN_OR_RETURN(std::int64_t gen, insert_generation(*existing, input));
         TRY(make_current(*existing, gen, move_now));
         TRY(txn.commit());

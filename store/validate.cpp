@@ -215,6 +215,10 @@ Result<ValidGeneration> validate_generation(const GenerationInput& input, const 
     if (!info.ok()) {
         return failed("cert", info.status());
     }
+    if (info->is_ca) {
+        return Status::Invalid("validation failed (leaf): the first certificate is a CA certificate (basicConstraints "
+                               "CA:TRUE), not a server's: give the certificate it issued, then its chain");
+    }
     if (!pki::key_matches(leaf, **key)) {
         return Status::Invalid("validation failed (key match): the private key does not match the "
                                "certificate's public key");

@@ -161,6 +161,7 @@ public:
     }
 
     std::string pem() const { return pki::cert_pem(*m_cert); }
+    std::string key_pem() const { return pki::private_key_pem(*m_key).value(); }
 
     struct Leaf {
         std::string key_pem;
@@ -808,6 +809,8 @@ TEST_CASE("import creates a domain without an issuer from a foreign certificate"
     auto second = foreign.leaf({{"alt.example.com", "imp.example.com"}, {"192.0.2.9"}});
     RunResult now = ctl.ok(cat(import_args(ctl, "imp.example.com", "two", second, foreign.pem()), {"--now"}));
     CHECK_THAT(now.out, Contains("imp.example.com: every reader moves to generation 2 at once (--now)"));
+    // A domain without an issuer never makes a key: it takes the type of the one it was given.
+    CHECK(ctl.show("imp.example.com")["key_type"] == "ec-p256");
     // The chain may also follow the leaf in the certificate file.
     auto third = foreign.leaf({{"imp.example.com", "alt.example.com", "more.example.com"}, {"192.0.2.9"}});
     write_file(ctl.path("three.full.pem"), third.cert_pem + foreign.pem());
@@ -884,6 +887,46 @@ TEST_CASE("import refuses bad input, names the failed check and changes nothing"
                             ctl.path("key.pem").string()}),
                        1, "validation failed (chain)");
     }
+    SECTION("a certificate not valid yet")
+    {
+        auto early = foreign.leaf({{"good.example.com"}, {}}, now + std::chrono::days(1), now + std::chrono::days(30));
+        RunResult r = ctl(import_args(ctl, "good.example.com", "f", early, foreign.pem()));
+        expect_failure(r, 1, "validation failed (validity): the certificate is not valid before");
+    }
+    SECTION("a trailing garbage block or text after the PEM blocks")
+    {
+        const std::string block = "-----BEGIN GARBAGE-----\nAAAA\n-----END GARBAGE-----\n";
+        auto cert_block = good;
+        cert_block.cert_pem += block;
+        expect_failure(ctl(import_args(ctl, "good.example.com", "f", cert_block, foreign.pem())), 1,
+                       "validation failed (cert): PEM block 2 is a GARBAGE, expected only certificates");
+        auto key_block = good;
+        key_block.key_pem += block;
+        expect_failure(ctl(import_args(ctl, "good.example.com", "f", key_block, foreign.pem())), 1,
+                       "validation failed (privkey): expected only a private key, found a GARBAGE block");
+        auto key_text = good;
+        key_text.key_pem += "trailing junk\n";
+        expect_failure(ctl(import_args(ctl, "good.example.com", "f", key_text, foreign.pem())), 1,
+                       "validation failed (privkey): unexpected text outside the PEM blocks");
+        expect_failure(ctl(import_args(ctl, "good.example.com", "f", good, foreign.pem() + "trailing junk\n")), 1,
+                       "validation failed (chain): unexpected text outside the PEM blocks");
+    }
+    SECTION("a key of another type than the domain renews with")
+    {
+        auto rsa = foreign.leaf({{"other.example.com"}, {}}, pki::KeyType::rsa_2048);
+        expect_failure(ctl(import_args(ctl, "other.example.com", "f", rsa, foreign.pem())), 1,
+                       "validation failed (key type): the key is rsa-2048, but other.example.com renews with "
+                       "ec-p256 keys");
+    }
+    SECTION("the CA's own certificate offered as the leaf")
+    {
+        write_file(ctl.path("ca.pem"), foreign.pem());
+        write_file(ctl.path("ca.key"), foreign.key_pem());
+        expect_failure(
+            ctl({"import", "good.example.com", "--cert", ctl.path("ca.pem").string(), "--key",
+                 ctl.path("ca.key").string()}),
+            1, "validation failed (leaf): the first certificate is a CA certificate (basicConstraints CA:TRUE)");
+    }
     SECTION("an expired certificate")
     {
         RunResult r = ctl(import_args(ctl, "good.example.com", "f", expired, foreign.pem()));
@@ -945,6 +988,86 @@ TEST_CASE("import refuses bad input, names the failed check and changes nothing"
         expect_failure(ctl({"import", "good.example.com", "--key", ctl.path("leaf.pem").string()}), 2, "--cert");
     }
     check_unchanged();
+}
+
+// An admin's files, made with the openssl command: a root, an intermediate, and leaves.
+class OpensslPki {
+public:
+    explicit OpensslPki(const Ctl& ctl) : m_ctl(ctl)
+    {
+        write_file(at("ca.ext"), "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
+                                 "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n");
+        write_file(at("leaf.ext"), "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:files.example.com\n"
+                                   "authorityKeyIdentifier=keyid\n");
+        key("root.key");
+        openssl_ok({"req", "-x509", "-new", "-key", at("root.key"), "-subj", "/CN=Files Root", "-days", "30", "-out",
+                    at("root.pem")});
+        key("int.key");
+        sign("int.key", "/CN=Files Intermediate", "root", "ca.ext", "int.pem");
+        key("leaf.key");
+        sign("leaf.key", "/CN=files.example.com", "int", "leaf.ext", "leaf.pem");
+    }
+
+    std::string at(const std::string& name) const { return m_ctl.path(name).string(); }
+    void key(const std::string& name) const
+    {
+        openssl_ok({"genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", at(name)});
+    }
+    void sign(const std::string& key_name, const std::string& subject, const std::string& by, const std::string& ext,
+              const std::string& out) const
+    {
+        openssl_ok({"req", "-new", "-key", at(key_name), "-subj", subject, "-out", at(out + ".csr")});
+        openssl_ok({"x509", "-req", "-in", at(out + ".csr"), "-CA", at(by + ".pem"), "-CAkey", at(by + ".key"),
+                    "-CAcreateserial", "-days", "20", "-extfile", at(ext), "-out", at(out)});
+    }
+    std::string chain(const std::vector<std::string>& parts) const
+    {
+        std::string out;
+        for (const auto& p : parts) {
+            out += read_file(m_ctl.path(p));
+        }
+        return out;
+    }
+
+private:
+    const Ctl& m_ctl;
+};
+
+TEST_CASE("import refuses what openssl users get wrong: a chain out of order, a CA:TRUE self-signed leaf")
+{
+    Ctl ctl;
+    ctl.init_with_ca();
+    OpensslPki files(ctl);
+    const std::string before = ctl.snapshot();
+    auto import = [&](const std::string& cert, const std::string& key, const std::string& chain) {
+        write_file(ctl.path("given-chain.pem"), chain);
+        return ctl({"import", "files.example.com", "--cert", files.at(cert), "--key", files.at(key), "--chain",
+                    ctl.path("given-chain.pem").string()});
+    };
+
+    // The root before the intermediate: every link is there, but not in the order servers send.
+    RunResult r = import("leaf.pem", "leaf.key", files.chain({"root.pem", "int.pem"}));
+    expect_failure(r, 1, "validation failed (chain): chain does not link: certificate 1 of the chain");
+    CHECK_THAT(r.err, Contains("(CN=Files Root) did not issue the leaf"));
+    // The intermediate missing.
+    expect_failure(import("leaf.pem", "leaf.key", files.chain({"root.pem"})), 1, "validation failed (chain)");
+    // The full chain given as the certificate, in the wrong order (the intermediate first).
+    write_file(ctl.path("backwards.pem"), files.chain({"int.pem", "leaf.pem"}));
+    expect_failure(import("backwards.pem", "leaf.key", ""), 1, "validation failed (leaf)");
+    // `openssl req -x509` marks its certificate CA:TRUE: a CA, not a server's certificate.
+    files.key("self.key");
+    openssl_ok({"req", "-x509", "-new", "-key", files.at("self.key"), "-subj", "/CN=files.example.com", "-addext",
+                "subjectAltName=DNS:files.example.com", "-days", "30", "-out", files.at("self.pem")});
+    expect_failure(import("self.pem", "self.key", ""), 1,
+                   "validation failed (leaf): the first certificate is a CA certificate (basicConstraints CA:TRUE)");
+    // The leaf's key with the intermediate's certificate.
+    expect_failure(import("int.pem", "leaf.key", files.chain({"root.pem"})), 1, "validation failed (leaf)");
+    CHECK(ctl.snapshot() == before);
+
+    // In the right order it is taken.
+    RunResult ok = import("leaf.pem", "leaf.key", files.chain({"int.pem", "root.pem"}));
+    REQUIRE(ok.exit_code == 0);
+    CHECK_THAT(ok.out, Contains("imported files.example.com: generation 1"));
 }
 
 TEST_CASE("import refuses a serial the issuer already used for another domain")
