@@ -356,6 +356,20 @@ void Filesystem::drop_entry(fuse_session* session, fuse_ino_t parent, const std:
     }
 }
 
+void Filesystem::drop_attributes(fuse_session* session, fuse_ino_t ino)
+{
+    if (session == nullptr) {
+        return;
+    }
+    // A negative offset: the attributes only, not the page cache. ENOENT: the kernel has no
+    // such inode any more.
+    int rc = fuse_lowlevel_notify_inval_inode(session, ino, -1, 0);
+    if (rc != 0 && rc != -ENOENT) {
+        spdlog::warn(
+            "{}", errno_status("cannot drop the kernel's attributes of inode " + std::to_string(ino), -rc).message());
+    }
+}
+
 Result<std::shared_ptr<const Filesystem::Content>> Filesystem::load_content(const std::string& domain, std::int64_t gen)
 {
     std::lock_guard lock(m_store_mutex);

@@ -201,6 +201,8 @@ private:
     // Drops the kernel's entry `name` in directory `parent`; the watcher's only, with no lock held.
     // Nothing to drop before start().
     static void drop_entry(fuse_session* session, fuse_ino_t parent, const std::string& name);
+    // Drops the kernel's cached attributes of inode `ino`; the same rules.
+    static void drop_attributes(fuse_session* session, fuse_ino_t ino);
     // Logs what a choice of the pins reports about a process (resolve(), no lock held).
     void report(const std::string& domain, std::uint32_t pid, const DomainPins::Choice& choice);
     Result<std::shared_ptr<const Content>> load_content(const std::string& domain, std::int64_t gen);

@@ -127,6 +127,8 @@ Status Watcher::refresh()
     };
     std::vector<Commit> commits;                                         // domains whose generation changed
     std::vector<std::pair<spdlog::level::level_enum, std::string>> said; // to log once the lock is released
+    std::vector<std::string> retouched;                                  // domains whose owner, group or mode changed
+    std::vector<fuse_ino_t> reattributed;                                // their key files' inodes
     {
         std::lock_guard lock(m_fs.m_mutex);
         std::map<std::string, DomainView> next;
@@ -156,6 +158,10 @@ Status Watcher::refresh()
             view.current_not_after = d.current_not_after;
             view.move_now_count = d.move_now_count;
             view.generations = index[d.name];
+            if (old != m_fs.m_domains.end() && old->second.id == d.id &&
+                (view.uid != d.owner_uid || view.gid != d.group_gid || view.mode != d.mode)) {
+                retouched.push_back(d.name);
+            }
             view.uid = d.owner_uid;
             view.gid = d.group_gid;
             view.mode = d.mode;
@@ -168,6 +174,24 @@ Status Watcher::refresh()
             }
         }
         m_fs.m_domains = std::move(next);
+        // A new owner, group or mode applies to the key files already looked up too, in live/
+        // and archive/ alike; the kernel forgets their attributes below, so that its permission
+        // check (default_permissions) asks again at the next open.
+        for (const std::string& name : retouched) {
+            const DomainView& view = m_fs.m_domains.at(name);
+            for (auto& [ino, node] : m_fs.m_nodes) {
+                if (node.kind == Filesystem::Kind::file && node.domain == name &&
+                    k_files[static_cast<std::size_t>(node.file)].is_private) {
+                    node.uid = view.uid;
+                    node.gid = view.gid;
+                    node.mode = view.mode;
+                    reattributed.push_back(ino);
+                }
+            }
+        }
+    }
+    for (fuse_ino_t ino : reattributed) {
+        Filesystem::drop_attributes(session, ino);
     }
     for (const auto& [level, line] : said) {
         spdlog::log(level, line);

@@ -444,6 +444,32 @@ Status Store::remove_domain(std::string_view name)
     return txn.commit();
 }
 
+Status Store::set_access(std::string_view name, const Access& access)
+{
+    if (!access.uid && !access.gid && !access.mode) {
+        return Status::Invalid("nothing to change: give --owner, --group or --mode");
+    }
+    if (access.mode && *access.mode > 0777) {
+        return Status::Invalid("invalid mode " + octal_mode(*access.mode) +
+                               ": only permission bits (0 to 0777) are allowed");
+    }
+    ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
+    ASSIGN_OR_RETURN(Domain domain, read_domain(name));
+    const std::uint32_t uid = access.uid.value_or(domain.owner_uid);
+    const std::uint32_t gid = access.gid.value_or(domain.group_gid);
+    const std::uint32_t mode = access.mode.value_or(domain.mode);
+    ASSIGN_OR_RETURN(auto stmt,
+                     m_db->prepare("UPDATE domains SET owner_uid = ?, group_gid = ?, mode = ? WHERE id = ?"));
+    TRY(stmt.bind_all(static_cast<std::int64_t>(uid), static_cast<std::int64_t>(gid), static_cast<std::int64_t>(mode),
+                      domain.id)
+            .run());
+    TRY(log_event(name, "access",
+                  "key files " + std::to_string(domain.owner_uid) + ":" + std::to_string(domain.group_gid) + " " +
+                      octal_mode(domain.mode) + " -> " + std::to_string(uid) + ":" + std::to_string(gid) + " " +
+                      octal_mode(mode)));
+    return txn.commit();
+}
+
 // ---- generations ---------------------------------------------------------------------------
 
 Result<Generation> Store::read_generation(std::string_view name, std::int64_t gen)

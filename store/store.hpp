@@ -74,6 +74,13 @@ public:
     // Removes the domain and its generations (the admin's explicit prune). Its generation
     // numbers stay used.
     Status remove_domain(std::string_view name);
+    // Changes who may read a domain's privkey.pem and combined.pem: each field given replaces
+    // the domain's, in every generation, live and archived. Invalid when none is given or the
+    // mode has bits beyond 0777.
+    struct Access {
+        std::optional<std::uint32_t> uid, gid, mode;
+    };
+    Status set_access(std::string_view name, const Access& access);
 
     // Generations.
     Result<Generation> get_generation(std::string_view name, std::int64_t gen);

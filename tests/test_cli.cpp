@@ -761,6 +761,35 @@ TEST_CASE("add --mode above 0777 is refused and naming the mode in octal")
     CHECK(ctl.snapshot() == before);
 }
 
+TEST_CASE("set changes who may read the key files, logs it, and refuses bad input changing nothing")
+{
+    Ctl ctl;
+    ctl.init_with_ca();
+    ctl.ok({"add", "set.example.com", "--issuer", "ca"});
+    RunResult r = ctl.ok({"set", "set.example.com", "--group", "0", "--mode", "0640"});
+    CHECK(r.out == "set.example.com: key files are root:root 0640 for new opens; descriptors already open keep "
+                   "working\n");
+    CHECK(ctl.show("set.example.com")["mode"] == "0640");
+    ctl.ok({"set", "set.example.com", "--owner", "nobody"});
+    json d = ctl.show("set.example.com");
+    CHECK(d["mode"] == "0640"); // what was not given stays
+    CHECK(d["owner"] == "nobody");
+    CHECK_THAT(ctl.ok({"log", "set.example.com"}).out, Contains("key files 0:0 0600 -> 0:0 0640"));
+
+    const std::string before = ctl.snapshot();
+    expect_failure(ctl({"set", "set.example.com"}), 1, "nothing to change: give --owner, --group or --mode");
+    expect_failure(ctl({"set", "set.example.com", "--owner", "no-such-user-certfs"}), 1,
+                   "unknown user 'no-such-user-certfs'");
+    expect_failure(ctl({"set", "set.example.com", "--group", "no-such-group-certfs"}), 1,
+                   "unknown group 'no-such-group-certfs'");
+    expect_failure(ctl({"set", "set.example.com", "--mode", "1777"}), 1,
+                   "invalid mode 1777: only permission bits (0 to 0777) are allowed");
+    expect_failure(ctl({"set", "set.example.com", "--mode", "rw"}), 2, "invalid mode 'rw'");
+    expect_failure(ctl({"set", "none.example.com", "--mode", "0600"}), 1, "no domain named none.example.com");
+    expect_failure(ctl({"set"}), 2, "NAME");
+    CHECK(ctl.snapshot() == before);
+}
+
 TEST_CASE("add with --ip but no --san keeps NAME as the DNS name")
 {
     Ctl ctl;

@@ -3,6 +3,8 @@
 // unmounts and stops the daemon (by pid).
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -487,6 +489,151 @@ TEST_CASE("fs: the kernel enforces the key files' modes for other users (allow_o
     REQUIRE(::waitpid(pid, &status, 0) == pid);
     REQUIRE(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
+}
+
+namespace {
+
+// Users and a group made for one test with useradd and groupadd, deleted by its destructor.
+class TestUsers {
+public:
+    TestUsers()
+    {
+        teardown(); // what a killed earlier run left
+        require_ok({"/usr/sbin/groupadd", "--system", k_group});
+        for (const char* user : {k_outsider, k_member}) {
+            require_ok({"/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user});
+        }
+        require_ok({"/usr/sbin/usermod", "--append", "--groups", k_group, k_member});
+    }
+    ~TestUsers() { teardown(); }
+    TestUsers(const TestUsers&) = delete;
+    TestUsers& operator=(const TestUsers&) = delete;
+
+    // Reads `path` as `user` with cat, through runuser: its output, or nothing on a failure, with
+    // cat's error in *err.
+    static std::optional<std::string> read_as(const char* user, const stdfs::path& path, std::string* err = nullptr)
+    {
+        auto r = test::run({"/usr/sbin/runuser", "-u", user, "--", "/bin/cat", path.string()});
+        if (err != nullptr) {
+            *err = r.err;
+        }
+        return r.exit_code == 0 ? std::optional(r.out) : std::nullopt;
+    }
+
+    static constexpr const char* k_group = "certfs-t-keys";
+    static constexpr const char* k_outsider = "certfs-t-out";
+    static constexpr const char* k_member = "certfs-t-in";
+
+private:
+    static void require_ok(const std::vector<std::string>& argv)
+    {
+        auto r = test::run(argv);
+        INFO(argv[0] << ": " << r.err);
+        REQUIRE(r.exit_code == 0);
+    }
+    static void teardown()
+    {
+        for (const char* user : {k_outsider, k_member}) {
+            (void)test::run({"/usr/sbin/userdel", user});
+        }
+        (void)test::run({"/usr/sbin/groupdel", k_group});
+    }
+};
+
+} // namespace
+
+TEST_CASE("access: real users through allow_other: only the key group reads the key, and certfsctl set applies at once")
+{
+    TestUsers users;
+    Mount m(200ms, {"-o", "allow_other"});
+    m.add("acl.test", 0600, 0);
+    const auto live = m.live("acl.test");
+    auto ctl = [&](const std::vector<std::string>& args) {
+        std::vector<std::string> argv = {"--db", m.db().string()};
+        argv.insert(argv.end(), args.begin(), args.end());
+        auto r = test::run_certfsctl(argv);
+        INFO(r.err);
+        REQUIRE(r.exit_code == 0);
+        return r.out;
+    };
+    CHECK_THAT(ctl({"set", "acl.test", "--group", TestUsers::k_group, "--mode", "0640"}),
+               Catch::Contains("acl.test: key files are root:certfs-t-keys 0640 for new opens"));
+    const auto gen = m.store()->current_generation("acl.test").value();
+    auto key_readable = [&](const char* user) { return TestUsers::read_as(user, live / "privkey.pem") == gen.key_pem; };
+    REQUIRE(wait_until([&] { return key_readable(TestUsers::k_member); }));
+
+    // The outsider: the certificates, never the key.
+    std::string err;
+    CHECK_FALSE(TestUsers::read_as(TestUsers::k_outsider, live / "privkey.pem", &err));
+    CHECK_THAT(err, Catch::Contains("Permission denied"));
+    CHECK_FALSE(TestUsers::read_as(TestUsers::k_outsider, live / "combined.pem", &err));
+    CHECK_THAT(err, Catch::Contains("Permission denied"));
+    CHECK(TestUsers::read_as(TestUsers::k_outsider, live / "cert.pem") == gen.cert_pem);
+    CHECK(TestUsers::read_as(TestUsers::k_outsider, live / "fullchain.pem") == gen.cert_pem + gen.chain_pem);
+    // The member: the key and the combined file, in live/ and in archive/.
+    CHECK(key_readable(TestUsers::k_member));
+    CHECK(TestUsers::read_as(TestUsers::k_member, live / "combined.pem"));
+    CHECK(TestUsers::read_as(TestUsers::k_member, m.mnt() / "archive" / "acl.test" / "1" / "privkey.pem") ==
+          gen.key_pem);
+
+    // A descriptor the member opened before the group is taken away keeps reading; new opens,
+    // through the kernel's cached entries and attributes, are refused without a remount.
+    const struct passwd* pw = ::getpwnam(TestUsers::k_member);
+    const struct group* gr = ::getgrnam(TestUsers::k_group);
+    REQUIRE(pw != nullptr);
+    REQUIRE(gr != nullptr);
+    const uid_t member_uid = pw->pw_uid;
+    const gid_t member_gid = pw->pw_gid;
+    const gid_t key_gid = gr->gr_gid;
+    int ready[2];
+    int go[2];
+    REQUIRE(::pipe(ready) == 0);
+    REQUIRE(::pipe(go) == 0);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        gid_t groups[] = {key_gid};
+        if (::setgroups(1, groups) != 0 || ::setgid(member_gid) != 0 || ::setuid(member_uid) != 0) {
+            _exit(10);
+        }
+        int fd = ::open((live / "privkey.pem").c_str(), O_RDONLY);
+        char byte = 'k';
+        if (fd < 0 || ::write(ready[1], &byte, 1) != 1 || ::read(go[0], &byte, 1) != 1) {
+            _exit(11);
+        }
+        std::string got(gen.key_pem.size() + 1, '\0');
+        ssize_t n = ::pread(fd, got.data(), got.size(), 0);
+        if (n != static_cast<ssize_t>(gen.key_pem.size()) || got.compare(0, gen.key_pem.size(), gen.key_pem) != 0) {
+            _exit(12);
+        }
+        int again = ::open((live / "privkey.pem").c_str(), O_RDONLY);
+        _exit(again < 0 && errno == EACCES ? 0 : 13);
+    }
+    ::close(ready[1]);
+    ::close(go[0]);
+    char byte = 0;
+    CHECK(::read(ready[0], &byte, 1) == 1);
+    ctl({"set", "acl.test", "--group", "root", "--mode", "0600"});
+    CHECK(wait_until([&] { return !TestUsers::read_as(TestUsers::k_member, live / "privkey.pem"); }));
+    CHECK(::write(go[1], &byte, 1) == 1);
+    ::close(ready[0]);
+    ::close(go[1]);
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0); // 12: the held descriptor failed; 13: the new open was not refused
+    CHECK_FALSE(TestUsers::read_as(TestUsers::k_member, m.mnt() / "archive" / "acl.test" / "1" / "privkey.pem"));
+    CHECK(TestUsers::read_as(TestUsers::k_member, live / "cert.pem") == gen.cert_pem);
+
+    // Made the owner: the member reads it again; the outsider still does not.
+    ctl({"set", "acl.test", "--owner", TestUsers::k_member, "--mode", "0400"});
+    CHECK(wait_until([&] { return key_readable(TestUsers::k_member); }));
+    CHECK_FALSE(TestUsers::read_as(TestUsers::k_outsider, live / "privkey.pem"));
+    struct stat st {};
+    REQUIRE(::stat((live / "privkey.pem").c_str(), &st) == 0);
+    CHECK((st.st_mode & 07777) == 0400);
+    CHECK(st.st_uid == ::getpwnam(TestUsers::k_member)->pw_uid);
+    CHECK(st.st_gid == 0);
 }
 
 TEST_CASE("daemon: SIGTERM unmounts cleanly: a busy mount point and a missing store are refused clearly")

@@ -53,6 +53,38 @@ Result<std::uint32_t> parse_mode(const std::string& text)
     return static_cast<std::uint32_t>(std::stoul(text, nullptr, 8));
 }
 
+int cmd_set(store::Store& st, const SetArgs& args)
+{
+    store::Store::Access access;
+    if (!args.owner.empty()) {
+        auto uid = resolve_user(args.owner);
+        if (!uid.ok()) {
+            return fail(uid.status());
+        }
+        access.uid = *uid;
+    }
+    if (!args.group.empty()) {
+        auto gid = resolve_group(args.group);
+        if (!gid.ok()) {
+            return fail(gid.status());
+        }
+        access.gid = *gid;
+    }
+    if (!args.mode.empty()) {
+        access.mode = parse_mode(args.mode).value();
+    }
+    if (Status s = st.set_access(args.name, access); !s.ok()) {
+        return fail(s);
+    }
+    auto d = st.get_domain(args.name);
+    if (!d.ok()) {
+        return fail(d.status());
+    }
+    std::cout << args.name << ": key files are " << user_name(d->owner_uid) << ":" << group_name(d->group_gid) << " "
+              << mode_text(d->mode) << " for new opens; descriptors already open keep working\n";
+    return k_exit_ok;
+}
+
 int cmd_add(store::Store& st, const AddArgs& args)
 {
     store::DomainConfig config;

@@ -87,6 +87,11 @@ int cmd_add(store::Store& st, const AddArgs& args);
 int cmd_list(store::Store& st, bool json);
 int cmd_show(store::Store& st, const std::string& name, bool json);
 int cmd_remove(store::Store& st, const std::string& name);
+// certfsctl set NAME [--owner U] [--group G] [--mode M]: empty strings are not given.
+struct SetArgs {
+    std::string name, owner, group, mode;
+};
+int cmd_set(store::Store& st, const SetArgs& args);
 
 // cmd_generation.cpp: a domain's generations.
 int cmd_import(store::Store& st, const std::string& name, const std::string& cert_file, const std::string& key_file,

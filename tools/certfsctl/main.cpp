@@ -250,6 +250,15 @@ int main(int argc, char** argv)
     revoke->add_option("--gen", revoke_gen, "Generation (default: the current one)")->check(CLI::PositiveNumber);
     revoke->callback([&] { run([&](store::Store& st) { return cmd_revoke(st, name, reason, revoke_gen); }); });
 
+    SetArgs set_args;
+    auto* set =
+        app.add_subcommand("set", "Change who may read a domain's key files (takes effect on the mount at once)");
+    set->add_option("NAME", set_args.name)->required();
+    set->add_option("--owner", set_args.owner, "Owner of privkey.pem and combined.pem");
+    set->add_option("--group", set_args.group, "Group of privkey.pem and combined.pem");
+    set->add_option("--mode", set_args.mode, "Mode of privkey.pem and combined.pem, such as 0640")->check(check_mode);
+    set->callback([&] { run([&](store::Store& st) { return cmd_set(st, set_args); }); });
+
     auto* remove = app.add_subcommand("remove", "Remove a domain and its history");
     remove->add_option("NAME", name)->required();
     remove->callback([&] { run([&](store::Store& st) { return cmd_remove(st, name); }); });
