@@ -7,6 +7,7 @@
 #include <pwd.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -677,6 +678,54 @@ TEST_CASE("daemon: SIGTERM unmounts cleanly: a busy mount point and a missing st
     CHECK(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
     CHECK_FALSE(is_fuse_mount(m.mnt()));
+}
+
+TEST_CASE("daemon: started on the mount point of a SIGKILLed daemon, it takes the dead mount away and serves")
+{
+    Mount m(200ms);
+    m.add("dead.test");
+    const auto gen = m.store()->current_generation("dead.test").value();
+    // A server's descriptors across the crash: one read before, one never read.
+    int read_before = ::open((m.live("dead.test") / "cert.pem").c_str(), O_RDONLY);
+    int never_read = ::open((m.live("dead.test") / "privkey.pem").c_str(), O_RDONLY);
+    REQUIRE(read_before >= 0);
+    REQUIRE(never_read >= 0);
+    std::string buf(gen.cert_pem.size() + gen.key_pem.size() + 1, '\0');
+    REQUIRE(::pread(read_before, buf.data(), buf.size(), 0) == static_cast<ssize_t>(gen.cert_pem.size()));
+
+    REQUIRE(::kill(m.pid(), SIGKILL) == 0);
+    REQUIRE(m.daemon().wait_exit(10s));
+    struct statfs sf {};
+    errno = 0;
+    CHECK(::statfs(m.mnt().c_str(), &sf) == -1);
+    CHECK(errno == ENOTCONN);
+
+    // No admin: the next daemon on the same mount point recovers it.
+    test::Daemon next(m.db(), m.mnt(), m.dir() / "next.log", 200ms);
+    CHECK(slurp(m.live("dead.test") / "privkey.pem") == gen.key_pem);
+    CHECK(slurp(m.live("dead.test") / "cert.pem") == gen.cert_pem);
+    CHECK_THAT(next.log(), Catch::Contains("was left by a certfs daemon that died: unmounted it"));
+    std::ifstream mounts("/proc/self/mountinfo");
+    int on_point = 0;
+    for (std::string line; std::getline(mounts, line);) {
+        on_point += line.find(" " + m.mnt().string() + " ") != std::string::npos ? 1 : 0;
+    }
+    CHECK(on_point == 1); // the dead one is gone, not stacked under the new one
+
+    // What was open across the crash never reads other bytes: what the kernel still caches of
+    // the generation it opened, or ENOTCONN; opening again reaches the new mount.
+    errno = 0;
+    const ssize_t cached = ::pread(read_before, buf.data(), buf.size(), 0);
+    if (cached >= 0) {
+        CHECK(buf.substr(0, static_cast<std::size_t>(cached)) == gen.cert_pem);
+    } else {
+        CHECK(errno == ENOTCONN);
+    }
+    errno = 0;
+    CHECK(::pread(never_read, buf.data(), buf.size(), 0) == -1);
+    CHECK(errno == ENOTCONN);
+    ::close(read_before);
+    ::close(never_read);
 }
 
 TEST_CASE("daemon: the fstab form (DBPATH MOUNTPOINT -o OPTS) mounts read-only as fuse.certfs")

@@ -2,7 +2,9 @@
 //
 //   certfs [--db PATH] [--pin-window DUR] [--max-hold DUR] [--no-renew] [-f] [-o OPTS] MOUNTPOINT
 //   certfs DBPATH MOUNTPOINT -o OPTS          (the form mount -t fuse.certfs uses)
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 
 #include <malloc.h>
 #include <pthread.h>
@@ -21,6 +23,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/log.hpp"
+#include "core/process.hpp"
 #include "fs/filesystem.hpp"
 #include "renew/context.hpp"
 #include "renew/flip.hpp"
@@ -70,9 +73,11 @@ bool is_mount_only_option(const std::string& opt)
 }
 
 // The mount point's entry in /proc/self/mountinfo, if something is mounted exactly there.
+// The type of what is mounted on `mountpoint` (the topmost of stacked mounts), if anything.
 std::optional<std::string> mounted_fs_type(const std::string& mountpoint)
 {
     std::ifstream info("/proc/self/mountinfo");
+    std::optional<std::string> top;
     for (std::string line; std::getline(info, line);) {
         std::istringstream fields(line);
         std::string id, parent, dev, root, point;
@@ -85,9 +90,44 @@ std::optional<std::string> mounted_fs_type(const std::string& mountpoint)
         }
         std::string type;
         fields >> type;
-        return type;
+        top = type;
     }
-    return std::nullopt;
+    return top;
+}
+
+// A certfs daemon that was killed (SIGKILL, the OOM killer, a crash) leaves its mount behind
+// with no one to answer it: every request fails with ENOTCONN, and the next start found its
+// mount point busy. Such a mount of certfs, and only of certfs, is unmounted lazily
+// (MNT_DETACH, or fusermount3 -uz when not root), so that the new daemon mounts in its place
+// without an admin. Processes that still hold files of the dead mount open keep getting
+// ENOTCONN from them until they open again, which reaches the new mount. Returns what was
+// done, to log, or an error for a dead mount of something else.
+certfs::Result<std::string> recover_dead_mount(const std::string& mountpoint)
+{
+    std::string done;
+    for (int round = 0; round < 8; ++round) {
+        // statfs, because the kernel answers a stat from the attributes it cached, dead or not.
+        struct statfs sf {};
+        if (::statfs(mountpoint.c_str(), &sf) == 0 || errno != ENOTCONN) {
+            return done;
+        }
+        const auto type = mounted_fs_type(mountpoint);
+        if (type != "fuse.certfs") {
+            return certfs::Status::Unavailable("mount point " + mountpoint + " is a dead " + type.value_or("mount") +
+                                               " mount (transport endpoint is not connected): unmount it first");
+        }
+        if (::umount2(mountpoint.c_str(), MNT_DETACH) != 0) {
+            const int err = errno;
+            auto r = certfs::run_program({"fusermount3", "-u", "-z", mountpoint}, {});
+            if (!r.ok() || !r->succeeded()) {
+                return certfs::errno_status("cannot unmount the dead certfs mount on " + mountpoint, err);
+            }
+        }
+        done = "mount point " + mountpoint +
+               " was left by a certfs daemon that died: unmounted it; processes that held its files open get "
+               "ENOTCONN from them until they open them again";
+    }
+    return certfs::Status::Unavailable("mount point " + mountpoint + " still has a dead certfs mount on it");
 }
 
 // glibc gives threads that contend for malloc arenas of their own, up to 8 per core, and an
@@ -148,6 +188,14 @@ int main(int argc, char** argv)
     db_path = std::filesystem::absolute(db_path).lexically_normal().string();
     std::string mountpoint = positional.back();
 
+    std::string mountpoint_path = std::filesystem::absolute(mountpoint).lexically_normal().string();
+    if (mountpoint_path.size() > 1 && mountpoint_path.back() == '/') {
+        mountpoint_path.pop_back();
+    }
+    auto recovered = recover_dead_mount(mountpoint_path);
+    if (!recovered.ok()) {
+        return fail(recovered.status().message());
+    }
     std::error_code ec;
     auto canonical = std::filesystem::canonical(mountpoint, ec);
     if (ec || !std::filesystem::is_directory(canonical)) {
@@ -236,6 +284,9 @@ int main(int argc, char** argv)
         return fail("cannot detach");
     }
     certfs::setup_logging("certfs", foreground);
+    if (!recovered->empty()) {
+        spdlog::warn("{}", *recovered);
+    }
 
     // SIGTERM, SIGINT and SIGHUP go to one thread, created before any other so that every
     // thread blocks them. It stops the watcher while the workers still serve (a watcher in the
