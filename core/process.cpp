@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -227,6 +228,14 @@ Result<RunResult> run_program(const std::vector<std::string>& argv, const RunOpt
         result.signal = WTERMSIG(status);
     }
     return result;
+}
+
+Status forbid_core_dumps()
+{
+    if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        return errno_status("cannot forbid core dumps (prctl PR_SET_DUMPABLE)");
+    }
+    return Status::Ok();
 }
 
 } // namespace certfs

@@ -43,4 +43,9 @@ struct RunResult {
 // not be started (NotFound for a missing program); a program that fails is a RunResult.
 Result<RunResult> run_program(const std::vector<std::string>& argv, const RunOptions& options);
 
+// Makes this process non-dumpable (prctl PR_SET_DUMPABLE 0): a crash leaves no core file with
+// the private keys in its memory, and no other user's process may ptrace it or read its
+// memory. Programs it starts are dumpable again after their exec, as usual.
+Status forbid_core_dumps();
+
 } // namespace certfs

@@ -6,6 +6,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
@@ -726,6 +727,69 @@ TEST_CASE("daemon: started on the mount point of a SIGKILLed daemon, it takes th
     CHECK(errno == ENOTCONN);
     ::close(read_before);
     ::close(never_read);
+}
+
+namespace {
+
+// Core files go to a directory of the test, with no size limit, until the destructor puts the
+// machine's core_pattern and this process's RLIMIT_CORE (inherited by what it spawns) back.
+class CoreDumps {
+public:
+    CoreDumps() : m_pattern(test::read_file("/proc/sys/kernel/core_pattern"))
+    {
+        REQUIRE(::getrlimit(RLIMIT_CORE, &m_limit) == 0);
+        const rlimit unlimited{RLIM_INFINITY, RLIM_INFINITY};
+        REQUIRE(::setrlimit(RLIMIT_CORE, &unlimited) == 0);
+        test::write_file("/proc/sys/kernel/core_pattern", (m_dir / "core.%e.%p").string() + "\n");
+    }
+    ~CoreDumps()
+    {
+        test::write_file("/proc/sys/kernel/core_pattern", m_pattern);
+        ::setrlimit(RLIMIT_CORE, &m_limit);
+    }
+    CoreDumps(const CoreDumps&) = delete;
+    CoreDumps& operator=(const CoreDumps&) = delete;
+
+    // The core files written so far, by name.
+    std::set<std::string> files() const
+    {
+        std::set<std::string> names;
+        for (const auto& e : stdfs::directory_iterator(m_dir.path())) {
+            names.insert(e.path().filename().string());
+        }
+        return names;
+    }
+
+private:
+    TempDir m_dir;
+    std::string m_pattern;
+    rlimit m_limit{};
+};
+
+} // namespace
+
+TEST_CASE("daemon: a crash dumps no core, so the keys in its memory never land in a file")
+{
+    CoreDumps cores;
+    // The control: an ordinary process killed the same way does leave a core here.
+    const pid_t sleeper = test::spawn({"/bin/sleep", "60"}, "/dev/null");
+    REQUIRE(::kill(sleeper, SIGSEGV) == 0);
+    int status = 0;
+    REQUIRE(::waitpid(sleeper, &status, 0) == sleeper);
+    REQUIRE(WIFSIGNALED(status));
+    REQUIRE(WCOREDUMP(status));
+    REQUIRE(cores.files().count("core.sleep." + std::to_string(sleeper)) == 1);
+
+    Mount m(200ms);
+    m.add("core.test");
+    REQUIRE(slurp(m.live("core.test") / "privkey.pem") == m.store()->current_generation("core.test").value().key_pem);
+    const pid_t daemon = m.pid();
+    REQUIRE(::kill(daemon, SIGSEGV) == 0);
+    REQUIRE(m.daemon().wait_exit(10s, &status));
+    CHECK(WIFSIGNALED(status));
+    CHECK(WTERMSIG(status) == SIGSEGV);
+    CHECK_FALSE(WCOREDUMP(status));
+    CHECK(cores.files() == std::set<std::string>{"core.sleep." + std::to_string(sleeper)});
 }
 
 TEST_CASE("daemon: the fstab form (DBPATH MOUNTPOINT -o OPTS) mounts read-only as fuse.certfs")

@@ -147,6 +147,9 @@ void bound_malloc_arenas()
 int main(int argc, char** argv)
 {
     bound_malloc_arenas();
+    if (auto s = certfs::forbid_core_dumps(); !s.ok()) {
+        return fail(s.message());
+    }
     CLI::App app{"certfs: serve TLS keys and certificates from the certfs store as a read-only filesystem"};
     std::vector<std::string> positional;
     std::string db_path = certfs::store::k_default_db_path;

@@ -66,6 +66,9 @@ int main(int argc, char** argv)
     // not certfsctl's to print, and their errors reach the user as the command's own.
     spdlog::set_default_logger(spdlog::stderr_color_mt("certfsctl"));
     spdlog::set_level(spdlog::level::err);
+    if (Status s = forbid_core_dumps(); !s.ok()) {
+        return fail(s);
+    }
     CLI::App app{"certfsctl: manage the certfs certificate store"};
     app.set_help_all_flag("--help-all", "Show help for every command");
     app.require_subcommand(1);
