@@ -22,6 +22,9 @@ Status sqlite_status(int rc, sqlite3* db, std::string_view what)
         return Status::Corrupt(msg);
     case SQLITE_CANTOPEN:
         return Status::NotFound(msg);
+    case SQLITE_FULL:
+        // Nothing was written: the transaction rolled back whole.
+        return Status::IoError(msg + " (the filesystem holding the store has no space left; nothing was changed)");
     default:
         return Status::IoError(msg);
     }

@@ -2,8 +2,14 @@
 // certificates are renewed a bounded number of times, a lease another process holds costs no
 // CPU, and hundreds of renewals leave the thread count and the address space flat. The figures
 // come from /proc/<pid>/stat and /proc/<pid>/status of the daemon.
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -12,7 +18,9 @@
 
 #include "renew/local_ca.hpp"
 #include "renew/renewer.hpp"
+#include "tests/support/ctl.hpp"
 #include "tests/support/mount.hpp"
+#include "tests/support/pairs.hpp"
 #include "tests/support/testutil.hpp"
 
 using namespace certfs;
@@ -166,4 +174,103 @@ TEST_CASE("daemon: hundreds of renewals leave its thread count and its address s
     // grows by 8 MB or more for each.
     CHECK(threads_after <= threads_before + 6);
     CHECK(vm_after - vm_before < 1024 * 1024); // kB: under 1 GB
+}
+
+namespace {
+
+// A tmpfs of a few MiB, mounted for one test and lazily unmounted by the destructor.
+class SmallDisk {
+public:
+    explicit SmallDisk(const std::filesystem::path& dir) : m_dir(dir)
+    {
+        std::filesystem::create_directory(m_dir);
+        auto r = test::run({"/bin/mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "certfs-small", m_dir.string()});
+        INFO(r.err);
+        REQUIRE(r.exit_code == 0);
+    }
+    ~SmallDisk() { (void)test::run({"/bin/umount", "-l", m_dir.string()}); }
+    SmallDisk(const SmallDisk&) = delete;
+    SmallDisk& operator=(const SmallDisk&) = delete;
+
+    // Writes a file until the disk is full; returns the bytes written.
+    std::size_t fill()
+    {
+        int fd = ::open((m_dir / "filler").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        REQUIRE(fd >= 0);
+        const std::string chunk(4096, 'x');
+        std::size_t written = 0;
+        errno = 0;
+        while (::write(fd, chunk.data(), chunk.size()) == static_cast<ssize_t>(chunk.size())) {
+            written += chunk.size();
+        }
+        const int err = errno;
+        ::close(fd);
+        REQUIRE(err == ENOSPC);
+        return written;
+    }
+    void free() { std::filesystem::remove(m_dir / "filler"); }
+
+private:
+    std::filesystem::path m_dir;
+};
+
+} // namespace
+
+TEST_CASE(
+    "daemon: a full disk fails the renewal clearly, the mount keeps serving, no CPU is spent, and space returning "
+    "renews it")
+{
+    test::TempDir dir;
+    SmallDisk disk(dir / "store");
+    const auto db = dir / "store" / "certfs.db";
+    {
+        auto st = store::Store::open(db.string(), {.create = true, .actor = "test", .clock = nullptr}).value();
+        renew::LocalCaConfig config;
+        config.validity = 20s; // due 10 s after its issue
+        REQUIRE(st->add_issuer(renew::create_local_ca("short", config, std::chrono::system_clock::now()).value()).ok());
+        store::DomainConfig c;
+        c.name = "full.test";
+        c.issuer = "short";
+        c.dns_names = {c.name};
+        REQUIRE(renew::Renewer(*st, "test").add_and_issue(c).ok());
+    }
+    std::filesystem::create_directory(dir / "mnt");
+    test::Daemon daemon(db, dir / "mnt", dir / "certfs.log", 200ms);
+    test::Ctl ctl(db);
+    const std::string served = test::read_file(daemon.live("full.test") / "cert.pem");
+    const auto history_before = ctl.history("full.test");
+
+    const std::size_t filled = disk.fill();
+    INFO("the filler took " << filled << " bytes");
+    // An admin's renewal: one clear line, nothing changed.
+    test::RunResult r = ctl({"renew", "full.test", "--force"});
+    test::expect_failure(
+        r, 1, "database or disk is full (the filesystem holding the store has no space left; nothing was changed)");
+    std::printf("full disk: certfsctl said: %s", r.err.c_str());
+    // The daemon's own attempt, once the leaf is due: it fails and says why, then waits.
+    REQUIRE(wait_until([&] { return daemon.log().find("disk is full") != std::string::npos; }, 30s));
+    const Duration cpu_before = cpu_time(daemon.pid());
+    std::this_thread::sleep_for(10s); // the window the CPU time is measured over
+    const Duration used = cpu_time(daemon.pid()) - cpu_before;
+    INFO("the daemon used " << used.count() << " ms of CPU in 10 s; it said:\n" << daemon.log());
+    CHECK(used < 100ms); // under 1% of a core: no loop
+    // The mount serves what it served.
+    CHECK(test::read_file(daemon.live("full.test") / "cert.pem") == served);
+
+    // Space returns: the daemon's next attempt (a minute after the failed one) renews it, and
+    // the admin's renewal works again.
+    disk.free();
+    const auto freed = std::chrono::steady_clock::now();
+    CHECK(ctl.history("full.test") == history_before); // no generation lost, none half-made
+    CHECK(wait_until(
+        [&] {
+            return test::serial_seen_by_new_process(daemon.live("full.test") / "cert.pem") != test::serial_of(served);
+        },
+        90s));
+    std::printf("full disk: the daemon used %lld ms of CPU in 10 s while full; renewed %.1f s after space returned\n",
+                static_cast<long long>(used.count()),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - freed).count());
+    INFO(daemon.log());
+    CHECK(ctl.history("full.test").size() >= 2);
+    ctl.ok({"renew", "full.test", "--force"});
 }
