@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -273,4 +274,82 @@ TEST_CASE(
     INFO(daemon.log());
     CHECK(ctl.history("full.test").size() >= 2);
     ctl.ok({"renew", "full.test", "--force"});
+}
+
+TEST_CASE("daemon: many certfsctl commands at once against a renewing daemon: no user sees the store locked")
+{
+    Mount m(200ms);
+    add_issuer(m, "short", 6s); // each domain renewed by the daemon every 3 s or so
+    const std::vector<std::string> names = {"b1.test", "b2.test", "b3.test", "b4.test"};
+    for (const auto& name : names) {
+        add_domain(m, name, "short");
+    }
+    test::Ctl ctl(m.db());
+    struct Run {
+        std::vector<std::string> args;
+        test::RunResult result;
+        double seconds = 0;
+    };
+    std::mutex mutex;
+    std::vector<Run> runs;
+    const auto until = std::chrono::steady_clock::now() + 20s;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+        threads.emplace_back([&, t] {
+            for (int i = 0; std::chrono::steady_clock::now() < until; ++i) {
+                std::vector<std::string> args;
+                switch ((t + i) % 6) {
+                case 0:
+                    args = {"renew", names[static_cast<std::size_t>(t) % names.size()], "--force"};
+                    break;
+                case 1:
+                    args = {"add", "n" + std::to_string(t) + "-" + std::to_string(i) + ".test", "--issuer", "short"};
+                    break;
+                case 2:
+                    args = {"list"};
+                    break;
+                case 3:
+                    args = {"history", names[static_cast<std::size_t>(i) % names.size()]};
+                    break;
+                case 4:
+                    args = {"renew", "--all"};
+                    break;
+                default:
+                    args = {"show", names[static_cast<std::size_t>(t + i) % names.size()]};
+                    break;
+                }
+                const auto start = std::chrono::steady_clock::now();
+                test::RunResult r = ctl.unchecked(args);
+                const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+                std::lock_guard lock(mutex);
+                runs.push_back({args, std::move(r), took});
+            }
+        });
+    }
+    for (auto& thread : threads) {
+        thread.join();
+    }
+    std::size_t failed = 0;
+    std::size_t in_progress = 0;
+    double longest = 0;
+    for (const auto& run : runs) {
+        INFO(test::join(run.args) << " -> " << run.result.exit_code << ": " << run.result.err);
+        test::check_no_key_material(run.result);
+        CHECK_THAT(run.result.err, !Catch::Contains("locked") && !Catch::Contains("SQLITE_BUSY"));
+        longest = std::max(longest, run.seconds);
+        if (run.result.exit_code != 0) {
+            ++failed;
+            // The one refusal a renewal may meet: the daemon (or another certfsctl) renewing it.
+            const bool busy_domain = run.args[0] == "renew" && run.result.exit_code == 1 &&
+                                     run.result.err.find("renewal already in progress") != std::string::npos;
+            in_progress += busy_domain ? 1 : 0;
+            CHECK(busy_domain);
+        }
+    }
+    std::printf("busy store: %zu certfsctl runs by 8 threads in 20 s against a renewing daemon; %zu refused as "
+                "'renewal already in progress', no other failure; the longest took %.2f s\n",
+                runs.size(), in_progress, longest);
+    CHECK(runs.size() > 50);
+    CHECK(longest < 10.0); // the busy timeout
+    CHECK(failed == in_progress);
 }
