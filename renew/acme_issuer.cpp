@@ -162,6 +162,21 @@ Result<store::NewIssuer> create_acme_issuer(std::string_view name, const AcmeCon
                             ""};
 }
 
+Result<RenewalWindow> parse_renewal_window(const json& body)
+{
+    const json window = body.is_object() ? body.value("suggestedWindow", json::object()) : json::object();
+    auto text = [&](const char* name) {
+        return window.is_object() && window.contains(name) && window[name].is_string() ? window[name].get<std::string>()
+                                                                                       : std::string();
+    };
+    auto start = parse_rfc3339(text("start"));
+    auto end = parse_rfc3339(text("end"));
+    if (!start.ok() || !end.ok() || *end < *start) {
+        return Status::Invalid("no readable suggestedWindow");
+    }
+    return RenewalWindow{*start, *end, std::nullopt};
+}
+
 Result<std::unique_ptr<AcmeIssuer>> AcmeIssuer::load(store::Store& store, const store::Issuer& issuer,
                                                      std::shared_ptr<RenewContext> context)
 {
@@ -539,13 +554,12 @@ Result<std::optional<RenewalWindow>> AcmeIssuer::fetch_renewal_info(const store:
     if (r.status != 200) {
         return acme::problem_status(body, r.status, "renewal information " + url, retry_after);
     }
-    const json window = body.is_object() ? body.value("suggestedWindow", json::object()) : json::object();
-    auto start = parse_rfc3339(window.is_object() ? window.value("start", "") : "");
-    auto end = parse_rfc3339(window.is_object() ? window.value("end", "") : "");
-    if (!start.ok() || !end.ok() || *end < *start) {
-        return Status::Unavailable("renewal information " + url + ": no readable suggestedWindow");
+    auto window = parse_renewal_window(body);
+    if (!window.ok()) {
+        return Status::Unavailable("renewal information " + url + ": " + window.status().message());
     }
-    return std::optional<RenewalWindow>(RenewalWindow{*start, *end, retry_after});
+    window->retry_after = retry_after;
+    return std::optional<RenewalWindow>(*window);
 }
 
 } // namespace certfs::renew
