@@ -205,6 +205,13 @@ Result<HelperConfig> parse_helper_config(const std::string& json)
         return Status::Corrupt("helper settings are not valid JSON");
     }
     HelperConfig config;
+    // A duration is a whole number of milliseconds: nlohmann would cast a float (3.0e63)
+    // to an integer, which is undefined beyond the integer's range.
+    for (const char* name : {"timeout_ms", "poll_interval_ms", "max_wait_ms"}) {
+        if (j.contains(name) && !j[name].is_number_integer()) {
+            return Status::Corrupt(std::string("helper settings: ") + name + " is not a whole number of milliseconds");
+        }
+    }
     try {
         config.command = j.value("command", "");
         config.timeout = Duration(j.value("timeout_ms", config.timeout.count()));
