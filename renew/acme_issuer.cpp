@@ -97,6 +97,10 @@ Result<AcmeConfig> parse_acme_config(const std::string& text)
     if (!j.is_object() || !j.contains("directory")) {
         return Status::Corrupt("the ACME issuer's settings are unreadable");
     }
+    // nlohmann would cast a float (1.2e59) to an integer, which is undefined beyond its range.
+    if (j.contains("max_wait_ms") && !j["max_wait_ms"].is_number_integer()) {
+        return Status::Corrupt("the ACME issuer's settings: max_wait_ms is not a whole number of milliseconds");
+    }
     AcmeConfig c;
     try {
         c.directory = j.value("directory", "");

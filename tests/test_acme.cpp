@@ -189,6 +189,20 @@ TEST_CASE("acme: a problem document of the wrong shape is still a status and nev
     CHECK(sub.message() == "x: malformed: bad [error; error; error: seven; a.test: error]");
 }
 
+// Found by fuzz_acme_json (fuzz/regressions/acme-settings-float-milliseconds): max_wait_ms
+// written as a float was cast to an integer, which is undefined beyond its range.
+TEST_CASE("acme: settings whose max_wait_ms is not whole milliseconds are refused as corrupt")
+{
+    for (const char* text : {R"({"directory":"https://ca.test/dir","max_wait_ms":1.2e59})",
+                             R"({"directory":"https://ca.test/dir","max_wait_ms":2.5})"}) {
+        INFO(text);
+        require_error(parse_acme_config(text), Code::corrupt, "whole number of milliseconds");
+    }
+    auto ok = parse_acme_config(R"({"directory":"https://ca.test/dir","max_wait_ms":2500})");
+    REQUIRE(ok.ok());
+    CHECK(ok->max_wait == std::chrono::milliseconds(2500));
+}
+
 // ---- against pebble ------------------------------------------------------------------------
 
 using certfs::test::AcmeFixture;
