@@ -17,3 +17,14 @@ if(CERTFS_SANITIZE)
   target_compile_options(certfs_settings INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer)
   target_link_options(certfs_settings INTERFACE -fsanitize=address,undefined)
 endif()
+# Fuzzing: every library gets libFuzzer's coverage instrumentation and the sanitizers, so that
+# the fuzzers (fuzz/CMakeLists.txt, which add libFuzzer's main) see into them. UB aborts, so that
+# libFuzzer records it as a crash instead of printing it and carrying on.
+if(CERTFS_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "CERTFS_FUZZ needs clang's libFuzzer: CXX=clang++ (scripts/fuzz.sh configures it)")
+  endif()
+  target_compile_options(certfs_settings INTERFACE -fsanitize=fuzzer-no-link,address,undefined
+                                                   -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+  target_link_options(certfs_settings INTERFACE -fsanitize=address,undefined)
+endif()

@@ -1,5 +1,6 @@
 #include "core/clock.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <ctime>
@@ -30,7 +31,21 @@ std::int64_t to_unix(TimePoint t)
     return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
 }
 
-TimePoint from_unix(std::int64_t seconds) { return TimePoint(std::chrono::seconds(seconds)); }
+namespace {
+
+// The whole seconds that a TimePoint holds, with room for a fraction of a second on either side.
+// constexpr, so that other files' static TimePoints can use from_unix.
+constexpr std::int64_t k_latest_unix =
+    std::chrono::duration_cast<std::chrono::seconds>(TimePoint::max().time_since_epoch()).count() - 1;
+constexpr std::int64_t k_earliest_unix =
+    std::chrono::duration_cast<std::chrono::seconds>(TimePoint::min().time_since_epoch()).count() + 1;
+
+} // namespace
+
+TimePoint from_unix(std::int64_t seconds)
+{
+    return TimePoint(std::chrono::seconds(std::clamp(seconds, k_earliest_unix, k_latest_unix)));
+}
 
 std::string format_rfc3339(TimePoint t)
 {
@@ -84,7 +99,11 @@ Result<TimePoint> parse_rfc3339(std::string_view text)
     tm.tm_hour = hour;
     tm.tm_min = minute;
     tm.tm_sec = second;
-    return from_unix(timegm(&tm) - offset_s) + std::chrono::milliseconds(ms);
+    const std::int64_t seconds = static_cast<std::int64_t>(timegm(&tm)) - offset_s;
+    if (seconds < k_earliest_unix || seconds > k_latest_unix) {
+        return Status::Invalid("not an RFC 3339 time: '" + t + "' is out of range (1677 to 2262)");
+    }
+    return from_unix(seconds) + std::chrono::milliseconds(ms);
 }
 
 namespace {

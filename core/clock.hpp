@@ -41,6 +41,9 @@ private:
 };
 
 // Whole Unix seconds, as X.509 times and RFC 3339 text carry them (sub-seconds are dropped).
+// A TimePoint counts nanoseconds, so it holds only 1677-09-21 to 2262-04-11: from_unix
+// saturates at those ends (a certificate valid until 9999 is valid as far as a TimePoint
+// reaches), in whole seconds, so that the Unix milliseconds of the result convert back.
 std::int64_t to_unix(TimePoint t);
 TimePoint from_unix(std::int64_t seconds);
 

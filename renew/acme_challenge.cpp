@@ -356,34 +356,19 @@ void HttpServer::send_all(int fd, std::string_view data, SteadyClock::time_point
 
 Reply HttpServer::answer(std::string_view request) const
 {
-    auto line_end = request.find('\n');
-    std::string_view line = request.substr(0, line_end);
-    if (!line.empty() && line.back() == '\r') {
-        line.remove_suffix(1);
-    }
-    auto sp1 = line.find(' ');
-    auto sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
-    if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos ||
-        line.substr(sp2 + 1).rfind("HTTP/1.", 0) != 0) {
-        return {400, "Bad Request", "bad request\n"};
-    }
-    std::string_view method = line.substr(0, sp1);
-    std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    if (method != "GET" && method != "HEAD") {
-        return {405, "Method Not Allowed", "method not allowed\n"};
-    }
-    // An absolute-form target ("http://host/path") names the same path.
-    if (target.rfind("http://", 0) == 0) {
-        auto slash = target.find('/', 7);
-        target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
-    }
-    if (target.rfind(k_challenge_path, 0) == 0) {
-        std::string_view token = target.substr(k_challenge_path.size());
-        if (is_base64url(token)) {
-            if (auto key_authorization = lookup(std::string(token))) {
-                return {200, "OK", *key_authorization};
-            }
+    const Http01Request parsed = parse_http01_request(request);
+    switch (parsed.status) {
+    case 200:
+        if (auto key_authorization = lookup(parsed.token)) {
+            return {200, "OK", *key_authorization};
         }
+        break;
+    case 400:
+        return {400, "Bad Request", "bad request\n"};
+    case 405:
+        return {405, "Method Not Allowed", "method not allowed\n"};
+    default:
+        break;
     }
     return {404, "Not Found", "not found\n"};
 }
@@ -505,6 +490,38 @@ void HttpServer::accept_loop() noexcept
 }
 
 } // namespace
+
+Http01Request parse_http01_request(std::string_view head)
+{
+    auto line_end = head.find('\n');
+    std::string_view line = head.substr(0, line_end);
+    if (!line.empty() && line.back() == '\r') {
+        line.remove_suffix(1);
+    }
+    auto sp1 = line.find(' ');
+    auto sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+    if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos ||
+        line.substr(sp2 + 1).rfind("HTTP/1.", 0) != 0) {
+        return {400, {}};
+    }
+    std::string_view method = line.substr(0, sp1);
+    std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    if (method != "GET" && method != "HEAD") {
+        return {405, {}};
+    }
+    // An absolute-form target ("http://host/path") names the same path.
+    if (target.rfind("http://", 0) == 0) {
+        auto slash = target.find('/', 7);
+        target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+    }
+    if (target.rfind(k_challenge_path, 0) == 0) {
+        std::string_view token = target.substr(k_challenge_path.size());
+        if (is_base64url(token)) {
+            return {200, std::string(token)};
+        }
+    }
+    return {404, {}};
+}
 
 // ---------------------------------------------------------------------------------------------
 // The registry of servers, by listen address. A server is started and stopped with the

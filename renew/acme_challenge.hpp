@@ -54,6 +54,17 @@ std::string dns01_txt_value(std::string_view key_authorization);
 // "_acme-challenge.example.com." for "example.com", "*.example.com" or "example.com.".
 std::string dns01_record_name(std::string_view identifier);
 
+// How the built-in http-01 server reads a request's head (the request line and the header
+// lines, without the blank line that ends them): a GET or HEAD of
+// /.well-known/acme-challenge/TOKEN (origin or absolute form) with a base64url TOKEN is status
+// 200 and the token to look up; anything else is 400 (not an HTTP/1.x request line), 405
+// (another method) or 404 (another path), with no token. Any bytes are a valid input.
+struct Http01Request {
+    int status = 404;
+    std::string token;
+};
+Http01Request parse_http01_request(std::string_view head);
+
 class HttpTokens;
 
 // The built-in http-01 servers of one RenewContext, by listen address. Thread-safe; it must

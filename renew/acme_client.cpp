@@ -33,10 +33,21 @@ Code code_for(const std::string& type, long http_status)
     return Code::corrupt; // malformed, badCSR, accountDoesNotExist, externalAccountRequired...: the admin's turn
 }
 
+// A string member of a problem document, empty when it is absent or of another type: the
+// document comes from the network, so a number where a string belongs must not throw.
+std::string text_member(const nlohmann::json& object, const char* name)
+{
+    if (!object.is_object()) {
+        return {};
+    }
+    auto it = object.find(name);
+    return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 std::string describe_problem(const nlohmann::json& problem)
 {
-    std::string type = problem.is_object() ? problem.value("type", "") : "";
-    std::string detail = problem.is_object() ? problem.value("detail", "") : "";
+    std::string type = text_member(problem, "type");
+    std::string detail = text_member(problem, "detail");
     std::string out = type.empty() ? "error" : short_type(type);
     if (!detail.empty()) {
         out += ": " + detail;
@@ -45,8 +56,10 @@ std::string describe_problem(const nlohmann::json& problem)
         std::string subs;
         for (const auto& sub : problem["subproblems"]) {
             std::string who;
-            if (sub.contains("identifier") && sub["identifier"].is_object()) {
-                who = sub["identifier"].value("value", "") + ": ";
+            if (sub.is_object() && sub.contains("identifier")) {
+                if (std::string value = text_member(sub["identifier"], "value"); !value.empty()) {
+                    who = value + ": ";
+                }
             }
             subs += (subs.empty() ? "" : "; ") + who + describe_problem(sub);
         }
@@ -62,7 +75,7 @@ std::string describe_problem(const nlohmann::json& problem)
 Status problem_status(const nlohmann::json& problem, long http_status, const std::string& context,
                       std::optional<Duration> retry_after)
 {
-    std::string type = problem.is_object() ? problem.value("type", "") : "";
+    std::string type = text_member(problem, "type");
     std::string message = context + ": " + describe_problem(problem);
     if (!problem.is_object() || type.empty()) {
         message = context + ": HTTP status " + std::to_string(http_status);
@@ -172,7 +185,7 @@ Result<HttpResponse> Client::post(const std::string& url, const std::optional<nl
             return r;
         }
         auto problem = nlohmann::json::parse(r.body, nullptr, false);
-        const std::string type = problem.is_object() ? problem.value("type", "") : "";
+        const std::string type = text_member(problem, "type");
         if (short_type(type) == "badNonce" && attempt == 0) {
             continue; // the response carried a fresh nonce
         }

@@ -35,7 +35,8 @@ struct ClientOptions {
     HttpClientPool* pool = nullptr; // where the client's connection comes from; null: its own
 };
 
-// A problem document read from a response, or from an authorization's challenge.
+// A problem document read from a response, or from an authorization's challenge. Any JSON
+// value is accepted: members of the wrong type count as absent, and it never throws.
 Status problem_status(const nlohmann::json& problem, long http_status, const std::string& context,
                       std::optional<Duration> retry_after = std::nullopt);
 

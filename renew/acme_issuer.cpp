@@ -97,6 +97,10 @@ Result<AcmeConfig> parse_acme_config(const std::string& text)
     if (!j.is_object() || !j.contains("directory")) {
         return Status::Corrupt("the ACME issuer's settings are unreadable");
     }
+    // nlohmann would cast a float (1.2e59) to an integer, which is undefined beyond its range.
+    if (j.contains("max_wait_ms") && !j["max_wait_ms"].is_number_integer()) {
+        return Status::Corrupt("the ACME issuer's settings: max_wait_ms is not a whole number of milliseconds");
+    }
     AcmeConfig c;
     try {
         c.directory = j.value("directory", "");
@@ -160,6 +164,21 @@ Result<store::NewIssuer> create_acme_issuer(std::string_view name, const AcmeCon
     stored.account_url.clear();
     return store::NewIssuer{std::string(name), "acme", acme_config_json(stored), secret_json(key_pem, eab_hmac_key),
                             ""};
+}
+
+Result<RenewalWindow> parse_renewal_window(const json& body)
+{
+    const json window = body.is_object() ? body.value("suggestedWindow", json::object()) : json::object();
+    auto text = [&](const char* name) {
+        return window.is_object() && window.contains(name) && window[name].is_string() ? window[name].get<std::string>()
+                                                                                       : std::string();
+    };
+    auto start = parse_rfc3339(text("start"));
+    auto end = parse_rfc3339(text("end"));
+    if (!start.ok() || !end.ok() || *end < *start) {
+        return Status::Invalid("no readable suggestedWindow");
+    }
+    return RenewalWindow{*start, *end, std::nullopt};
 }
 
 Result<std::unique_ptr<AcmeIssuer>> AcmeIssuer::load(store::Store& store, const store::Issuer& issuer,
@@ -539,13 +558,12 @@ Result<std::optional<RenewalWindow>> AcmeIssuer::fetch_renewal_info(const store:
     if (r.status != 200) {
         return acme::problem_status(body, r.status, "renewal information " + url, retry_after);
     }
-    const json window = body.is_object() ? body.value("suggestedWindow", json::object()) : json::object();
-    auto start = parse_rfc3339(window.is_object() ? window.value("start", "") : "");
-    auto end = parse_rfc3339(window.is_object() ? window.value("end", "") : "");
-    if (!start.ok() || !end.ok() || *end < *start) {
-        return Status::Unavailable("renewal information " + url + ": no readable suggestedWindow");
+    auto window = parse_renewal_window(body);
+    if (!window.ok()) {
+        return Status::Unavailable("renewal information " + url + ": " + window.status().message());
     }
-    return std::optional<RenewalWindow>(RenewalWindow{*start, *end, retry_after});
+    window->retry_after = retry_after;
+    return std::optional<RenewalWindow>(*window);
 }
 
 } // namespace certfs::renew

@@ -41,6 +41,11 @@ Result<AcmeConfig> parse_acme_config(const std::string& json);
 Result<store::NewIssuer> create_acme_issuer(std::string_view name, const AcmeConfig& config,
                                             const std::string& eab_hmac_key);
 
+// The suggestedWindow of a renewal information answer (RFC 9773 §4.2), without retry_after:
+// Invalid ("no readable suggestedWindow") when start or end is missing, not an RFC 3339
+// string, or end is before start. Any JSON value is a valid input.
+Result<RenewalWindow> parse_renewal_window(const nlohmann::json& body);
+
 class AcmeIssuer final : public Issuer {
 public:
     // Its connections and http-01 servers come from `context`, which it keeps alive; null: a

@@ -205,6 +205,13 @@ Result<HelperConfig> parse_helper_config(const std::string& json)
         return Status::Corrupt("helper settings are not valid JSON");
     }
     HelperConfig config;
+    // A duration is a whole number of milliseconds: nlohmann would cast a float (3.0e63)
+    // to an integer, which is undefined beyond the integer's range.
+    for (const char* name : {"timeout_ms", "poll_interval_ms", "max_wait_ms"}) {
+        if (j.contains(name) && !j[name].is_number_integer()) {
+            return Status::Corrupt(std::string("helper settings: ") + name + " is not a whole number of milliseconds");
+        }
+    }
     try {
         config.command = j.value("command", "");
         config.timeout = Duration(j.value("timeout_ms", config.timeout.count()));
@@ -222,6 +229,25 @@ Result<HelperConfig> parse_helper_config(const std::string& json)
         return Status::Corrupt("helper settings have a negative or zero duration");
     }
     return config;
+}
+
+Result<HelperWait> parse_helper_wait(std::string_view output)
+{
+    // Like certmonger, the number must end the first line.
+    auto newline = output.find('\n');
+    auto number = trim(output.substr(0, newline));
+    long long seconds = -1;
+    auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), seconds);
+    if (number.empty() || ec != std::errc() || end != number.data() + number.size() || seconds < 0) {
+        return Status::Invalid("the CA helper asked to wait (exit status 5) without a delay in seconds on its "
+                               "first line");
+    }
+    auto capped =
+        std::min<long long>(seconds, std::chrono::duration_cast<std::chrono::seconds>(k_helper_max_delay).count());
+    HelperWait wait;
+    wait.delay = std::max(Duration(std::chrono::seconds(capped)), k_helper_min_delay);
+    wait.cookie = newline == std::string_view::npos ? std::string() : std::string(trim(output.substr(newline + 1)));
+    return wait;
 }
 
 Result<std::vector<HelperCert>> parse_helper_certs(std::string_view output)
@@ -419,20 +445,12 @@ Result<Issued> HelperIssuer::exchange(const IssueRequest& request, std::string c
             cookie = std::string(trim(r.output));
             break;
         case k_wait_with_delay: {
-            // "SECONDS\nCOOKIE": like certmonger, the number must end the first line.
-            std::string_view out = r.output;
-            auto newline = out.find('\n');
-            auto number = trim(out.substr(0, newline));
-            long long seconds = -1;
-            auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), seconds);
-            if (number.empty() || ec != std::errc() || end != number.data() + number.size() || seconds < 0) {
-                return Status::IoError("the CA helper asked to wait (exit status 5) without a delay in seconds on "
-                                       "its first line");
+            auto wait = parse_helper_wait(r.output);
+            if (!wait.ok()) {
+                return Status::IoError(wait.status().message());
             }
-            auto capped = std::min<long long>(
-                seconds, std::chrono::duration_cast<std::chrono::seconds>(k_helper_max_delay).count());
-            delay = std::max(Duration(std::chrono::seconds(capped)), k_helper_min_delay);
-            cookie = newline == std::string_view::npos ? std::string() : std::string(trim(out.substr(newline + 1)));
+            delay = wait->delay;
+            cookie = std::move(wait->cookie);
             break;
         }
         case k_rejected: {

@@ -52,6 +52,16 @@ struct HelperCert {
 // that is not a certificate. An output without certificates gives an empty vector.
 Result<std::vector<HelperCert>> parse_helper_certs(std::string_view output);
 
+// What a helper prints with exit status 5 (wait, and ask again after a delay): "SECONDS\nCOOKIE".
+// The delay is kept within k_helper_min_delay..k_helper_max_delay; the cookie is the rest of
+// the output, trimmed (empty when there is none). Invalid when the first line is not a
+// number of seconds.
+struct HelperWait {
+    Duration delay;
+    std::string cookie;
+};
+Result<HelperWait> parse_helper_wait(std::string_view output);
+
 // The outcome of running IDENTIFY or FETCH-ROOTS, for `issuer add` and `issuer show`. An error
 // Status says why the helper gave nothing (NotFound when the program cannot be started,
 // otherwise IoError naming the exit status, e.g. "exit status 6 (operation not supported)").

@@ -247,7 +247,9 @@ Result<TimePoint> Scheduler::step()
     std::vector<Ready> ready; // due scopes not running
     for (const auto& [key, scope] : scopes) {
         warn_expiring(scope, now, next);
-        const bool held = std::any_of(leases.begin(), leases.end(), [&](const auto& l) { return l.scope == key; });
+        // An init-capture: clang before 16 cannot capture a structured binding.
+        const bool held = std::any_of(leases.begin(), leases.end(),
+                                      [&scope_key = key](const auto& l) { return l.scope == scope_key; });
         std::optional<TimePoint> due = owed_hooks_at(scope.members, held, now); // hooks a crash left owed
         for (const auto& d : scope.members) {
             if (auto at = due_at(d); at && (!due || *at < *due)) {

@@ -254,6 +254,18 @@ namespace {
 
 } // namespace
 
+Result<std::uint32_t> parse_mode(std::string_view text)
+{
+    if (text.empty() || text.size() > 4 || text.find_first_not_of("01234567") != std::string_view::npos) {
+        return Status::Invalid("invalid mode '" + std::string(text) + "': give octal permission bits such as 0640");
+    }
+    std::uint32_t mode = 0;
+    for (char c : text) {
+        mode = mode * 8 + static_cast<std::uint32_t>(c - '0');
+    }
+    return mode;
+}
+
 Result<DomainConfig> normalize_config(DomainConfig config)
 {
     TRY(check_domain_name(config.name));

@@ -2,6 +2,7 @@
 // configures. These rules are the store's invariants; they live here and only here.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,6 +37,10 @@ Result<std::string> normalize_dns_name(std::string_view name);
 // A wildcard covers exactly one label: "*.example.com" covers "a.example.com", not
 // "example.com" or "a.b.example.com". A configured wildcard needs the same wildcard.
 bool san_covers(std::string_view san, std::string_view name);
+
+// A file mode as the admin writes it: 1 to 4 octal digits ("0640", "600"). Invalid otherwise.
+// normalize_config then refuses anything above 0777.
+Result<std::uint32_t> parse_mode(std::string_view text);
 
 // Checks a domain's configuration and returns it in canonical form: a valid name, DNS names
 // lower-cased and de-duplicated, IP addresses canonical, at least one name, mode within 0777,

@@ -161,6 +161,48 @@ TEST_CASE("acme: problem documents become a status with the code the renewer map
     CHECK(acme::problem_status({{"type", "urn:ietf:params:acme:error:caa"}}, 403, "x").code() == Code::invalid);
 }
 
+// Found by fuzz_acme_json (fuzz/regressions/problem-detail-not-a-string): a member of the wrong
+// type made nlohmann::json throw out of problem_status, which revoke and rekey do not catch.
+TEST_CASE("acme: a problem document of the wrong shape is still a status and never an exception")
+{
+    const json detail_array = {{"type", "urn:ietf:params:acme:error:rejectedIdentifier"},
+                               {"detail", json::array({{{"type", "urn:ietf:params:acme:error:caa"}}})}};
+    Status s;
+    REQUIRE_NOTHROW(s = acme::problem_status(detail_array, 400, "new order"));
+    CHECK(s.code() == Code::invalid);
+    CHECK(s.message() == "new order: rejectedIdentifier");
+
+    Status typeless;
+    REQUIRE_NOTHROW(typeless = acme::problem_status({{"type", 5}, {"detail", "x"}}, 400, "new order"));
+    CHECK(typeless.code() == Code::corrupt);
+    CHECK(typeless.message() == "new order: HTTP status 400");
+
+    const json odd_subproblems = {
+        {"type", "urn:ietf:params:acme:error:malformed"},
+        {"detail", "bad"},
+        {"subproblems", json::array({1,
+                                     "two",
+                                     {{"identifier", {{"value", 7}}}, {"detail", "seven"}},
+                                     {{"identifier", {{"value", "a.test"}}}, {"type", true}}})}};
+    Status sub;
+    REQUIRE_NOTHROW(sub = acme::problem_status(odd_subproblems, 400, "x"));
+    CHECK(sub.message() == "x: malformed: bad [error; error; error: seven; a.test: error]");
+}
+
+// Found by fuzz_acme_json (fuzz/regressions/acme-settings-float-milliseconds): max_wait_ms
+// written as a float was cast to an integer, which is undefined beyond its range.
+TEST_CASE("acme: settings whose max_wait_ms is not whole milliseconds are refused as corrupt")
+{
+    for (const char* text : {R"({"directory":"https://ca.test/dir","max_wait_ms":1.2e59})",
+                             R"({"directory":"https://ca.test/dir","max_wait_ms":2.5})"}) {
+        INFO(text);
+        require_error(parse_acme_config(text), Code::corrupt, "whole number of milliseconds");
+    }
+    auto ok = parse_acme_config(R"({"directory":"https://ca.test/dir","max_wait_ms":2500})");
+    REQUIRE(ok.ok());
+    CHECK(ok->max_wait == std::chrono::milliseconds(2500));
+}
+
 // ---- against pebble ------------------------------------------------------------------------
 
 using certfs::test::AcmeFixture;

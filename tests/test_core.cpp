@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <limits>
+
 #include "core/clock.hpp"
 #include "core/status.hpp"
 
@@ -88,6 +90,33 @@ TEST_CASE("parse_rfc3339 reads what format_rfc3339 writes and the forms ACME ser
         CHECK(r.status().code() == Code::invalid);
         CHECK_THAT(r.status().message(), Catch::Contains("not an RFC 3339 time"));
     }
+}
+
+// Found by fuzz_text and fuzz_acme_json (fuzz/regressions/rfc3339-year-0226,
+// renewal-window-year-6676): a TimePoint counts nanoseconds, so it holds only 1677-2262, and
+// these overflowed it.
+TEST_CASE("parse_rfc3339 refuses times that a TimePoint cannot hold")
+{
+    for (const char* far : {"0226-12-02 12:30:33Z", "6676-01-02T04:00:00Z", "1677-01-01T00:00:00Z"}) {
+        INFO(far);
+        auto r = parse_rfc3339(far);
+        REQUIRE_FALSE(r.ok());
+        CHECK(r.status().code() == Code::invalid);
+        CHECK_THAT(r.status().message(), Catch::Contains("out of range"));
+    }
+    CHECK(parse_rfc3339("2200-01-01T00:00:00.5Z").value() == from_unix(7'258'118'400) + std::chrono::milliseconds(500));
+}
+
+TEST_CASE("from_unix saturates at the ends of what a TimePoint holds")
+{
+    const TimePoint latest = from_unix(to_unix(TimePoint::max()));
+    const TimePoint earliest = from_unix(to_unix(TimePoint::min()));
+    CHECK(from_unix(253'402'300'799) == latest); // 9999-12-31T23:59:59Z
+    CHECK(from_unix(std::numeric_limits<std::int64_t>::max()) == latest);
+    CHECK(from_unix(-62'135'596'800) == earliest); // 0001-01-01T00:00:00Z
+    CHECK(from_unix(std::numeric_limits<std::int64_t>::min()) == earliest);
+    CHECK(format_rfc3339(latest) == "2262-04-11T23:47:15Z");
+    CHECK(latest > from_unix(7'258'118'400));
 }
 
 TEST_CASE("a failure's Retry-After survives added context and an ok status takes none")

@@ -710,3 +710,18 @@ TEST_CASE("certfsctl: a helper that prints the certificate alone issues and rene
     CHECK(line_count(refused.err) == 1);
     CHECK(nlohmann::json::parse(ctl.ok({"list", "--json"}).out).size() == 1);
 }
+
+// Found by fuzz_helper (fuzz/regressions/helper-settings-float-milliseconds): a number of
+// milliseconds written as a float was cast to an integer, which is undefined beyond its range.
+TEST_CASE("helper: settings whose durations are not whole milliseconds are refused as corrupt")
+{
+    for (const char* json :
+         {R"({"command":"/bin/true","max_wait_ms":3.0e63})", R"({"command":"/bin/true","timeout_ms":1.5})",
+          R"({"command":"/bin/true","poll_interval_ms":1e3})"}) {
+        INFO(json);
+        require_error(certfs::renew::parse_helper_config(json), Code::corrupt, "whole number of milliseconds");
+    }
+    auto ok = certfs::renew::parse_helper_config(R"({"command":"/bin/true","timeout_ms":1500})");
+    REQUIRE(ok.ok());
+    CHECK(ok->timeout == std::chrono::milliseconds(1500));
+}

@@ -857,3 +857,17 @@ TEST_CASE("ari_cert_id is RFC 9773's example id and joins the CA's key id to the
     check_invalid(ari_cert_id(*raw_cert(*key, "no-aki.example", nullptr, *key, {})),
                   "the certificate has no authority key identifier");
 }
+
+// A certificate "valid for ever" (RFC 5280 §4.1.2.5 suggests 99991231235959Z): its notAfter
+// overflowed the nanoseconds of a TimePoint (found from fuzz_text's and fuzz_acme_json's
+// crashes in from_unix; fuzz/regressions/cert-valid-until-9966.pem).
+TEST_CASE("a certificate valid until the year 9966 is valid as far as a TimePoint reaches")
+{
+    auto cert = parse_cert(test::read_file(CERTFS_FUZZ_REGRESSIONS_DIR "/cert-valid-until-9966.pem"));
+    REQUIRE(cert.ok());
+    auto info = cert_info(**cert);
+    REQUIRE(info.ok());
+    CHECK(info->not_after == from_unix(to_unix(TimePoint::max())));
+    CHECK(format_rfc3339(info->not_after) == "2262-04-11T23:47:15Z");
+    CHECK(info->not_before < info->not_after);
+}

@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "renew/renewer.hpp"
+#include "store/validate.hpp"
 #include "tools/certfsctl/output.hpp"
 
 namespace certfs::ctl {
@@ -45,14 +46,6 @@ Result<std::uint32_t> resolve_group(const std::string& name)
 
 } // namespace
 
-Result<std::uint32_t> parse_mode(const std::string& text)
-{
-    if (text.empty() || text.size() > 4 || text.find_first_not_of("01234567") != std::string::npos) {
-        return Status::Invalid("invalid mode '" + text + "': give octal permission bits such as 0640");
-    }
-    return static_cast<std::uint32_t>(std::stoul(text, nullptr, 8));
-}
-
 int cmd_set(store::Store& st, const SetArgs& args)
 {
     store::Store::Access access;
@@ -71,7 +64,7 @@ int cmd_set(store::Store& st, const SetArgs& args)
         access.gid = *gid;
     }
     if (!args.mode.empty()) {
-        access.mode = parse_mode(args.mode).value();
+        access.mode = store::parse_mode(args.mode).value();
     }
     if (Status s = st.set_access(args.name, access); !s.ok()) {
         return fail(s);
@@ -104,7 +97,7 @@ int cmd_add(store::Store& st, const AddArgs& args)
     }
     config.owner_uid = *uid;
     config.group_gid = *gid;
-    config.mode = parse_mode(args.mode).value();
+    config.mode = store::parse_mode(args.mode).value();
     config.deploy_hooks = args.deploy_hooks;
     if (!args.bundle.empty()) {
         config.bundle = args.bundle;

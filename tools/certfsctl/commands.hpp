@@ -81,8 +81,6 @@ struct AddArgs {
     bool no_issue = false;
 };
 
-// Octal permission bits ("0640"); Invalid otherwise.
-Result<std::uint32_t> parse_mode(const std::string& text);
 int cmd_add(store::Store& st, const AddArgs& args);
 int cmd_list(store::Store& st, bool json);
 int cmd_show(store::Store& st, const std::string& name, bool json);

@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/process.hpp"
+#include "store/validate.hpp"
 #include "tools/certfsctl/commands.hpp"
 #include "tools/certfsctl/output.hpp"
 
@@ -53,7 +54,7 @@ std::string check_command(const std::string& text)
 
 std::string check_mode(const std::string& text)
 {
-    auto m = parse_mode(text);
+    auto m = store::parse_mode(text);
     return m.ok() ? "" : m.status().message();
 }
 
