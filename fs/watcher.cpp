@@ -32,6 +32,7 @@ void Watcher::start(fuse_session* se)
         // data_version counts per connection: the filesystem just opened a new one, so compare
         // nothing old with it.
         m_data_version = -1;
+        m_refused_names.clear(); // said before the daemon's log was set up: say it again there
     }
     m_thread = std::thread([this] { watch(); });
 }
@@ -106,7 +107,7 @@ Status Watcher::refresh()
         // certfsctl refuses such names, but a row written by hand or by an older version must
         // not become a directory called ".." or one that passes for another name.
         std::erase_if(domains, [&](const store::Domain& d) {
-            Status valid = store::check_domain_name(d.name);
+            Status valid = store::check_served_name(d.name);
             if (!valid.ok() && m_refused_names.insert(d.name).second) {
                 spdlog::error("not serving a domain of the store: {}", valid.message());
             }
@@ -180,7 +181,7 @@ Status Watcher::refresh()
         for (const std::string& name : retouched) {
             const DomainView& view = m_fs.m_domains.at(name);
             for (auto& [ino, node] : m_fs.m_nodes) {
-                if (node.kind == Filesystem::Kind::file && node.domain == name &&
+                if (node.kind == Filesystem::Kind::file && node.domain == name && node.domain_id == view.id &&
                     k_files[static_cast<std::size_t>(node.file)].is_private) {
                     node.uid = view.uid;
                     node.gid = view.gid;

@@ -152,10 +152,12 @@ Result<Generation> generation_from_row(const Stmt& row)
     return g;
 }
 
-std::string octal_mode(mode_t mode)
+// `mode` in octal; with `permissions_only`, only its permission bits (of a stat's st_mode).
+std::string octal_mode(std::uint64_t mode, bool permissions_only = true)
 {
-    char text[8];
-    std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
+    char text[24];
+    std::snprintf(text, sizeof text, "%04llo",
+                  static_cast<unsigned long long>(permissions_only ? (mode & 07777) : mode));
     return text;
 }
 
@@ -170,12 +172,17 @@ Status check_private(const std::string& path)
     if (ec || !real.has_parent_path()) {
         return Status::Ok();
     }
-    const std::string dir = real.parent_path().string();
     struct stat st {};
-    if (::stat(dir.c_str(), &st) == 0 && (st.st_mode & 022) != 0) {
-        return Status::Invalid("refusing store " + real.string() + ": its directory " + dir + " has mode " +
-                               octal_mode(st.st_mode) + ", which lets other users replace the store (chmod 700 " + dir +
-                               ")");
+    // The directory of the path as given (where a symlink could be replaced) and that of the
+    // file it leads to.
+    const std::filesystem::path given_dir = std::filesystem::absolute(path, ec).parent_path();
+    for (const std::filesystem::path& d : {given_dir, real.parent_path()}) {
+        const std::string dir = d.string();
+        if (!dir.empty() && ::stat(dir.c_str(), &st) == 0 && (st.st_mode & 022) != 0) {
+            return Status::Invalid("refusing store " + real.string() + ": its directory " + dir + " has mode " +
+                                   octal_mode(st.st_mode) + ", which lets other users replace the store (chmod 700 " +
+                                   dir + ")");
+        }
     }
     for (const char* suffix : {"", "-wal", "-shm"}) {
         const std::string file = real.string() + suffix;
@@ -450,7 +457,7 @@ Status Store::set_access(std::string_view name, const Access& access)
         return Status::Invalid("nothing to change: give --owner, --group or --mode");
     }
     if (access.mode && *access.mode > 0777) {
-        return Status::Invalid("invalid mode " + octal_mode(*access.mode) +
+        return Status::Invalid("invalid mode " + octal_mode(*access.mode, false) +
                                ": only permission bits (0 to 0777) are allowed");
     }
     ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));

@@ -133,6 +133,23 @@ Status check_domain_name(std::string_view name, std::string_view what)
     return Status::Ok();
 }
 
+Status check_served_name(std::string_view name)
+{
+    auto bad = [&](std::string_view why) {
+        return Status::Invalid("invalid domain name " + quote_name(name) + ": " + std::string(why));
+    };
+    if (name.empty() || name.size() > 253) {
+        return bad("empty or longer than 253 characters");
+    }
+    if (!std::all_of(name.begin(), name.end(), [](char c) { return is_label_char(c) || c == '.'; })) {
+        return bad("only lower-case letters, digits, '.' and '-' are allowed");
+    }
+    if (name.front() == '.' || name.front() == '-' || name.find("..") != std::string_view::npos) {
+        return bad("starts with '.' or '-', or contains '..'");
+    }
+    return Status::Ok();
+}
+
 Result<std::string> normalize_dns_name(std::string_view text)
 {
     auto bad = [&](std::string_view why) {
@@ -257,7 +274,7 @@ namespace {
 Result<std::uint32_t> parse_mode(std::string_view text)
 {
     if (text.empty() || text.size() > 4 || text.find_first_not_of("01234567") != std::string_view::npos) {
-        return Status::Invalid("invalid mode '" + std::string(text) + "': give octal permission bits such as 0640");
+        return Status::Invalid("invalid mode " + quote_name(text) + ": give octal permission bits such as 0640");
     }
     std::uint32_t mode = 0;
     for (char c : text) {

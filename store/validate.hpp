@@ -28,6 +28,11 @@ std::string shown_name(std::string_view name);
 // bundle names follow the same rules; `what` names the kind in the message.
 
 Status check_domain_name(std::string_view name, std::string_view what = "domain name");
+// The rule the mount serves by: what every version of certfs accepted as a domain name
+// (ASCII [a-z0-9.-], not starting with '.' or '-', no "..", at most 253 characters), so that a
+// store made by an older version keeps its names, and a row written by hand with '/', "..",
+// a control character, upper case or Unicode is not served.
+Status check_served_name(std::string_view name);
 // A DNS SAN: lower-case host name labels of [a-z0-9-] (1..63 each, not starting or ending
 // with '-'), an optional leading "*." wildcard, at most 253 characters. Returns it
 // lower-cased.

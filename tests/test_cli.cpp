@@ -340,12 +340,16 @@ TEST_CASE("a store other users could read, write or replace is refused, and noth
     ::chmod(dir.c_str(), 0700);
     CHECK(ctl.snapshot() == before);
 
-    // A symlink is judged by what it points to.
+    // A symlink is judged by what it points to, and by where it is: in a directory others can
+    // write, anyone could point it at a store of their own.
     TempDir open_dir;
     ::chmod(open_dir.path().c_str(), 0777);
     const auto link = open_dir.path() / "link.db";
     stdfs::create_symlink(ctl.db(), link);
+    expect_failure(run_certfsctl({"--db", link.string(), "list"}), 1, "its directory " + open_dir.path().string());
+    ::chmod(open_dir.path().c_str(), 0755);
     CHECK(run_certfsctl({"--db", link.string(), "list"}).exit_code == 0);
+    ::chmod(open_dir.path().c_str(), 0777);
 
     // init does not create a store where others could replace it.
     const auto fresh = open_dir.path() / "certfs.db";

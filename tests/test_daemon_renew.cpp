@@ -279,7 +279,8 @@ TEST_CASE(
 TEST_CASE("daemon: many certfsctl commands at once against a renewing daemon: no user sees the store locked")
 {
     Mount m(200ms);
-    add_issuer(m, "short", 6s); // each domain renewed by the daemon every 3 s or so
+    add_issuer(m, "short", 6s);                         // each domain renewed by the daemon every 3 s or so
+    add_issuer(m, "long", std::chrono::hours(24 * 90)); // for the domains added meanwhile: not due
     const std::vector<std::string> names = {"b1.test", "b2.test", "b3.test", "b4.test"};
     for (const auto& name : names) {
         add_domain(m, name, "short");
@@ -303,7 +304,7 @@ TEST_CASE("daemon: many certfsctl commands at once against a renewing daemon: no
                     args = {"renew", names[static_cast<std::size_t>(t) % names.size()], "--force"};
                     break;
                 case 1:
-                    args = {"add", "n" + std::to_string(t) + "-" + std::to_string(i) + ".test", "--issuer", "short"};
+                    args = {"add", "n" + std::to_string(t) + "-" + std::to_string(i) + ".test", "--issuer", "long"};
                     break;
                 case 2:
                     args = {"list"};

@@ -195,6 +195,15 @@ TEST_CASE("domain names are directory names")
     require_error(check_domain_name("a-.example.com"), Code::invalid, "a label starts or ends with '-'");
     require_error(check_domain_name("a.-b.com"), Code::invalid, "a label starts or ends with '-'");
     CHECK(check_domain_name("xn--80ak6aa92e.com").ok()); // an IDN in its A-label form
+    // The mount serves what older versions accepted, so their stores keep their names.
+    CHECK(check_served_name("example.com.").ok());
+    CHECK(check_served_name("a-.example.com").ok());
+    CHECK(check_served_name(std::string(64, 'a') + ".com").ok());
+    for (const char* name : {"..", ".x", "-x", "a..b", "A.com", "a/b", "a\x1b-b", "\xd0\xb0.com", ""}) {
+        INFO(name);
+        CHECK_FALSE(check_served_name(name).ok());
+    }
+    CHECK_FALSE(check_served_name(std::string(254, 'a')).ok());
 }
 
 TEST_CASE("hostile names are refused with the bytes escaped, never echoed raw")

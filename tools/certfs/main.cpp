@@ -16,6 +16,7 @@
 #include <thread>
 
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <sstream>
 
@@ -102,32 +103,52 @@ std::optional<std::string> mounted_fs_type(const std::string& mountpoint)
 // without an admin. Processes that still hold files of the dead mount open keep getting
 // ENOTCONN from them until they open again, which reaches the new mount. Returns what was
 // done, to log, or an error for a dead mount of something else.
+// Whether the FUSE daemon behind `mountpoint` answers: statfs always reaches it (a stat may be
+// answered from the attributes the kernel cached, dead or not). A daemon that is alive but
+// stopped or stuck does not answer either; the probe gives up on it after two seconds, and its
+// thread stays blocked until this process exits (FUSE waits end at a fatal signal).
+enum class Answer { alive, dead, silent };
+Answer probe_mount(const std::string& mountpoint)
+{
+    auto answer = std::make_shared<std::promise<int>>();
+    std::future<int> got = answer->get_future();
+    std::thread([mountpoint, answer] {
+        struct statfs sf {};
+        answer->set_value(::statfs(mountpoint.c_str(), &sf) == 0 ? 0 : errno);
+    }).detach();
+    if (got.wait_for(std::chrono::seconds(2)) != std::future_status::ready) {
+        return Answer::silent;
+    }
+    return got.get() == ENOTCONN ? Answer::dead : Answer::alive;
+}
+
 certfs::Result<std::string> recover_dead_mount(const std::string& mountpoint)
 {
     std::string done;
     for (int round = 0; round < 8; ++round) {
-        // statfs, because the kernel answers a stat from the attributes it cached, dead or not.
-        struct statfs sf {};
-        if (::statfs(mountpoint.c_str(), &sf) == 0 || errno != ENOTCONN) {
+        // Only a certfs mount is ours to take away; anything else is left to the busy check.
+        if (mounted_fs_type(mountpoint) != "fuse.certfs" || probe_mount(mountpoint) != Answer::dead) {
             return done;
-        }
-        const auto type = mounted_fs_type(mountpoint);
-        if (type != "fuse.certfs") {
-            return certfs::Status::Unavailable("mount point " + mountpoint + " is a dead " + type.value_or("mount") +
-                                               " mount (transport endpoint is not connected): unmount it first");
         }
         if (::umount2(mountpoint.c_str(), MNT_DETACH) != 0) {
             const int err = errno;
             auto r = certfs::run_program({"fusermount3", "-u", "-z", mountpoint}, {});
-            if (!r.ok() || !r->succeeded()) {
+            if (!r.ok()) {
                 return certfs::errno_status("cannot unmount the dead certfs mount on " + mountpoint, err);
+            }
+            if (!r->succeeded()) {
+                return certfs::Status::IoError("cannot unmount the dead certfs mount on " + mountpoint + ": " +
+                                               (r->errors.empty() ? r->describe(std::chrono::minutes(5)) : r->errors));
             }
         }
         done = "mount point " + mountpoint +
                " was left by a certfs daemon that died: unmounted it; processes that held its files open get "
                "ENOTCONN from them until they open them again";
     }
-    return certfs::Status::Unavailable("mount point " + mountpoint + " still has a dead certfs mount on it");
+    if (mounted_fs_type(mountpoint) == "fuse.certfs" && probe_mount(mountpoint) == Answer::dead) {
+        return certfs::Status::Unavailable("mount point " + mountpoint + " still has a dead certfs mount on it");
+    }
+    return done;
 }
 
 // glibc gives threads that contend for malloc arenas of their own, up to 8 per core, and an
@@ -191,10 +212,19 @@ int main(int argc, char** argv)
     db_path = std::filesystem::absolute(db_path).lexically_normal().string();
     std::string mountpoint = positional.back();
 
-    std::string mountpoint_path = std::filesystem::absolute(mountpoint).lexically_normal().string();
-    if (mountpoint_path.size() > 1 && mountpoint_path.back() == '/') {
-        mountpoint_path.pop_back();
+    // As /proc/self/mountinfo names it: its parent resolved (a dead mount point itself cannot be).
+    std::filesystem::path mountpoint_abs = std::filesystem::absolute(mountpoint).lexically_normal();
+    if (mountpoint_abs.filename().empty()) {
+        mountpoint_abs = mountpoint_abs.parent_path();
     }
+    {
+        std::error_code parent_ec;
+        auto parent = std::filesystem::canonical(mountpoint_abs.parent_path(), parent_ec);
+        if (!parent_ec) {
+            mountpoint_abs = parent / mountpoint_abs.filename();
+        }
+    }
+    const std::string mountpoint_path = mountpoint_abs.string();
     auto recovered = recover_dead_mount(mountpoint_path);
     if (!recovered.ok()) {
         return fail(recovered.status().message());

@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <iostream>
+#include <optional>
 
 #include "renew/renewer.hpp"
 #include "store/validate.hpp"
@@ -16,30 +17,49 @@ namespace certfs::ctl {
 
 namespace {
 
+// A user or group given by number: its id, Invalid past the largest one (4294967294; the next
+// is (uid_t)-1, which means "unchanged" to chown), or nothing when `name` is not a number.
+std::optional<Result<std::uint32_t>> numeric_id(const std::string& name, const char* what)
+{
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) {
+        return std::nullopt;
+    }
+    constexpr std::uint64_t k_largest = 4294967294ULL;
+    std::uint64_t id = 0;
+    for (char c : name) {
+        id = id * 10 + static_cast<std::uint64_t>(c - '0');
+        if (id > k_largest) {
+            return Result<std::uint32_t>(Status::Invalid(std::string("invalid ") + what + " id " +
+                                                         store::quote_name(name) + ": at most 4294967294"));
+        }
+    }
+    return Result<std::uint32_t>(static_cast<std::uint32_t>(id));
+}
+
 Result<std::uint32_t> resolve_user(const std::string& name)
 {
-    if (!name.empty() && name.find_first_not_of("0123456789") == std::string::npos) {
-        return static_cast<std::uint32_t>(std::stoul(name));
+    if (auto id = numeric_id(name, "user")) {
+        return *id;
     }
     passwd pw{};
     passwd* found = nullptr;
     char buf[4096];
     if (getpwnam_r(name.c_str(), &pw, buf, sizeof buf, &found) != 0 || found == nullptr) {
-        return Status::Invalid("unknown user '" + name + "'");
+        return Status::Invalid("unknown user " + store::quote_name(name));
     }
     return found->pw_uid;
 }
 
 Result<std::uint32_t> resolve_group(const std::string& name)
 {
-    if (!name.empty() && name.find_first_not_of("0123456789") == std::string::npos) {
-        return static_cast<std::uint32_t>(std::stoul(name));
+    if (auto id = numeric_id(name, "group")) {
+        return *id;
     }
     group gr{};
     group* found = nullptr;
     char buf[4096];
     if (getgrnam_r(name.c_str(), &gr, buf, sizeof buf, &found) != 0 || found == nullptr) {
-        return Status::Invalid("unknown group '" + name + "'");
+        return Status::Invalid("unknown group " + store::quote_name(name));
     }
     return found->gr_gid;
 }
