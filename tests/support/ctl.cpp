@@ -29,6 +29,7 @@ RunResult run_certfsctl(const std::vector<std::string>& args, const std::vector<
     RunResult r = run(argv, env, 120);
     INFO(join(argv) << "\nstdout: " << r.out << "\nstderr: " << r.err);
     check_no_key_material(r);
+    check_no_sanitizer_report(r.err, "certfsctl");
     CHECK(r.exit_code != -1);
     return r;
 }

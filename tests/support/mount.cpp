@@ -119,6 +119,9 @@ Daemon::~Daemon()
         kill_and_reap(m_pid);
         run({"/usr/bin/fusermount3", "-uz", m_mnt.string()});
     }
+    // Its stderr is in the log: a sanitizer's report there (LeakSanitizer's comes as it exits)
+    // fails the test, whatever the test looked at.
+    check_no_sanitizer_report(log(), "the daemon");
 }
 
 bool Daemon::wait_exit(Duration timeout, int* status)

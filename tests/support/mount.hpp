@@ -27,7 +27,8 @@ pid_t spawn(const std::vector<std::string>& argv, const std::string& out_path, i
             int* stdout_fd = nullptr);
 
 // The certfs daemon in the foreground on `mnt` for the store `db`, logging to `log`. The
-// constructor returns once the mount is up; the destructor unmounts and reaps the daemon.
+// constructor returns once the mount is up; the destructor unmounts and reaps the daemon and
+// CHECKs that its log holds no sanitizer report (check_no_sanitizer_report).
 class Daemon {
 public:
     Daemon(const std::filesystem::path& db, const std::filesystem::path& mnt, const std::filesystem::path& log,

@@ -72,6 +72,16 @@ std::string join(const std::vector<std::string>& words)
     return out;
 }
 
+void check_no_sanitizer_report(const std::string& output, const std::string& what)
+{
+    // The first line of each report: ASan's and LSan's "==PID==ERROR: ...Sanitizer: ...", UBSan's
+    // "FILE:LINE:COL: runtime error: ...".
+    for (const char* marker : {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", ": runtime error: "}) {
+        INFO(what << " printed:\n" << output);
+        CHECK_THAT(output, !Catch::Contains(marker));
+    }
+}
+
 sockaddr_in loopback_address(int port)
 {
     sockaddr_in addr{};

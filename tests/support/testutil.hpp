@@ -48,6 +48,13 @@ struct RunResult {
     std::string err;
 };
 
+// CHECKs that `output` (what a program of ours printed: certfsctl's stderr, the daemon's log)
+// holds no report of AddressSanitizer, LeakSanitizer or UBSan, so that in a -DCERTFS_SANITIZE=ON
+// build (scripts/test-sanitize.sh) a child's memory error, leak or undefined behaviour fails the
+// test that ran it, also where the child's exit status is not looked at. `what` names the
+// program in the failure. A Catch assertion: call it on the test's own thread.
+void check_no_sanitizer_report(const std::string& output, const std::string& what);
+
 // The words separated by single spaces (a command line in a test's messages).
 std::string join(const std::vector<std::string>& words);
 
