@@ -304,6 +304,9 @@ int main(int argc, char** argv)
     fuse_args args = FUSE_ARGS_INIT(static_cast<int>(fuse_argv.size()), fuse_argv.data());
     fuse_session* se =
         fuse_session_new(&args, &certfs::fs::Filesystem::operations(), sizeof(fuse_lowlevel_ops), fs->get());
+    // Parsing may have left libfuse's own copy of the arguments in args; the session keeps
+    // what it needs.
+    fuse_opt_free_args(&args);
     if (se == nullptr) {
         return fail("cannot start a FUSE session with options " + joined);
     }
