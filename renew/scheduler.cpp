@@ -300,14 +300,15 @@ Result<TimePoint> Scheduler::step()
 TimePoint Scheduler::hold_back(const std::string& key, TimePoint due, TimePoint now,
                                const std::vector<store::Lease>& leases)
 {
-    // A run of this scope ended since the last pass and left it due (its due time did not move
-    // past the run's end).
+    // A run of this scope ended since the last pass and left it due as it found it: its due
+    // time did not move past the run's start. One that fell due while the run went on (the
+    // owed hooks of a crash took their time) is not held back.
     std::optional<TimePoint> left_due;
-    if (auto ended = m_settling.find(key); ended != m_settling.end()) {
-        if (due <= ended->second) {
-            left_due = ended->second;
+    if (auto ran = m_settling.find(key); ran != m_settling.end()) {
+        if (due <= ran->second.started) {
+            left_due = ran->second.ended;
         }
-        m_settling.erase(ended);
+        m_settling.erase(ran);
     }
     auto waiting = m_lease_wait.find(key);
     if (due > now || (!left_due && waiting == m_lease_wait.end())) {
@@ -464,6 +465,7 @@ void Scheduler::warn_expiring(const Scope& scope, TimePoint now, TimePoint& next
 
 void Scheduler::run_scope(const std::string& key, const std::string& first_member)
 {
+    const TimePoint started = m_clock.now();
     bool unrecorded = false;
     try {
         unrecorded =
@@ -481,7 +483,8 @@ void Scheduler::run_scope(const std::string& key, const std::string& first_membe
         m_not_before[key] = m_clock.now() + k_retry_after_unrecorded;
     }
     m_running.erase(key);
-    m_settling[key] = m_clock.now(); // the next pass checks that the run left it not due (hold_back)
+    // The next pass checks that the run did not leave it as due as it found it (hold_back).
+    m_settling[key] = {started, m_clock.now()};
 }
 
 } // namespace certfs::renew

@@ -115,7 +115,10 @@ private:
     std::set<std::string> m_ari_running;   // domains whose ARI is being fetched; guarded
     std::map<std::string, TimePoint>
         m_not_before; // overdue at start: spread; a failure not in the store: a minute; guarded by m_mutex
-    std::map<std::string, TimePoint> m_settling;   // scope -> when its run ended, until the next pass; guarded
+    struct Run {
+        TimePoint started, ended;
+    };
+    std::map<std::string, Run> m_settling;         // scope -> its last run, until the next pass; guarded
     std::map<std::string, TimePoint> m_lease_wait; // scope -> retry at the latest, while another owner
                                                    // holds its lease; guarded by m_mutex
     // Domain -> (generation, time): no fetch of renewal information for that generation before

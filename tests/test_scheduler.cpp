@@ -628,3 +628,34 @@ TEST_CASE("scheduler: an issuer that hangs holds up only its own domain and keep
     CHECK(f.generations("fast.test") == 2);
     CHECK(f.store->leases().value().empty());
 }
+
+TEST_CASE("scheduler: a domain that falls due while its owed hooks run renews at the next pass, not a minute later")
+{
+    // Found by the random kills (test_crash): a daemon that started after a crash ran the hooks
+    // the dead one owed, the domain fell due meanwhile, and its renewal waited the minute meant
+    // for a run that leaves its scope due without recording why.
+    Fixture f;
+    const std::string started = (f.dir / "hook.started").string();
+    const std::string gate = (f.dir / "hook.gate").string();
+    f.add("owed.test", std::nullopt,
+          {"/bin/sh -c 'touch " + started + "; while [ ! -e " + gate + " ]; do sleep 0.01; done'"});
+    // A renewal whose process died before its hooks: generation 2 is committed, its hooks owed.
+    REQUIRE(f.renewer.renew("owed.test", true).ok());
+    REQUIRE(f.domain("owed.test").hooks_owed == 2);
+    const TimePoint due = due_at(f.domain("owed.test")).value();
+    REQUIRE(due > f.clock.now());
+
+    Scheduler s(f.options(), f.clock);
+    REQUIRE(s.start(false).ok());
+    REQUIRE(s.step().ok()); // runs the owed hooks: not due for a renewal yet
+    // The hook takes its time; the domain falls due before it ends.
+    REQUIRE(test::wait_until([&] { return std::filesystem::exists(started); }));
+    f.clock.set(due + 1s);
+    test::write_file(gate, "");
+    s.wait_idle();
+    CHECK_FALSE(f.domain("owed.test").hooks_owed);
+    CHECK(f.gen("owed.test") == 2);
+
+    pass(s);
+    CHECK(f.gen("owed.test") == 3);
+}
