@@ -103,7 +103,8 @@ Daemon::Daemon(const std::filesystem::path& db, const std::filesystem::path& mnt
     argv.insert(argv.end(), extra.begin(), extra.end());
     argv.push_back(m_mnt.string());
     m_pid = spawn(argv, m_log.string());
-    if (!wait_until([&] { return is_fuse_mount(m_mnt); })) {
+    // A dead mount on m_mnt is a fuse mount too, but its root cannot be read (ENOTCONN).
+    if (!wait_until([&] { return is_fuse_mount(m_mnt) && ::access((m_mnt / "live").c_str(), F_OK) == 0; })) {
         // The destructor will not run: stop it here.
         kill_and_reap(m_pid);
         run({"/usr/bin/fusermount3", "-uz", m_mnt.string()});
@@ -114,7 +115,9 @@ Daemon::Daemon(const std::filesystem::path& db, const std::filesystem::path& mnt
 Daemon::~Daemon()
 {
     // Unmount even when the test failed; then the daemon exits by itself.
-    run({"/usr/bin/fusermount3", "-u", m_mnt.string()});
+    if (m_unmount) {
+        run({"/usr/bin/fusermount3", "-u", m_mnt.string()});
+    }
     if (m_pid > 0 && !wait_exit(std::chrono::seconds(10))) {
         kill_and_reap(m_pid);
         run({"/usr/bin/fusermount3", "-uz", m_mnt.string()});

@@ -27,8 +27,8 @@ pid_t spawn(const std::vector<std::string>& argv, const std::string& out_path, i
             int* stdout_fd = nullptr);
 
 // The certfs daemon in the foreground on `mnt` for the store `db`, logging to `log`. The
-// constructor returns once the mount is up; the destructor unmounts and reaps the daemon and
-// CHECKs that its log holds no sanitizer report (check_no_sanitizer_report).
+// constructor returns once the mount serves (a dead mount left on `mnt` does not count); the destructor unmounts and
+// reaps the daemon and CHECKs that its log holds no sanitizer report (check_no_sanitizer_report).
 class Daemon {
 public:
     Daemon(const std::filesystem::path& db, const std::filesystem::path& mnt, const std::filesystem::path& log,
@@ -39,6 +39,9 @@ public:
 
     // Waits for the daemon to exit; its wait status in *status.
     bool wait_exit(Duration timeout, int* status = nullptr);
+    // For a daemon that was SIGKILLed: the destructor leaves its dead mount where it is, for the
+    // next daemon to recover.
+    void leave_dead_mount() { m_unmount = false; }
 
     pid_t pid() const { return m_pid; }
     std::string log() const { return file_or_empty(m_log); }
@@ -49,6 +52,7 @@ private:
     std::filesystem::path m_mnt;
     std::filesystem::path m_log;
     pid_t m_pid = -1;
+    bool m_unmount = true;
 };
 
 // A store of its own with a local CA named "ca", mounted by a Daemon: what most filesystem
