@@ -5,9 +5,7 @@
 // restart"). The CA is tests/ca_helpers/slow.sh, a certmonger helper that sleeps before it
 // issues; what a SIGKILLed daemon leaves running (the helper, the hook: each leads a process
 // group of its own) is stopped here by the pid it wrote.
-#include <fcntl.h>
 #include <signal.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -76,11 +74,18 @@ std::string hook_serial(const std::string& line)
     return normal_serial(line.substr(start, line.find(' ') - start));
 }
 
+// A process's state letter in /proc (R, S, T, Z...), '?' when it has none (it is gone).
+char state_of(const std::filesystem::path& stat_file)
+{
+    const std::string stat = test::file_or_empty(stat_file);
+    const auto close = stat.rfind(')');
+    return close != std::string::npos && close + 2 < stat.size() ? stat[close + 2] : '?';
+}
+
 bool runs(pid_t pid)
 {
-    const std::string stat = test::file_or_empty("/proc/" + std::to_string(pid) + "/stat");
-    const auto close = stat.rfind(')');
-    return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
+    const char state = state_of("/proc/" + std::to_string(pid) + "/stat");
+    return state != '?' && state != 'Z';
 }
 
 // A store with a helper issuer "slow" whose CA is a test CA, and one domain, crash.test, whose
@@ -293,13 +298,6 @@ namespace {
 enum class Phase { idle, keygen, issuing, commit, flip, hooks };
 constexpr std::array<const char*, 6> k_phase_names{"idle", "key generation", "issuing", "commit", "flip", "hooks"};
 
-char state_of(const std::filesystem::path& stat_file)
-{
-    const std::string stat = test::file_or_empty(stat_file);
-    const auto close = stat.rfind(')');
-    return close != std::string::npos && close + 2 < stat.size() ? stat[close + 2] : '?';
-}
-
 // Whether every thread of pid has stopped (SIGSTOP reached them all).
 bool all_stopped(pid_t pid)
 {
@@ -398,32 +396,6 @@ struct ReaderCounts {
     std::mutex mutex;
     std::string first_other; // the first other error, for the message
 };
-
-// Reads a whole file; nullopt with errno on failure.
-std::optional<std::string> read_whole(const std::filesystem::path& path)
-{
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return std::nullopt;
-    }
-    std::string out;
-    char buf[16384];
-    for (;;) {
-        const ssize_t n = ::read(fd, buf, sizeof buf);
-        if (n < 0) {
-            const int saved = errno;
-            ::close(fd);
-            errno = saved;
-            return std::nullopt;
-        }
-        if (n == 0) {
-            break;
-        }
-        out.append(buf, static_cast<std::size_t>(n));
-    }
-    ::close(fd);
-    return out;
-}
 
 class KillFixture {
 public:
@@ -604,12 +576,12 @@ TEST_CASE("crash: kill -9 at random instants of renewals, of the daemon and of c
                     const auto first = live / (r == 0 ? "privkey.pem" : "cert.pem");
                     const auto second = live / (r == 0 ? "cert.pem" : "privkey.pem");
                     const int life_before = life;
-                    auto a = read_whole(first);
+                    auto a = test::slurp(first);
                     if (!a) {
                         count_error(first.string());
                         continue;
                     }
-                    auto b = read_whole(second);
+                    auto b = test::slurp(second);
                     if (!b) {
                         count_error(second.string());
                         continue;
@@ -770,8 +742,8 @@ TEST_CASE("crash: kill -9 at random instants of renewals, of the daemon and of c
         std::optional<std::string> seen_serial;
         for (int attempt = 0; attempt < 5 && seen_serial != serial; ++attempt) {
             std::this_thread::sleep_for(3 * k_pin_window);
-            const auto key = read_whole(f.mnt / "live" / name / "privkey.pem");
-            const auto cert = read_whole(f.mnt / "live" / name / "cert.pem");
+            const auto key = test::slurp(f.mnt / "live" / name / "privkey.pem");
+            const auto cert = test::slurp(f.mnt / "live" / name / "cert.pem");
             REQUIRE(key);
             REQUIRE(cert);
             seen_serial = test::matching_serial(*key, *cert);

@@ -9,6 +9,7 @@
 #include "core/handles.hpp"
 #include "core/process.hpp"
 
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -45,8 +46,10 @@ std::optional<std::string> slurp(const std::filesystem::path& path)
     while ((n = ::read(fd, buf, sizeof buf)) > 0) {
         out.append(buf, static_cast<std::size_t>(n));
     }
+    const int saved = errno;
     ::close(fd);
     if (n < 0) {
+        errno = saved; // the read's error, for the caller's message
         return std::nullopt;
     }
     return out;

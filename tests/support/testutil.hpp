@@ -38,7 +38,8 @@ std::string read_file(const std::filesystem::path& path);
 // The whole file, or "" when it cannot be read (for logs that may not exist yet).
 std::string file_or_empty(const std::filesystem::path& path);
 // Reads a whole file with open/read/close, as a server reads its certificate; nullopt on any
-// error (for reads through a mount, where an error is what the test looks for).
+// error, with errno set by the open or read that failed (for reads through a mount, where an
+// error is what the test looks for).
 std::optional<std::string> slurp(const std::filesystem::path& path);
 void write_file(const std::filesystem::path& path, const std::string& content);
 
