@@ -157,7 +157,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi)
 void op_read(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fuse_file_info*)
 {
     answer(
-        req, "read", [&] { return self(req)->do_read(ino, size, off); },
+        req, "read", [&] { return self(req)->do_read(req, ino, size, off); },
         [&](const Filesystem::Bytes& b) {
             fuse_reply_buf(req, b.size > 0 ? b.data->data() + b.offset : nullptr, b.size);
         });
@@ -597,6 +597,24 @@ Result<Filesystem::Choice> Filesystem::generation_for(fuse_req_t req, const std:
     return chosen;
 }
 
+void Filesystem::answered(fuse_req_t req, const std::string& domain, std::int64_t domain_id, std::int64_t gen)
+{
+    {
+        std::lock_guard lock(m_mutex);
+        auto d = m_domains.find(domain);
+        if (d == m_domains.end() || d->second.id != domain_id || !d->second.pins) {
+            return; // steady state: nothing to tell
+        }
+    }
+    const auto tid = static_cast<std::uint32_t>(fuse_req_ctx(req)->pid);
+    const std::uint32_t pid = process_of(tid);
+    std::lock_guard lock(m_mutex);
+    auto d = m_domains.find(domain);
+    if (d != m_domains.end() && d->second.id == domain_id && d->second.pins) {
+        d->second.pins->answered(pid, tid, gen, PinClock::now());
+    }
+}
+
 Result<Filesystem::Entry> Filesystem::resolve(fuse_req_t req, fuse_ino_t parent, const char* name)
 {
     Node dir;
@@ -656,9 +674,14 @@ Result<Filesystem::Entry> Filesystem::resolve_in_live(fuse_req_t req, const char
         domain_id = d->second.id;
     }
     ASSIGN_OR_RETURN(Choice chosen, generation_for(req, name, domain_id));
-    std::lock_guard lock(m_mutex);
-    return Entry{referenced_inode(Kind::live_domain, name, domain_id, chosen.gen, -1),
-                 chosen.cacheable ? k_long_timeout : 0.0};
+    Entry entry;
+    {
+        std::lock_guard lock(m_mutex);
+        entry = Entry{referenced_inode(Kind::live_domain, name, domain_id, chosen.gen, -1),
+                      chosen.cacheable ? k_long_timeout : 0.0};
+    }
+    answered(req, name, domain_id, chosen.gen);
+    return entry;
 }
 
 Result<Filesystem::Entry> Filesystem::resolve_in_live_domain(fuse_req_t req, const Node& dir, const char* name)
@@ -682,14 +705,18 @@ Result<Filesystem::Entry> Filesystem::resolve_in_live_domain(fuse_req_t req, con
         auto r = d->second.retired.find(dir.gen);
         serves = dir.gen == *d->second.current || (r != d->second.retired.end() && PinClock::now() < r->second);
     }
+    // Loading a generation's content may wait for the store: that wait is the process's time on
+    // the domain (answered()).
     if (serves) {
         ASSIGN_OR_RETURN(Entry entry, file_entry(dir.domain, dir.domain_id, dir.gen, file));
         entry.timeout = live_file_timeout();
+        answered(req, dir.domain, dir.domain_id, dir.gen);
         return entry;
     }
     ASSIGN_OR_RETURN(Choice chosen, generation_for(req, dir.domain, dir.domain_id));
     ASSIGN_OR_RETURN(Entry entry, file_entry(dir.domain, dir.domain_id, chosen.gen, file));
     entry.timeout = 0.0;
+    answered(req, dir.domain, dir.domain_id, chosen.gen);
     return entry;
 }
 
@@ -793,9 +820,12 @@ Result<Filesystem::OpenAnswer> Filesystem::do_open(fuse_ino_t ino)
     return m_no_open ? OpenAnswer::kernel_opens : OpenAnswer::open;
 }
 
-Result<Filesystem::Bytes> Filesystem::do_read(fuse_ino_t ino, std::size_t size, off_t off)
+Result<Filesystem::Bytes> Filesystem::do_read(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off)
 {
     Bytes bytes;
+    std::string domain;
+    std::int64_t domain_id = 0;
+    std::int64_t gen = 0;
     {
         std::lock_guard lock(m_mutex);
         auto it = m_nodes.find(ino);
@@ -806,7 +836,12 @@ Result<Filesystem::Bytes> Filesystem::do_read(fuse_ino_t ino, std::size_t size, 
             return Status::IoError("inode " + std::to_string(ino) + " has no content");
         }
         bytes.data = it->second.content->files[static_cast<std::size_t>(it->second.file)];
+        domain = it->second.domain;
+        domain_id = it->second.domain_id;
+        gen = it->second.gen;
     }
+    // A read the page cache did not answer: the process is reading this generation.
+    answered(req, domain, domain_id, gen);
     bytes.offset = static_cast<std::size_t>(std::max<off_t>(off, 0));
     if (bytes.offset < bytes.data->size()) {
         bytes.size = std::min(size, bytes.data->size() - bytes.offset);

@@ -131,7 +131,7 @@ public:
         std::size_t offset = 0;
         std::size_t size = 0;
     };
-    Result<Bytes> do_read(fuse_ino_t ino, std::size_t size, off_t off);
+    Result<Bytes> do_read(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off);
     // The entries from offset `off` that fit in `size` bytes, as fuse_add_direntry() wrote them.
     struct Listing {
         bool is_directory = true; // false: ENOTDIR
@@ -220,6 +220,9 @@ private:
         bool cacheable = true;
     };
     Result<Choice> generation_for(fuse_req_t req, const std::string& name, std::int64_t domain_id);
+    // Tells the pins of a domain in transition that the process of req was answered about its
+    // generation `gen` just now (DomainPins::answered()). No lock held on entry.
+    void answered(fuse_req_t req, const std::string& domain, std::int64_t domain_id, std::int64_t gen);
     Result<Entry> file_entry(const std::string& domain, std::int64_t domain_id, std::int64_t gen, int file);
     // visible_generation() of a domain (m_mutex held).
     static std::optional<std::int64_t> visible_of(DomainView& view);

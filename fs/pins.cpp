@@ -132,6 +132,29 @@ DomainPins::Choice DomainPins::choose(std::uint32_t pid, std::uint32_t tid, PinT
     return choice;
 }
 
+void DomainPins::answered(std::uint32_t pid, std::uint32_t tid, std::int64_t gen, PinTime now)
+{
+    auto it = m_processes.find(pid);
+    if (it == m_processes.end()) {
+        if (m_expires.count(gen) == 0) {
+            return; // older than the transition, or forgotten since: an old file descriptor
+        }
+        ProcessPin fresh;
+        fresh.gen = gen;
+        fresh.last = now;
+        sample(fresh, tid, now);
+        m_processes.emplace(pid, fresh);
+        return;
+    }
+    ProcessPin& pin = it->second;
+    if (pin.gen != gen || now <= pin.last) {
+        return;
+    }
+    pin.last = now;
+    pin.stalled_until = PinTime{};
+    sample(pin, tid, now);
+}
+
 PinClock::duration hold_limit(const PinOptions& options, PinTime expires, PinTime since)
 {
     return std::min<PinClock::duration>(

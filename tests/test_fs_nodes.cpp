@@ -47,7 +47,7 @@ struct Tree {
     }
     std::string read(fuse_ino_t ino)
     {
-        auto bytes = fs->do_read(ino, 65536, 0);
+        auto bytes = fs->do_read(nullptr, ino, 65536, 0);
         REQUIRE(bytes.ok());
         return bytes->data->substr(bytes->offset, bytes->size);
     }
@@ -84,7 +84,7 @@ TEST_CASE("fs nodes: an inode lives until FORGET brings its lookups to 0, and a 
 
     // Two lookups need two forgets. A read in flight keeps its bytes after the inode went.
     CHECK(t.lookup(first, "cert.pem") == cert);
-    auto held = t.fs->do_read(key, 65536, 0);
+    auto held = t.fs->do_read(nullptr, key, 65536, 0);
     REQUIRE(held.ok());
     t.fs->forget(key, 1);
     t.fs->forget(cert, 1);

@@ -50,6 +50,46 @@ std::vector<std::pair<PinClock::duration, DomainPins::Choice>> loop(Scenario& s,
 
 } // namespace
 
+TEST_CASE("pins: a process that waited a window for the daemon's answer, between its key and its certificate, "
+          "keeps its generation")
+{
+    Scenario s;
+    s.commit(2, 0s);
+    // Its key: the lookup of live/<domain> at 1.9 s; the lookup of privkey.pem in that directory
+    // waits for the store and is answered at 4 s. Its certificate right after, past the flip.
+    CHECK(s.gen(100, 1900ms) == 1);
+    s.pins.answered(100, 100, 1, s.at(4s));
+    CHECK(s.gen(100, 4010ms) == 1);
+    // Counted from when it asked, it would have been moved between its two files.
+    Scenario asked;
+    asked.commit(2, 0s);
+    CHECK(asked.gen(100, 1900ms) == 1);
+    CHECK(asked.gen(100, 4010ms) == 2);
+}
+
+TEST_CASE("pins: a read of a generation pins a process seen nowhere else, and not to one no process gets")
+{
+    Scenario s;
+    s.commit(2, 0s);
+    // Its key opened through the kernel's cache before the transition, unseen, and its first
+    // read reaches the daemon after the flip: its certificate is of the same generation.
+    s.pins.answered(100, 100, 1, s.at(2500ms));
+    CHECK(s.gen(100, 2600ms) == 1);
+    CHECK(s.gen(200, 2600ms) == 2); // another process gets the visible one
+    // A read through a descriptor of another generation moves no pin.
+    s.pins.answered(200, 200, 1, s.at(2700ms));
+    CHECK(s.gen(200, 2800ms) == 2);
+    // Once generations 1 and 2 are neither visible nor held by anyone, a later commit forgets
+    // them: a read through an old descriptor of one pins nothing.
+    Scenario t;
+    t.commit(2, 0s);
+    t.commit(3, 1s);
+    CHECK(t.gen(300, 3100ms) == 3);
+    t.commit(4, 5s);
+    t.pins.answered(400, 400, 1, t.at(5100ms));
+    CHECK(t.gen(400, 5200ms) == 3);
+}
+
 TEST_CASE("pins: a commit becomes visible one pin window later and not earlier")
 {
     Scenario s;
