@@ -29,7 +29,7 @@ namespace certfs::store {
 class Db; // store/sqlite.hpp, internal to store/: SQLite's header reaches no other layer
 
 inline constexpr const char* k_default_db_path = "/var/lib/certfs/certfs.db";
-inline constexpr int k_schema_version = 6;
+inline constexpr int k_schema_version = 7;
 
 struct OpenOptions {
     bool create = false;          // create the file (and run migrations) if missing

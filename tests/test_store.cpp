@@ -731,6 +731,26 @@ TEST_CASE("migrations: a store of an older schema is brought up to date on open 
     CHECK_FALSE(store->pending("old.test").value().has_value());
 }
 
+TEST_CASE("opening: the generation index the filesystem reads at each change comes from an index, not the rows")
+{
+    Fixture f;
+    f.add("plan.test");
+    f.renew("plan.test");
+    auto plan = f.store->db_for_testing()
+                    .prepare("EXPLAIN QUERY PLAN SELECT d.name, g.gen, g.created_at FROM generations g"
+                             " JOIN domains d ON d.id = g.domain_id ORDER BY d.name, g.gen")
+                    .value();
+    std::string said;
+    while (plan.step().value()) {
+        said += plan.text(3) + "\n";
+    }
+    INFO(said);
+    CHECK(said.find("COVERING INDEX generations_created") != std::string::npos);
+    auto index = f.store->generation_index().value();
+    REQUIRE(index.count("plan.test") == 1);
+    CHECK(index["plan.test"].size() == 2);
+}
+
 TEST_CASE("settings: set and read back")
 {
     Fixture f;
