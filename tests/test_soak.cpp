@@ -34,6 +34,16 @@ struct ProcessSize {
     long threads = -1;
 };
 
+// How long the calling thread has waited for a CPU in all (/proc/thread-self/schedstat), in ms.
+double runqueue_wait_ms()
+{
+    std::ifstream in("/proc/thread-self/schedstat");
+    unsigned long long on_cpu = 0;
+    unsigned long long waited = 0;
+    in >> on_cpu >> waited;
+    return static_cast<double>(waited) / 1e6;
+}
+
 ProcessSize size_of(pid_t pid)
 {
     std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -81,12 +91,52 @@ struct Seen {
     }
     std::mutex mutex;
     std::string first_failures; // guarded by mutex
+
+    // A mismatched pair, kept to say afterwards which generations its key and certificate were.
+    struct Mixed {
+        std::string domain;
+        int reader = 0;
+        double at_s = 0;       // since the readers started
+        double gap_ms = 0;     // from before the key's open to after the certificate's
+        double waited_ms = -1; // of that, the reader's wait for a CPU
+        std::string key_pem;
+        std::string cert_pem;
+    };
+    std::vector<Mixed> mixed; // guarded by mutex; the first few
+    void mismatched(Mixed m)
+    {
+        ++mismatches;
+        std::lock_guard lock(mutex);
+        if (mixed.size() < 10) {
+            mixed.push_back(std::move(m));
+        }
+    }
 };
+
+// "key of generation 5, certificate of generation 6" for a mismatched pair of `m.domain`.
+std::string describe(store::Store& st, const Seen::Mixed& m)
+{
+    std::string key_gen = "?";
+    std::string cert_gen = "?";
+    if (auto history = st.history(m.domain); history.ok()) {
+        for (const auto& g : history.value()) {
+            if (g.key_pem == m.key_pem) {
+                key_gen = std::to_string(g.gen);
+            }
+            if (m.cert_pem.rfind(g.cert_pem, 0) == 0) {
+                cert_gen = std::to_string(g.gen);
+            }
+        }
+    }
+    return "reader " + std::to_string(m.reader) + " at " + std::to_string(m.at_s) + " s: " + m.domain +
+           ": key of generation " + key_gen + ", certificate of generation " + cert_gen + ", read over " +
+           std::to_string(m.gap_ms) + " ms of which it waited for a CPU " + std::to_string(m.waited_ms) + " ms";
+}
 
 } // namespace
 
-TEST_CASE("daemon: 10,000 renewals across 100 domains with readers: its threads stay flat and its RSS ends within "
-          "10% of where it was after 1,000")
+TEST_CASE("daemon: 10,000 renewals across 100 domains with readers: its threads stay flat and its RSS grows by "
+          "under 512 bytes a renewal after the first 1,000")
 {
     // About 100 s on 2 cores; bench/soak.sh runs it at other sizes.
     const long k_domains = test::env_number("CERTFS_SOAK_DOMAINS", 100);
@@ -123,6 +173,7 @@ TEST_CASE("daemon: 10,000 renewals across 100 domains with readers: its threads 
     const std::vector<std::string> domains(names.begin(), names.end());
 
     Seen seen;
+    const auto readers_started = std::chrono::steady_clock::now();
     std::atomic<bool> stopping{false};
     std::vector<std::thread> threads;
     // Readers: four threads, each looping over its quarter of the domains, key then certificate,
@@ -134,8 +185,12 @@ TEST_CASE("daemon: 10,000 renewals across 100 domains with readers: its threads 
             std::map<std::string, std::string> verified; // domain -> key + certificate
             while (!stopping) {
                 for (std::size_t i = static_cast<std::size_t>(r); i < domains.size(); i += k_readers) {
+                    const auto before = std::chrono::steady_clock::now();
+                    const double waited_before = runqueue_wait_ms();
                     auto key = test::slurp(mnt / "live" / domains[i] / "privkey.pem");
                     auto cert = test::slurp(mnt / "live" / domains[i] / "cert.pem");
+                    const double waited = runqueue_wait_ms() - waited_before;
+                    const auto after = std::chrono::steady_clock::now();
                     if (!key || !cert) {
                         seen.failed(seen.errors, "live/" + domains[i] + ": " + std::strerror(errno));
                         continue;
@@ -144,7 +199,16 @@ TEST_CASE("daemon: 10,000 renewals across 100 domains with readers: its threads 
                     std::string both = *key + *cert;
                     if (verified[domains[i]] != both) {
                         if (!test::pair_matches(*key, *cert)) {
-                            ++seen.mismatches;
+                            seen.mismatched(
+                                {.domain = domains[i],
+                                 .reader = r,
+                                 .at_s =
+                                     std::chrono::duration<double>(std::chrono::steady_clock::now() - readers_started)
+                                         .count(),
+                                 .gap_ms = std::chrono::duration<double, std::milli>(after - before).count(),
+                                 .waited_ms = waited,
+                                 .key_pem = *key,
+                                 .cert_pem = *cert});
                         }
                         verified[domains[i]] = std::move(both);
                     }
@@ -219,16 +283,24 @@ TEST_CASE("daemon: 10,000 renewals across 100 domains with readers: its threads 
 
     auto st = store::Store::open(db.string(), {.create = false, .actor = "test", .clock = nullptr}).value();
     const auto started = std::chrono::steady_clock::now();
+    // The RSS at each thousand renewals, printed at the end: a leak climbs in steps of the same
+    // size, a cache that fills up climbs less and less.
+    std::vector<std::pair<long, long>> trajectory;
     auto wait_renewals = [&](long count) {
         return test::wait_until(
             [&] {
                 std::this_thread::sleep_for(100ms); // the store is asked ten times a second
-                return renewals_of(*st, names) >= count;
+                const long n = renewals_of(*st, names);
+                if (trajectory.empty() || n >= trajectory.back().first + 1000) {
+                    trajectory.emplace_back(n, size_of(daemon.pid()).rss_kb);
+                }
+                return n >= count;
             },
             240s);
     };
     const bool first_reached = wait_renewals(k_first);
     const ProcessSize first = size_of(daemon.pid());
+    const long first_done = renewals_of(*st, names);
     const auto first_at = std::chrono::steady_clock::now();
     const bool all_reached = first_reached && wait_renewals(k_renewals);
     const ProcessSize last = size_of(daemon.pid());
@@ -239,6 +311,11 @@ TEST_CASE("daemon: 10,000 renewals across 100 domains with readers: its threads 
               << secs(std::chrono::steady_clock::now() - started) << " s): RSS " << last.rss_kb << " kB, "
               << last.threads << " threads; " << seen.pairs << " pairs and " << seen.archive_reads
               << " archive reads read, " << seen.churned << " domains added and removed" << std::endl;
+    std::cout << "soak: RSS in kB by renewals:";
+    for (const auto& [n, kb] : trajectory) {
+        std::cout << ' ' << n << ':' << kb;
+    }
+    std::cout << std::endl;
     stopping = true;
 
     INFO("the daemon said (its end):\n"
@@ -249,10 +326,24 @@ TEST_CASE("daemon: 10,000 renewals across 100 domains with readers: its threads 
     REQUIRE(all_reached);
     INFO(seen.first_failures);
     CHECK(seen.errors == 0);
-    CHECK(seen.mismatches == 0);
+    {
+        std::string mixed;
+        for (const auto& m : seen.mixed) {
+            mixed += describe(*st, m) + "\n";
+        }
+        INFO(mixed);
+        CHECK(seen.mismatches == 0);
+    }
     CHECK(seen.churn_errors == 0);
     CHECK(seen.churned > 0);
     // Flat: the scheduler's workers and libfuse's idle threads come and go, a few at a time.
     CHECK(last.threads <= first.threads + 8);
-    CHECK(last.rss_kb <= first.rss_kb + first.rss_kb / 10);
+    // Flat: what the daemon keeps of each renewal is the entry of its generation in the index of
+    // archive/ (16 bytes and the allocator's share), and SQLite's page caches fill up to their
+    // bound (2 MB a connection) as the store grows; measured, about 110 bytes a renewal. A
+    // generation's content (about 3 kB of PEM) or an inode kept per renewal is many times more.
+    const long grown_bytes = (last.rss_kb - first.rss_kb) * 1024;
+    const long renewed = done - first_done;
+    INFO("the RSS grew by " << grown_bytes << " bytes over " << renewed << " renewals");
+    CHECK(grown_bytes <= 512 * renewed);
 }
