@@ -55,7 +55,14 @@ Result<std::vector<std::string>> check_store(store::Store& store)
             problems.push_back(who + "current generation " + std::to_string(gen.gen) + ": " + valid.status().message());
             continue;
         }
-        auto due = renew_at(d);
+        // When the scheduler was to renew it (its jitter and the CA's renewal window included,
+        // not the retries of its backoff): a failure then is news already.
+        std::optional<TimePoint> due = renew_at(d);
+        if (d.issuer) {
+            store::Domain first_try = d;
+            first_try.next_attempt.reset();
+            due = due_at(first_try);
+        }
         if (due && *due <= now) {
             std::string note = !d.issuer              ? "; imported: import a new certificate"
                                : d.last_error.empty() ? ""

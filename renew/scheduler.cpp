@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
 
 #include <spdlog/spdlog.h>
 
@@ -42,6 +43,9 @@ std::optional<int> expiry_warning_days(const store::Domain& domain, TimePoint no
 {
     if (!domain.current_not_after) {
         return std::nullopt;
+    }
+    if (now >= *domain.current_not_after) {
+        return 0; // expired
     }
     std::optional<int> passed;
     for (int days : k_warning_days) {
@@ -446,11 +450,22 @@ void Scheduler::warn_expiring(const Scope& scope, TimePoint now, TimePoint& next
         auto days = expiry_warning_days(d, now);
         auto warned = m_warned.find({d.name, *d.current_gen});
         if (days && (warned == m_warned.end() || warned->second > *days)) {
-            auto left = std::chrono::duration_cast<std::chrono::hours>(*d.current_not_after - now);
-            spdlog::warn("{}: the certificate expires in {} and has not been renewed{}{}", d.name,
-                         format_duration(std::max(left, std::chrono::hours(0))),
-                         d.issuer ? " (last error: " : " (imported: renew it by hand)",
-                         d.issuer ? d.last_error + ")" : "");
+            const std::string why = d.issuer ? " (last error: " + d.last_error + ")" : " (imported: renew it by hand)";
+            if (*days == 0) {
+                spdlog::error("{}: the certificate expired at {} and has not been renewed{}; it is still served",
+                              d.name, format_rfc3339(*d.current_not_after), why);
+            } else {
+                // Whole hours, and seconds in the last hour: "29d23h", "42m10s".
+                const auto exact = *d.current_not_after - now;
+                const Duration left = exact >= std::chrono::hours(1)
+                                          ? Duration(std::chrono::floor<std::chrono::hours>(exact))
+                                          : Duration(std::chrono::floor<std::chrono::seconds>(exact));
+                spdlog::warn("{}: the certificate expires in {} and has not been renewed{}", d.name,
+                             format_duration(left), why);
+            }
+            // One entry a domain: that of its current generation.
+            m_warned.erase(m_warned.lower_bound({d.name, std::numeric_limits<std::int64_t>::min()}),
+                           m_warned.upper_bound({d.name, std::numeric_limits<std::int64_t>::max()}));
             m_warned[{d.name, *d.current_gen}] = *days;
         }
         // Wake for the next threshold too.
@@ -459,6 +474,9 @@ void Scheduler::warn_expiring(const Scope& scope, TimePoint now, TimePoint& next
             if (at > now) {
                 next = std::min(next, at);
             }
+        }
+        if (*d.current_not_after > now) {
+            next = std::min(next, *d.current_not_after);
         }
     }
 }

@@ -62,7 +62,8 @@ struct SchedulerOptions {
     IssuerFactory issuers;
 };
 
-// The expiry warning threshold (30, 14, 7, 3, 1 days) `domain` has passed at `now`, if any.
+// The expiry warning threshold (30, 14, 7, 3, 1 days) `domain` has passed at `now`, if any;
+// 0 once it has expired.
 std::optional<int> expiry_warning_days(const store::Domain& domain, TimePoint now);
 
 class Scheduler {

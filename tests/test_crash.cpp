@@ -47,7 +47,7 @@ constexpr Duration k_pin_window = 200ms;
 constexpr const char* k_record_hook =
     "echo \"$(openssl x509 -noout -serial -in \"$RENEWED_LINEAGE/cert.pem\") $CERTFS_GENERATION\" >> @DIR@/hook.log";
 
-std::string quote(const std::string& word) { return "'" + word + "'"; }
+using certfs::test::quote;
 
 std::vector<std::string> lines_of(const std::filesystem::path& file)
 {

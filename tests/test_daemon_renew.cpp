@@ -26,10 +26,14 @@
 
 using namespace certfs;
 using namespace std::chrono_literals;
+using Catch::Contains;
+using certfs::test::quote;
 using certfs::test::wait_until;
 using Mount = certfs::test::CaMount;
 
 namespace {
+
+const std::string k_helpers = CERTFS_TEST_CA_HELPERS_DIR;
 
 // The CPU time (user and system) the process has used so far.
 Duration cpu_time(pid_t pid)
@@ -353,4 +357,68 @@ TEST_CASE("daemon: many certfsctl commands at once against a renewing daemon: no
     CHECK(runs.size() > 50);
     CHECK(longest < 10.0); // the busy timeout
     CHECK(failed == in_progress);
+}
+
+TEST_CASE("daemon: a CA that cannot be reached: the mount serves the certificate until it expires and after, the "
+          "daemon warns and then errs, spends no CPU waiting, and check exits 1 saying why")
+{
+    test::Ctl ctl;
+    ctl.ok({"init"});
+    const auto attempts = ctl.path("attempts.log");
+    ctl.ok({"issuer", "add", "helper", "down", "--command",
+            quote(k_helpers + "/down.sh") + " " + quote(attempts.string())});
+    ctl.ok({"add", "down.test", "--issuer", "down", "--no-issue"});
+    // Its certificate, from another CA, lives 25 s: due 12 s after it starts, and by then a day
+    // from its end, the last warning's threshold.
+    test::TestCa ca{"/CN=certfs down test CA"};
+    const auto now = std::chrono::system_clock::now();
+    const test::TestLeaf leaf = test::make_leaf(ca, {{"down.test"}, {}}, now - 1s, now + 25s);
+    test::write_file(ctl.path("cert.pem"), leaf.cert_pem);
+    test::write_file(ctl.path("key.pem"), leaf.key_pem);
+    test::write_file(ctl.path("chain.pem"), ca.cert_pem);
+    ctl.ok({"import", "down.test", "--cert", ctl.path("cert.pem").string(), "--key", ctl.path("key.pem").string(),
+            "--chain", ctl.path("chain.pem").string()});
+    const std::string expires = ctl.show("down.test")["current"]["not_after"].get<std::string>();
+    std::filesystem::create_directory(ctl.path("mnt"));
+    test::Daemon daemon(ctl.db(), ctl.path("mnt"), ctl.path("certfs.log"), 200ms);
+    const auto served = [&] { return test::read_file(daemon.live("down.test") / "cert.pem"); };
+    REQUIRE(served() == leaf.cert_pem);
+
+    // Due: the daemon asks the CA, which cannot be reached, and says so and what it means.
+    const std::string error = "domain down.test: issuer down: CA unreachable (helper exit status 3): cannot "
+                              "connect to ca.example.test:443: Connection refused";
+    REQUIRE(wait_until([&] { return daemon.log().find("down.test: the certificate expires in") != std::string::npos; },
+                       30s));
+    INFO(daemon.log());
+    CHECK_THAT(daemon.log(), Contains("renewal failed: " + error) &&
+                                 Contains("and has not been renewed (last error: " + error + ")"));
+    CHECK(served() == leaf.cert_pem);
+    test::RunResult before = ctl({"check"});
+    CHECK(before.exit_code == 1);
+    CHECK_THAT(before.out, Contains("domain down.test: due for renewal since") &&
+                               Contains("but not renewed (expires " + expires + "; last error: " + error + ")"));
+    // It waits for its next try (a minute later) without spending anything.
+    const Duration cpu_before = cpu_time(daemon.pid());
+    std::this_thread::sleep_for(5s); // the window the CPU time is measured over
+    const Duration used = cpu_time(daemon.pid()) - cpu_before;
+    CHECK(used < 50ms); // 1% of a core
+
+    // The end passes: the expired certificate is still served, for nothing else is there, and
+    // the daemon says so as an error; check says it expired.
+    REQUIRE(wait_until([&] { return daemon.log().find("down.test: the certificate expired at") != std::string::npos; },
+                       30s));
+    CHECK_THAT(daemon.log(), Contains("down.test: the certificate expired at " + expires +
+                                      " and has not been renewed (last error: " + error + "); it is still served"));
+    CHECK(served() == leaf.cert_pem);
+    CHECK(test::read_file(daemon.live("down.test") / "privkey.pem") == leaf.key_pem);
+    test::RunResult after = ctl({"check"});
+    CHECK(after.exit_code == 1);
+    CHECK_THAT(after.out, Contains("domain down.test: current generation 1: validation failed (validity): the "
+                                   "certificate expired at " +
+                                   expires));
+    // One try (the next is a minute after it), after the helper was asked for its CA's roots.
+    CHECK(test::file_or_empty(attempts) == "FETCH-ROOTS\nSUBMIT\n");
+    std::printf("CA down: the daemon tried once, used %lld ms of CPU in 5 s while waiting, and served the "
+                "certificate before and after its end\n",
+                static_cast<long long>(used.count()));
 }

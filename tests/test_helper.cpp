@@ -32,7 +32,7 @@ namespace {
 
 const std::string k_helpers = CERTFS_TEST_CA_HELPERS_DIR;
 
-std::string quote(const std::string& word) { return "'" + word + "'"; }
+using certfs::test::quote;
 
 // A command line for the script `name` in tests/ca_helpers with the given arguments.
 std::string helper_command(const std::string& name, const std::vector<std::string>& args = {})

@@ -6,7 +6,10 @@
 #include <sstream>
 
 #include <catch2/catch.hpp>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
+#include "renew/health.hpp"
 #include "renew/local_ca.hpp"
 #include "renew/renewer.hpp"
 #include "renew/scheduler.hpp"
@@ -89,6 +92,43 @@ std::vector<std::string> lines_of(const std::string& path)
     }
     return out;
 }
+
+// What the default logger says while it lives ("<level> <message>" a line): the scheduler's
+// warnings, as an admin reads them in syslog. Made before the scheduler and destroyed after it,
+// so that no thread logs while the sinks change.
+class LogCapture {
+public:
+    LogCapture() : m_sink(std::make_shared<spdlog::sinks::ostream_sink_mt>(m_out))
+    {
+        m_sink->set_pattern("%l %v");
+        spdlog::default_logger()->sinks().push_back(m_sink);
+    }
+    ~LogCapture()
+    {
+        auto& sinks = spdlog::default_logger()->sinks();
+        sinks.erase(std::remove(sinks.begin(), sinks.end(), m_sink), sinks.end());
+    }
+    LogCapture(const LogCapture&) = delete;
+    LogCapture& operator=(const LogCapture&) = delete;
+
+    // The lines that contain `part`.
+    std::vector<std::string> lines_with(const std::string& part)
+    {
+        m_sink->flush();
+        std::istringstream in(m_out.str());
+        std::vector<std::string> out;
+        for (std::string line; std::getline(in, line);) {
+            if (line.find(part) != std::string::npos) {
+                out.push_back(line);
+            }
+        }
+        return out;
+    }
+
+private:
+    std::ostringstream m_out;
+    std::shared_ptr<spdlog::sinks::ostream_sink_mt> m_sink;
+};
 
 } // namespace
 
@@ -454,6 +494,101 @@ TEST_CASE("scheduler: expiry warnings come 30, 14, 7, 3 and 1 days before the en
     CHECK(expiry_warning_days(d, end - 7 * 24h) == 7);
     CHECK(expiry_warning_days(d, end - 3 * 24h) == 3);
     CHECK(expiry_warning_days(d, end - 1h) == 1);
+    CHECK(expiry_warning_days(d, end) == 0);
+    CHECK(expiry_warning_days(d, end + 24h) == 0);
+}
+
+TEST_CASE("scheduler: a CA down for 60 days: the certificate stays current until it expires and after, warnings "
+          "come at 30, 14, 7, 3 and 1 days and at the end, tries come 6 hours apart at most, check says why")
+{
+    Fixture f;
+    LogCapture log;
+    FakeIssuers fakes;
+    const std::string name = "down.test";
+    {
+        store::DomainConfig c;
+        c.name = name;
+        c.issuer = "ca";
+        c.dns_names = {name};
+        c.renew_before = std::chrono::days(40); // due 50 days into the 90, before the first warning
+        REQUIRE(f.renewer.add_and_issue(c).ok());
+    }
+    const TimePoint expires = *f.domain(name).current_not_after;
+    f.until_due({name});
+    const TimePoint down_from = f.clock.now();
+    fakes.fail(name, Status::Unavailable("cannot connect to ca.example.test:443"));
+    auto options = f.options();
+    options.issuers = fakes.factory();
+    Scheduler s(options, f.clock);
+    REQUIRE(s.start(false).ok());
+
+    // The daemon's loop, with the clock moved to each time it asks to be woken at, and to the
+    // two instants the admin runs `certfsctl check`.
+    const TimePoint back = down_from + std::chrono::days(60); // 20 days after the expiry
+    std::vector<TimePoint> checks = {expires - 12h, expires + 1h};
+    std::vector<std::vector<std::string>> checked;
+    int passes = 0;
+    while (f.clock.now() < back) {
+        const TimePoint now = f.clock.now();
+        const int before = fakes.calls(name);
+        pass(s); // what is due runs
+        // The renewal's end wakes the loop, which plans its next wake: never now again.
+        const TimePoint next = pass(s);
+        passes += 2;
+        REQUIRE(fakes.calls(name) - before <= 1);
+        REQUIRE(next > now);
+        CHECK(f.gen(name) == 1);
+        if (!checks.empty() && checks.front() <= next) {
+            f.clock.set(checks.front());
+            checks.erase(checks.begin());
+            checked.push_back(check_store(*f.store).value());
+            continue;
+        }
+        f.clock.set(next);
+    }
+    const int tries = fakes.calls(name);
+    std::printf("CA down for 60 days: %d tries, %d passes of the scheduler\n", tries, passes);
+
+    // Kept current all along, expired or not: nothing else is there to serve.
+    CHECK(f.gen(name) == 1);
+    CHECK(f.generations(name) == 1);
+    auto d = f.domain(name);
+    CHECK(d.state == store::DomainState::backoff);
+    CHECK(d.last_error == "domain down.test: issuer ca: cannot connect to ca.example.test:443");
+    // Backoff from a minute to 6 hours: over 60 days, four tries a day and a few more at first.
+    CHECK(tries >= 4 * 59);
+    CHECK(tries <= 5 * 60 + 12);              // jitter pulls each try earlier by up to a fifth
+    CHECK(passes <= 2 * (tries + 5 + 1 + 2)); // a wake for each try, warning and check
+
+    const auto warnings = log.lines_with("down.test: the certificate expires in");
+    REQUIRE(warnings.size() == 5);
+    const char* lefts[] = {"30d", "14d", "7d", "3d", "1d"};
+    for (std::size_t i = 0; i < warnings.size(); ++i) {
+        CHECK(warnings[i] == "warning down.test: the certificate expires in " + std::string(lefts[i]) +
+                                 " and has not been renewed (last error: " + d.last_error + ")");
+    }
+    const auto errors = log.lines_with("down.test: the certificate expired");
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == "error down.test: the certificate expired at " + format_rfc3339(expires) +
+                           " and has not been renewed (last error: " + d.last_error + "); it is still served");
+
+    REQUIRE(checked.size() == 2);
+    REQUIRE(checked[0].size() == 1);
+    CHECK_THAT(checked[0][0], Contains("domain down.test: due for renewal since") &&
+                                  Contains("but not renewed (expires " + format_rfc3339(expires) +
+                                           "; last error: " + d.last_error + ")"));
+    REQUIRE(checked[1].size() == 1);
+    CHECK_THAT(checked[1][0], Contains("domain down.test: current generation 1: validation failed (validity): "
+                                       "the certificate expired at"));
+
+    // The CA answers again: the next try renews, and nothing more is said.
+    fakes.succeed(name);
+    f.clock.set(*f.domain(name).next_attempt);
+    pass(s);
+    CHECK(f.gen(name) == 2);
+    CHECK(f.domain(name).state == store::DomainState::monitoring);
+    CHECK(check_store(*f.store).value().empty());
+    CHECK(log.lines_with("down.test: the certificate expire").size() == 6);
 }
 
 TEST_CASE("scheduler: an issuer failing with each kind of error marks only its domain and the others commit")

@@ -42,6 +42,9 @@ std::string file_or_empty(const std::filesystem::path& path);
 // error is what the test looks for).
 std::optional<std::string> slurp(const std::filesystem::path& path);
 void write_file(const std::filesystem::path& path, const std::string& content);
+// `word` in single quotes, one word of a command line that certfs splits as a shell would (a
+// helper's --command, a hook): for the paths of test directories, which hold no quote.
+inline std::string quote(const std::string& word) { return "'" + word + "'"; }
 
 struct RunResult {
     int exit_code = -1; // -1 when killed by a signal or the timeout
