@@ -10,6 +10,7 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -955,6 +956,90 @@ std::string sha256(std::string_view bytes)
 }
 
 void cleanse(std::string& secret) { OPENSSL_cleanse(secret.data(), secret.size()); }
+
+Result<std::string> random_bytes(std::size_t n)
+{
+    std::string out(n, '\0');
+    if (n > 0 && RAND_bytes(bytes_of(out), static_cast<int>(n)) != 1) {
+        return Status::IoError("random number generator failed" + openssl_reason());
+    }
+    return out;
+}
+
+namespace {
+
+constexpr std::size_t k_gcm_nonce = 12;
+constexpr std::size_t k_gcm_tag = 16;
+
+struct CipherCtxFree {
+    void operator()(EVP_CIPHER_CTX* c) const { EVP_CIPHER_CTX_free(c); }
+};
+using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree>;
+
+Status check_aes256_key(std::string_view key)
+{
+    if (key.size() != 32) {
+        return Status::Invalid("an AES-256 key is 32 bytes, not " + std::to_string(key.size()));
+    }
+    return Status::Ok();
+}
+
+} // namespace
+
+Result<std::string> aes256gcm_seal(std::string_view key, std::string_view aad, std::string_view plaintext)
+{
+    TRY(check_aes256_key(key));
+    ASSIGN_OR_RETURN(std::string out, random_bytes(k_gcm_nonce));
+    CipherCtx ctx(EVP_CIPHER_CTX_new());
+    int len = 0;
+    if (!ctx || EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, bytes_of(key), bytes_of(out)) != 1 ||
+        EVP_EncryptUpdate(ctx.get(), nullptr, &len, bytes_of(aad), static_cast<int>(aad.size())) != 1) {
+        return Status::IoError("cannot start AES-256-GCM" + openssl_reason());
+    }
+    out.resize(k_gcm_nonce + plaintext.size() + k_gcm_tag);
+    auto* at = bytes_of(out) + k_gcm_nonce;
+    if (EVP_EncryptUpdate(ctx.get(), at, &len, bytes_of(plaintext), static_cast<int>(plaintext.size())) != 1) {
+        return Status::IoError("cannot encrypt with AES-256-GCM" + openssl_reason());
+    }
+    int tail = 0;
+    if (EVP_EncryptFinal_ex(ctx.get(), at + len, &tail) != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, static_cast<int>(k_gcm_tag),
+                            bytes_of(out) + k_gcm_nonce + plaintext.size()) != 1) {
+        return Status::IoError("cannot finish AES-256-GCM" + openssl_reason());
+    }
+    return out;
+}
+
+Result<std::string> aes256gcm_open(std::string_view key, std::string_view aad, std::string_view sealed)
+{
+    TRY(check_aes256_key(key));
+    if (sealed.size() < k_gcm_nonce + k_gcm_tag) {
+        return Status::Corrupt("does not decrypt: " + std::to_string(sealed.size()) +
+                               " bytes are too few for AES-256-GCM");
+    }
+    const std::size_t n = sealed.size() - k_gcm_nonce - k_gcm_tag;
+    CipherCtx ctx(EVP_CIPHER_CTX_new());
+    int len = 0;
+    if (!ctx || EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, bytes_of(key), bytes_of(sealed)) != 1 ||
+        EVP_DecryptUpdate(ctx.get(), nullptr, &len, bytes_of(aad), static_cast<int>(aad.size())) != 1) {
+        return Status::IoError("cannot start AES-256-GCM" + openssl_reason());
+    }
+    std::string out(n, '\0');
+    if (EVP_DecryptUpdate(ctx.get(), bytes_of(out), &len, bytes_of(sealed.substr(k_gcm_nonce, n)),
+                          static_cast<int>(n)) != 1) {
+        cleanse(out);
+        return Status::IoError("cannot decrypt with AES-256-GCM" + openssl_reason());
+    }
+    std::string tag(sealed.substr(k_gcm_nonce + n));
+    int tail = 0;
+    if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, static_cast<int>(k_gcm_tag), tag.data()) != 1 ||
+        EVP_DecryptFinal_ex(ctx.get(), bytes_of(out) + len, &tail) != 1) {
+        ERR_clear_error();
+        cleanse(out);
+        return Status::Corrupt("does not decrypt (another key, or the bytes or their place were changed)");
+    }
+    return out;
+}
 
 Result<std::string> hmac_sha256(std::string_view key, std::string_view data)
 {

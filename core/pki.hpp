@@ -130,6 +130,16 @@ Result<std::string> base64url_decode(std::string_view text);
 std::string sha256(std::string_view bytes);
 // The raw 32-byte HMAC-SHA256 (RFC 2104) of data under key (raw bytes, any length).
 Result<std::string> hmac_sha256(std::string_view key, std::string_view data);
+// `n` bytes from the CSPRNG (RAND_bytes).
+Result<std::string> random_bytes(std::size_t n);
+
+// AES-256-GCM (the AEAD that seals secrets in the store). seal() draws a fresh 12-byte nonce
+// and returns nonce || ciphertext || 16-byte tag; `aad` is authenticated, not encrypted. open()
+// is the inverse: Corrupt ("does not decrypt") when the key, the aad or any byte differs, and
+// then nothing of the plaintext is returned. The key is 32 raw bytes (Invalid otherwise).
+Result<std::string> aes256gcm_seal(std::string_view key, std::string_view aad, std::string_view plaintext);
+Result<std::string> aes256gcm_open(std::string_view key, std::string_view aad, std::string_view sealed);
+
 // Overwrites the bytes of a string that held a secret (OPENSSL_cleanse, which the compiler does
 // not drop as a dead store), before its memory is freed. Copies made earlier are not reached.
 void cleanse(std::string& secret);

@@ -270,8 +270,11 @@ Filesystem::Filesystem(Options options, std::unique_ptr<store::Store> store)
 
 Result<std::unique_ptr<Filesystem>> Filesystem::create(const Options& options)
 {
-    ASSIGN_OR_RETURN(auto store,
-                     store::Store::open(options.db_path, {.create = false, .actor = "certfs", .clock = nullptr}));
+    ASSIGN_OR_RETURN(
+        auto store,
+        store::Store::open(options.db_path, {.create = false, .actor = "certfs", .clock = nullptr}, options.store_key));
+    // A mount that could not open the keys would serve no privkey.pem: it does not start.
+    TRY(store->check_secrets_readable().with_context("cannot mount " + options.db_path));
     std::unique_ptr<Filesystem> fs(new Filesystem(options, std::move(store)));
     TRY(fs->m_watcher->refresh());
     // SQLite connections must not cross fork() (the daemon may still detach): start() opens
@@ -287,7 +290,8 @@ Status Filesystem::start(fuse_session* se)
     {
         std::lock_guard lock(m_store_mutex);
         ASSIGN_OR_RETURN(m_store,
-                         store::Store::open(m_options.db_path, {.create = false, .actor = "certfs", .clock = nullptr}));
+                         store::Store::open(m_options.db_path, {.create = false, .actor = "certfs", .clock = nullptr},
+                                            m_options.store_key));
     }
     m_watcher->start(se);
     return Status::Ok();

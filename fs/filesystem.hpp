@@ -65,6 +65,7 @@ struct HoldCounts {
 
 struct Options {
     std::string db_path;
+    std::shared_ptr<const store::StoreKey> store_key; // opens the keys it serves (store_key.hpp)
     Duration pin_window = k_default_pin_window;
     Duration max_hold = k_default_max_hold;                  // the bound on a hold (pins.hpp)
     Duration poll_interval = std::chrono::milliseconds(100); // how often the watcher looks

@@ -44,7 +44,8 @@ BatchRunner::BatchRunner(BatchOptions options) : m_options(with_issuers(std::mov
 
 Result<std::unique_ptr<store::Store>> BatchRunner::open() const
 {
-    return store::Store::open(m_options.db_path, {.create = false, .actor = m_options.actor, .clock = m_options.clock});
+    return store::Store::open(m_options.db_path, {.create = false, .actor = m_options.actor, .clock = m_options.clock},
+                              m_options.store_key);
 }
 
 ScopeResult BatchRunner::run_on(store::Store& store, const std::string& name, const OnRenewed& on_renewed) const

@@ -23,12 +23,13 @@ namespace certfs::renew {
 
 struct BatchOptions {
     std::string db_path;
-    std::string actor;            // for the event log ("certfs pid 123", "certfsctl uid=0")
-    std::string owner;            // names this process in leases ("certfsctl pid 123")
-    const Clock* clock = nullptr; // defaults to the system clock
-    IssuerFactory issuers;        // empty: or_builtin_issuers, one context for the runner
-    bool force = false;           // renew even when nothing in the scope is due
-    bool move_now = false;        // move every reader at once (`renew --now`)
+    std::shared_ptr<const store::StoreKey> store_key; // opens the store's secrets (store_key.hpp)
+    std::string actor;                                // for the event log ("certfs pid 123", "certfsctl uid=0")
+    std::string owner;                                // names this process in leases ("certfsctl pid 123")
+    const Clock* clock = nullptr;                     // defaults to the system clock
+    IssuerFactory issuers;                            // empty: or_builtin_issuers, one context for the runner
+    bool force = false;                               // renew even when nothing in the scope is due
+    bool move_now = false;                            // move every reader at once (`renew --now`)
     HookOptions hooks;
     FlipWaiter wait_for_flip; // before each batch's hooks; empty: they run right after the commit
     int jobs = 4;             // scopes renewed at once by run()

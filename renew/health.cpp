@@ -31,6 +31,11 @@ Result<std::vector<std::string>> check_store(store::Store& store)
                                store::describe_holder(lease.holder) + "), which no longer runs");
         }
     }
+    // A sealed store opened without its key: everything but the keys is checked.
+    const Status keys = store.check_secrets_readable();
+    if (!keys.ok()) {
+        problems.push_back("private keys not checked: " + keys.message());
+    }
     ASSIGN_OR_RETURN(auto domains, store.list_domains());
     for (const auto& d : domains) {
         const std::string who = "domain " + d.name + ": ";
@@ -48,12 +53,15 @@ Result<std::vector<std::string>> check_store(store::Store& store)
             problems.push_back(who + "has no certificate");
             continue;
         }
-        ASSIGN_OR_RETURN(store::Generation gen, store.get_generation(d.name, *d.current_gen));
-        auto valid = store::validate_generation({gen.key_pem, gen.cert_pem, gen.chain_pem, gen.reason},
-                                                {d.dns_names, d.ip_addresses}, now);
-        if (!valid.ok()) {
-            problems.push_back(who + "current generation " + std::to_string(gen.gen) + ": " + valid.status().message());
-            continue;
+        if (keys.ok()) {
+            ASSIGN_OR_RETURN(store::Generation gen, store.get_generation(d.name, *d.current_gen));
+            auto valid = store::validate_generation({gen.key_pem, gen.cert_pem, gen.chain_pem, gen.reason},
+                                                    {d.dns_names, d.ip_addresses}, now);
+            if (!valid.ok()) {
+                problems.push_back(who + "current generation " + std::to_string(gen.gen) + ": " +
+                                   valid.status().message());
+                continue;
+            }
         }
         // When the scheduler was to renew it (its jitter and the CA's renewal window included,
         // not the retries of its backoff): a failure then is news already.
@@ -68,7 +76,8 @@ Result<std::vector<std::string>> check_store(store::Store& store)
                                : d.last_error.empty() ? ""
                                                       : "; last error: " + d.last_error;
             problems.push_back(who + "due for renewal since " + format_rfc3339(*due) + " but not renewed (expires " +
-                               format_rfc3339(gen.not_after) + note + ")");
+                               (d.current_not_after ? format_rfc3339(*d.current_not_after) : std::string("?")) + note +
+                               ")");
         }
     }
     ASSIGN_OR_RETURN(auto duplicates, store.duplicate_serials());

@@ -83,6 +83,7 @@ BatchRunner scope_runner(const SchedulerOptions& options, const Clock& clock)
 {
     BatchOptions batch;
     batch.db_path = options.db_path;
+    batch.store_key = options.store_key;
     batch.actor = options.owner;
     batch.owner = options.owner;
     batch.clock = &clock;
@@ -104,7 +105,8 @@ Scheduler::~Scheduler() { stop(); }
 Status Scheduler::start(bool run_thread)
 {
     ASSIGN_OR_RETURN(auto store, store::Store::open(m_options.db_path,
-                                                    {.create = false, .actor = m_options.owner, .clock = &m_clock}));
+                                                    {.create = false, .actor = m_options.owner, .clock = &m_clock},
+                                                    m_options.store_key));
     {
         std::lock_guard lock(m_mutex);
         m_store = std::move(store);
@@ -389,9 +391,9 @@ void Scheduler::plan_renewal_info(const std::vector<store::Domain>& domains, Tim
 void Scheduler::refresh_renewal_info(const std::string& name, std::int64_t gen)
 {
     auto fetch = [&]() -> Status {
-        ASSIGN_OR_RETURN(
-            auto store,
-            store::Store::open(m_options.db_path, {.create = false, .actor = m_options.owner, .clock = &m_clock}));
+        ASSIGN_OR_RETURN(auto store, store::Store::open(m_options.db_path,
+                                                        {.create = false, .actor = m_options.owner, .clock = &m_clock},
+                                                        m_options.store_key));
         ASSIGN_OR_RETURN(store::Domain d, store->get_domain(name));
         if (!d.issuer || !d.current_gen) {
             return Status::Ok();

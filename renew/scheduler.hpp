@@ -51,7 +51,8 @@ namespace certfs::renew {
 
 struct SchedulerOptions {
     std::string db_path;
-    std::string owner; // names this process in leases ("certfs pid 123")
+    std::shared_ptr<const store::StoreKey> store_key; // opens the store's secrets (store_key.hpp)
+    std::string owner;                                // names this process in leases ("certfs pid 123")
     int concurrency = 4;
     FlipWaiter wait_for_flip; // the daemon's filesystem's flips (flip.hpp); empty: hooks right after the commit
     HookOptions hooks;

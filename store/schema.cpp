@@ -168,7 +168,19 @@ constexpr std::string_view k_v7 = R"sql(
 CREATE INDEX generations_created ON generations(domain_id, gen, created_at);
 )sql";
 
-constexpr std::string_view k_migrations[] = {k_v1, k_v2, k_v3, k_v4, k_v5, k_v6, k_v7};
+// v8: a generation's key may be re-sealed (Store::rekey, with a new store key), nothing else of
+// it changes: the trigger covers every other column.
+constexpr std::string_view k_v8 = R"sql(
+DROP TRIGGER generations_immutable;
+CREATE TRIGGER generations_immutable
+BEFORE UPDATE OF domain_id, gen, cert_pem, chain_pem, issuer_dn, serial, not_before, not_after, created_at, reason
+ON generations
+BEGIN
+    SELECT RAISE(ABORT, 'generations are immutable');
+END;
+)sql";
+
+constexpr std::string_view k_migrations[] = {k_v1, k_v2, k_v3, k_v4, k_v5, k_v6, k_v7, k_v8};
 
 } // namespace
 

@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/pki.hpp"
 #include "store/lease.hpp"
 #include "store/schema.hpp"
 #include "store/sqlite.hpp"
@@ -127,8 +128,21 @@ Result<Domain> domain_from_row(const Stmt& row)
 
 #define CERTFS_GENERATION_SELECT                                                                                       \
     "SELECT d.name, g.gen, g.key_pem, g.cert_pem, g.chain_pem, g.issuer_dn, g.serial,"                                 \
-    " g.not_before, g.not_after, g.created_at, g.reason, g.gen IS d.current_gen"                                       \
+    " g.not_before, g.not_after, g.created_at, g.reason, g.gen IS d.current_gen, g.domain_id"                          \
     " FROM generations g JOIN domains d ON d.id = g.domain_id"
+
+// The rows whose secrets are sealed, as their associated data names them (store_key.hpp).
+std::string generation_row(std::int64_t domain_id, std::int64_t gen)
+{
+    return "generations " + std::to_string(domain_id) + " " + std::to_string(gen);
+}
+std::string pending_row(std::int64_t domain_id, std::int64_t created_at_ms)
+{
+    return "pending " + std::to_string(domain_id) + " " + std::to_string(created_at_ms);
+}
+std::string issuer_row(std::string_view name) { return "issuers " + std::string(name); }
+
+constexpr const char* k_store_key_setting = "store_key_id";
 
 Result<Generation> generation_from_row(const Stmt& row)
 {
@@ -211,7 +225,8 @@ Store::~Store() = default;
 
 Db& Store::db_for_testing() { return *m_db; }
 
-Result<std::unique_ptr<Store>> Store::open(const std::string& path, OpenOptions options)
+Result<std::unique_ptr<Store>> Store::open(const std::string& path, OpenOptions options,
+                                           std::shared_ptr<const StoreKey> key)
 {
     TRY(check_private(path));
     if (options.create) {
@@ -226,7 +241,10 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, OpenOptions 
     }
     ASSIGN_OR_RETURN(auto db, Db::open(path, options.create));
     // FULL: a commit that changes what is served is on disk before it is reported.
-    TRY(db->exec("PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
+    // secure_delete: what a write replaces is overwritten, not left in free pages (a key sealed
+    // by rekey() leaves no copy in the clear behind).
+    TRY(db->exec("PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;"
+                 " PRAGMA secure_delete = ON;")
             .with_context("cannot open store " + path));
     {
         ASSIGN_OR_RETURN(auto wal, db->prepare("PRAGMA journal_mode = WAL"));
@@ -244,6 +262,7 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, OpenOptions 
     }
     // Stmt handles above are gone before the Store (and its connection) can be destroyed.
     TRY(store->migrate().with_context("store " + path));
+    TRY(store->adopt_key(std::move(key)).with_context("store " + path));
     return store;
 }
 
@@ -295,8 +314,8 @@ Status Store::add_issuer(const NewIssuer& issuer)
     ASSIGN_OR_RETURN(
         auto stmt,
         m_db->prepare("INSERT INTO issuers (name, kind, config, secret, cert, created_at) VALUES (?, ?, ?, ?, ?, ?)"));
-    TRY(stmt.bind_all(issuer.name, issuer.kind, issuer.config_json, issuer.secret_pem, issuer.cert_pem,
-                      to_ms(m_clock->now()))
+    ASSIGN_OR_RETURN(std::string secret, seal_secret(issuer.secret_pem, issuer_row(issuer.name)));
+    TRY(stmt.bind_all(issuer.name, issuer.kind, issuer.config_json, secret, issuer.cert_pem, to_ms(m_clock->now()))
             .run());
     TRY(log_event("", "issuer add", issuer.kind + " issuer " + issuer.name));
     return txn.commit();
@@ -337,7 +356,7 @@ Result<std::string> Store::issuer_secret(std::string_view name)
     if (!row) {
         return Status::NotFound("no issuer named " + shown_name(name));
     }
-    return stmt.text(0);
+    return open_secret(stmt.text(0), issuer_row(name));
 }
 
 Status Store::remove_issuer(std::string_view name)
@@ -486,7 +505,9 @@ Result<Generation> Store::read_generation(std::string_view name, std::int64_t ge
     if (!row) {
         return Status::NotFound("domain " + std::string(name) + " has no generation " + std::to_string(gen));
     }
-    return generation_from_row(stmt);
+    ASSIGN_OR_RETURN(Generation g, generation_from_row(stmt));
+    ASSIGN_OR_RETURN(g.key_pem, open_secret(g.key_pem, generation_row(stmt.int64(12), g.gen)));
+    return g;
 }
 
 Result<Generation> Store::get_generation(std::string_view name, std::int64_t gen)
@@ -511,7 +532,17 @@ Result<std::vector<Generation>> Store::history(std::string_view name)
     TRY(read_domain(name));
     ASSIGN_OR_RETURN(auto stmt, m_db->prepare(CERTFS_GENERATION_SELECT " WHERE d.name = ? ORDER BY g.gen"));
     stmt.bind_all(name);
-    return collect<Generation>(stmt, generation_from_row);
+    // Without the key of a sealed store, the certificates and no key (its key_pem empty).
+    const bool keys = check_secrets_readable().ok();
+    return collect<Generation>(stmt, [&](const Stmt& row) -> Result<Generation> {
+        ASSIGN_OR_RETURN(Generation g, generation_from_row(row));
+        if (keys) {
+            ASSIGN_OR_RETURN(g.key_pem, open_secret(g.key_pem, generation_row(row.int64(12), g.gen)));
+        } else {
+            g.key_pem.clear();
+        }
+        return g;
+    });
 }
 
 bool Store::serial_exists(std::string_view issuer_dn, std::string_view serial_hex)
@@ -573,9 +604,10 @@ Result<std::int64_t> Store::insert_generation(const Domain& domain, const Genera
         auto stmt,
         m_db->prepare("INSERT INTO generations (domain_id, gen, key_pem, cert_pem, chain_pem, issuer_dn, serial,"
                       " not_before, not_after, created_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
-    TRY(stmt.bind_all(domain.id, gen, valid.key_pem, valid.cert_pem, valid.chain_pem, valid.leaf.issuer,
-                      valid.leaf.serial_hex, to_ms(valid.leaf.not_before), to_ms(valid.leaf.not_after),
-                      to_ms(m_clock->now()), reason_name(input.reason))
+    ASSIGN_OR_RETURN(std::string key, seal_secret(valid.key_pem, generation_row(domain.id, gen)));
+    TRY(stmt.bind_all(domain.id, gen, key, valid.cert_pem, valid.chain_pem, valid.leaf.issuer, valid.leaf.serial_hex,
+                      to_ms(valid.leaf.not_before), to_ms(valid.leaf.not_after), to_ms(m_clock->now()),
+                      reason_name(input.reason))
             .run());
     TRY(log_event(domain.name, reason_name(input.reason),
                   "generation " + std::to_string(gen) + ", serial " + valid.leaf.serial_hex + ", expires " +
@@ -753,7 +785,11 @@ Status Store::update_issuer(std::string_view name, std::string_view config_json,
     ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
     ASSIGN_OR_RETURN(auto stmt,
                      m_db->prepare("UPDATE issuers SET config = ?, secret = COALESCE(?, secret) WHERE name = ?"));
-    TRY(stmt.bind_all(config_json, secret, name).run());
+    std::optional<std::string> stored;
+    if (secret) {
+        ASSIGN_OR_RETURN(stored, seal_secret(*secret, issuer_row(name)));
+    }
+    TRY(stmt.bind_all(config_json, stored, name).run());
     if (m_db->changes() == 0) {
         return Status::NotFound("no issuer named " + shown_name(name));
     }
@@ -786,8 +822,9 @@ Status Store::save_pending(const PendingRequest& request)
         m_db->prepare(
             "INSERT OR REPLACE INTO pending (domain_id, issuer_id, based_on, key_pem, csr_pem, cookie, cert_pem,"
             " chain_pem, created_at, poll_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
-    TRY(stmt.bind_all(domain.id, issuer.id, request.based_on, request.key_pem, request.csr_pem, request.cookie,
-                      request.cert_pem, request.chain_pem, to_ms(request.created_at), to_ms(request.poll_at))
+    ASSIGN_OR_RETURN(std::string key, seal_secret(request.key_pem, pending_row(domain.id, to_ms(request.created_at))));
+    TRY(stmt.bind_all(domain.id, issuer.id, request.based_on, key, request.csr_pem, request.cookie, request.cert_pem,
+                      request.chain_pem, to_ms(request.created_at), to_ms(request.poll_at))
             .run());
     return txn.commit();
 }
@@ -798,13 +835,15 @@ Result<std::optional<PendingRequest>> Store::pending(std::string_view domain)
         auto stmt,
         m_db->prepare(
             "SELECT d.name, i.name, p.based_on, p.key_pem, p.csr_pem, p.cookie, p.cert_pem, p.chain_pem, p.created_at,"
-            " p.poll_at FROM pending p JOIN domains d ON d.id = p.domain_id JOIN issuers i ON i.id = p.issuer_id"
+            " p.poll_at, p.domain_id FROM pending p JOIN domains d ON d.id = p.domain_id JOIN issuers i ON i.id = "
+            "p.issuer_id"
             " WHERE d.name = ?"));
     ASSIGN_OR_RETURN(bool row, stmt.bind_all(domain).step());
     if (!row) {
         return std::optional<PendingRequest>();
     }
-    return std::optional<PendingRequest>(PendingRequest{stmt.text(0), stmt.text(1), stmt.opt_int64(2), stmt.text(3),
+    ASSIGN_OR_RETURN(std::string key, open_secret(stmt.text(3), pending_row(stmt.int64(10), stmt.int64(8))));
+    return std::optional<PendingRequest>(PendingRequest{stmt.text(0), stmt.text(1), stmt.opt_int64(2), std::move(key),
                                                         stmt.text(4), stmt.text(5), stmt.text(6), stmt.text(7),
                                                         from_ms(stmt.int64(8)), from_ms(stmt.int64(9))});
 }
@@ -833,6 +872,176 @@ Result<std::string> Store::setting(std::string_view key)
         return Status::NotFound("no setting " + std::string(key));
     }
     return stmt.text(0);
+}
+
+// ---- the store key ---------------------------------------------------------------------------
+
+namespace {
+
+std::string no_key_message(const std::string& id)
+{
+    return "the store's private keys are sealed by a store key (id " + id + ") and none was given: --store-key FILE, " +
+           k_store_key_env + "=FILE, or the systemd credential " + k_store_key_credential;
+}
+
+} // namespace
+
+Status Store::adopt_key(std::shared_ptr<const StoreKey> key)
+{
+    auto id = setting(k_store_key_setting);
+    if (id.ok()) {
+        m_sealed_by = *id;
+    } else if (id.status().code() != Code::not_found) {
+        return id.status();
+    }
+    if (!key) {
+        return Status::Ok();
+    }
+    if (m_sealed_by) {
+        if (*m_sealed_by != key->id()) {
+            return Status::Invalid("store key " + key->source() + " (id " + key->id() +
+                                   ") is not the key this store is sealed by (id " + *m_sealed_by + ")");
+        }
+        m_key = std::move(key);
+        return Status::Ok();
+    }
+    // A store with no secret yet (just made by `certfsctl init`) is sealed by the key from now
+    // on; one holding secrets in the clear is sealed only by an explicit rekey.
+    ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
+    ASSIGN_OR_RETURN(auto count, m_db->prepare("SELECT (SELECT COUNT(*) FROM issuers) + (SELECT COUNT(*) FROM "
+                                               "generations) + (SELECT COUNT(*) FROM pending)"));
+    TRY(count.step());
+    if (count.int64(0) != 0) {
+        return Status::Invalid("store key " + key->source() +
+                               " given, but this store keeps its private keys in the clear: 'certfsctl rekey-store "
+                               "--new-key " +
+                               key->source() + "' seals them");
+    }
+    TRY(set_setting(k_store_key_setting, key->id()));
+    TRY(log_event("", "store key", "sealed by store key id " + key->id()));
+    TRY(txn.commit());
+    m_sealed_by = key->id();
+    m_key = std::move(key);
+    return Status::Ok();
+}
+
+Status Store::check_secrets_readable() const
+{
+    if (m_sealed_by && !m_key) {
+        return Status::Unavailable(no_key_message(*m_sealed_by));
+    }
+    return Status::Ok();
+}
+
+Result<std::string> Store::seal_secret(std::string_view plaintext, std::string_view where) const
+{
+    if (!m_sealed_by) {
+        return std::string(plaintext);
+    }
+    TRY(check_secrets_readable());
+    return m_key->seal(plaintext, where);
+}
+
+Result<std::string> Store::open_secret(std::string_view stored, std::string_view where) const
+{
+    if (!is_sealed(stored)) {
+        return std::string(stored);
+    }
+    if (!m_key) {
+        return Status::Unavailable(no_key_message(m_sealed_by.value_or("unknown")));
+    }
+    return m_key->open(stored, where);
+}
+
+Result<RekeyReport> Store::rekey(std::shared_ptr<const StoreKey> next)
+{
+    TRY(check_secrets_readable());
+    RekeyReport report;
+    {
+        ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
+        // Each secret: opened with the current key, sealed with the next, and checked to open
+        // to the same bytes before it is written.
+        auto reseal = [&](std::string_view stored, const std::string& where) -> Result<std::string> {
+            ASSIGN_OR_RETURN(std::string plain, open_secret(stored, where));
+            std::string out = plain;
+            if (next) {
+                auto sealed = next->seal(plain, where);
+                if (!sealed.ok()) {
+                    pki::cleanse(plain);
+                    return sealed.status();
+                }
+                auto back = next->open(*sealed, where);
+                const bool same = back.ok() && *back == plain;
+                if (back.ok()) {
+                    pki::cleanse(*back);
+                }
+                if (!same) {
+                    pki::cleanse(plain);
+                    return Status::Corrupt("a secret sealed with the new key did not open to itself: nothing changed");
+                }
+                pki::cleanse(out);
+                out = std::move(*sealed);
+            }
+            pki::cleanse(plain);
+            return out;
+        };
+        struct Row {
+            std::int64_t a = 0;
+            std::int64_t b = 0;
+            std::string name;
+            std::string stored;
+        };
+        auto rows_of = [&](const char* sql, auto read) -> Result<std::vector<Row>> {
+            ASSIGN_OR_RETURN(auto stmt, m_db->prepare(sql));
+            return collect<Row>(stmt, read);
+        };
+        ASSIGN_OR_RETURN(auto gens, rows_of("SELECT domain_id, gen, key_pem FROM generations", [](const Stmt& r) {
+                             return Row{r.int64(0), r.int64(1), "", r.text(2)};
+                         }));
+        for (auto& row : gens) {
+            ASSIGN_OR_RETURN(std::string value, reseal(row.stored, generation_row(row.a, row.b)));
+            ASSIGN_OR_RETURN(auto up,
+                             m_db->prepare("UPDATE generations SET key_pem = ? WHERE domain_id = ? AND gen = ?"));
+            TRY(up.bind_all(value, row.a, row.b).run());
+            ++report.generations;
+        }
+        ASSIGN_OR_RETURN(auto pend, rows_of("SELECT domain_id, created_at, key_pem FROM pending", [](const Stmt& r) {
+                             return Row{r.int64(0), r.int64(1), "", r.text(2)};
+                         }));
+        for (auto& row : pend) {
+            ASSIGN_OR_RETURN(std::string value, reseal(row.stored, pending_row(row.a, row.b)));
+            ASSIGN_OR_RETURN(auto up, m_db->prepare("UPDATE pending SET key_pem = ? WHERE domain_id = ?"));
+            TRY(up.bind_all(value, row.a).run());
+            ++report.pending;
+        }
+        ASSIGN_OR_RETURN(auto iss, rows_of("SELECT name, secret FROM issuers", [](const Stmt& r) {
+                             return Row{0, 0, r.text(0), r.text(1)};
+                         }));
+        for (auto& row : iss) {
+            ASSIGN_OR_RETURN(std::string value, reseal(row.stored, issuer_row(row.name)));
+            ASSIGN_OR_RETURN(auto up, m_db->prepare("UPDATE issuers SET secret = ? WHERE name = ?"));
+            TRY(up.bind_all(value, row.name).run());
+            ++report.issuers;
+        }
+        if (next) {
+            TRY(set_setting(k_store_key_setting, next->id()));
+        } else {
+            ASSIGN_OR_RETURN(auto del, m_db->prepare("DELETE FROM settings WHERE key = ?"));
+            TRY(del.bind_all(k_store_key_setting).run());
+        }
+        TRY(log_event("", "rekey-store",
+                      (next ? "sealed by store key id " + next->id() : std::string("secrets in the clear")) + ", " +
+                          std::to_string(report.generations + report.pending + report.issuers) + " secrets"));
+        TRY(txn.commit());
+    }
+    m_sealed_by = next ? std::optional<std::string>(next->id()) : std::nullopt;
+    m_key = std::move(next);
+    // The old bytes are in the WAL's frames until a checkpoint copies the new pages over them
+    // and the WAL restarts: TRUNCATE does both, unless another connection is reading.
+    ASSIGN_OR_RETURN(auto cp, m_db->prepare("PRAGMA wal_checkpoint(TRUNCATE)"));
+    TRY(cp.step());
+    report.checkpointed = cp.int64(0) == 0;
+    return report;
 }
 
 // ---- leases --------------------------------------------------------------------------------

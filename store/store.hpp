@@ -1,7 +1,8 @@
 // The store: one SQLite file holding issuers, domains, their generations, leases and the
 // event log. Every write and every invariant of the design goes through this class:
 //
-//   - a generation is immutable once committed (the schema refuses UPDATE);
+//   - a generation is immutable once committed (the schema refuses UPDATE, but of its sealed
+//     key by rekey(), which checks it opens to the same key);
 //   - it becomes current only after validate_generation() passed;
 //   - switching a domain's current generation is one write transaction, conditional on the
 //     generation the writer started from (a stale writer gets Code::conflict);
@@ -23,18 +24,27 @@
 
 #include "core/clock.hpp"
 #include "store/model.hpp"
+#include "store/store_key.hpp"
 
 namespace certfs::store {
 
 class Db; // store/sqlite.hpp, internal to store/: SQLite's header reaches no other layer
 
 inline constexpr const char* k_default_db_path = "/var/lib/certfs/certfs.db";
-inline constexpr int k_schema_version = 7;
+inline constexpr int k_schema_version = 8;
 
 struct OpenOptions {
     bool create = false;          // create the file (and run migrations) if missing
     std::string actor;            // who acts, for the event log ("certfsctl uid=0")
     const Clock* clock = nullptr; // defaults to the system clock
+};
+
+// What rekey() re-sealed, and whether the WAL could be emptied afterwards.
+struct RekeyReport {
+    int generations = 0;
+    int pending = 0;
+    int issuers = 0;
+    bool checkpointed = false; // false: another process was reading; the old bytes go at its next checkpoint
 };
 
 // One member of a commit: the domain, the generation the writer started from (none when the
@@ -47,10 +57,27 @@ struct CommitRequest {
 
 class Store {
 public:
-    static Result<std::unique_ptr<Store>> open(const std::string& path, OpenOptions options);
+    // `key`: the store key (store_key.hpp). A sealed store opens without it, but its secrets do
+    // not (Unavailable, saying how to give it). An empty store given a key is sealed by it; a
+    // store with secrets in the clear refuses one (rekey() seals it); another key is refused.
+    static Result<std::unique_ptr<Store>> open(const std::string& path, OpenOptions options,
+                                               std::shared_ptr<const StoreKey> key = nullptr);
 
     const std::string& path() const { return m_path; }
     const Clock& clock() const { return *m_clock; }
+
+    // The id of the store key that seals its secrets; nullopt when they are in the clear.
+    const std::optional<std::string>& sealed_by() const { return m_sealed_by; }
+    // The key this Store was opened with (nullptr: none), for the other Stores a command opens.
+    const std::shared_ptr<const StoreKey>& key() const { return m_key; }
+    // Unavailable when the secrets are sealed and no key (or another) was given, saying how to
+    // give it: what the mount checks before it starts.
+    Status check_secrets_readable() const;
+    // Re-seals every secret with `next` (nullptr: leaves them in the clear) in one write
+    // transaction, each checked to open again before the commit, then empties the WAL and
+    // overwrites freed pages (secure_delete), so the old bytes leave the file. Needs the
+    // current key when the store is sealed. The Store goes on with `next`.
+    Result<RekeyReport> rekey(std::shared_ptr<const StoreKey> next);
 
     // Issuers.
     Status add_issuer(const NewIssuer& issuer);
@@ -182,11 +209,20 @@ private:
     Result<std::int64_t> insert_generation(const Domain& domain, const GenerationInput& input);
     Status make_current(const Domain& domain, std::int64_t gen, bool move_now = false);
     Result<Generation> read_generation(std::string_view name, std::int64_t gen);
+    // A secret as stored for the row `where`: sealed when the store is; Unavailable without
+    // the key.
+    Result<std::string> seal_secret(std::string_view plaintext, std::string_view where) const;
+    // The inverse; a value in the clear is returned as it is.
+    Result<std::string> open_secret(std::string_view stored, std::string_view where) const;
+    // Decides, at open, how the store's secrets are sealed (open()'s key).
+    Status adopt_key(std::shared_ptr<const StoreKey> key);
 
     std::string m_path;
     std::unique_ptr<Db> m_db;
     std::string m_actor;
     const Clock* m_clock;
+    std::shared_ptr<const StoreKey> m_key;
+    std::optional<std::string> m_sealed_by; // the settings' store_key_id
 };
 
 } // namespace certfs::store

@@ -23,6 +23,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "core/pki.hpp"
 #include "fs/files.hpp"
 #include "renew/local_ca.hpp"
 #include "renew/renewer.hpp"
@@ -663,6 +664,84 @@ TEST_CASE("access: real users through allow_other: only the key group reads the 
     CHECK((st.st_mode & 07777) == 0400);
     CHECK(st.st_uid == ::getpwnam(TestUsers::k_member)->pw_uid);
     CHECK(st.st_gid == 0);
+}
+
+TEST_CASE("daemon: a store sealed by a store key: no key it serves is in the store's files, the mount needs the "
+          "key and list does not, and rekey-store moves the store to a new key")
+{
+    test::Ctl ctl;
+    auto key_file = [&](const std::string& name) {
+        const std::string path = ctl.path(name).string();
+        test::write_file(path, pki::random_bytes(32).value());
+        ::chmod(path.c_str(), 0600);
+        return path;
+    };
+    const std::string key = key_file("store.key");
+    auto keyed = [&](std::vector<std::string> args) {
+        args.insert(args.begin(), {"--store-key", key});
+        return args;
+    };
+    CHECK_THAT(ctl.ok(keyed({"init"})).out, Catch::Contains("private keys sealed by store key id"));
+    ctl.ok(keyed({"issuer", "add", "local", "ca"}));
+    ctl.ok(keyed({"add", "sealed.test", "--issuer", "ca"}));
+
+    // Without the key: the listing and the certificates, not the key.
+    CHECK_THAT(ctl.ok({"list"}).out, Catch::Contains("sealed.test"));
+    CHECK_THAT(ctl.ok({"history", "sealed.test"}).out, Catch::Contains("issued"));
+    const std::string how = "the store's private keys are sealed by a store key (id ";
+    test::expect_failure(ctl({"export", "sealed.test", ctl.path("out").string()}), 1, how);
+    test::RunResult unchecked = ctl({"check"});
+    CHECK(unchecked.exit_code == 1);
+    CHECK(unchecked.out.rfind("private keys not checked: " + how, 0) == 0);
+    CHECK(std::count(unchecked.out.begin(), unchecked.out.end(), '\n') == 1);
+    stdfs::create_directory(ctl.path("mnt"));
+    auto refused = test::run({CERTFS_PATH, "--db", ctl.db(), "-f", ctl.path("mnt").string()});
+    CHECK(refused.exit_code == 1);
+    CHECK_THAT(refused.err, Catch::StartsWith("certfs: cannot mount " + ctl.db()) && Catch::Contains(how) &&
+                                Catch::Contains("--store-key FILE, CERTFS_STORE_KEY=FILE, or the systemd credential "
+                                                "certfs-store-key"));
+    CHECK(std::count(refused.err.begin(), refused.err.end(), '\n') == 1);
+    CHECK_FALSE(is_fuse_mount(ctl.path("mnt")));
+
+    std::string served;
+    {
+        test::Daemon daemon(ctl.db(), ctl.path("mnt"), ctl.path("certfs.log"), 200ms, {"--store-key", key});
+        const auto live = daemon.live("sealed.test");
+        served = slurp(live / "privkey.pem").value();
+        CHECK(pair_matches(served, slurp(live / "cert.pem").value()));
+        // A renewal through certfsctl, given the key in the environment: sealed too.
+        const std::string before = serial_of(slurp(live / "cert.pem").value());
+        auto renewed =
+            test::run_certfsctl({"--db", ctl.db(), "renew", "sealed.test", "--force"}, {"CERTFS_STORE_KEY=" + key});
+        INFO(renewed.err);
+        REQUIRE(renewed.exit_code == 0);
+        REQUIRE(wait_until([&] { return serial_seen_by_new_process(live / "cert.pem") != before; }));
+        const std::string renewed_key = slurp(live / "privkey.pem").value();
+        CHECK(renewed_key != served);
+        served = renewed_key;
+        for (const auto& k : {served, slurp(daemon.mnt() / "archive" / "sealed.test" / "1" / "privkey.pem").value()}) {
+            INFO("in the store's files: " << test::key_in_store_files(ctl.db(), k));
+            CHECK(test::key_in_store_files(ctl.db(), k).empty());
+        }
+        CHECK(test::store_files(ctl.db()).find("PRIVATE KEY") == std::string::npos);
+    }
+
+    // rekey-store to a new key (the current one from the environment): the old key no longer
+    // opens the store, the new one serves the same key.
+    const std::string next = key_file("next.key");
+    auto rekeyed =
+        test::run_certfsctl({"--db", ctl.db(), "rekey-store", "--new-key", next}, {"CERTFS_STORE_KEY=" + key});
+    INFO(rekeyed.err);
+    CHECK(rekeyed.exit_code == 0);
+    CHECK_THAT(rekeyed.out, Catch::StartsWith("rekey-store: 2 generation keys, 0 pending keys and 1 issuer secrets "
+                                              "sealed by store key id "));
+    test::expect_failure(ctl(keyed({"list"})), 1, "is not the key this store is sealed by");
+    test::expect_failure(ctl({"rekey-store"}), 2, "--new-key or --clear");
+    {
+        test::Daemon daemon(ctl.db(), ctl.path("mnt"), ctl.path("certfs.log"), 200ms, {"--store-key", next});
+        CHECK(slurp(daemon.live("sealed.test") / "privkey.pem").value() == served);
+    }
+    CHECK(test::key_in_store_files(ctl.db(), served).empty());
 }
 
 TEST_CASE("daemon: SIGTERM unmounts cleanly: a busy mount point and a missing store are refused clearly")

@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include "core/handles.hpp"
+#include "core/pki.hpp"
 #include "core/process.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -117,6 +119,46 @@ std::string file_or_empty(const std::filesystem::path& path)
     std::ostringstream ss;
     ss << in.rdbuf();
     return ss.str();
+}
+
+std::string pem_der(const std::string& pem)
+{
+    std::string body;
+    std::istringstream in(pem);
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind("-----", 0) != 0) {
+            body += line;
+        }
+    }
+    std::replace(body.begin(), body.end(), '+', '-');
+    std::replace(body.begin(), body.end(), '/', '_');
+    return pki::base64url_decode(body).value();
+}
+
+std::string store_files(const std::string& db)
+{
+    std::string all;
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+        all += file_or_empty(db + suffix);
+    }
+    return all;
+}
+
+std::string key_in_store_files(const std::string& db, const std::string& pem)
+{
+    const std::string files = store_files(db);
+    const std::string der = pem_der(pem);
+    if (files.find(der) != std::string::npos) {
+        return "its DER";
+    }
+    // A run of the DER long enough to be no accident (its first bytes are a PKCS#8 header).
+    if (files.find(der.substr(der.size() - 32)) != std::string::npos) {
+        return "the last 32 bytes of its DER";
+    }
+    if (files.find(pem.substr(pem.find('\n') + 1, 40)) != std::string::npos) {
+        return "its PEM";
+    }
+    return "";
 }
 
 void write_file(const std::filesystem::path& path, const std::string& content)

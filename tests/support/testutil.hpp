@@ -42,6 +42,13 @@ std::string file_or_empty(const std::filesystem::path& path);
 // error is what the test looks for).
 std::optional<std::string> slurp(const std::filesystem::path& path);
 void write_file(const std::filesystem::path& path, const std::string& content);
+// The DER a PEM block encodes (its base64 body, decoded): what a key looks like in raw bytes.
+std::string pem_der(const std::string& pem);
+// Every byte SQLite keeps of the store `db` on disk: the database, its WAL and its shared memory.
+std::string store_files(const std::string& db);
+// What of the private key `pem` the store's files hold in the clear ("its DER", "its PEM", ...):
+// "" when nothing.
+std::string key_in_store_files(const std::string& db, const std::string& pem);
 // `word` in single quotes, one word of a command line that certfs splits as a shell would (a
 // helper's --command, a hook): for the paths of test directories, which hold no quote.
 inline std::string quote(const std::string& word) { return "'" + word + "'"; }

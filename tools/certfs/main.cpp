@@ -1,6 +1,6 @@
 // certfs: the daemon. Mounts the store read-only with FUSE.
 //
-//   certfs [--db PATH] [--pin-window DUR] [--max-hold DUR] [--no-renew] [-f] [-o OPTS] MOUNTPOINT
+//   certfs [--db PATH] [--store-key FILE] [--pin-window DUR] [--max-hold DUR] [--no-renew] [-f] [-o OPTS] MOUNTPOINT
 //   certfs DBPATH MOUNTPOINT -o OPTS          (the form mount -t fuse.certfs uses)
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -180,6 +180,10 @@ int main(int argc, char** argv)
     bool foreground = false;
     std::vector<std::string> options;
     app.add_option("--db", db_path, "The store")->envname("CERTFS_DB");
+    std::string store_key_path;
+    app.add_option("--store-key", store_key_path,
+                   "The key that seals the store's private keys (default $CERTFS_STORE_KEY, or the systemd "
+                   "credential certfs-store-key)");
     auto check_duration = [](const std::string& text) {
         auto d = certfs::parse_duration(text);
         return d.ok() ? std::string() : d.status().message();
@@ -225,6 +229,10 @@ int main(int argc, char** argv)
         }
     }
     const std::string mountpoint_path = mountpoint_abs.string();
+    auto store_key = certfs::store::StoreKey::from_environment(store_key_path);
+    if (!store_key.ok()) {
+        return fail(store_key.status().message());
+    }
     auto recovered = recover_dead_mount(mountpoint_path);
     if (!recovered.ok()) {
         return fail(recovered.status().message());
@@ -259,6 +267,7 @@ int main(int argc, char** argv)
     const certfs::SystemClock clock;
     certfs::renew::SchedulerOptions renew_options;
     renew_options.db_path = db_path;
+    renew_options.store_key = *store_key;
     renew_options.owner = "certfs pid " + std::to_string(::getpid()); // set again after detaching
     const certfs::Duration window = certfs::parse_duration(pin_window).value();
     renew_options.hooks.lock_dir = certfs::store::hooks_lock_dir(db_path);
@@ -270,6 +279,7 @@ int main(int argc, char** argv)
 
     certfs::fs::Options fs_options;
     fs_options.db_path = db_path;
+    fs_options.store_key = *store_key;
     fs_options.pin_window = window;
     fs_options.max_hold = certfs::parse_duration(max_hold).value();
     std::atomic<certfs::renew::Scheduler*> wake_target{nullptr};

@@ -39,6 +39,7 @@ int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool f
         renew::deploy_settings(st, [](const std::string& line) { std::cerr << "certfsctl: warning: " + line + "\n"; });
     renew::BatchOptions options;
     options.db_path = st.path();
+    options.store_key = st.key();
     options.actor = actor();
     options.owner = "certfsctl pid " + std::to_string(::getpid());
     // One context for the workers: an http-01 address is shared, not bound twice.

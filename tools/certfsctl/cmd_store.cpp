@@ -11,7 +11,7 @@
 
 namespace certfs::ctl {
 
-int cmd_init(const std::string& db_path)
+int cmd_init(const std::string& db_path, const std::string& key_path)
 {
     std::error_code ec;
     auto dir = std::filesystem::absolute(db_path).parent_path();
@@ -22,11 +22,39 @@ int cmd_init(const std::string& db_path)
         }
         ::chmod(dir.c_str(), 0700);
     }
-    auto store = store::Store::open(db_path, {.create = true, .actor = actor(), .clock = nullptr});
+    auto store = open_store(db_path, key_path, true);
     if (!store.ok()) {
         return fail(store.status());
     }
-    std::cout << "store ready: " << db_path << " (schema version " << store::k_schema_version << ")\n";
+    std::cout << "store ready: " << db_path << " (schema version " << store::k_schema_version << ")";
+    if (const auto& id = (*store)->sealed_by()) {
+        std::cout << ", private keys sealed by store key id " << *id;
+    }
+    std::cout << '\n';
+    return k_exit_ok;
+}
+
+int cmd_rekey_store(store::Store& st, const std::string& new_key_path)
+{
+    std::shared_ptr<const store::StoreKey> next;
+    if (!new_key_path.empty()) {
+        auto key = store::StoreKey::load(new_key_path);
+        if (!key.ok()) {
+            return fail(key.status());
+        }
+        next = *key;
+    }
+    auto report = st.rekey(next);
+    if (!report.ok()) {
+        return fail(report.status());
+    }
+    std::cout << "rekey-store: " << report->generations << " generation keys, " << report->pending
+              << " pending keys and " << report->issuers << " issuer secrets "
+              << (next ? "sealed by store key id " + next->id() + " (" + next->source() + ")" : "in the clear") << '\n';
+    if (!report->checkpointed) {
+        std::cout << "note: another process (a running certfs) has the store open; the old bytes leave its WAL "
+                     "file at its next checkpoint\n";
+    }
     return k_exit_ok;
 }
 

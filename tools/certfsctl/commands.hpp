@@ -20,10 +20,14 @@ inline constexpr int k_exit_usage = 2;
 
 // Who acts, for the event log ("certfsctl uid=0"), and the store opened as that actor.
 std::string actor();
-Result<std::unique_ptr<store::Store>> open_store(const std::string& path);
+// The store at `path`, with the store key `key_path` names (or the environment's, StoreKey::
+// from_environment).
+Result<std::unique_ptr<store::Store>> open_store(const std::string& path, const std::string& key_path, bool create);
 
 // cmd_store.cpp: the store as a whole.
-int cmd_init(const std::string& db_path);
+int cmd_init(const std::string& db_path, const std::string& key_path);
+// Re-seals every secret with the key in `new_key_path` (empty: in the clear).
+int cmd_rekey_store(store::Store& st, const std::string& new_key_path);
 int cmd_check(store::Store& st, bool json);
 int cmd_log(store::Store& st, const std::string& name, int limit, bool json);
 

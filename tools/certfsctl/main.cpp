@@ -21,9 +21,10 @@ namespace certfs::ctl {
 
 std::string actor() { return "certfsctl uid=" + std::to_string(::getuid()); }
 
-Result<std::unique_ptr<store::Store>> open_store(const std::string& path)
+Result<std::unique_ptr<store::Store>> open_store(const std::string& path, const std::string& key_path, bool create)
 {
-    return store::Store::open(path, {.create = false, .actor = actor(), .clock = nullptr});
+    ASSIGN_OR_RETURN(auto key, store::StoreKey::from_environment(key_path));
+    return store::Store::open(path, {.create = create, .actor = actor(), .clock = nullptr}, std::move(key));
 }
 
 namespace {
@@ -75,6 +76,10 @@ int main(int argc, char** argv)
     app.require_subcommand(1);
     std::string db_path = store::k_default_db_path;
     app.add_option("--db", db_path, "The store (default " + db_path + ")")->envname("CERTFS_DB");
+    std::string store_key_path;
+    app.add_option("--store-key", store_key_path,
+                   "The key that seals the store's private keys (default $CERTFS_STORE_KEY, or the systemd "
+                   "credential certfs-store-key)");
 
     std::function<int(store::Store&)> action;
     bool needs_init = false;
@@ -279,6 +284,20 @@ int main(int argc, char** argv)
     check->callback([&] { run([&](store::Store& st) { return cmd_check(st, json); }); });
 
     int limit = 50;
+    std::string new_key_path;
+    bool clear_key = false;
+    auto* rekey_store = app.add_subcommand("rekey-store", "Seal the store's private keys with a new store key, in one "
+                                                          "transaction (or, with --clear, keep them in the clear)");
+    auto* new_key_opt = rekey_store->add_option("--new-key", new_key_path, "The new key file (32 random bytes, 0600)");
+    auto* clear_opt = rekey_store->add_flag("--clear", clear_key, "Keep the private keys in the clear from now on");
+    new_key_opt->excludes(clear_opt);
+    rekey_store->callback([&] {
+        if (new_key_path.empty() && !clear_key) {
+            throw CLI::RequiredError("--new-key or --clear");
+        }
+        run([&](store::Store& st) { return cmd_rekey_store(st, new_key_path); });
+    });
+
     auto* log = app.add_subcommand("log", "Show the event log (who did what when)");
     log->add_option("NAME", name, "Only this domain");
     log->add_option("--limit", limit, "Most recent events to show (default 50)")->check(CLI::PositiveNumber);
@@ -296,9 +315,9 @@ int main(int argc, char** argv)
         return k_exit_usage;
     }
     if (needs_init) {
-        return cmd_init(db_path);
+        return cmd_init(db_path, store_key_path);
     }
-    auto st = open_store(db_path);
+    auto st = open_store(db_path, store_key_path, false);
     if (!st.ok()) {
         return fail(st.status());
     }
