@@ -168,13 +168,20 @@ constexpr std::string_view k_v7 = R"sql(
 CREATE INDEX generations_created ON generations(domain_id, gen, created_at);
 )sql";
 
-// v8: a generation's key may be re-sealed (Store::rekey, with a new store key), nothing else of
-// it changes: the trigger covers every other column.
+// v8: a generation's key may be sealed, re-sealed or unsealed (Store::rekey, with a store key),
+// nothing else of it changes: the first trigger covers every other column, the second refuses
+// a key in the clear replaced by another in the clear.
 constexpr std::string_view k_v8 = R"sql(
 DROP TRIGGER generations_immutable;
 CREATE TRIGGER generations_immutable
 BEFORE UPDATE OF domain_id, gen, cert_pem, chain_pem, issuer_dn, serial, not_before, not_after, created_at, reason
 ON generations
+BEGIN
+    SELECT RAISE(ABORT, 'generations are immutable');
+END;
+CREATE TRIGGER generations_key_immutable
+BEFORE UPDATE OF key_pem ON generations
+WHEN OLD.key_pem NOT LIKE 'certfs-sealed:%' AND NEW.key_pem NOT LIKE 'certfs-sealed:%'
 BEGIN
     SELECT RAISE(ABORT, 'generations are immutable');
 END;

@@ -498,7 +498,7 @@ Status Store::set_access(std::string_view name, const Access& access)
 
 // ---- generations ---------------------------------------------------------------------------
 
-Result<Generation> Store::read_generation(std::string_view name, std::int64_t gen)
+Result<Generation> Store::read_generation(std::string_view name, std::int64_t gen, bool with_key)
 {
     ASSIGN_OR_RETURN(auto stmt, m_db->prepare(CERTFS_GENERATION_SELECT " WHERE d.name = ? AND g.gen = ?"));
     ASSIGN_OR_RETURN(bool row, stmt.bind_all(name, gen).step());
@@ -506,8 +506,19 @@ Result<Generation> Store::read_generation(std::string_view name, std::int64_t ge
         return Status::NotFound("domain " + std::string(name) + " has no generation " + std::to_string(gen));
     }
     ASSIGN_OR_RETURN(Generation g, generation_from_row(stmt));
+    if (!with_key) {
+        pki::cleanse(g.key_pem);
+        g.key_pem.clear();
+        return g;
+    }
     ASSIGN_OR_RETURN(g.key_pem, open_secret(g.key_pem, generation_row(stmt.int64(12), g.gen)));
     return g;
+}
+
+Result<Generation> Store::get_certificate(std::string_view name, std::int64_t gen)
+{
+    TRY(read_domain(name));
+    return read_generation(name, gen, false);
 }
 
 Result<Generation> Store::get_generation(std::string_view name, std::int64_t gen)
@@ -933,8 +944,21 @@ Status Store::check_secrets_readable() const
     return Status::Ok();
 }
 
-Result<std::string> Store::seal_secret(std::string_view plaintext, std::string_view where) const
+Result<std::string> Store::seal_secret(std::string_view plaintext, std::string_view where)
 {
+    // Another process may have run rekey-store since this Store opened: what it would write
+    // with the setting it read then would not open with the store's key now.
+    std::optional<std::string> now;
+    if (auto id = setting(k_store_key_setting); id.ok()) {
+        now = *id;
+    } else if (id.status().code() != Code::not_found) {
+        return id.status();
+    }
+    if (now != m_sealed_by) {
+        return Status::Conflict("the store was rekeyed since this process opened it (its private keys are now " +
+                                (now ? "sealed by store key id " + *now : std::string("in the clear")) +
+                                "): nothing was written; run it again" + (now ? " with that key" : ""));
+    }
     if (!m_sealed_by) {
         return std::string(plaintext);
     }
@@ -945,6 +969,10 @@ Result<std::string> Store::seal_secret(std::string_view plaintext, std::string_v
 Result<std::string> Store::open_secret(std::string_view stored, std::string_view where) const
 {
     if (!is_sealed(stored)) {
+        if (m_sealed_by) {
+            return Status::Corrupt("the secret of " + std::string(where) +
+                                   " is in the clear in a store sealed by a store key: certfs did not write it");
+        }
         return std::string(stored);
     }
     if (!m_key) {
@@ -995,34 +1023,53 @@ Result<RekeyReport> Store::rekey(std::shared_ptr<const StoreKey> next)
             ASSIGN_OR_RETURN(auto stmt, m_db->prepare(sql));
             return collect<Row>(stmt, read);
         };
+        // Re-seals each row and writes it back. The rows read and the values written may hold
+        // keys in the clear: they are overwritten once done with, whatever the outcome.
+        auto reseal_all = [&](std::vector<Row> rows, auto where_of, const char* update, auto bind,
+                              int& count) -> Status {
+            Status result = Status::Ok();
+            for (auto& row : rows) {
+                auto value = reseal(row.stored, where_of(row));
+                if (!value.ok()) {
+                    result = value.status();
+                    break;
+                }
+                auto up = m_db->prepare(update);
+                result = up.ok() ? bind(*up, *value, row).run() : up.status();
+                pki::cleanse(*value);
+                if (!result.ok()) {
+                    break;
+                }
+                ++count;
+            }
+            for (auto& row : rows) {
+                pki::cleanse(row.stored);
+            }
+            return result;
+        };
         ASSIGN_OR_RETURN(auto gens, rows_of("SELECT domain_id, gen, key_pem FROM generations", [](const Stmt& r) {
                              return Row{r.int64(0), r.int64(1), "", r.text(2)};
                          }));
-        for (auto& row : gens) {
-            ASSIGN_OR_RETURN(std::string value, reseal(row.stored, generation_row(row.a, row.b)));
-            ASSIGN_OR_RETURN(auto up,
-                             m_db->prepare("UPDATE generations SET key_pem = ? WHERE domain_id = ? AND gen = ?"));
-            TRY(up.bind_all(value, row.a, row.b).run());
-            ++report.generations;
-        }
+        TRY(reseal_all(
+            std::move(gens), [](const Row& r) { return generation_row(r.a, r.b); },
+            "UPDATE generations SET key_pem = ? WHERE domain_id = ? AND gen = ?",
+            [](Stmt& up, const std::string& v, const Row& r) -> Stmt& { return up.bind_all(v, r.a, r.b); },
+            report.generations));
         ASSIGN_OR_RETURN(auto pend, rows_of("SELECT domain_id, created_at, key_pem FROM pending", [](const Stmt& r) {
                              return Row{r.int64(0), r.int64(1), "", r.text(2)};
                          }));
-        for (auto& row : pend) {
-            ASSIGN_OR_RETURN(std::string value, reseal(row.stored, pending_row(row.a, row.b)));
-            ASSIGN_OR_RETURN(auto up, m_db->prepare("UPDATE pending SET key_pem = ? WHERE domain_id = ?"));
-            TRY(up.bind_all(value, row.a).run());
-            ++report.pending;
-        }
+        TRY(reseal_all(
+            std::move(pend), [](const Row& r) { return pending_row(r.a, r.b); },
+            "UPDATE pending SET key_pem = ? WHERE domain_id = ?",
+            [](Stmt& up, const std::string& v, const Row& r) -> Stmt& { return up.bind_all(v, r.a); }, report.pending));
         ASSIGN_OR_RETURN(auto iss, rows_of("SELECT name, secret FROM issuers", [](const Stmt& r) {
                              return Row{0, 0, r.text(0), r.text(1)};
                          }));
-        for (auto& row : iss) {
-            ASSIGN_OR_RETURN(std::string value, reseal(row.stored, issuer_row(row.name)));
-            ASSIGN_OR_RETURN(auto up, m_db->prepare("UPDATE issuers SET secret = ? WHERE name = ?"));
-            TRY(up.bind_all(value, row.name).run());
-            ++report.issuers;
-        }
+        TRY(reseal_all(
+            std::move(iss), [](const Row& r) { return issuer_row(r.name); },
+            "UPDATE issuers SET secret = ? WHERE name = ?",
+            [](Stmt& up, const std::string& v, const Row& r) -> Stmt& { return up.bind_all(v, r.name); },
+            report.issuers));
         if (next) {
             TRY(set_setting(k_store_key_setting, next->id()));
         } else {
@@ -1036,11 +1083,27 @@ Result<RekeyReport> Store::rekey(std::shared_ptr<const StoreKey> next)
     }
     m_sealed_by = next ? std::optional<std::string>(next->id()) : std::nullopt;
     m_key = std::move(next);
-    // The old bytes are in the WAL's frames until a checkpoint copies the new pages over them
-    // and the WAL restarts: TRUNCATE does both, unless another connection is reading.
-    ASSIGN_OR_RETURN(auto cp, m_db->prepare("PRAGMA wal_checkpoint(TRUNCATE)"));
-    TRY(cp.step());
-    report.checkpointed = cp.int64(0) == 0;
+    // Committed: what follows only takes the old bytes away, and says so if it cannot. Free
+    // pages may hold keys of rows deleted before secure_delete was on (pending requests are
+    // deleted at each commit): VACUUM rewrites the file without them. The WAL's frames hold
+    // them too until a checkpoint copies the new pages over and the WAL restarts: TRUNCATE.
+    if (Status vacuumed = m_db->exec("VACUUM"); !vacuumed.ok()) {
+        report.cleanup = "VACUUM: " + vacuumed.message();
+        return report;
+    }
+    auto cp = m_db->prepare("PRAGMA wal_checkpoint(TRUNCATE)");
+    if (!cp.ok()) {
+        report.cleanup = "checkpoint: " + cp.status().message();
+        return report;
+    }
+    if (auto stepped = cp->step(); !stepped.ok()) {
+        report.cleanup = "checkpoint: " + stepped.status().message();
+        return report;
+    }
+    report.cleaned = cp->int64(0) == 0;
+    if (!report.cleaned) {
+        report.cleanup = "another process is reading the store, so its WAL could not be emptied";
+    }
     return report;
 }
 

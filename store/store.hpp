@@ -44,7 +44,12 @@ struct RekeyReport {
     int generations = 0;
     int pending = 0;
     int issuers = 0;
-    bool checkpointed = false; // false: another process was reading; the old bytes go at its next checkpoint
+    // After the commit: VACUUM rewrote the file without its free pages (where rows deleted
+    // before secure_delete was on, such as old pending requests, kept their keys), and the WAL
+    // was emptied. False when another process had the store open (a running certfs); then
+    // `cleanup` says why, and the old bytes stay until it is run again.
+    bool cleaned = false;
+    std::string cleanup;
 };
 
 // One member of a commit: the domain, the generation the writer started from (none when the
@@ -74,9 +79,11 @@ public:
     // give it: what the mount checks before it starts.
     Status check_secrets_readable() const;
     // Re-seals every secret with `next` (nullptr: leaves them in the clear) in one write
-    // transaction, each checked to open again before the commit, then empties the WAL and
-    // overwrites freed pages (secure_delete), so the old bytes leave the file. Needs the
-    // current key when the store is sealed. The Store goes on with `next`.
+    // transaction, each checked to open again before the commit, then VACUUMs and empties the
+    // WAL, so that the old bytes leave the files (RekeyReport::cleaned). Needs the current key
+    // when the store is sealed. The Store goes on with `next`. Another process's Store that
+    // opened the store before keeps the old key: its next write of a secret is refused
+    // (Conflict, "rekeyed since"), nothing written with the old key.
     Result<RekeyReport> rekey(std::shared_ptr<const StoreKey> next);
 
     // Issuers.
@@ -111,6 +118,9 @@ public:
 
     // Generations.
     Result<Generation> get_generation(std::string_view name, std::int64_t gen);
+    // The same without its key (key_pem empty): what `show` and `revoke` need, with or without
+    // the store key.
+    Result<Generation> get_certificate(std::string_view name, std::int64_t gen);
     Result<Generation> current_generation(std::string_view name);
     Result<std::vector<Generation>> history(std::string_view name); // oldest first
     bool serial_exists(std::string_view issuer_dn, std::string_view serial_hex);
@@ -208,11 +218,14 @@ private:
     Result<std::int64_t> insert_domain(const DomainConfig& config, const std::optional<GenerationInput>& first);
     Result<std::int64_t> insert_generation(const Domain& domain, const GenerationInput& input);
     Status make_current(const Domain& domain, std::int64_t gen, bool move_now = false);
-    Result<Generation> read_generation(std::string_view name, std::int64_t gen);
+    Result<Generation> read_generation(std::string_view name, std::int64_t gen, bool with_key = true);
     // A secret as stored for the row `where`: sealed when the store is; Unavailable without
     // the key.
-    Result<std::string> seal_secret(std::string_view plaintext, std::string_view where) const;
-    // The inverse; a value in the clear is returned as it is.
+    // It reads the store's key id again (inside the caller's write transaction): a store
+    // rekeyed since this Store opened it is Conflict.
+    Result<std::string> seal_secret(std::string_view plaintext, std::string_view where);
+    // The inverse; a value in the clear is returned as it is, but in a sealed store it is
+    // Corrupt (certfs never writes one there).
     Result<std::string> open_secret(std::string_view stored, std::string_view where) const;
     // Decides, at open, how the store's secrets are sealed (open()'s key).
     Status adopt_key(std::shared_ptr<const StoreKey> key);

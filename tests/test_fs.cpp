@@ -694,6 +694,7 @@ TEST_CASE("daemon: a store sealed by a store key: no key it serves is in the sto
     CHECK(unchecked.exit_code == 1);
     CHECK(unchecked.out.rfind("private keys not checked: " + how, 0) == 0);
     CHECK(std::count(unchecked.out.begin(), unchecked.out.end(), '\n') == 1);
+    CHECK_THAT(ctl.ok({"show", "sealed.test"}).out, Catch::Contains("sealed.test"));
     stdfs::create_directory(ctl.path("mnt"));
     auto refused = test::run({CERTFS_PATH, "--db", ctl.db(), "-f", ctl.path("mnt").string()});
     CHECK(refused.exit_code == 1);
@@ -741,6 +742,16 @@ TEST_CASE("daemon: a store sealed by a store key: no key it serves is in the sto
         test::Daemon daemon(ctl.db(), ctl.path("mnt"), ctl.path("certfs.log"), 200ms, {"--store-key", next});
         CHECK(slurp(daemon.live("sealed.test") / "privkey.pem").value() == served);
     }
+    CHECK(test::key_in_store_files(ctl.db(), served).empty());
+
+    // Back to the clear, then sealed again while the environment already names the new key.
+    CHECK_THAT(ctl.ok({"--store-key", next, "rekey-store", "--clear"}).out,
+               Catch::Contains("issuer secrets in the clear"));
+    CHECK_FALSE(test::key_in_store_files(ctl.db(), served).empty());
+    auto again =
+        test::run_certfsctl({"--db", ctl.db(), "rekey-store", "--new-key", next}, {"CERTFS_STORE_KEY=" + next});
+    INFO(again.err);
+    CHECK(again.exit_code == 0);
     CHECK(test::key_in_store_files(ctl.db(), served).empty());
 }
 

@@ -403,12 +403,15 @@ TEST_CASE("generations are immutable and even to plain SQL")
     Fixture f;
     f.add("imm.test");
     auto before = f.store->current_generation("imm.test").value();
+    // A key in the clear replaced by another in the clear, too (only rekey-store seals or
+    // unseals a key, store_key.hpp).
     for (const char* sql : {"UPDATE generations SET cert_pem = 'x'", "UPDATE generations SET gen = 7",
-                            "UPDATE generations SET not_after = 0"}) {
+                            "UPDATE generations SET not_after = 0", "UPDATE generations SET key_pem = 'x'"}) {
         require_error(f.store->db_for_testing().exec(sql), Code::conflict, "generations are immutable");
     }
     auto after = f.store->current_generation("imm.test").value();
     CHECK(after.cert_pem == before.cert_pem);
+    CHECK(after.key_pem == before.key_pem);
     CHECK(after.gen == before.gen);
 }
 

@@ -57,6 +57,15 @@ struct KeyFixture {
         return leaf.key_pem;
     }
 
+    // A pending request for `domain` at `issuer` with a fresh key; returns the key.
+    std::string add_pending(Store& st, const std::string& domain, const std::string& issuer)
+    {
+        const std::string key = pki::private_key_pem(*pki::generate_key(pki::KeyType::ec_p256).value()).value();
+        const auto now = std::chrono::system_clock::now();
+        REQUIRE(st.save_pending(PendingRequest{domain, issuer, 1, key, "csr", "cookie-1", "", "", now, now}).ok());
+        return key;
+    }
+
     // An issuer whose secret is a private key; returns the secret.
     std::string add_issuer(Store& st, const std::string& name)
     {
@@ -127,7 +136,7 @@ TEST_CASE("store key: a store made with a key holds no private key in the clear,
 }
 
 TEST_CASE("store key: without its key a sealed store lists its certificates, and refuses its keys saying how to "
-          "give it; another key is refused")
+          "give it, and another key is refused")
 {
     KeyFixture f;
     auto key = load(f.key_path);
@@ -181,8 +190,8 @@ TEST_CASE("store key: a sealed key moved to another generation's row does not op
     CHECK(st->get_generation("moved.test", 1).ok());
 }
 
-TEST_CASE("store key: a store with keys in the clear refuses a key until rekey seals it; rekey again and back to "
-          "the clear, each in one transaction")
+TEST_CASE("store key: a store with keys in the clear refuses a key until rekey seals it, then rekey again and "
+          "back to the clear, each in one transaction")
 {
     KeyFixture f;
     std::string domain_key;
@@ -192,7 +201,7 @@ TEST_CASE("store key: a store with keys in the clear refuses a key until rekey s
         domain_key = f.add(*st, "clear.test");
         issuer_secret = f.add_issuer(*st, "ca");
     }
-    CHECK(test::key_in_store_files(f.path, domain_key) == "its PEM"); // what the test looks for is there to find
+    CHECK_THAT(test::key_in_store_files(f.path, domain_key), Contains("of its PEM")); // there to find
     auto key = load(f.key_path);
     require_error(Store::open(f.path, {.create = false, .actor = "test", .clock = nullptr}, key), Code::invalid,
                   "keeps its private keys in the clear: 'certfsctl rekey-store --new-key " + f.key_path +
@@ -203,7 +212,7 @@ TEST_CASE("store key: a store with keys in the clear refuses a key until rekey s
         auto report = st->rekey(key).value();
         CHECK(report.generations == 1);
         CHECK(report.issuers == 1);
-        CHECK(report.checkpointed);
+        CHECK(report.cleaned);
         CHECK(st->sealed_by() == key->id());
         CHECK(st->current_generation("clear.test").value().key_pem == domain_key);
     }
@@ -237,4 +246,75 @@ TEST_CASE("store key: a store with keys in the clear refuses a key until rekey s
     auto st = f.open(nullptr);
     CHECK(st->current_generation("clear.test").value().key_pem == domain_key);
     CHECK(st->issuer_secret("ca").value() == issuer_secret);
+}
+
+TEST_CASE("store key: a pending request's key is sealed, opens for its domain, and is re-sealed by rekey")
+{
+    KeyFixture f;
+    auto key = load(f.key_path);
+    auto st = f.open(key, true);
+    f.add(*st, "pending.test");
+    f.add_issuer(*st, "ca");
+    const std::string pending_key = f.add_pending(*st, "pending.test", "ca");
+    CHECK(st->pending("pending.test").value()->key_pem == pending_key);
+    REQUIRE(st->db_for_testing().exec("PRAGMA wal_checkpoint(TRUNCATE)").ok());
+    CHECK(test::key_in_store_files(f.path, pending_key).empty());
+    auto second = load(write_key(f.dir, "second.key"));
+    auto report = st->rekey(second).value();
+    CHECK(report.pending == 1);
+    CHECK(report.cleaned);
+    CHECK(st->pending("pending.test").value()->key_pem == pending_key);
+}
+
+TEST_CASE("store key: a process that opened the store before a rekey writes no secret with the old key")
+{
+    KeyFixture f;
+    auto key = load(f.key_path);
+    auto before = f.open(key, true);
+    f.add(*before, "one.test");
+    {
+        auto other = f.open(key);
+        REQUIRE(other->rekey(load(write_key(f.dir, "second.key"))).ok());
+    }
+    DomainConfig c;
+    c.name = "two.test";
+    c.dns_names = {c.name};
+    auto leaf = make_leaf(f.ca, {c.dns_names, {}});
+    require_error(before->add_domain(c, GenerationInput{leaf.key_pem, leaf.cert_pem, f.ca.cert_pem, Reason::issued}),
+                  Code::conflict, "the store was rekeyed since this process opened it");
+    CHECK(before->list_domains().value().size() == 1);
+}
+
+TEST_CASE("store key: a key in the clear written into a sealed store by hand is refused, not served")
+{
+    KeyFixture f;
+    auto key = load(f.key_path);
+    auto st = f.open(key, true);
+    f.add(*st, "planted.test");
+    const std::string planted = make_leaf(f.ca, {{"planted.test"}, {}}).key_pem;
+    REQUIRE(st->db_for_testing().exec("UPDATE generations SET key_pem = '" + planted + "'").ok());
+    require_error(st->current_generation("planted.test"), Code::corrupt,
+                  "the secret of generations 1 1 is in the clear in a store sealed by a store key");
+}
+
+TEST_CASE("store key: rekey takes away keys that rows deleted before left in free pages")
+{
+    KeyFixture f;
+    std::string deleted_key;
+    {
+        auto st = f.open(nullptr, true);
+        f.add(*st, "old.test");
+        f.add_issuer(*st, "ca");
+        // A store of an older certfs, without secure_delete: a pending request's row deleted
+        // at a commit leaves its key in a free page.
+        REQUIRE(st->db_for_testing().exec("PRAGMA secure_delete = OFF").ok());
+        deleted_key = f.add_pending(*st, "old.test", "ca");
+        REQUIRE(st->drop_pending("old.test").ok());
+        REQUIRE(st->db_for_testing().exec("PRAGMA wal_checkpoint(TRUNCATE)").ok());
+    }
+    CHECK_FALSE(test::key_in_store_files(f.path, deleted_key).empty()); // the free page holds it
+    auto st = f.open(nullptr);
+    REQUIRE(st->rekey(load(f.key_path)).value().cleaned);
+    INFO("in the files after rekey: " << test::key_in_store_files(f.path, deleted_key));
+    CHECK(test::key_in_store_files(f.path, deleted_key).empty());
 }

@@ -6,6 +6,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+
 #include "core/handles.hpp"
 #include "core/pki.hpp"
 #include "core/process.hpp"
@@ -17,6 +21,7 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <vector>
 
 namespace certfs::test {
 
@@ -144,19 +149,40 @@ std::string store_files(const std::string& db)
     return all;
 }
 
+std::string private_number(const std::string& pem)
+{
+    PKey key = pki::parse_private_key(pem).value();
+    BIGNUM* bn = nullptr;
+    if (EVP_PKEY_get_bn_param(key.get(), OSSL_PKEY_PARAM_PRIV_KEY, &bn) != 1 &&
+        EVP_PKEY_get_bn_param(key.get(), OSSL_PKEY_PARAM_RSA_D, &bn) != 1) {
+        throw std::runtime_error("no private number in the key");
+    }
+    std::string out(static_cast<std::size_t>(BN_num_bytes(bn)), '\0');
+    BN_bn2bin(bn, reinterpret_cast<unsigned char*>(out.data()));
+    BN_clear_free(bn);
+    return out;
+}
+
 std::string key_in_store_files(const std::string& db, const std::string& pem)
 {
     const std::string files = store_files(db);
-    const std::string der = pem_der(pem);
-    if (files.find(der) != std::string::npos) {
+    if (files.find(pem_der(pem)) != std::string::npos) {
         return "its DER";
     }
-    // A run of the DER long enough to be no accident (its first bytes are a PKCS#8 header).
-    if (files.find(der.substr(der.size() - 32)) != std::string::npos) {
-        return "the last 32 bytes of its DER";
+    // The secret itself, in any encoding that keeps its bytes.
+    if (files.find(private_number(pem)) != std::string::npos) {
+        return "its private number";
     }
-    if (files.find(pem.substr(pem.find('\n') + 1, 40)) != std::string::npos) {
-        return "its PEM";
+    // Each line of the PEM's body but the last (which may be short), as text.
+    std::istringstream in(pem);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) {
+        lines.push_back(line);
+    }
+    for (std::size_t i = 1; i + 2 < lines.size(); ++i) {
+        if (files.find(lines[i]) != std::string::npos) {
+            return "line " + std::to_string(i) + " of its PEM";
+        }
     }
     return "";
 }

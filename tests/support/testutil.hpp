@@ -46,8 +46,10 @@ void write_file(const std::filesystem::path& path, const std::string& content);
 std::string pem_der(const std::string& pem);
 // Every byte SQLite keeps of the store `db` on disk: the database, its WAL and its shared memory.
 std::string store_files(const std::string& db);
-// What of the private key `pem` the store's files hold in the clear ("its DER", "its PEM", ...):
-// "" when nothing.
+// The private key's secret number (EC's private scalar, RSA's d), as big-endian bytes.
+std::string private_number(const std::string& pem);
+// What of the private key `pem` the store's files hold in the clear ("its DER", "its private
+// number", "line 2 of its PEM"): "" when nothing.
 std::string key_in_store_files(const std::string& db, const std::string& pem);
 // `word` in single quotes, one word of a command line that certfs splits as a shell would (a
 // helper's --command, a hook): for the paths of test directories, which hold no quote.

@@ -190,7 +190,7 @@ int cmd_show(store::Store& st, const std::string& name, bool json)
     }
     std::optional<store::Generation> gen;
     if (d->current_gen) {
-        auto g = st.get_generation(name, *d->current_gen);
+        auto g = st.get_certificate(name, *d->current_gen); // no key: show works without the store key
         if (!g.ok()) {
             return fail(g.status());
         }

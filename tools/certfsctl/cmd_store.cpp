@@ -51,9 +51,9 @@ int cmd_rekey_store(store::Store& st, const std::string& new_key_path)
     std::cout << "rekey-store: " << report->generations << " generation keys, " << report->pending
               << " pending keys and " << report->issuers << " issuer secrets "
               << (next ? "sealed by store key id " + next->id() + " (" + next->source() + ")" : "in the clear") << '\n';
-    if (!report->checkpointed) {
-        std::cout << "note: another process (a running certfs) has the store open; the old bytes leave its WAL "
-                     "file at its next checkpoint\n";
+    if (!report->cleaned) {
+        std::cout << "note: the old bytes may still be in the store's files (" << report->cleanup
+                  << "): stop certfs and run rekey-store again to take them away\n";
     }
     return k_exit_ok;
 }

@@ -21,8 +21,9 @@ inline constexpr int k_exit_usage = 2;
 // Who acts, for the event log ("certfsctl uid=0"), and the store opened as that actor.
 std::string actor();
 // The store at `path`, with the store key `key_path` names (or the environment's, StoreKey::
-// from_environment).
-Result<std::unique_ptr<store::Store>> open_store(const std::string& path, const std::string& key_path, bool create);
+// from_environment); with_key false: with none.
+Result<std::unique_ptr<store::Store>> open_store(const std::string& path, const std::string& key_path, bool create,
+                                                 bool with_key = true);
 
 // cmd_store.cpp: the store as a whole.
 int cmd_init(const std::string& db_path, const std::string& key_path);

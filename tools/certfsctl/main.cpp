@@ -21,8 +21,12 @@ namespace certfs::ctl {
 
 std::string actor() { return "certfsctl uid=" + std::to_string(::getuid()); }
 
-Result<std::unique_ptr<store::Store>> open_store(const std::string& path, const std::string& key_path, bool create)
+Result<std::unique_ptr<store::Store>> open_store(const std::string& path, const std::string& key_path, bool create,
+                                                 bool with_key)
 {
+    if (!with_key) {
+        return store::Store::open(path, {.create = create, .actor = actor(), .clock = nullptr});
+    }
     ASSIGN_OR_RETURN(auto key, store::StoreKey::from_environment(key_path));
     return store::Store::open(path, {.create = create, .actor = actor(), .clock = nullptr}, std::move(key));
 }
@@ -317,7 +321,13 @@ int main(int argc, char** argv)
     if (needs_init) {
         return cmd_init(db_path, store_key_path);
     }
-    auto st = open_store(db_path, store_key_path, false);
+    // rekey-store seals a store in the clear, whatever key the environment names (it may name
+    // the new one already); a sealed store it opens with its current key.
+    const bool clear_first = rekey_store->parsed();
+    auto st = clear_first ? open_store(db_path, "", false, false) : open_store(db_path, store_key_path, false);
+    if (st.ok() && clear_first && (*st)->sealed_by()) {
+        st = open_store(db_path, store_key_path, false);
+    }
     if (!st.ok()) {
         return fail(st.status());
     }
