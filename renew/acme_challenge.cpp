@@ -39,8 +39,11 @@ constexpr auto k_write_timeout = std::chrono::seconds(5);
 // After replying, unread input is drained for this long so that closing does not reset the
 // connection before the client has read the reply (an oversized request, for example).
 constexpr auto k_linger = std::chrono::seconds(1);
-// Connections beyond this are closed at once: the ACME CA opens one per validation.
+// Connections beyond these are closed at once: in all, and from one source address. The ACME
+// CA opens one per validation, from each of its vantage points; a client that opens many (a
+// slow-loris, a flood) takes its own share and leaves the others' (test_acme_challenge).
 constexpr std::size_t k_max_connections = 128;
+constexpr std::size_t k_max_per_source = 16;
 constexpr std::size_t k_max_hook_line = 300;
 
 bool is_base64url(std::string_view s)
@@ -229,6 +232,7 @@ public:
 private:
     struct Connection {
         UniqueFd fd;
+        std::string source; // the peer's address bytes (an IPv4-mapped IPv6 address as IPv4)
         std::thread thread;
         std::atomic<bool> done{false};
     };
@@ -434,13 +438,35 @@ void HttpServer::serve(int fd) noexcept
     }
 }
 
+// The address a connection comes from, as bytes: 4 for IPv4 (mapped IPv6 included), 16 for IPv6.
+std::string source_of(const sockaddr_storage& peer)
+{
+    if (peer.ss_family == AF_INET) {
+        const auto& in = reinterpret_cast<const sockaddr_in&>(peer);
+        return std::string(reinterpret_cast<const char*>(&in.sin_addr), 4);
+    }
+    if (peer.ss_family == AF_INET6) {
+        const auto& in6 = reinterpret_cast<const sockaddr_in6&>(peer);
+        const char* bytes = reinterpret_cast<const char*>(&in6.sin6_addr);
+        if (IN6_IS_ADDR_V4MAPPED(&in6.sin6_addr)) {
+            return std::string(bytes + 12, 4);
+        }
+        return std::string(bytes, 16);
+    }
+    return {};
+}
+
 void HttpServer::accept_loop() noexcept
 {
     std::list<std::unique_ptr<Connection>> connections;
+    std::map<std::string, std::size_t> per_source;
     auto reap = [&](bool all) {
         for (auto it = connections.begin(); it != connections.end();) {
             if (all || (*it)->done) {
                 (*it)->thread.join();
+                if (auto n = per_source.find((*it)->source); n != per_source.end() && --n->second == 0) {
+                    per_source.erase(n);
+                }
                 it = connections.erase(it);
             } else {
                 ++it;
@@ -460,7 +486,10 @@ void HttpServer::accept_loop() noexcept
         if (fds[0].revents == 0) {
             continue;
         }
-        UniqueFd fd(::accept4(m_listener.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        sockaddr_storage peer{};
+        socklen_t peer_len = sizeof peer;
+        UniqueFd fd(
+            ::accept4(m_listener.get(), reinterpret_cast<sockaddr*>(&peer), &peer_len, SOCK_CLOEXEC | SOCK_NONBLOCK));
         if (!fd) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 // Out of descriptors: back off instead of spinning on a readable listener.
@@ -469,12 +498,20 @@ void HttpServer::accept_loop() noexcept
             }
             continue;
         }
+        std::string source = source_of(peer);
         if (connections.size() >= k_max_connections) {
+            reap(false); // a slot may have freed since the pass began
+        }
+        if (connections.size() >= k_max_connections || per_source[source] >= k_max_per_source) {
+            if (per_source[source] == 0) {
+                per_source.erase(source);
+            }
             continue; // closes it
         }
         try {
             auto conn = std::make_unique<Connection>();
             conn->fd = std::move(fd);
+            conn->source = source;
             Connection* c = conn.get();
             conn->thread = std::thread([this, c] {
                 serve(c->fd.get());
@@ -482,6 +519,7 @@ void HttpServer::accept_loop() noexcept
                 c->done = true;
             });
             connections.push_back(std::move(conn));
+            ++per_source[source];
         } catch (...) {
             // No thread for it: the connection is closed.
         }

@@ -6,9 +6,14 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <poll.h>
+
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <mutex>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -391,6 +396,173 @@ TEST_CASE("silent clients are dropped after the read timeout")
     char c;
     CHECK(::recv(fd.get(), &c, 1, 0) == 0);
     CHECK(std::chrono::steady_clock::now() - start < 10s);
+}
+
+namespace {
+
+// A connection from the loopback address `source` ("127.0.0.2") to 127.0.0.1:port, without
+// Catch (for other threads); an invalid fd on failure. Closing it resets it (SO_LINGER 0), so
+// that thousands of them leave no TIME_WAIT on ports other tests may pick.
+UniqueFd connect_from(const char* source, int port)
+{
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in from{};
+    from.sin_family = AF_INET;
+    ::inet_pton(AF_INET, source, &from.sin_addr);
+    auto to = loopback(AF_INET, port);
+    timeval tv{5, 0};
+    linger reset{1, 0};
+    if (!fd || ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
+        ::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &reset, sizeof reset) != 0 ||
+        ::bind(fd.get(), reinterpret_cast<sockaddr*>(&from), sizeof from) != 0 ||
+        ::connect(fd.get(), reinterpret_cast<sockaddr*>(&to), addr_len(AF_INET)) != 0) {
+        return UniqueFd();
+    }
+    return fd;
+}
+
+// This process's thread count and RSS in kB (/proc/self/status).
+std::pair<long, long> threads_and_rss()
+{
+    std::ifstream in("/proc/self/status");
+    long threads = -1;
+    long rss = -1;
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind("Threads:", 0) == 0) {
+            threads = std::stol(line.substr(8));
+        } else if (line.rfind("VmRSS:", 0) == 0) {
+            rss = std::stol(line.substr(6));
+        }
+    }
+    return {threads, rss};
+}
+
+} // namespace
+
+TEST_CASE("a slow-loris and a flood from loopback hold their own share of the http-01 server: the CA is answered, "
+          "threads and memory stay bounded")
+{
+    const int port = free_port();
+    const std::string token = "attacked";
+    auto set = prepare_ok(listen_on("127.0.0.1:" + std::to_string(port)), {http01("www.example.com", token)});
+    const std::string expected = token + ".thumbprint_0123-xyz";
+    const auto [threads_before, rss_before] = threads_and_rss();
+    const auto until = std::chrono::steady_clock::now() + 8s; // past the 5 s read timeout
+    std::atomic<bool> stop{false};
+
+    // The slow-loris, from 127.0.0.2: up to 300 connections at once, each sending its request a
+    // byte a second, reopened when the server closes them (up to 20 every 20 ms).
+    struct Loris {
+        long opened = 0;
+        long closed_at_once = 0; // by the server within 1 s: refused
+        long closed_later = 0;   // by the server after that: the read timeout
+        long failed_connects = 0;
+    } loris;
+    std::thread loris_thread([&] {
+        struct Conn {
+            UniqueFd fd;
+            std::chrono::steady_clock::time_point opened;
+        };
+        std::vector<Conn> conns;
+        auto last_drip = std::chrono::steady_clock::now();
+        while (!stop) {
+            for (int fresh = 0; fresh < 20 && conns.size() < 300; ++fresh) {
+                UniqueFd fd = connect_from("127.0.0.2", port);
+                if (!fd) {
+                    ++loris.failed_connects;
+                    break;
+                }
+                ::send(fd.get(), "GET /", 5, MSG_NOSIGNAL);
+                conns.push_back({std::move(fd), std::chrono::steady_clock::now()});
+                ++loris.opened;
+            }
+            std::vector<pollfd> fds;
+            for (const auto& c : conns) {
+                fds.push_back({c.fd.get(), POLLIN, 0});
+            }
+            ::poll(fds.data(), fds.size(), 20);
+            std::this_thread::sleep_for(20ms); // a cycle is 20 ms at least
+            const auto now = std::chrono::steady_clock::now();
+            for (std::size_t i = fds.size(); i-- > 0;) {
+                char c;
+                if (fds[i].revents != 0 && ::recv(fds[i].fd, &c, 1, MSG_DONTWAIT) <= 0) {
+                    (now - conns[i].opened < 1s ? loris.closed_at_once : loris.closed_later) += 1;
+                    conns.erase(conns.begin() + static_cast<std::ptrdiff_t>(i));
+                }
+            }
+            if (now - last_drip >= 1s) {
+                for (const auto& c : conns) {
+                    ::send(c.fd.get(), "a", 1, MSG_NOSIGNAL);
+                }
+                last_drip = now;
+            }
+        }
+    });
+    // The flood, from 127.0.0.4: connect and close, a thousand times a second.
+    std::atomic<long> flooded{0};
+    std::thread flood_thread([&] {
+        while (!stop) {
+            if (connect_from("127.0.0.4", port)) {
+                ++flooded;
+            }
+            std::this_thread::sleep_for(1ms);
+        }
+    });
+    // What the process holds meanwhile.
+    std::atomic<long> max_threads{0};
+    std::atomic<long> max_rss{0};
+    std::thread sampler([&] {
+        while (!stop) {
+            const auto [t, r] = threads_and_rss();
+            max_threads = std::max<long>(max_threads, t);
+            max_rss = std::max<long>(max_rss, r);
+            std::this_thread::sleep_for(50ms);
+        }
+    });
+
+    // The CA, from 127.0.0.3: a validation every 100 ms.
+    int asked = 0;
+    int answered = 0;
+    double slowest_ms = 0;
+    std::this_thread::sleep_for(500ms); // the attack under way first
+    while (std::chrono::steady_clock::now() < until) {
+        const auto t0 = std::chrono::steady_clock::now();
+        std::string raw;
+        if (UniqueFd fd = connect_from("127.0.0.3", port)) {
+            const std::string request = "GET " + challenge_path(token) + " HTTP/1.1\r\nHost: www.example.com\r\n\r\n";
+            ::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL);
+            raw = read_to_eof(fd.get());
+        }
+        ++asked;
+        const Reply r = parse_reply(raw);
+        if (r.status == 200 && r.body == expected) {
+            ++answered;
+        }
+        slowest_ms = std::max(slowest_ms,
+                              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+        std::this_thread::sleep_for(100ms);
+    }
+    stop = true;
+    loris_thread.join();
+    flood_thread.join();
+    sampler.join();
+
+    std::printf("http-01 under attack for 8 s: slow-loris from 127.0.0.2 opened %ld connections (%ld closed at once, "
+                "%ld dropped at the read timeout); flood from 127.0.0.4 opened %ld; the CA from 127.0.0.3 got %d of "
+                "%d answers (slowest %.0f ms); threads at most %ld (%ld before), RSS at most %ld kB (%ld kB before)\n",
+                loris.opened, loris.closed_at_once, loris.closed_later, flooded.load(), answered, asked, slowest_ms,
+                max_threads.load(), threads_before, max_rss.load(), rss_before);
+    CHECK(asked >= 30);
+    CHECK(answered == asked);
+    // Each source holds 16 connections at most: the loris was refused the rest, and dropped at
+    // the read timeout; the server's threads are the two attackers' shares and the CA's.
+    CHECK(loris.closed_at_once > 1000);
+    CHECK(loris.closed_later >= 16);
+    CHECK(flooded > 1000);
+    CHECK(max_threads <= threads_before + 3 + 16 + 16 + 2); // the test's 3 threads, the shares, the CA's
+    CHECK(max_rss - rss_before < 16 * 1024);
+    // And the server still answers, and stops at once.
+    CHECK(get(port, challenge_path(token)).status == 200);
 }
 
 TEST_CASE("many threads preparing and releasing sets on one address at once")
