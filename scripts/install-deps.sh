@@ -13,6 +13,9 @@ packages=(
     catch2 openssl pebble
     # the format check (scripts/check-format.sh): the tree is formatted by Debian's clang-format 14
     clang-format git
+    # the fuzz targets (scripts/fuzz.sh, a short run in scripts/test.sh): clang's libFuzzer and
+    # sanitizer runtimes, which clang only recommends
+    clang libclang-rt-14-dev
 )
 
 missing=()

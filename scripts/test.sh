@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Installs the dependencies, builds, and runs the whole test suite with ctest; then builds
 # Release (-O3, what packagers and most users build) with warnings as errors, so that a warning
-# only the optimiser gives is found here and not by a user.
+# only the optimiser gives is found here and not by a user; then builds the fuzz targets and
+# runs each for FUZZ_SECONDS (default 10; 0 skips them), printing executions per target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/build.sh
 (cd "${BUILD_DIR:-build}" && ctest --output-on-failure --timeout 300 -j "$(nproc)")
 BUILD_DIR="${RELEASE_BUILD_DIR:-build-release}" BUILD_TYPE=Release bash scripts/build.sh
+if [ "${FUZZ_SECONDS:-10}" != 0 ]; then
+    FUZZ_SECONDS="${FUZZ_SECONDS:-10}" bash scripts/fuzz.sh
+fi
