@@ -75,6 +75,7 @@ void DomainPins::committed_now(std::int64_t gen, PinTime expires)
     m_visible = gen;
     m_newest = gen;
     m_processes.clear();
+    forget_expiries(); // every process moves at once: no read pins one to an older generation
 }
 
 std::int64_t DomainPins::visible(PinTime now)
@@ -134,14 +135,22 @@ DomainPins::Choice DomainPins::choose(std::uint32_t pid, std::uint32_t tid, PinT
 
 void DomainPins::answered(std::uint32_t pid, std::uint32_t tid, std::int64_t gen, PinTime now)
 {
+    const std::int64_t visible_now = visible(now);
     auto it = m_processes.find(pid);
     if (it == m_processes.end()) {
-        if (m_expires.count(gen) == 0) {
-            return; // older than the transition, or forgotten since: an old file descriptor
+        // Not one committed but not flipped to yet (a read of archive/), nor one forgotten.
+        const bool flipped_to_yet =
+            gen == visible_now || (gen != m_newest && std::none_of(m_pending.begin(), m_pending.end(),
+                                                                   [&](const auto& p) { return p.second == gen; }));
+        if (!flipped_to_yet || m_expires.count(gen) == 0) {
+            return;
         }
         ProcessPin fresh;
         fresh.gen = gen;
         fresh.last = now;
+        if (gen != visible_now) {
+            fresh.held_since = now;
+        }
         sample(fresh, tid, now);
         m_processes.emplace(pid, fresh);
         return;
@@ -149,6 +158,9 @@ void DomainPins::answered(std::uint32_t pid, std::uint32_t tid, std::int64_t gen
     ProcessPin& pin = it->second;
     if (pin.gen != gen || now <= pin.last) {
         return;
+    }
+    if (pin.gen != visible_now && pin.held_since && now >= bound_of(pin)) {
+        return; // held to its bound: reads do not extend it, its next lookup moves it
     }
     pin.last = now;
     pin.stalled_until = PinTime{};

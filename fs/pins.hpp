@@ -123,9 +123,12 @@ public:
     // The filesystem answered a request of process `pid` (thread `tid`) on generation `gen` at
     // `now`: a lookup in its directory, a read. The time the process waited for that answer was
     // spent on the domain, not away from it, however long the daemon took (a busy store): its
-    // window of quiet starts now. A process with no pin is pinned to `gen`, which it reads, if
-    // that is a generation of the transition still known (forget_expiries()); a process pinned
-    // to another generation is reading a file it opened before, and keeps its pin.
+    // window of quiet starts now, unless it is held past its bound. A process with no pin is
+    // pinned to `gen` (a file it opened before the flip, a directory descriptor): held from
+    // now, within the bound, if gen is older than the visible one; not if gen is not flipped
+    // to yet (a read of archive/) or is forgotten (forget_expiries(), a --now commit). A
+    // process pinned to another generation is reading a file it opened before, and keeps its
+    // pin.
     void answered(std::uint32_t pid, std::uint32_t tid, std::int64_t gen, PinTime now);
 
     // True while lookups must not be cached by the kernel: the newest commit is not visible yet,

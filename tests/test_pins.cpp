@@ -90,6 +90,51 @@ TEST_CASE("pins: a read of a generation pins a process seen nowhere else, and no
     CHECK(t.gen(400, 5200ms) == 3);
 }
 
+TEST_CASE("pins: after a --now commit, a read through a descriptor of an older generation pins no process there")
+{
+    Scenario s;
+    s.commit(2, 0s);
+    CHECK(s.gen(100, 1s) == 1); // process 100 is on generation 1, mid-round
+    s.pins.committed_now(3, s.at(3s) + 30 * 24h);
+    // Its read of a key it opened before, and another process's read of one of generation 2,
+    // answered after the commit: both move at their next lookup.
+    s.pins.answered(100, 100, 1, s.at(3100ms));
+    s.pins.answered(200, 200, 2, s.at(3100ms));
+    CHECK(s.gen(100, 3200ms) == 3);
+    CHECK(s.gen(200, 3200ms) == 3);
+}
+
+TEST_CASE("pins: a read through an old descriptor holds a process on its generation within the bound, and one "
+          "of a generation not flipped to pins nothing")
+{
+    // A certificate with 2 hours left: the bound is half of it, an hour.
+    Scenario s(k_default_max_hold, 2h);
+    s.commit(2, 0s); // visible at 2 s
+    // A process seen nowhere else reads a file of generation 1 a minute after the flip (a
+    // directory descriptor it kept): its next lookup gets the same generation; after a pause,
+    // the visible one.
+    Scenario late(k_default_max_hold, 2h);
+    late.commit(2, 0s);
+    late.pins.answered(300, 300, 1, late.at(60s));
+    CHECK(late.gen(300, 61s) == 1);
+    CHECK(late.gen(300, 64s) == 2);
+    // A read of archive/'s generation 3 before its flip pins nothing.
+    late.commit(3, 70s);
+    late.pins.answered(400, 400, 3, late.at(71s));
+    CHECK(late.gen(400, 71100ms) == 2);
+    // A process held on generation 1 that reads it every second, and looks up nothing: its
+    // reads keep it there until the bound, not after it.
+    CHECK(s.gen(100, 1s) == 1);
+    CHECK(s.gen(100, 3s) == 1); // held from here
+    PinClock::duration t = 3s;
+    for (; t < 3s + 1h + 10s; t += 1s) {
+        s.pins.answered(100, 100, 1, s.at(t));
+    }
+    // The transition ends (the kernel may cache lookups again) though the reads go on.
+    CHECK_FALSE(s.pins.in_transition(s.at(t)));
+    CHECK(s.gen(100, t) == 2);
+}
+
 TEST_CASE("pins: a commit becomes visible one pin window later and not earlier")
 {
     Scenario s;
