@@ -8,6 +8,17 @@
 
 namespace certfs::renew {
 
+namespace {
+
+// A renewal of `d` failed and is to be tried again (or waits for the admin).
+bool failing(const store::Domain& d)
+{
+    using S = store::DomainState;
+    return d.failures > 0 || d.state == S::backoff || d.state == S::rejected || d.state == S::misconfigured;
+}
+
+} // namespace
+
 Result<std::vector<std::string>> check_store(store::Store& store)
 {
     ASSIGN_OR_RETURN(std::vector<std::string> problems, store.integrity_problems());
@@ -63,13 +74,16 @@ Result<std::vector<std::string>> check_store(store::Store& store)
                 continue;
             }
         }
-        // When the scheduler was to renew it (its jitter and the CA's renewal window included,
-        // not the retries of its backoff): a failure then is news already.
+        // Past its renewal time and not renewed; or failing since the scheduler first tried (its
+        // jitter and the CA's renewal window pull that earlier): a failure then is news
+        // already. A renewal under way before its renewal time is no problem.
         std::optional<TimePoint> due = renew_at(d);
-        if (d.issuer) {
+        if (d.issuer && failing(d)) {
             store::Domain first_try = d;
             first_try.next_attempt.reset();
-            due = due_at(first_try);
+            if (auto tried = due_at(first_try); tried && *tried <= now && (!due || *tried < *due)) {
+                due = tried;
+            }
         }
         if (due && *due <= now) {
             std::string note = !d.issuer              ? "; imported: import a new certificate"

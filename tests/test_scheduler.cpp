@@ -591,6 +591,20 @@ TEST_CASE("scheduler: a CA down for 60 days: the certificate stays current until
     CHECK(log.lines_with("down.test: the certificate expire").size() == 6);
 }
 
+TEST_CASE("check: a domain past its jittered due time, renewing or about to, is no problem before its renewal time")
+{
+    Fixture f;
+    f.add("healthy.test");
+    const auto d = f.domain("healthy.test");
+    REQUIRE(*due_at(d) < *renew_at(d));
+    f.clock.set(*due_at(d));
+    CHECK(check_store(*f.store).value().empty());
+    f.clock.set(*renew_at(d));
+    const auto late = check_store(*f.store).value();
+    REQUIRE(late.size() == 1);
+    CHECK_THAT(late[0], Contains("domain healthy.test: due for renewal since " + format_rfc3339(*renew_at(d))));
+}
+
 TEST_CASE("scheduler: an issuer failing with each kind of error marks only its domain and the others commit")
 {
     Fixture f;
