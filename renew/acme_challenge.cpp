@@ -232,7 +232,7 @@ public:
 private:
     struct Connection {
         UniqueFd fd;
-        std::string source; // the peer's address bytes (an IPv4-mapped IPv6 address as IPv4)
+        std::string source; // the peer's source (source_of)
         std::thread thread;
         std::atomic<bool> done{false};
     };
@@ -438,7 +438,8 @@ void HttpServer::serve(int fd) noexcept
     }
 }
 
-// The address a connection comes from, as bytes: 4 for IPv4 (mapped IPv6 included), 16 for IPv6.
+// Where a connection comes from, as bytes: the IPv4 address (mapped IPv6 included), or the /64
+// of an IPv6 address (a host is given a /64 at least, and could cycle through its addresses).
 std::string source_of(const sockaddr_storage& peer)
 {
     if (peer.ss_family == AF_INET) {
@@ -451,7 +452,7 @@ std::string source_of(const sockaddr_storage& peer)
         if (IN6_IS_ADDR_V4MAPPED(&in6.sin6_addr)) {
             return std::string(bytes + 12, 4);
         }
-        return std::string(bytes, 16);
+        return std::string(bytes, 8);
     }
     return {};
 }
