@@ -601,21 +601,26 @@ Result<Filesystem::Choice> Filesystem::generation_for(fuse_req_t req, const std:
     return chosen;
 }
 
+DomainPins* Filesystem::pins_of(const std::string& domain, std::int64_t domain_id)
+{
+    auto d = m_domains.find(domain);
+    return d != m_domains.end() && d->second.id == domain_id ? d->second.pins.get() : nullptr;
+}
+
 void Filesystem::answered(fuse_req_t req, const std::string& domain, std::int64_t domain_id, std::int64_t gen)
 {
     {
         std::lock_guard lock(m_mutex);
-        auto d = m_domains.find(domain);
-        if (d == m_domains.end() || d->second.id != domain_id || !d->second.pins) {
+        if (pins_of(domain, domain_id) == nullptr) {
             return; // steady state: nothing to tell
         }
     }
+    // Outside the lock: process_of may read /proc.
     const auto tid = static_cast<std::uint32_t>(fuse_req_ctx(req)->pid);
     const std::uint32_t pid = process_of(tid);
     std::lock_guard lock(m_mutex);
-    auto d = m_domains.find(domain);
-    if (d != m_domains.end() && d->second.id == domain_id && d->second.pins) {
-        d->second.pins->answered(pid, tid, gen, PinClock::now());
+    if (DomainPins* pins = pins_of(domain, domain_id)) {
+        pins->answered(pid, tid, gen, PinClock::now());
     }
 }
 
@@ -827,9 +832,12 @@ Result<Filesystem::OpenAnswer> Filesystem::do_open(fuse_ino_t ino)
 Result<Filesystem::Bytes> Filesystem::do_read(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off)
 {
     Bytes bytes;
-    std::string domain;
-    std::int64_t domain_id = 0;
-    std::int64_t gen = 0;
+    struct Read {
+        std::string domain;
+        std::int64_t domain_id = 0;
+        std::int64_t gen = 0;
+    };
+    std::optional<Read> pinned; // what is read, when its domain is in transition
     {
         std::lock_guard lock(m_mutex);
         auto it = m_nodes.find(ino);
@@ -840,12 +848,14 @@ Result<Filesystem::Bytes> Filesystem::do_read(fuse_req_t req, fuse_ino_t ino, st
             return Status::IoError("inode " + std::to_string(ino) + " has no content");
         }
         bytes.data = it->second.content->files[static_cast<std::size_t>(it->second.file)];
-        domain = it->second.domain;
-        domain_id = it->second.domain_id;
-        gen = it->second.gen;
+        if (pins_of(it->second.domain, it->second.domain_id) != nullptr) {
+            pinned = Read{it->second.domain, it->second.domain_id, it->second.gen};
+        }
     }
-    // A read the page cache did not answer: the process is reading this generation.
-    answered(req, domain, domain_id, gen);
+    // A read the page cache did not answer, in a transition: the process reads this generation.
+    if (pinned) {
+        answered(req, pinned->domain, pinned->domain_id, pinned->gen);
+    }
     bytes.offset = static_cast<std::size_t>(std::max<off_t>(off, 0));
     if (bytes.offset < bytes.data->size()) {
         bytes.size = std::min(size, bytes.data->size() - bytes.offset);

@@ -224,6 +224,8 @@ private:
     // Tells the pins of a domain in transition that the process of req was answered about its
     // generation `gen` just now (DomainPins::answered()). No lock held on entry.
     void answered(fuse_req_t req, const std::string& domain, std::int64_t domain_id, std::int64_t gen);
+    // The pins of `domain` (of id domain_id) while it is in transition, else null. m_mutex held.
+    DomainPins* pins_of(const std::string& domain, std::int64_t domain_id);
     Result<Entry> file_entry(const std::string& domain, std::int64_t domain_id, std::int64_t gen, int file);
     // visible_generation() of a domain (m_mutex held).
     static std::optional<std::int64_t> visible_of(DomainView& view);

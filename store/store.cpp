@@ -897,14 +897,21 @@ std::string no_key_message(const std::string& id)
 
 } // namespace
 
-Status Store::adopt_key(std::shared_ptr<const StoreKey> key)
+Result<std::optional<std::string>> Store::store_key_id()
 {
     auto id = setting(k_store_key_setting);
     if (id.ok()) {
-        m_sealed_by = *id;
-    } else if (id.status().code() != Code::not_found) {
-        return id.status();
+        return std::optional<std::string>(std::move(*id));
     }
+    if (id.status().code() == Code::not_found) {
+        return std::optional<std::string>();
+    }
+    return id.status();
+}
+
+Status Store::adopt_key(std::shared_ptr<const StoreKey> key)
+{
+    ASSIGN_OR_RETURN(m_sealed_by, store_key_id());
     if (!key) {
         return Status::Ok();
     }
@@ -948,12 +955,7 @@ Result<std::string> Store::seal_secret(std::string_view plaintext, std::string_v
 {
     // Another process may have run rekey-store since this Store opened: what it would write
     // with the setting it read then would not open with the store's key now.
-    std::optional<std::string> now;
-    if (auto id = setting(k_store_key_setting); id.ok()) {
-        now = *id;
-    } else if (id.status().code() != Code::not_found) {
-        return id.status();
-    }
+    ASSIGN_OR_RETURN(std::optional<std::string> now, store_key_id());
     if (now != m_sealed_by) {
         return Status::Conflict("the store was rekeyed since this process opened it (its private keys are now " +
                                 (now ? "sealed by store key id " + *now : std::string("in the clear")) +
@@ -991,27 +993,23 @@ Result<RekeyReport> Store::rekey(std::shared_ptr<const StoreKey> next)
         // to the same bytes before it is written.
         auto reseal = [&](std::string_view stored, const std::string& where) -> Result<std::string> {
             ASSIGN_OR_RETURN(std::string plain, open_secret(stored, where));
-            std::string out = plain;
-            if (next) {
-                auto sealed = next->seal(plain, where);
-                if (!sealed.ok()) {
-                    pki::cleanse(plain);
-                    return sealed.status();
-                }
-                auto back = next->open(*sealed, where);
-                const bool same = back.ok() && *back == plain;
-                if (back.ok()) {
-                    pki::cleanse(*back);
-                }
-                if (!same) {
-                    pki::cleanse(plain);
-                    return Status::Corrupt("a secret sealed with the new key did not open to itself: nothing changed");
-                }
-                pki::cleanse(out);
-                out = std::move(*sealed);
+            if (!next) {
+                return plain; // in the clear from now on
             }
+            auto sealed = next->seal(plain, where);
+            auto back = sealed.ok() ? next->open(*sealed, where) : Result<std::string>(sealed.status());
+            const bool same = back.ok() && *back == plain;
             pki::cleanse(plain);
-            return out;
+            if (back.ok()) {
+                pki::cleanse(*back);
+            }
+            if (!sealed.ok()) {
+                return sealed.status();
+            }
+            if (!same) {
+                return Status::Corrupt("a secret sealed with the new key did not open to itself: nothing changed");
+            }
+            return sealed;
         };
         struct Row {
             std::int64_t a = 0;

@@ -227,6 +227,8 @@ private:
     // The inverse; a value in the clear is returned as it is, but in a sealed store it is
     // Corrupt (certfs never writes one there).
     Result<std::string> open_secret(std::string_view stored, std::string_view where) const;
+    // The id of the key the store says seals its secrets (the settings' store_key_id), if any.
+    Result<std::optional<std::string>> store_key_id();
     // Decides, at open, how the store's secrets are sealed (open()'s key).
     Status adopt_key(std::shared_ptr<const StoreKey> key);
 
