@@ -416,6 +416,14 @@ Filesystem::inode_for(Kind kind, const std::string& domain, std::int64_t domain_
     node.domain_id = domain_id;
     node.gen = gen;
     node.file = file;
+    if (kind == Kind::archive_domain || kind == Kind::archive_gen) {
+        node.mode = 0755;
+        if (auto d = m_domains.find(domain); m_options.hide_archive && d != m_domains.end()) {
+            node.uid = d->second.uid;
+            node.gid = d->second.gid;
+            node.mode = archive_dir_mode(d->second.mode);
+        }
+    }
     return m_nodes.emplace(ino, std::move(node)).first;
 }
 
@@ -797,7 +805,10 @@ struct stat Filesystem::attributes(fuse_ino_t ino, const Node& node) const
         }
         st.st_blocks = (st.st_size + 511) / 512;
     } else {
-        st.st_mode = S_IFDIR | 0755;
+        bool archived = node.kind == Kind::archive_domain || node.kind == Kind::archive_gen;
+        st.st_mode = S_IFDIR | (archived ? node.mode : 0755);
+        st.st_uid = node.uid;
+        st.st_gid = node.gid;
         st.st_nlink = 2;
     }
     st.st_atim = st.st_mtim = st.st_ctim = t;

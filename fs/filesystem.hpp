@@ -69,10 +69,27 @@ struct Options {
     Duration pin_window = k_default_pin_window;
     Duration max_hold = k_default_max_hold;                  // the bound on a hold (pins.hpp)
     Duration poll_interval = std::chrono::milliseconds(100); // how often the watcher looks
-    std::function<void()> on_store_change;                   // called by the watcher after it saw a change
+    // Mount option hide_archive: archive/<name>/ and its generations' directories take the
+    // domain's key owner and group, with r-x for each class the key's mode lets read
+    // (archive_dir_mode()), so that only who may read the key may enter them. Off: 0755.
+    bool hide_archive = false;
+    std::function<void()> on_store_change; // called by the watcher after it saw a change
 };
 
 class Watcher;
+
+// The mode of a directory below archive/ under hide_archive, from the mode of its domain's key:
+// r-x for owner, group and others as the key is readable by each (0640 gives 0550).
+constexpr std::uint32_t archive_dir_mode(std::uint32_t key_mode)
+{
+    std::uint32_t mode = 0;
+    for (std::uint32_t shift : {6U, 3U, 0U}) {
+        if ((key_mode & (04U << shift)) != 0) {
+            mode |= 05U << shift;
+        }
+    }
+    return mode;
+}
 
 class Filesystem {
 public:
@@ -169,6 +186,8 @@ private:
         int file = -1;                          // the index in k_files, for files
         std::uint64_t nlookup = 0;              // the kernel's references: lookups not yet forgotten
         std::shared_ptr<const Content> content; // files only
+        // Private files: the domain's key owner, group and mode. Directories below archive/
+        // under hide_archive: the same, the mode as archive_dir_mode() makes it.
         std::uint32_t uid = 0, gid = 0, mode = 0;
     };
 

@@ -176,16 +176,24 @@ Status Watcher::refresh()
         }
         m_fs.m_domains = std::move(next);
         // A new owner, group or mode applies to the key files already looked up too, in live/
-        // and archive/ alike; the kernel forgets their attributes below, so that its permission
-        // check (default_permissions) asks again at the next open.
+        // and archive/ alike, and under hide_archive to the directories below archive/; the kernel forgets their
+        // attributes below, so that its permission check (default_permissions) asks again at the next open.
         for (const std::string& name : retouched) {
             const DomainView& view = m_fs.m_domains.at(name);
             for (auto& [ino, node] : m_fs.m_nodes) {
-                if (node.kind == Filesystem::Kind::file && node.domain == name && node.domain_id == view.id &&
-                    k_files[static_cast<std::size_t>(node.file)].is_private) {
+                if (node.domain != name || node.domain_id != view.id) {
+                    continue;
+                }
+                if (node.kind == Filesystem::Kind::file && k_files[static_cast<std::size_t>(node.file)].is_private) {
                     node.uid = view.uid;
                     node.gid = view.gid;
                     node.mode = view.mode;
+                    reattributed.push_back(ino);
+                } else if (m_fs.m_options.hide_archive && (node.kind == Filesystem::Kind::archive_domain ||
+                                                           node.kind == Filesystem::Kind::archive_gen)) {
+                    node.uid = view.uid;
+                    node.gid = view.gid;
+                    node.mode = archive_dir_mode(view.mode);
                     reattributed.push_back(ino);
                 }
             }

@@ -504,6 +504,17 @@ TEST_CASE("fs: the kernel enforces the key files' modes for other users (allow_o
 
 namespace {
 
+// certfsctl --db <m's store> args, which must succeed: its output.
+std::string ctl_ok(const Mount& m, const std::vector<std::string>& args)
+{
+    std::vector<std::string> argv = {"--db", m.db().string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto r = test::run_certfsctl(argv);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return r.out;
+}
+
 // Users and a group made for one test with useradd and groupadd, deleted by its destructor.
 class TestUsers {
 public:
@@ -559,14 +570,7 @@ TEST_CASE("access: real users through allow_other: only the key group reads the 
     Mount m(200ms, {"-o", "allow_other"});
     m.add("acl.test", 0600, 0);
     const auto live = m.live("acl.test");
-    auto ctl = [&](const std::vector<std::string>& args) {
-        std::vector<std::string> argv = {"--db", m.db().string()};
-        argv.insert(argv.end(), args.begin(), args.end());
-        auto r = test::run_certfsctl(argv);
-        INFO(r.err);
-        REQUIRE(r.exit_code == 0);
-        return r.out;
-    };
+    auto ctl = [&](const std::vector<std::string>& args) { return ctl_ok(m, args); };
     CHECK_THAT(ctl({"set", "acl.test", "--group", TestUsers::k_group, "--mode", "0640"}),
                Catch::Contains("acl.test: key files are root:certfs-t-keys 0640 for new opens"));
     const auto gen = m.store()->current_generation("acl.test").value();
@@ -581,6 +585,10 @@ TEST_CASE("access: real users through allow_other: only the key group reads the 
     CHECK_THAT(err, Catch::Contains("Permission denied"));
     CHECK(TestUsers::read_as(TestUsers::k_outsider, live / "cert.pem") == gen.cert_pem);
     CHECK(TestUsers::read_as(TestUsers::k_outsider, live / "fullchain.pem") == gen.cert_pem + gen.chain_pem);
+    // Without hide_archive, the archived certificates are public too.
+    CHECK(TestUsers::read_as(TestUsers::k_outsider, m.mnt() / "archive" / "acl.test" / "1" / "cert.pem") ==
+          gen.cert_pem);
+    CHECK_FALSE(TestUsers::read_as(TestUsers::k_outsider, m.mnt() / "archive" / "acl.test" / "1" / "privkey.pem"));
     // The member: the key and the combined file, in live/ and in archive/.
     CHECK(key_readable(TestUsers::k_member));
     CHECK(TestUsers::read_as(TestUsers::k_member, live / "combined.pem"));
@@ -664,6 +672,70 @@ TEST_CASE("access: real users through allow_other: only the key group reads the 
     CHECK((st.st_mode & 07777) == 0400);
     CHECK(st.st_uid == ::getpwnam(TestUsers::k_member)->pw_uid);
     CHECK(st.st_gid == 0);
+}
+
+TEST_CASE("access: hide_archive: only who may read a domain's key enters its archive, and certfsctl set applies at "
+          "once")
+{
+    TestUsers users;
+    Mount m(200ms, {"-o", "allow_other,hide_archive"});
+    m.add("hidden.test", 0600, 0);
+    auto ctl = [&](const std::vector<std::string>& args) { ctl_ok(m, args); };
+    ctl({"set", "hidden.test", "--group", TestUsers::k_group, "--mode", "0640"});
+    const auto gen = m.store()->current_generation("hidden.test").value();
+    const auto archived = m.mnt() / "archive" / "hidden.test";
+    const auto gen_dir = archived / "1";
+    REQUIRE(
+        wait_until([&] { return TestUsers::read_as(TestUsers::k_member, gen_dir / "privkey.pem") == gen.key_pem; }));
+    auto mode_of = [](const stdfs::path& p) {
+        struct stat st {};
+        REQUIRE(::stat(p.c_str(), &st) == 0);
+        return st;
+    };
+    const gid_t key_gid = ::getgrnam(TestUsers::k_group)->gr_gid;
+    for (const auto& dir : {archived, gen_dir}) {
+        INFO(dir);
+        struct stat st = mode_of(dir);
+        CHECK((st.st_mode & 07777) == 0550);
+        CHECK(st.st_uid == 0);
+        CHECK(st.st_gid == key_gid);
+    }
+    auto as = [](const char* user, const std::vector<std::string>& argv) {
+        std::vector<std::string> full = {"/usr/sbin/runuser", "-u", user, "--"};
+        full.insert(full.end(), argv.begin(), argv.end());
+        return test::run(full);
+    };
+
+    // The outsider: the names (as in live/) and the live certificates, nothing below archive/<name>.
+    CHECK(as(TestUsers::k_outsider, {"/bin/ls", (m.mnt() / "archive").string()}).out == "hidden.test\n");
+    for (const auto& denied : {archived, gen_dir, gen_dir / "cert.pem", gen_dir / "privkey.pem"}) {
+        INFO(denied);
+        auto r = as(TestUsers::k_outsider, {"/bin/cat", denied.string()});
+        CHECK(r.exit_code == 1);
+        CHECK_THAT(r.err, Catch::Contains("Permission denied"));
+        r = as(TestUsers::k_outsider, {"/bin/ls", denied.string()});
+        CHECK(r.exit_code == 2);
+        CHECK_THAT(r.err, Catch::Contains("Permission denied"));
+    }
+    CHECK(TestUsers::read_as(TestUsers::k_outsider, m.live("hidden.test") / "cert.pem") == gen.cert_pem);
+    // The member: every generation and its listing.
+    CHECK(TestUsers::read_as(TestUsers::k_member, gen_dir / "cert.pem") == gen.cert_pem);
+    CHECK(as(TestUsers::k_member, {"/bin/ls", archived.string()}).out == "1\n");
+
+    // The group taken away: the member's next walk into archive/ is refused, without a remount.
+    ctl({"set", "hidden.test", "--group", "root", "--mode", "0600"});
+    CHECK(wait_until([&] { return !TestUsers::read_as(TestUsers::k_member, gen_dir / "cert.pem"); }));
+    CHECK((mode_of(archived).st_mode & 07777) == 0500);
+    CHECK(TestUsers::read_as(TestUsers::k_member, m.live("hidden.test") / "cert.pem") == gen.cert_pem);
+    // The member made the owner of a 0400 key: its archive is theirs to enter (0500).
+    ctl({"set", "hidden.test", "--owner", TestUsers::k_member, "--mode", "0400"});
+    CHECK(wait_until([&] { return TestUsers::read_as(TestUsers::k_member, gen_dir / "privkey.pem") == gen.key_pem; }));
+    struct stat st = mode_of(archived);
+    CHECK((st.st_mode & 07777) == 0500);
+    CHECK(st.st_uid == ::getpwnam(TestUsers::k_member)->pw_uid);
+    CHECK_FALSE(TestUsers::read_as(TestUsers::k_outsider, gen_dir / "cert.pem"));
+    // root, as always, enters.
+    CHECK(slurp(gen_dir / "cert.pem") == gen.cert_pem);
 }
 
 TEST_CASE("daemon: a store sealed by a store key: no key it serves is in the store's files, the mount needs the "

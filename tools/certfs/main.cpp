@@ -199,7 +199,7 @@ int main(int argc, char** argv)
         });
     app.add_flag("--no-renew", no_renew, "Do not run the renewal scheduler");
     app.add_flag("-f,--foreground", foreground, "Stay in the foreground and log to stderr");
-    app.add_option("-o", options, "Mount options (allow_other, ...)")->allow_extra_args(false);
+    app.add_option("-o", options, "Mount options (allow_other, hide_archive, ...)")->allow_extra_args(false);
     app.add_option("DB_OR_MOUNTPOINT", positional, "[DBPATH] MOUNTPOINT")->expected(1, 2)->required();
     try {
         app.parse(argc, argv);
@@ -248,10 +248,15 @@ int main(int argc, char** argv)
     }
 
     std::vector<std::string> fuse_opts{"ro", "default_permissions", "fsname=" + db_path, "subtype=certfs"};
+    bool hide_archive = false; // certfs's own option, not libfuse's
     for (const auto& group : options) {
         std::istringstream split(group);
         for (std::string opt; std::getline(split, opt, ',');) {
             if (opt.empty() || is_mount_only_option(opt)) {
+                continue;
+            }
+            if (opt == "hide_archive") {
+                hide_archive = true;
                 continue;
             }
             fuse_opts.push_back(opt);
@@ -282,6 +287,7 @@ int main(int argc, char** argv)
     fs_options.store_key = *store_key;
     fs_options.pin_window = window;
     fs_options.max_hold = certfs::parse_duration(max_hold).value();
+    fs_options.hide_archive = hide_archive;
     std::atomic<certfs::renew::Scheduler*> wake_target{nullptr};
     fs_options.on_store_change = [&wake_target] {
         if (auto* s = wake_target.load()) {
