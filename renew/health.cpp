@@ -49,6 +49,12 @@ Result<std::vector<std::string>> check_store(store::Store& store)
     }
     ASSIGN_OR_RETURN(auto domains, store.list_domains());
     for (const auto& d : domains) {
+        if (Status served = store::check_served_name(d.name); !served.ok()) {
+            // A row written by hand: nothing else about it matters until it is fixed.
+            problems.push_back(served.message() + ": the mount does not serve it and it is not renewed (remove it, "
+                                                  "or give it a valid name in the store)");
+            continue;
+        }
         const std::string who = "domain " + d.name + ": ";
         const bool held = live(store::lease_scope(d));
         if ((d.state == store::DomainState::issuing || d.state == store::DomainState::hooks) && !held) {

@@ -258,6 +258,10 @@ Result<std::vector<RenewOutcome>> Renewer::renew(std::string_view name, bool for
     }
 
     for (const auto& d : members) {
+        // A row written by hand with a name the mount refuses: its hooks would get that name.
+        if (Status s = store::check_served_name(d.name); !s.ok()) {
+            return Status::Invalid(s.message() + ": the mount does not serve it, so it is not renewed");
+        }
         if (!d.issuer) {
             return Status::Invalid("domain " + d.name +
                                    " has no issuer (its certificates are imported): import a new one instead");

@@ -10,6 +10,7 @@
 #include "renew/recovery.hpp"
 #include "renew/renewer.hpp"
 #include "store/lease.hpp"
+#include "store/validate.hpp"
 
 namespace certfs::renew {
 
@@ -224,6 +225,22 @@ void Scheduler::loop()
     }
 }
 
+void Scheduler::drop_unserved(std::vector<store::Domain>& domains)
+{
+    std::set<std::string> refused; // the scopes of such domains
+    for (const auto& d : domains) {
+        if (Status s = store::check_served_name(d.name); !s.ok()) {
+            refused.insert(store::lease_scope(d));
+            if (m_unserved_said.insert(d.name).second) {
+                spdlog::error("not renewing a domain of the store (nor the rest of its bundle): {}", s.message());
+            }
+        }
+    }
+    if (!refused.empty()) {
+        std::erase_if(domains, [&](const store::Domain& d) { return refused.contains(store::lease_scope(d)); });
+    }
+}
+
 Result<TimePoint> Scheduler::step()
 {
     reap_ended(); // every thread is joined soon after it ends, not at shutdown
@@ -233,6 +250,7 @@ Result<TimePoint> Scheduler::step()
     }
     recover(*m_store); // what dead renewals left (recovery.hpp), before planning on it
     ASSIGN_OR_RETURN(auto domains, m_store->list_domains());
+    drop_unserved(domains);
     ASSIGN_OR_RETURN(const std::vector<store::Lease> leases, m_store->leases()); // all live after recover()
     const TimePoint now = m_clock.now();
     TimePoint next = TimePoint::max();

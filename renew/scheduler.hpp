@@ -102,6 +102,9 @@ private:
     // m_mutex. `leases`: the live leases, as the pass read them.
     TimePoint hold_back(const std::string& key, TimePoint due, TimePoint now, const std::vector<store::Lease>& leases);
     void warn_expiring(const Scope& scope, TimePoint now, TimePoint& next);
+    // Drops the domains whose name the mount does not serve (store::check_served_name: a row
+    // written by hand), with the rest of their bundle, logging each name once; caller holds m_mutex.
+    void drop_unserved(std::vector<store::Domain>& domains);
     // Starts fetches of ACME renewal information that are due; caller holds m_mutex.
     void plan_renewal_info(const std::vector<store::Domain>& domains, TimePoint now, TimePoint& next);
     void refresh_renewal_info(const std::string& name, std::int64_t gen); // a worker
@@ -127,6 +130,7 @@ private:
     // the time, whatever the store says (a fetch that could not record its answer); guarded.
     std::map<std::string, std::pair<std::int64_t, TimePoint>> m_ari_not_before;
     std::map<std::pair<std::string, std::int64_t>, int> m_warned; // (domain, gen) -> days; guarded
+    std::set<std::string> m_unserved_said;                        // names drop_unserved() logged; guarded by m_mutex
     bool m_first_step = true;                                     // guarded by m_mutex
     bool m_woken = false;                                         // guarded by m_mutex
     bool m_stopping = false;                                      // guarded by m_mutex

@@ -30,6 +30,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/pki.hpp"
+#include "store/sqlite.hpp"
 #include "store/store.hpp"
 #include "tests/support/ctl.hpp"
 #include "tests/support/testutil.hpp"
@@ -749,6 +750,62 @@ TEST_CASE("add refuses bad input and leaves the store unchanged")
     REQUIRE(longest.size() == 253);
     ctl.ok({"add", longest, "--issuer", "ca"});
     CHECK(ctl.show(longest)["generation"] == 1);
+}
+
+TEST_CASE("names written into the store by hand: list quotes them and says why, its JSON stays JSON, renew and "
+          "check refuse them")
+{
+    Ctl ctl;
+    ctl.init_with_ca();
+    for (const char* name : {"escape.test", "bytes.test", "path.test", "fine.test"}) {
+        ctl.ok({"add", name, "--issuer", "ca"});
+    }
+    // As an UPDATE by hand, or a tool that skipped certfsctl's checks, leaves them.
+    const std::string escape = "x\x1b[2Jy.test";
+    {
+        auto st = store::Store::open(ctl.db(), {.create = false, .actor = "test", .clock = nullptr}).value();
+        auto& db = st->db_for_testing();
+        REQUIRE(db.exec("UPDATE domains SET name = 'x' || char(27) || '[2Jy.test' WHERE name = 'escape.test'").ok());
+        REQUIRE(db.exec("UPDATE domains SET name = CAST(X'ff2e74657374' AS TEXT) WHERE name = 'bytes.test'").ok());
+        REQUIRE(db.exec("UPDATE domains SET name = '../../etc' WHERE name = 'path.test'").ok());
+    }
+    const std::string why = ": only lower-case letters, digits, '.' and '-' are allowed";
+    const std::vector<std::string> quoted = {"'x\\x1b[2Jy.test'", "'\\xff.test'", "'../../etc'"};
+
+    RunResult list = ctl.ok({"list"});
+    CHECK(list.out.find('\x1b') == std::string::npos);
+    CHECK(list.out.find('\xff') == std::string::npos);
+    for (const auto& q : quoted) {
+        INFO(q);
+        CHECK_THAT(list.out, Contains(q + "  ")); // the NAME column
+        CHECK_THAT(list.out, Contains("invalid domain name " + q + why + ": not served or renewed"));
+    }
+    // JSON escapes the control character itself; a byte that is not UTF-8 becomes U+FFFD.
+    std::set<std::string> names;
+    for (const auto& d : ctl.js({"list"})) {
+        names.insert(d["name"].get<std::string>());
+    }
+    CHECK(names == std::set<std::string>{escape, "\xef\xbf\xbd.test", "../../etc", "fine.test"});
+
+    RunResult renew = ctl({"renew", "--all", "--force"});
+    CHECK(renew.exit_code == 1);
+    CHECK(renew.err.find('\x1b') == std::string::npos);
+    for (const auto& q : quoted) {
+        INFO(q);
+        CHECK_THAT(renew.err,
+                   Contains("invalid domain name " + q + why + ": the mount does not serve it, so it is not renewed"));
+    }
+    CHECK(ctl.show("fine.test")["generation"] == 2);
+    CHECK(ctl.js({"list"})[0]["generation"] == 1); // "../../etc", first by name: not renewed
+    expect_failure(ctl({"renew", escape, "--force"}), 1, "the mount does not serve it");
+
+    RunResult check = ctl({"check"});
+    CHECK(check.exit_code == 1);
+    CHECK(check.out.find('\x1b') == std::string::npos);
+    for (const auto& q : quoted) {
+        INFO(q);
+        CHECK_THAT(check.out, Contains("invalid domain name " + q + why + ": the mount does not serve it"));
+    }
 }
 
 TEST_CASE("add --mode above 0777 is refused and naming the mode in octal")

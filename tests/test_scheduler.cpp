@@ -186,6 +186,39 @@ TEST_CASE("scheduler: renews a domain when it is due and not before and sleeps u
     CHECK(f.store->leases().value().empty());
 }
 
+TEST_CASE("scheduler: a name written into the store by hand is not renewed, nor its bundle, is logged once, and the "
+          "loop does not spin on it")
+{
+    LogCapture log;
+    Fixture f;
+    f.add("fine.test");
+    f.add("hand.test");
+    f.add("mate-a.test", "pair");
+    f.add("mate-b.test", "pair");
+    REQUIRE(f.store->db_for_testing().exec("UPDATE domains SET name = '../hand' WHERE name = 'hand.test'").ok());
+    REQUIRE(f.store->db_for_testing().exec("UPDATE domains SET name = 'Mate-B.test' WHERE name = 'mate-b.test'").ok());
+    Scheduler s(f.options(), f.clock);
+    REQUIRE(s.start(false).ok());
+    f.until_due({"fine.test", "mate-a.test"});
+    f.clock.advance(48h); // every one of them is due
+    TimePoint next = pass(s);
+    CHECK(f.gen("fine.test") == 2);
+    CHECK(f.gen("../hand") == 1);
+    CHECK(f.gen("mate-a.test") == 1); // its bundle has a name the mount refuses
+    CHECK(f.gen("Mate-B.test") == 1);
+    CHECK(next > f.clock.now()); // asleep until fine.test's next due time, not at once again
+    for (int i = 0; i < 3; ++i) {
+        pass(s);
+    }
+    CHECK(f.gen("../hand") == 1);
+    CHECK(f.domain("../hand").last_error.empty()); // nothing recorded: the row is left as it was
+    auto said = log.lines_with("not renewing a domain of the store");
+    REQUIRE(said.size() == 2);
+    CHECK_THAT(said[0] + said[1], Catch::Contains("error not renewing a domain of the store (nor the rest of its "
+                                                  "bundle): invalid domain name '../hand'"));
+    CHECK_THAT(said[0] + said[1], Catch::Contains("invalid domain name 'Mate-B.test'"));
+}
+
 TEST_CASE("scheduler: two schedulers on one store renew each due domain exactly once")
 {
     Fixture f;

@@ -173,10 +173,15 @@ int cmd_list(store::Store& st, bool json)
         if (!d.hook_error.empty()) {
             errors += (errors.empty() ? "" : "; ") + ("deploy hook failed: " + d.hook_error);
         }
+        // A row written by hand that the mount does not serve: its name quoted, and why.
+        Status served = store::check_served_name(d.name);
+        if (!served.ok()) {
+            errors = served.message() + ": not served or renewed" + (errors.empty() ? "" : "; " + errors);
+        }
         // RENEW AT: when the scheduler renews it, jitter included.
-        rows.push_back({d.name, d.current_gen ? std::to_string(*d.current_gen) : "-", state,
-                        time_or_dash(d.current_not_after), time_or_dash(renew::due_at(d)), d.issuer.value_or("-"),
-                        errors});
+        rows.push_back({served.ok() ? d.name : store::quote_name(d.name),
+                        d.current_gen ? std::to_string(*d.current_gen) : "-", state, time_or_dash(d.current_not_after),
+                        time_or_dash(renew::due_at(d)), d.issuer.value_or("-"), errors});
     }
     print_table({"NAME", "GEN", "STATE", "NOT AFTER", "RENEW AT", "ISSUER", "LAST ERROR"}, rows);
     return k_exit_ok;

@@ -12,8 +12,36 @@
 
 namespace certfs::ctl {
 
-void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows)
+namespace {
+
+// `cell` with each control character (C0 and DEL) written \xNN: a name or an error written into
+// the store by hand, or a CA's message, cannot move the cursor or clear the admin's terminal.
+std::string terminal_safe(const std::string& cell)
 {
+    static constexpr char k_hex[] = "0123456789abcdef";
+    std::string out;
+    for (char c : cell) {
+        auto b = static_cast<unsigned char>(c);
+        if (b < 0x20 || b == 0x7f) {
+            out += {'\\', 'x', k_hex[b >> 4], k_hex[b & 0xf]};
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+
+} // namespace
+
+void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& raw_rows)
+{
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& raw : raw_rows) {
+        auto& row = rows.emplace_back();
+        for (const auto& cell : raw) {
+            row.push_back(terminal_safe(cell));
+        }
+    }
     std::vector<std::size_t> width(header.size());
     for (std::size_t c = 0; c < header.size(); ++c) {
         width[c] = header[c].size();
@@ -154,7 +182,12 @@ std::string join(const std::vector<std::string>& items, const char* sep)
     return out.empty() ? "-" : out;
 }
 
-void print_json(const nlohmann::json& j) { std::cout << j.dump(2) << '\n'; }
+// Bytes that are not UTF-8 (a name or an error written into the store by hand) become U+FFFD
+// rather than an exception.
+void print_json(const nlohmann::json& j)
+{
+    std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+}
 
 // What --now means, said where it takes effect.
 std::string moved_now_note(const std::string& domain, std::int64_t gen)
