@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -27,6 +28,7 @@
 #include "fs/files.hpp"
 #include "renew/local_ca.hpp"
 #include "renew/renewer.hpp"
+#include "store/mount.hpp"
 #include "store/sqlite.hpp"
 #include "tests/support/ctl.hpp"
 #include "tests/support/mount.hpp"
@@ -1163,6 +1165,134 @@ TEST_CASE("fs: a directory descriptor of live/<name>/ names one generation, afte
     CHECK(slurp(m.live("dir.test") / "cert.pem").value() == old_gen.cert_pem);
     std::this_thread::sleep_for(window + 100ms);
     CHECK(serial_of(slurp(m.live("dir.test") / "cert.pem").value()) == serial);
+}
+
+namespace {
+
+// Starts `body` in a child process, a reader the daemon has not seen, whose exit status is
+// body's result. Call it with no other thread running, so that the child starts with no lock held.
+pid_t fork_reader(const std::function<int()>& body)
+{
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        _exit(body());
+    }
+    return pid;
+}
+
+// The exit status of the child `pid`, or -1 when it did not exit by itself within 30 s (killed).
+int reap(pid_t pid)
+{
+    int status = 0;
+    if (!wait_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, 30s)) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, &status, 0);
+        return -1;
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// All of `fd` from offset 0.
+std::string read_fd(int fd)
+{
+    std::string out;
+    char buf[4096];
+    for (ssize_t n; (n = ::pread(fd, buf, sizeof buf, static_cast<off_t>(out.size()))) > 0;) {
+        out.append(buf, static_cast<std::size_t>(n));
+    }
+    return out;
+}
+
+std::string visible_of(const stdfs::path& dir)
+{
+    char buf[32];
+    const ssize_t n = ::getxattr(dir.c_str(), store::k_generation_xattr, buf, sizeof buf);
+    return n < 0 ? std::string() : std::string(buf, static_cast<std::size_t>(n));
+}
+
+} // namespace
+
+TEST_CASE("fs: a read under archive/ of a generation not flipped to yet holds its reader on nothing: its next "
+          "opens of live/ get what every new open gets")
+{
+    const Duration window = 3s; // the time the reader below has, between the commit and the flip
+    Mount m(window);
+    m.add("early.test");
+    const auto old_gen = m.store()->current_generation("early.test").value();
+    const std::string serial = m.renew("early.test");
+    const stdfs::path archived = m.mnt() / "archive" / "early.test" / "2";
+    // archive/ shows it once the daemon saw the commit, which starts the transition.
+    REQUIRE(wait_until([&] { return stdfs::exists(archived / "cert.pem"); }));
+    const int got = reap(fork_reader([&] {
+        if (serial_of(slurp(archived / "cert.pem").value_or("")) != serial) {
+            return 10; // the read of generation 2 was not answered
+        }
+        if (slurp(m.live("early.test") / "cert.pem") != old_gen.cert_pem) {
+            return 11; // held on generation 2 before the flip
+        }
+        return slurp(m.live("early.test") / "privkey.pem") == old_gen.key_pem ? 0 : 12;
+    }));
+    // Still before the flip, or the reader's live/ opens said nothing.
+    REQUIRE(visible_of(m.live("early.test")) == "1");
+    CHECK(got == 0);
+    m.wait_flip("early.test", serial);
+}
+
+TEST_CASE("fs: after a --now commit, reading a descriptor opened before it holds the reader on nothing: its next "
+          "opens get the new generation")
+{
+    Mount m(5s); // the time from the first commit to its flip, for the reader to open generation 1 in
+    m.add("now.test");
+    const auto old_gen = m.store()->current_generation("now.test").value();
+    const stdfs::path key = m.live("now.test") / "privkey.pem";
+    // A commit in transition first: the daemon knows generation 1 as one that readers may still
+    // be held on.
+    m.renew("now.test");
+    REQUIRE(wait_until([&] { return stdfs::exists(m.mnt() / "archive" / "now.test" / "2"); }));
+    int ready[2];
+    int go[2];
+    REQUIRE(::pipe(ready) == 0);
+    REQUIRE(::pipe(go) == 0);
+    const pid_t reader = fork_reader([&] {
+        // Opened before the commit, not read yet: its first read reaches the daemon after it.
+        const int fd = ::open(key.c_str(), O_RDONLY | O_CLOEXEC);
+        char byte = 'r';
+        if (fd < 0 || ::write(ready[1], &byte, 1) != 1 || ::read(go[0], &byte, 1) != 1) {
+            return 10;
+        }
+        if (read_fd(fd) != old_gen.key_pem) {
+            return 11; // one open, one generation
+        }
+        const std::string cert = slurp(m.live("now.test") / "cert.pem").value_or("");
+        const std::string next_key = slurp(key).value_or("");
+        if (serial_of(cert) == old_gen.serial_hex || next_key == old_gen.key_pem) {
+            return 12; // held back on generation 1
+        }
+        return 0;
+    });
+    ::close(ready[1]);
+    ::close(go[0]);
+    char byte = 0;
+    const bool opened = ::read(ready[0], &byte, 1) == 1;
+    // It opened generation 1: the first commit was not flipped to yet.
+    const bool before_flip = opened && visible_of(m.live("now.test")) == "1";
+    if (before_flip) {
+        ctl_ok(m, {"renew", "now.test", "--force", "--now"});
+        CHECK(wait_until([&] { return visible_of(m.live("now.test")) == "3"; }));
+    }
+    (void)!::write(go[1], &byte, 1);
+    ::close(ready[0]);
+    ::close(go[1]);
+    const int got = reap(reader);
+    REQUIRE(before_flip);
+    const auto g = m.store()->current_generation("now.test").value();
+    const std::string new_key = g.key_pem;
+    const std::string new_cert = g.cert_pem;
+    CHECK(got == 0);
+    CHECK(visible_of(m.live("now.test")) == "3");
+    CHECK(slurp(m.live("now.test") / "cert.pem") == new_cert);
+    CHECK(slurp(key) == new_key);
 }
 
 TEST_CASE("fs: a process whose working directory is live/<name>/ keeps that generation")
