@@ -11,6 +11,8 @@ packages=(
     libcurl4-openssl-dev
     # tests: pebble is Let's Encrypt's ACME test server (with pebble-challtestsrv)
     catch2 openssl pebble
+    # the read-only store test makes an ext4 image (mkfs.ext4, e2fsck)
+    e2fsprogs
     # the format check (scripts/check-format.sh): the tree is formatted by Debian's clang-format 14
     clang-format git
     # the fuzz targets (scripts/fuzz.sh, a short run in scripts/test.sh): clang's libFuzzer and

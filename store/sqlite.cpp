@@ -1,12 +1,60 @@
 #include "store/sqlite.hpp"
 
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
 #include <limits>
 
 namespace certfs::store {
 
+namespace {
+
+// Whether the filesystem holding `path` (a file or directory, or when it does not exist its
+// directory) refuses writes: mounted read-only by an admin, or turned read-only by the kernel
+// after a disk error. The second shows in no mount flag on every kernel (ext4's emergency_ro
+// since Linux 6.15), so a nameless file the directory cannot hold is the test. It never opens
+// the store itself: closing a descriptor of it would drop this process's SQLite locks.
+bool on_read_only_filesystem(const std::string& path)
+{
+    std::error_code ec;
+    const std::filesystem::path dir = std::filesystem::is_directory(path, ec)
+                                          ? std::filesystem::path(path)
+                                          : std::filesystem::path(path).parent_path();
+    struct statvfs st {};
+    if (::statvfs(dir.c_str(), &st) == 0 && (st.f_flag & ST_RDONLY) != 0) {
+        return true;
+    }
+    const int fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        return errno == EROFS;
+    }
+    ::close(fd); // it had no name: nothing is left behind
+    return false;
+}
+
+constexpr const char* k_read_only_why = " (the filesystem holding the store is read-only; nothing was changed)";
+constexpr const char* k_read_only_closed_why =
+    " (the filesystem holding the store is read-only, and SQLite cannot open a WAL store there once every program "
+    "has closed it; make it writable)";
+
+} // namespace
+
 Status sqlite_status(int rc, sqlite3* db, std::string_view what)
 {
     std::string msg = std::string(what) + ": " + (db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    // What a read-only filesystem makes of a write (SQLITE_READONLY, an I/O error of EROFS) and
+    // of the first read of a store every program had closed (SQLITE_CANTOPEN: SQLite cannot
+    // make its -shm file there).
+    const int primary = rc & 0xff;
+    if (db != nullptr && (primary == SQLITE_READONLY || primary == SQLITE_IOERR || primary == SQLITE_CANTOPEN)) {
+        const char* file = sqlite3_db_filename(db, "main");
+        if (sqlite3_system_errno(db) == EROFS || (file != nullptr && *file != '\0' && on_read_only_filesystem(file))) {
+            return Status::IoError(msg + (primary == SQLITE_CANTOPEN ? k_read_only_closed_why : k_read_only_why));
+        }
+    }
     switch (rc & 0xff) {
     case SQLITE_OK:
     case SQLITE_ROW:
@@ -111,7 +159,7 @@ Result<std::unique_ptr<Db>> Db::open(const std::string& path, bool create)
     int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
     std::unique_ptr<Db> db(new Db(raw));
     if (rc != SQLITE_OK) {
-        if (rc == SQLITE_CANTOPEN && !create) {
+        if (rc == SQLITE_CANTOPEN && !create && !std::filesystem::exists(path)) {
             return Status::NotFound("store " + path + " does not exist (run 'certfsctl init')");
         }
         return sqlite_status(rc, raw, "cannot open store " + path);

@@ -219,7 +219,158 @@ private:
     std::filesystem::path m_dir;
 };
 
+// An ext4 filesystem in an image file, loop-mounted with errors=remount-ro on `dir` for one
+// test. fail() makes the kernel meet an error on it, as a failing disk does: it turns read-only
+// under the files open on it. repair() unmounts it, runs e2fsck and mounts it again. The
+// destructor unmounts it (the loop device goes with it).
+class LoopDisk {
+public:
+    LoopDisk(const std::filesystem::path& image, const std::filesystem::path& dir) : m_image(image), m_dir(dir)
+    {
+        std::filesystem::create_directory(m_dir);
+        {
+            std::ofstream(m_image.string());
+        }
+        std::filesystem::resize_file(m_image, 32 << 20);
+        require_ok({"/sbin/mkfs.ext4", "-q", "-F", m_image.string()});
+        mount();
+    }
+    ~LoopDisk() { (void)test::run({"/bin/umount", "-l", m_dir.string()}); }
+    LoopDisk(const LoopDisk&) = delete;
+    LoopDisk& operator=(const LoopDisk&) = delete;
+
+    void fail()
+    {
+        auto source = test::run({"/bin/findmnt", "-n", "-o", "SOURCE", m_dir.string()});
+        REQUIRE(source.exit_code == 0);
+        const std::string device = std::filesystem::path(source.out.substr(0, source.out.find('\n'))).filename();
+        std::ofstream("/sys/fs/ext4/" + device + "/trigger_fs_error") << "certfs test: a disk error\n";
+        REQUIRE(writes_refused());
+    }
+    // Whether a new file on it fails with EROFS.
+    bool writes_refused() const
+    {
+        const int fd = ::open(m_dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            ::close(fd);
+            return false;
+        }
+        return errno == EROFS;
+    }
+    void repair()
+    {
+        require_ok({"/bin/umount", m_dir.string()});
+        auto fsck = test::run({"/sbin/e2fsck", "-f", "-y", m_image.string()});
+        INFO(fsck.out << fsck.err);
+        REQUIRE((fsck.exit_code == 0 || fsck.exit_code == 1)); // 1: errors corrected
+        mount();
+    }
+    // Remounts it read-only or read-write, as an admin would.
+    void remount(bool read_only)
+    {
+        require_ok({"/bin/mount", "-o", read_only ? "remount,ro" : "remount,rw", m_dir.string()});
+    }
+
+private:
+    void mount()
+    {
+        require_ok({"/bin/mount", "-o", "loop,errors=remount-ro", m_image.string(), m_dir.string()});
+        std::filesystem::permissions(m_dir, std::filesystem::perms::owner_all);
+    }
+    static void require_ok(const std::vector<std::string>& argv)
+    {
+        auto r = test::run(argv);
+        INFO(argv[0] << ": " << r.out << r.err);
+        REQUIRE(r.exit_code == 0);
+    }
+
+    std::filesystem::path m_image;
+    std::filesystem::path m_dir;
+};
+
+// A store at `db` with a local CA "short" whose leaves last 20 s (due 10 s after their issue),
+// and the domain `name` issued by it.
+void add_short_lived(const std::filesystem::path& db, const std::string& name)
+{
+    auto st = store::Store::open(db.string(), {.create = true, .actor = "test", .clock = nullptr}).value();
+    renew::LocalCaConfig config;
+    config.validity = 20s;
+    REQUIRE(st->add_issuer(renew::create_local_ca("short", config, std::chrono::system_clock::now()).value()).ok());
+    store::DomainConfig c;
+    c.name = name;
+    c.issuer = "short";
+    c.dns_names = {c.name};
+    REQUIRE(renew::Renewer(*st, "test").add_and_issue(c).ok());
+}
+
 } // namespace
+
+TEST_CASE("daemon: the store's filesystem turning read-only under it (a disk error): renewals fail clearly and "
+          "wait, the mount keeps serving, and once it is repaired the next renewal works")
+{
+    test::TempDir dir;
+    LoopDisk disk(dir / "disk.img", dir / "store");
+    const auto db = dir / "store" / "certfs.db";
+    add_short_lived(db, "ro.test");
+    std::filesystem::create_directory(dir / "mnt");
+    test::Ctl ctl(db);
+    const std::string read_only = "(the filesystem holding the store is read-only; nothing was changed)";
+    std::string served;
+    nlohmann::json history_before;
+    {
+        test::Daemon daemon(db, dir / "mnt", dir / "certfs.log", 200ms);
+        served = test::read_file(daemon.live("ro.test") / "cert.pem");
+        history_before = ctl.history("ro.test");
+        disk.fail();
+        // An admin's renewal and changes: one clear line each; reading still works.
+        test::RunResult r = ctl({"renew", "ro.test", "--force"});
+        test::expect_failure(r, 1, read_only);
+        std::printf("read-only store: certfsctl said: %s", r.err.c_str());
+        test::expect_failure(ctl({"set", "ro.test", "--mode", "0640"}), 1, read_only);
+        CHECK_THAT(ctl.ok({"list"}).out, Catch::Contains("ro.test"));
+        // The daemon's own attempt, once the leaf is due: it fails, says why, and waits.
+        REQUIRE(wait_until([&] { return daemon.log().find(read_only) != std::string::npos; }, 30s));
+        const Duration cpu_before = cpu_time(daemon.pid());
+        std::this_thread::sleep_for(10s); // the window the CPU time is measured over
+        const Duration used = cpu_time(daemon.pid()) - cpu_before;
+        INFO("the daemon used " << used.count() << " ms of CPU in 10 s; it said:\n" << daemon.log());
+        CHECK(used < 100ms);
+        CHECK(test::read_file(daemon.live("ro.test") / "cert.pem") == served);
+        CHECK(test::read_file(daemon.live("ro.test") / "privkey.pem").find("PRIVATE KEY") != std::string::npos);
+        std::printf("read-only store: the daemon used %lld ms of CPU in 10 s, serving throughout\n",
+                    static_cast<long long>(used.count()));
+    }
+    // The admin repairs the filesystem. Nothing was lost or half-written.
+    disk.repair();
+    REQUIRE_FALSE(disk.writes_refused());
+    CHECK(ctl.history("ro.test") == history_before);
+    // check finds the store whole: what it reports is about the leaf that expired meanwhile.
+    test::RunResult checked = ctl({"check"});
+    INFO(checked.out);
+    std::istringstream lines(checked.out);
+    for (std::string line; std::getline(lines, line);) {
+        CHECK(line.rfind("domain ro.test: ", 0) == 0);
+        CHECK(line.find("stuck") == std::string::npos);
+    }
+    // A store every program closed, on a filesystem mounted read-only: both programs say why.
+    disk.remount(true);
+    const std::string closed = "the filesystem holding the store is read-only, and SQLite cannot open a WAL store "
+                               "there once every program has closed it";
+    test::expect_failure(ctl({"list"}), 1, closed);
+    test::RunResult refused = test::run({CERTFS_PATH, "--db", db.string(), "-f", (dir / "mnt").string()});
+    CHECK(refused.exit_code == 1);
+    CHECK_THAT(refused.err, Catch::Contains(closed));
+    disk.remount(false);
+    // Writable again: the daemon renews by itself, and certfsctl changes what it is told.
+    test::Daemon daemon(db, dir / "mnt", dir / "certfs-2.log", 200ms);
+    ctl.ok({"set", "ro.test", "--mode", "0640"});
+    CHECK(wait_until(
+        [&] {
+            return test::serial_seen_by_new_process(daemon.live("ro.test") / "cert.pem") != test::serial_of(served);
+        },
+        30s));
+    CHECK(ctl.history("ro.test").size() > history_before.size());
+}
 
 TEST_CASE(
     "daemon: a full disk fails the renewal clearly, the mount keeps serving, no CPU is spent, and space returning "
@@ -228,17 +379,7 @@ TEST_CASE(
     test::TempDir dir;
     SmallDisk disk(dir / "store");
     const auto db = dir / "store" / "certfs.db";
-    {
-        auto st = store::Store::open(db.string(), {.create = true, .actor = "test", .clock = nullptr}).value();
-        renew::LocalCaConfig config;
-        config.validity = 20s; // due 10 s after its issue
-        REQUIRE(st->add_issuer(renew::create_local_ca("short", config, std::chrono::system_clock::now()).value()).ok());
-        store::DomainConfig c;
-        c.name = "full.test";
-        c.issuer = "short";
-        c.dns_names = {c.name};
-        REQUIRE(renew::Renewer(*st, "test").add_and_issue(c).ok());
-    }
+    add_short_lived(db, "full.test");
     std::filesystem::create_directory(dir / "mnt");
     test::Daemon daemon(db, dir / "mnt", dir / "certfs.log", 200ms);
     test::Ctl ctl(db);
