@@ -998,16 +998,21 @@ TEST_CASE("daemon: the fstab form (DBPATH MOUNTPOINT -o OPTS) mounts read-only a
     auto mnt = (dir / "mnt").string();
     // What mount.fuse3 3.14 runs for the fstab line "DB MNT fuse.certfs defaults,allow_other 0 0":
     // libmount puts rw first, mount.fuse3 appends dev,suid. The daemon detaches.
-    auto r = test::run({CERTFS_PATH, db, mnt, "-o", "rw,allow_other,dev,suid"});
+    const test::DetachedSanitizerLogs sanitizer(dir.path());
+    auto r = test::run({CERTFS_PATH, db, mnt, "-o", "rw,allow_other,dev,suid"}, sanitizer.env());
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
     bool mounted = wait_until([&] { return is_fuse_mount(mnt); });
+    const auto daemon = test::find_process({CERTFS_PATH, mnt});
     std::string mounts = test::read_file("/proc/mounts");
     test::run({"/usr/bin/fusermount3", "-u", mnt});
     REQUIRE(mounted);
     CHECK_THAT(mounts, Catch::Contains(db + " " + mnt + " fuse.certfs ro,nosuid,nodev,noexec,"));
     CHECK_THAT(mounts, Catch::Contains("default_permissions,allow_other"));
     CHECK(wait_until([&] { return !is_fuse_mount(mnt); }));
+    REQUIRE(daemon);
+    CHECK(test::wait_process_gone(*daemon, 30s));
+    sanitizer.check("the detached daemon");
 }
 
 TEST_CASE("fs: a reader reopening one file in a tight loop keeps its generation until it pauses")
@@ -1043,10 +1048,12 @@ TEST_CASE("daemon: a relative --db still works once the daemon changed to /")
     stdfs::create_directory(dir / "mnt");
     auto cwd = stdfs::current_path();
     stdfs::current_path(dir.path());
-    auto r = test::run({CERTFS_PATH, "--db", "certfs.db", "mnt"});
+    const test::DetachedSanitizerLogs sanitizer(dir.path());
+    auto r = test::run({CERTFS_PATH, "--db", "certfs.db", "mnt"}, sanitizer.env());
     stdfs::current_path(cwd);
     REQUIRE(r.exit_code == 0);
     REQUIRE(wait_until([&] { return is_fuse_mount(dir / "mnt"); }));
+    const auto daemon = test::find_process({CERTFS_PATH, "--db certfs.db mnt"});
     {
         auto st =
             store::Store::open((dir / "certfs.db").string(), {.create = false, .actor = "t", .clock = nullptr}).value();
@@ -1061,6 +1068,9 @@ TEST_CASE("daemon: a relative --db still works once the daemon changed to /")
     test::run({"/usr/bin/fusermount3", "-u", (dir / "mnt").string()});
     CHECK(seen);
     CHECK(wait_until([&] { return !is_fuse_mount(dir / "mnt"); }));
+    REQUIRE(daemon);
+    CHECK(test::wait_process_gone(*daemon, 30s));
+    sanitizer.check("the detached daemon");
 }
 
 TEST_CASE("daemon: renews short-lived certificates by itself while readers match and a hook runs once per batch")

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <stdexcept>
 #include <vector>
@@ -86,10 +87,65 @@ void check_no_sanitizer_report(const std::string& output, const std::string& wha
 {
     // The first line of each report: ASan's and LSan's "==PID==ERROR: ...Sanitizer: ...", UBSan's
     // "FILE:LINE:COL: runtime error: ...".
-    for (const char* marker : {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", ": runtime error: "}) {
+    // TSan's "WARNING: ThreadSanitizer: data race" and the like (scripts/test-tsan.sh).
+    for (const char* marker :
+         {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", ": runtime error: ", "WARNING: ThreadSanitizer"}) {
         INFO(what << " printed:\n" << output);
         CHECK_THAT(output, !Catch::Contains(marker));
     }
+}
+
+DetachedSanitizerLogs::DetachedSanitizerLogs(const std::filesystem::path& dir) : m_prefix(dir / "sanitizer")
+{
+    for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS"}) {
+        const char* given = std::getenv(name);
+        std::string value = given != nullptr ? given : "";
+        m_env.push_back(std::string(name) + "=" + value + (value.empty() ? "" : ":") + "log_path=" + m_prefix.string());
+    }
+}
+
+void DetachedSanitizerLogs::check(const std::string& what) const
+{
+    for (const auto& e : std::filesystem::directory_iterator(m_prefix.parent_path())) {
+        const std::string name = e.path().filename().string();
+        if (name.rfind(m_prefix.filename().string() + ".", 0) == 0) {
+            check_no_sanitizer_report(read_file(e.path()), what + " (" + name + ")");
+        }
+    }
+}
+
+std::optional<pid_t> find_process(const std::vector<std::string>& parts)
+{
+    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+        const std::string pid = e.path().filename().string();
+        if (pid.find_first_not_of("0123456789") != std::string::npos) {
+            continue;
+        }
+        std::ifstream in(e.path() / "cmdline");
+        std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+        if (!cmdline.empty() && std::all_of(parts.begin(), parts.end(), [&](const std::string& part) {
+                return cmdline.find(part) != std::string::npos;
+            })) {
+            return static_cast<pid_t>(std::stol(pid));
+        }
+    }
+    return std::nullopt;
+}
+
+bool wait_process_gone(pid_t pid, Duration timeout)
+{
+    return wait_until(
+        [&] {
+            std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+            std::string line;
+            if (!std::getline(stat, line)) {
+                return true; // reaped
+            }
+            const auto paren = line.rfind(')');
+            return paren != std::string::npos && line.size() > paren + 2 && line[paren + 2] == 'Z';
+        },
+        timeout);
 }
 
 sockaddr_in loopback_address(int port)

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <netinet/in.h>
+#include <sys/types.h>
 
 #include <chrono>
 #include <filesystem>
@@ -67,6 +68,28 @@ struct RunResult {
 // test that ran it, also where the child's exit status is not looked at. `what` names the
 // program in the failure. A Catch assertion: call it on the test's own thread.
 void check_no_sanitizer_report(const std::string& output, const std::string& what);
+
+// Where a daemon that detaches (no -f: its stderr is /dev/null) writes its sanitizer reports:
+// env() are the environment entries that send them to files <dir>/sanitizer.<pid>, and check()
+// runs check_no_sanitizer_report on each such file. Call check() once the daemon has exited
+// (wait_process_gone), since LeakSanitizer reports at the exit. Without a sanitizer build the
+// entries are ignored and there are no files.
+class DetachedSanitizerLogs {
+public:
+    explicit DetachedSanitizerLogs(const std::filesystem::path& dir);
+    const std::vector<std::string>& env() const { return m_env; }
+    void check(const std::string& what) const;
+
+private:
+    std::filesystem::path m_prefix;
+    std::vector<std::string> m_env;
+};
+
+// The pid of a running process whose command line (its arguments joined by spaces) contains
+// each of `parts`, if there is one: a daemon that detached.
+std::optional<pid_t> find_process(const std::vector<std::string>& parts);
+// Waits until process `pid`, not a child of ours, has ended (gone, or a zombie); false on timeout.
+bool wait_process_gone(pid_t pid, Duration timeout);
 
 // The words separated by single spaces (a command line in a test's messages).
 std::string join(const std::vector<std::string>& words);
