@@ -13,9 +13,17 @@ endif()
 if(CERTFS_DEV)
   target_compile_options(certfs_settings INTERFACE -Werror)
 endif()
+# The tests relax what a sanitizer changes by itself (memory bounds: ASan's quarantine).
+if(CERTFS_SANITIZE OR CERTFS_TSAN)
+  target_compile_definitions(certfs_settings INTERFACE CERTFS_SANITIZED=1)
+endif()
 if(CERTFS_SANITIZE)
   target_compile_options(certfs_settings INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer)
   target_link_options(certfs_settings INTERFACE -fsanitize=address,undefined)
+endif()
+if(CERTFS_TSAN)
+  target_compile_options(certfs_settings INTERFACE -fsanitize=thread -fno-omit-frame-pointer)
+  target_link_options(certfs_settings INTERFACE -fsanitize=thread)
 endif()
 # Fuzzing: every library gets libFuzzer's coverage instrumentation and the sanitizers, so that
 # the fuzzers (fuzz/CMakeLists.txt, which add libFuzzer's main) see into them. UB aborts, so that

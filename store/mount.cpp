@@ -1,5 +1,11 @@
 #include "store/mount.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+
 #include <spdlog/spdlog.h>
 
 #include "store/store.hpp"
@@ -14,6 +20,39 @@ constexpr std::string_view k_pin_window_key = "pin_window_ms";
 } // namespace
 
 std::string hooks_lock_dir(std::string_view db_path) { return std::string(db_path) + ".hooks"; }
+
+Result<StoreUse> StoreUse::take(std::string_view db_path, Mode mode)
+{
+    const std::string path = std::string(db_path) + ".use.lock";
+    // Close-on-exec: a hook the daemon starts must not keep the lock after the daemon ends.
+    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd && errno == EROFS) {
+        // A read-only filesystem: flock works on a descriptor for reading, and where there is no
+        // lock file to read nobody can rekey the store either.
+        fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+        if (!fd && errno == ENOENT) {
+            return StoreUse(UniqueFd());
+        }
+    }
+    if (!fd) {
+        return errno_status("cannot open " + path);
+    }
+    while (::flock(fd.get(), (mode == Mode::serve ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            return Status::Conflict(
+                mode == Mode::serve
+                    ? "certfsctl rekey-store is resealing the store's keys: start certfs once it is done"
+                    : "certfs is serving this store (its mounts are the fuse.certfs lines of /proc/mounts that name " +
+                          std::string(db_path) +
+                          "), and opens keys with the store key it started with: stop it, run rekey-store, then start "
+                          "it with the new key");
+        }
+        if (errno != EINTR) {
+            return errno_status("cannot lock " + path);
+        }
+    }
+    return StoreUse(std::move(fd));
+}
 
 Status save_mount(Store& store, const MountSettings& mount)
 {

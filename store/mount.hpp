@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "core/clock.hpp"
+#include "core/handles.hpp"
 #include "core/status.hpp"
 
 namespace certfs::store {
@@ -22,6 +23,24 @@ struct MountSettings {
 // Where the per-command lock files of deploy hooks live: beside the store file, so that every
 // process using that store (daemon, certfsctl) serialises on the same locks.
 std::string hooks_lock_dir(std::string_view db_path);
+
+// Who uses the store's keys with the store key they started with: each certfs daemon serving it
+// holds a shared flock on <db>.use.lock for as long as it runs, and `certfsctl rekey-store`
+// an exclusive one while it reseals. So rekey-store refuses while a daemon serves the store
+// (whose mount would fail to open every key it had not loaded yet), and a daemon refuses to
+// start during a rekey. The kernel drops the lock of a process that dies.
+class StoreUse {
+public:
+    enum class Mode { serve, rekey };
+    // Takes the lock without waiting: Conflict, naming the other side, when it is held.
+    static Result<StoreUse> take(std::string_view db_path, Mode mode);
+    StoreUse(StoreUse&&) noexcept = default;
+    StoreUse& operator=(StoreUse&&) noexcept = default;
+
+private:
+    explicit StoreUse(UniqueFd fd) : m_fd(std::move(fd)) {}
+    UniqueFd m_fd;
+};
 
 // The extended attribute of <mountpoint>/live/<name>/ that tells which generation new opens of
 // the domain get now (decimal), whichever generation's directory the path names: what

@@ -562,7 +562,9 @@ TEST_CASE("a slow-loris and a flood from loopback hold their own share of the ht
     // The test's 3 threads and at most 16 for each of the three sources: far below the 128 the
     // loris alone would take without the limit per source.
     CHECK(max_threads <= threads_before + 3 + 3 * 16);
-    CHECK(max_rss - rss_before < 16 * 1024);
+    if (!test::k_sanitized) { // ASan's quarantine keeps what the connections freed
+        CHECK(max_rss - rss_before < 16 * 1024);
+    }
     // And the server still answers, and stops at once.
     CHECK(get(port, challenge_path(token)).status == 200);
 }

@@ -799,6 +799,12 @@ TEST_CASE("daemon: a store sealed by a store key: no key it serves is in the sto
             CHECK(test::key_in_store_files(ctl.db(), k).empty());
         }
         CHECK(test::store_files(ctl.db()).find("PRIVATE KEY") == std::string::npos);
+        // rekey-store while the daemon serves: refused, and the store still opens with its key.
+        auto during = test::run_certfsctl({"--db", ctl.db(), "rekey-store", "--new-key", key_file("early.key")},
+                                          {"CERTFS_STORE_KEY=" + key});
+        test::expect_failure(during, 1, "rekey-store: certfs is serving this store");
+        ctl.ok(keyed({"export", "sealed.test", ctl.path("during").string()}));
+        CHECK(slurp(daemon.mnt() / "archive" / "sealed.test" / "2" / "privkey.pem") == served);
     }
 
     // rekey-store to a new key (the current one from the environment): the old key no longer
@@ -812,6 +818,15 @@ TEST_CASE("daemon: a store sealed by a store key: no key it serves is in the sto
                                               "sealed by store key id "));
     test::expect_failure(ctl(keyed({"list"})), 1, "is not the key this store is sealed by");
     test::expect_failure(ctl({"rekey-store"}), 2, "--new-key or --clear");
+    {
+        // A daemon started while a rekey runs is refused.
+        auto rekeying = store::StoreUse::take(ctl.db(), store::StoreUse::Mode::rekey);
+        REQUIRE(rekeying.ok());
+        auto r = test::run({CERTFS_PATH, "--db", ctl.db(), "--store-key", next, "-f", ctl.path("mnt").string()});
+        CHECK(r.exit_code == 1);
+        CHECK(r.err == "certfs: certfsctl rekey-store is resealing the store's keys: start certfs once it is done\n");
+        CHECK_FALSE(is_fuse_mount(ctl.path("mnt")));
+    }
     {
         test::Daemon daemon(ctl.db(), ctl.path("mnt"), ctl.path("certfs.log"), 200ms, {"--store-key", next});
         CHECK(slurp(daemon.live("sealed.test") / "privkey.pem").value() == served);
@@ -977,6 +992,8 @@ TEST_CASE("daemon: a crash dumps no core, so the keys in its memory never land i
     REQUIRE(WCOREDUMP(status));
     REQUIRE(cores.files().count("core.sleep." + std::to_string(sleeper)) == 1);
 
+    // A sanitizer build's runtime would catch the signal itself, report it and exit.
+    const test::AppendedEnv no_handler({"ASAN_OPTIONS=handle_segv=0", "TSAN_OPTIONS=handle_segv=0"});
     Mount m(200ms);
     m.add("core.test");
     REQUIRE(slurp(m.live("core.test") / "privkey.pem") == m.store()->current_generation("core.test").value().key_pem);
@@ -1460,7 +1477,7 @@ TEST_CASE("daemon: a hold ends at half the time the held certificate still had, 
     }
     REQUIRE(wait_until([&] { return stdfs::exists(m.live("half.test") / "cert.pem"); }));
     const auto first = m.store()->current_generation("half.test").value();
-    test::PairReader reader(m.live("half.test"), {"--window-ms", "200", "--name", "halfreader"});
+    test::PairReader reader(m.live("half.test"), {"--window-ms", "200", "--name", "halfreader", "--print-serials"});
     REQUIRE(reader.wait_ready(30s));
     const auto serial = m.renew("half.test");
     const auto committed = std::chrono::system_clock::now();
@@ -1481,6 +1498,8 @@ TEST_CASE("daemon: a hold ends at half the time the held certificate still had, 
     // And it is moved then.
     CHECK(wait_until([&] { return m.log().find("(halfreader) moved from generation 1 to 2") != std::string::npos; },
                      20s));
+    // Its loop reads a whole pair of generation 2 (the round it was moved in may have been cut).
+    CHECK(reader.wait_read(serial, 30s));
     auto c = reader.stop();
     CHECK(c.serials["last"] == serial);
 }

@@ -345,5 +345,7 @@ TEST_CASE("daemon: 10,000 renewals across 100 domains with readers: its threads 
     const long grown_bytes = (last.rss_kb - first.rss_kb) * 1024;
     const long renewed = done - first_done;
     INFO("the RSS grew by " << grown_bytes << " bytes over " << renewed << " renewals");
-    CHECK(grown_bytes <= 512 * renewed);
+    if (!test::k_sanitized) { // ASan's quarantine keeps freed memory: LeakSanitizer checks leaks there
+        CHECK(grown_bytes <= 512 * renewed);
+    }
 }

@@ -4,7 +4,7 @@
 //
 //   pair_reader DIR --window-ms W [--name NAME] [--cert-first] [--threads N] [--parse-every]
 //               [--work-us U] [--rest-us R] [--dir-fd | --combined] [--pause-ms P --pause-every-ms E]
-//               [--visible FILE]
+//               [--visible FILE] [--print-serials]
 //
 // DIR is live/<domain>. Each thread loops: open, read and close the first file (privkey.pem, or
 // cert.pem with --cert-first), spin for U µs, then the second file, then sleep R µs before the
@@ -19,13 +19,13 @@
 // generation the test last saw become visible: a pause that starts while it differs from the
 // reader's own is *due*, and a due pause must move the reader. Without FILE no pause is due.
 //
-// It prints "ready" after its first pair, runs until its stdin ends, then stays away from the
-// mount for 3 windows, reads one pair more, prints one line of counts and exits 0 (non-zero on a
-// usage error). The counts: rounds; mismatches (a key that does not match its certificate); errors
-// (an open or read that failed); generations (distinct certificates read); moves (opens that
-// returned other bytes than the previous read of that file); early_moves (with one thread: moves
-// at an open that ended less than W after the previous open began, which the daemon must never
-// make); pauses_due and pauses_moved; last (the serial of the last pair read before it was
+// It prints "ready" after its first pair (and with --print-serials "read SERIAL" after the first
+// matching pair of each certificate: a test that reads its output as it goes), runs until its stdin ends, then stays
+// away from the mount for 3 windows, reads one pair more, prints one line of counts and exits 0 (non-zero on a usage
+// error). The counts: rounds; mismatches (a key that does not match its certificate); errors (an open or read that
+// failed); generations (distinct certificates read); moves (opens that returned other bytes than the previous read of
+// that file); early_moves (with one thread: moves at an open that ended less than W after the previous open began,
+// which the daemon must never make); pauses_due and pauses_moved; last (the serial of the last pair read before it was
 // told to stop); final (the serial of the pair read after that).
 #include <fcntl.h>
 #include <sys/prctl.h>
@@ -67,6 +67,7 @@ struct Options {
     long pause_ms = 0;
     long pause_every_ms = 0;
     std::string visible;
+    bool print_serials = false;
     long window_ms = 0;
 };
 
@@ -305,7 +306,9 @@ private:
         w.verified[1] = *second;
         w.serial = *serial;
         m_last_serial = *serial;
-        m_serials.insert(*serial);
+        if (m_serials.insert(*serial).second && m_o.print_serials) {
+            std::cout << "read " << *serial << std::endl;
+        }
     }
 
     void spin() const
@@ -353,6 +356,7 @@ int main(int argc, char** argv)
     app.add_option("--pause-ms", o.pause_ms, "Length of each pause")->check(CLI::NonNegativeNumber);
     app.add_option("--pause-every-ms", o.pause_every_ms, "Pause this often")->check(CLI::NonNegativeNumber);
     app.add_option("--visible", o.visible, "File holding the serial last seen visible");
+    app.add_flag("--print-serials", o.print_serials, "Print each certificate's serial when first read");
     CLI11_PARSE(app, argc, argv);
     return Reader(o).run();
 }

@@ -133,6 +133,12 @@ public:
 
     // Waits until it has read its first pair.
     bool wait_ready(Duration timeout) { return m_child.wait_for_output("ready\n", timeout); }
+    // Waits until its loop has read a matching pair of the certificate of serial `serial`
+    // (started with --print-serials).
+    bool wait_read(const std::string& serial, Duration timeout)
+    {
+        return m_child.wait_for_output("read " + serial + "\n", timeout);
+    }
     // Ends its loop and returns its counts (key -> value). The serials: `last` read while it
     // looped, `final` after it stopped, in serials["last"] and serials["final"].
     struct Report {

@@ -69,6 +69,29 @@ struct RunResult {
 // program in the failure. A Catch assertion: call it on the test's own thread.
 void check_no_sanitizer_report(const std::string& output, const std::string& what);
 
+// Whether this is a sanitizer build (-DCERTFS_SANITIZE=ON or -DCERTFS_TSAN=ON). ASan keeps
+// freed memory in quarantine (up to 256 MB) and TSan its shadow, so bounds on a process's RSS
+// hold only in the plain build; the sanitizers find leaks there themselves.
+#ifdef CERTFS_SANITIZED
+inline constexpr bool k_sanitized = true;
+#else
+inline constexpr bool k_sanitized = false;
+#endif
+
+// Sets each "NAME=VALUE" entry's variable to its current value with ":VALUE" appended (or to
+// VALUE) for the object's life, for the processes a test starts: sanitizer options such as
+// ASAN_OPTIONS=handle_segv=0.
+class AppendedEnv {
+public:
+    explicit AppendedEnv(const std::vector<std::string>& entries);
+    ~AppendedEnv();
+    AppendedEnv(const AppendedEnv&) = delete;
+    AppendedEnv& operator=(const AppendedEnv&) = delete;
+
+private:
+    std::vector<std::pair<std::string, std::optional<std::string>>> m_saved;
+};
+
 // Where a daemon that detaches (no -f: its stderr is /dev/null) writes its sanitizer reports:
 // env() are the environment entries that send them to files <dir>/sanitizer.<pid>, and check()
 // runs check_no_sanitizer_report on each such file. Call check() once the daemon has exited

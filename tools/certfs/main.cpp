@@ -294,6 +294,17 @@ int main(int argc, char** argv)
             s->wake(); // a new domain, certfsctl renew, a rollback: plan again
         }
     };
+    // Held for the daemon's life, through fuse_daemonize's fork, and taken before the store is
+    // opened with our store key: rekey-store refuses while we run. A missing store: create()
+    // says so.
+    std::optional<certfs::store::StoreUse> store_use;
+    if (std::filesystem::exists(db_path)) {
+        auto use = certfs::store::StoreUse::take(db_path, certfs::store::StoreUse::Mode::serve);
+        if (!use.ok()) {
+            return fail(use.status().message());
+        }
+        store_use = std::move(*use);
+    }
     auto fs = certfs::fs::Filesystem::create(fs_options);
     if (!fs.ok()) {
         return fail(fs.status().message());

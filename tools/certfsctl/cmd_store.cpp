@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "renew/health.hpp"
+#include "store/mount.hpp"
 #include "tools/certfsctl/output.hpp"
 
 namespace certfs::ctl {
@@ -36,6 +37,11 @@ int cmd_init(const std::string& db_path, const std::string& key_path)
 
 int cmd_rekey_store(store::Store& st, const std::string& new_key_path)
 {
+    // Held until the rekey has returned: no daemon serves the store meanwhile (store/mount.hpp).
+    auto use = store::StoreUse::take(st.path(), store::StoreUse::Mode::rekey);
+    if (!use.ok()) {
+        return fail(use.status().with_context("rekey-store"));
+    }
     std::shared_ptr<const store::StoreKey> next;
     if (!new_key_path.empty()) {
         auto key = store::StoreKey::load(new_key_path);
@@ -53,7 +59,7 @@ int cmd_rekey_store(store::Store& st, const std::string& new_key_path)
               << (next ? "sealed by store key id " + next->id() + " (" + next->source() + ")" : "in the clear") << '\n';
     if (!report->cleaned) {
         std::cout << "note: the old bytes may still be in the store's files (" << report->cleanup
-                  << "): stop certfs and run rekey-store again to take them away\n";
+                  << "): run rekey-store again when no other process has the store open, to take them away\n";
     }
     return k_exit_ok;
 }
