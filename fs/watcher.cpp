@@ -201,6 +201,7 @@ Status Watcher::refresh()
     }
     for (fuse_ino_t ino : reattributed) {
         Filesystem::drop_attributes(session, ino);
+        m_attributes_again.emplace_back(PinClock::now() + k_max_redrop_delay, ino);
     }
     for (const auto& [level, line] : said) {
         spdlog::log(level, line);
@@ -295,6 +296,9 @@ PinDuration Watcher::redrop_delay() const
 PinTime Watcher::next_timer() const
 {
     PinTime next = PinTime::max();
+    for (const auto& [at, ino] : m_attributes_again) {
+        next = std::min(next, at);
+    }
     std::lock_guard lock(m_fs.m_mutex);
     for (const auto& [name, view] : m_fs.m_domains) {
         if (view.redrop) {
@@ -311,6 +315,14 @@ void Watcher::run_timers()
         std::lock_guard store_lock(m_fs.m_store_mutex);
         session = m_session;
     }
+    const PinTime now = PinClock::now();
+    std::erase_if(m_attributes_again, [&](const auto& again) {
+        if (again.first > now) {
+            return false;
+        }
+        Filesystem::drop_attributes(session, again.second); // an inode freed since: ENOENT, harmless
+        return true;
+    });
     std::vector<std::string> due;
     {
         std::lock_guard lock(m_fs.m_mutex);

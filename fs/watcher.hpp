@@ -55,8 +55,8 @@ private:
                                                                      bool move_now, PinTime at);
     // The live/<name> directory inodes of the domain for generations other than gen (m_fs.m_mutex held).
     std::vector<fuse_ino_t> live_dirs_except(const std::string& domain, std::int64_t gen) const;
-    void run_timers();          // due second drops
-    PinTime next_timer() const; // the next due second drop
+    void run_timers();          // due second drops, of entries and of attributes
+    PinTime next_timer() const; // the next of them
     PinDuration redrop_delay() const;
 
     Filesystem& m_fs;
@@ -64,6 +64,10 @@ private:
     std::int64_t m_data_version = -1;  // of m_fs.m_store's connection; guarded by m_fs.m_store_mutex
     std::set<std::string>
         m_refused_names; // domains not served for their names, logged once; guarded by m_fs.m_store_mutex
+    // Inodes whose owner, group or mode changed, and when their attributes are dropped a second
+    // time: a lookup that read the old ones just before the change may reply after the first drop,
+    // which then found no inode in the kernel to drop. The watcher thread's alone.
+    std::vector<std::pair<PinTime, fuse_ino_t>> m_attributes_again;
 
     // Guards m_stopping only; a leaf: taken with none of the Filesystem's locks held, and none
     // taken while it is held (filesystem.hpp).

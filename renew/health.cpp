@@ -1,6 +1,7 @@
 #include "renew/health.hpp"
 
 #include <algorithm>
+#include <map>
 
 #include "renew/renewer.hpp"
 #include "store/lease.hpp"
@@ -48,7 +49,18 @@ Result<std::vector<std::string>> check_store(store::Store& store)
         problems.push_back("private keys not checked: " + keys.message());
     }
     ASSIGN_OR_RETURN(auto domains, store.list_domains());
+    std::map<std::string, std::string> unserved_in; // scope -> a member the mount does not serve, quoted
     for (const auto& d : domains) {
+        if (!store::check_served_name(d.name).ok()) {
+            unserved_in.emplace(store::lease_scope(d), store::quote_name(d.name));
+        }
+    }
+    for (const auto& d : domains) {
+        if (auto bad = unserved_in.find(store::lease_scope(d));
+            bad != unserved_in.end() && store::check_served_name(d.name).ok()) {
+            problems.push_back("domain " + d.name + ": not renewed: its bundle has a member whose name the mount " +
+                               "does not serve (" + bad->second + ")");
+        }
         if (Status served = store::check_served_name(d.name); !served.ok()) {
             // A row written by hand: nothing else about it matters until it is fixed.
             problems.push_back(served.message() + ": the mount does not serve it and it is not renewed (remove it, "

@@ -15,5 +15,5 @@ build_dir=${BUILD_DIR:-build-tsan}
 BUILD_DIR="$build_dir" bash scripts/build.sh -DCERTFS_TSAN=ON
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
 cd "$build_dir"
-tests='^(fs|fs nodes|fs pairs|pins|flip|scheduler|renew|batch|hooks|recovery|daemon|crash|access|check): '
+tests='^(fs|fs nodes|fs pairs|pins|flip|move now|scheduler|backoff|renew|batch|hooks|hooks owed|recovery|leases|lease guard|daemon|crash|access|check): '
 setarch "$(uname -m)" -R ctest -j "$(nproc)" --timeout 900 --output-on-failure -R "$tests" "$@"

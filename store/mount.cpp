@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <filesystem>
 
 #include <spdlog/spdlog.h>
 
@@ -23,7 +24,15 @@ std::string hooks_lock_dir(std::string_view db_path) { return std::string(db_pat
 
 Result<StoreUse> StoreUse::take(std::string_view db_path, Mode mode)
 {
-    const std::string path = std::string(db_path) + ".use.lock";
+    // One lock file for every name of the store: a symlink to it, or a relative path, names the
+    // same database to SQLite.
+    std::error_code ec;
+    std::filesystem::path resolved = std::filesystem::weakly_canonical(std::filesystem::path(db_path), ec);
+    if (ec) {
+        resolved = std::filesystem::absolute(std::filesystem::path(db_path), ec);
+    }
+    const std::string store_path = ec ? std::string(db_path) : resolved.string();
+    const std::string path = store_path + ".use.lock";
     // Close-on-exec: a hook the daemon starts must not keep the lock after the daemon ends.
     UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!fd && errno == EROFS) {
@@ -31,6 +40,9 @@ Result<StoreUse> StoreUse::take(std::string_view db_path, Mode mode)
         // lock file to read nobody can rekey the store either.
         fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
         if (!fd && errno == ENOENT) {
+            spdlog::warn("{} is on a read-only filesystem and has no {}: certfs runs without it, so a "
+                         "rekey-store once the filesystem is writable again would not see it",
+                         store_path, path);
             return StoreUse(UniqueFd());
         }
     }
@@ -43,7 +55,7 @@ Result<StoreUse> StoreUse::take(std::string_view db_path, Mode mode)
                 mode == Mode::serve
                     ? "certfsctl rekey-store is resealing the store's keys: start certfs once it is done"
                     : "certfs is serving this store (its mounts are the fuse.certfs lines of /proc/mounts that name " +
-                          std::string(db_path) +
+                          store_path +
                           "), and opens keys with the store key it started with: stop it, run rekey-store, then start "
                           "it with the new key");
         }

@@ -159,7 +159,8 @@ Result<std::unique_ptr<Db>> Db::open(const std::string& path, bool create)
     int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
     std::unique_ptr<Db> db(new Db(raw));
     if (rc != SQLITE_OK) {
-        if (rc == SQLITE_CANTOPEN && !create && !std::filesystem::exists(path)) {
+        std::error_code ec;
+        if (rc == SQLITE_CANTOPEN && !create && !std::filesystem::exists(path, ec)) {
             return Status::NotFound("store " + path + " does not exist (run 'certfsctl init')");
         }
         return sqlite_status(rc, raw, "cannot open store " + path);

@@ -768,6 +768,10 @@ TEST_CASE("names written into the store by hand: list quotes them and says why, 
         REQUIRE(db.exec("UPDATE domains SET name = 'x' || char(27) || '[2Jy.test' WHERE name = 'escape.test'").ok());
         REQUIRE(db.exec("UPDATE domains SET name = CAST(X'ff2e74657374' AS TEXT) WHERE name = 'bytes.test'").ok());
         REQUIRE(db.exec("UPDATE domains SET name = '../../etc' WHERE name = 'path.test'").ok());
+        // A CA's message with a C1 control (U+009B, CSI) and a byte that is not UTF-8 in it.
+        REQUIRE(db.exec("UPDATE domains SET last_error = 'ca said ' || char(155) || '2J' || CAST(X'9b' AS TEXT) || "
+                        "'; caf' || char(233) WHERE name = 'fine.test'")
+                    .ok());
     }
     const std::string why = ": only lower-case letters, digits, '.' and '-' are allowed";
     const std::vector<std::string> quoted = {"'x\\x1b[2Jy.test'", "'\\xff.test'", "'../../etc'"};
@@ -775,6 +779,11 @@ TEST_CASE("names written into the store by hand: list quotes them and says why, 
     RunResult list = ctl.ok({"list"});
     CHECK(list.out.find('\x1b') == std::string::npos);
     CHECK(list.out.find('\xff') == std::string::npos);
+    CHECK(list.out.find('\x9b') == std::string::npos);
+    // C1 and stray bytes are written out; other Unicode (an e with an acute accent) stays.
+    CHECK_THAT(list.out, Contains("ca said \\xc2\\x9b2J\\x9b; caf\xc3\xa9"));
+    CHECK_THAT(ctl.ok({"show", "fine.test"}).out, Contains("ca said \\xc2\\x9b2J\\x9b; caf\xc3\xa9"));
+    CHECK(ctl.ok({"show", escape}).out.find('\x1b') == std::string::npos);
     for (const auto& q : quoted) {
         INFO(q);
         CHECK_THAT(list.out, Contains(q + "  ")); // the NAME column

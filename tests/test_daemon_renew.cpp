@@ -308,6 +308,10 @@ void add_short_lived(const std::filesystem::path& db, const std::string& name)
 TEST_CASE("daemon: the store's filesystem turning read-only under it (a disk error): renewals fail clearly and "
           "wait, the mount keeps serving, and once it is repaired the next renewal works")
 {
+    if (::access("/dev/loop-control", W_OK) != 0) {
+        WARN("skipped: no loop devices here (/dev/loop-control)");
+        return;
+    }
     test::TempDir dir;
     LoopDisk disk(dir / "disk.img", dir / "store");
     const auto db = dir / "store" / "certfs.db";

@@ -95,29 +95,6 @@ void check_no_sanitizer_report(const std::string& output, const std::string& wha
     }
 }
 
-AppendedEnv::AppendedEnv(const std::vector<std::string>& entries)
-{
-    for (const auto& entry : entries) {
-        const std::string name = entry.substr(0, entry.find('='));
-        const std::string value = entry.substr(entry.find('=') + 1);
-        const char* given = std::getenv(name.c_str());
-        m_saved.emplace_back(name, given != nullptr ? std::optional<std::string>(given) : std::nullopt);
-        const std::string next = given != nullptr && *given != '\0' ? std::string(given) + ":" + value : value;
-        ::setenv(name.c_str(), next.c_str(), 1);
-    }
-}
-
-AppendedEnv::~AppendedEnv()
-{
-    for (auto it = m_saved.rbegin(); it != m_saved.rend(); ++it) {
-        if (it->second) {
-            ::setenv(it->first.c_str(), it->second->c_str(), 1);
-        } else {
-            ::unsetenv(it->first.c_str());
-        }
-    }
-}
-
 DetachedSanitizerLogs::DetachedSanitizerLogs(const std::filesystem::path& dir) : m_prefix(dir / "sanitizer")
 {
     for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS"}) {

@@ -78,20 +78,6 @@ inline constexpr bool k_sanitized = true;
 inline constexpr bool k_sanitized = false;
 #endif
 
-// Sets each "NAME=VALUE" entry's variable to its current value with ":VALUE" appended (or to
-// VALUE) for the object's life, for the processes a test starts: sanitizer options such as
-// ASAN_OPTIONS=handle_segv=0.
-class AppendedEnv {
-public:
-    explicit AppendedEnv(const std::vector<std::string>& entries);
-    ~AppendedEnv();
-    AppendedEnv(const AppendedEnv&) = delete;
-    AppendedEnv& operator=(const AppendedEnv&) = delete;
-
-private:
-    std::vector<std::pair<std::string, std::optional<std::string>>> m_saved;
-};
-
 // Where a daemon that detaches (no -f: its stderr is /dev/null) writes its sanitizer reports:
 // env() are the environment entries that send them to files <dir>/sanitizer.<pid>, and check()
 // runs check_no_sanitizer_report on each such file. Call check() once the daemon has exited

@@ -298,7 +298,7 @@ int main(int argc, char** argv)
     // opened with our store key: rekey-store refuses while we run. A missing store: create()
     // says so.
     std::optional<certfs::store::StoreUse> store_use;
-    if (std::filesystem::exists(db_path)) {
+    if (std::error_code missing; std::filesystem::exists(db_path, missing)) {
         auto use = certfs::store::StoreUse::take(db_path, certfs::store::StoreUse::Mode::serve);
         if (!use.ok()) {
             return fail(use.status().message());
@@ -381,7 +381,8 @@ int main(int argc, char** argv)
         spdlog::error("{}", started.message());
         rc = 1;
     } else {
-        spdlog::info("mounted {} on {} (pin window {}){}", db_path, mountpoint, pin_window,
+        spdlog::info("mounted {} on {} (pin window {}){}{}", db_path, mountpoint, pin_window,
+                     hide_archive ? ", archive/ hidden from who may not read its keys" : "",
                      no_renew ? ", renewal off" : "");
         record_mount(db_path, {mountpoint, window});
         if (!no_renew) {

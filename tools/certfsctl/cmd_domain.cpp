@@ -208,7 +208,7 @@ int cmd_show(store::Store& st, const std::string& name, bool json)
         return k_exit_ok;
     }
     auto line = [](const char* label, const std::string& value) {
-        std::cout << label << std::string(15 - std::strlen(label), ' ') << value << '\n';
+        std::cout << label << std::string(15 - std::strlen(label), ' ') << terminal_safe(value) << '\n';
     };
     line("name:", d->name);
     line("issuer:", d->issuer.value_or("- (imported)"));

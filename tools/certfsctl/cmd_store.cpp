@@ -76,7 +76,7 @@ int cmd_check(store::Store& st, bool json)
         std::cout << "ok: no problems found\n";
     } else {
         for (const auto& p : *problems) {
-            std::cout << p << '\n';
+            std::cout << terminal_safe(p) << '\n';
         }
     }
     return problems->empty() ? k_exit_ok : k_exit_failure;

@@ -12,26 +12,43 @@
 
 namespace certfs::ctl {
 
-namespace {
-
-// `cell` with each control character (C0 and DEL) written \xNN: a name or an error written into
-// the store by hand, or a CA's message, cannot move the cursor or clear the admin's terminal.
-std::string terminal_safe(const std::string& cell)
+std::string terminal_safe(std::string_view text)
 {
     static constexpr char k_hex[] = "0123456789abcdef";
     std::string out;
-    for (char c : cell) {
-        auto b = static_cast<unsigned char>(c);
-        if (b < 0x20 || b == 0x7f) {
-            out += {'\\', 'x', k_hex[b >> 4], k_hex[b & 0xf]};
-        } else {
-            out += c;
+    auto escape = [&](unsigned char b) { out += {'\\', 'x', k_hex[b >> 4], k_hex[b & 0xf]}; };
+    for (std::size_t i = 0; i < text.size();) {
+        const auto b = static_cast<unsigned char>(text[i]);
+        if (b < 0x80) {
+            if (b < 0x20 || b == 0x7f) {
+                escape(b);
+            } else {
+                out += static_cast<char>(b);
+            }
+            ++i;
+            continue;
         }
+        // A UTF-8 sequence: its length from the lead byte, each continuation byte 10xxxxxx.
+        const std::size_t length = b >= 0xc2 && b <= 0xdf   ? 2
+                                   : b >= 0xe0 && b <= 0xef ? 3
+                                   : b >= 0xf0 && b <= 0xf4 ? 4
+                                                            : 0;
+        bool whole = length != 0 && i + length <= text.size();
+        for (std::size_t k = 1; whole && k < length; ++k) {
+            whole = (static_cast<unsigned char>(text[i + k]) & 0xc0) == 0x80;
+        }
+        // U+0080..U+009F, the C1 controls (CSI among them), are written out like C0.
+        const bool c1 = whole && b == 0xc2 && static_cast<unsigned char>(text[i + 1]) <= 0x9f;
+        if (!whole || c1) {
+            escape(b);
+            ++i;
+            continue;
+        }
+        out.append(text.substr(i, length));
+        i += length;
     }
     return out;
 }
-
-} // namespace
 
 void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& raw_rows)
 {
@@ -169,7 +186,7 @@ nlohmann::json issuer_json(const store::Issuer& i)
 
 int fail(const Status& status)
 {
-    std::cerr << "certfsctl: " << status.message() << '\n';
+    std::cerr << "certfsctl: " << terminal_safe(status.message()) << '\n';
     return k_exit_failure;
 }
 

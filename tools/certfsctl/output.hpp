@@ -3,6 +3,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -13,7 +14,14 @@
 
 namespace certfs::ctl {
 
-// Prints rows under a header, columns separated by two spaces and padded to the widest cell.
+// `text` with what could steer a terminal written \xNN: C0 controls and DEL, the C1 controls
+// (U+0080..U+009F, CSI among them), and bytes that are not UTF-8. A name or an error written
+// into the store by hand, or a CA's or a hook's message, cannot move the cursor or clear the
+// admin's screen. Everything certfsctl prints for people goes through it.
+std::string terminal_safe(std::string_view text);
+
+// Prints rows under a header, columns separated by two spaces and padded to the widest cell
+// (each cell terminal_safe()).
 void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);
 
 std::string time_or_dash(const std::optional<TimePoint>& t);
