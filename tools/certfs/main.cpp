@@ -352,15 +352,25 @@ int main(int argc, char** argv)
     }
 
     // SIGTERM, SIGINT and SIGHUP go to one thread, created before any other so that every
-    // thread blocks them. It stops the watcher while the workers still serve (a watcher in the
-    // middle of an invalidation may wait for a lookup to be answered), then unmounts, which
-    // ends the workers' loop.
+    // thread blocks them. It stops the scheduler and the watcher while the workers still serve
+    // (a watcher in the middle of an invalidation may wait for a lookup to be answered), then
+    // ends the session's loop: fuse_session_exit(), and SIGUSR1 (a handler that does nothing)
+    // to the loop's thread, whose wait a signal interrupts, again until the loop has returned
+    // (a signal just before the wait would be lost). The loop cancels its workers and joins
+    // them; only then does the main thread unmount, which closes /dev/fuse. Unmounting from the
+    // signal thread closed it while the workers were reading it (ThreadSanitizer: a data race
+    // on the descriptor, which a new open could have taken).
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
         sigaddset(&stop_signals, sig);
     }
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    struct sigaction wake {};
+    wake.sa_handler = [](int) {};
+    sigemptyset(&wake.sa_mask);
+    sigaction(SIGUSR1, &wake, nullptr);
+    const pthread_t loop_thread = pthread_self();
     std::atomic<bool> loop_done{false};
     std::thread signal_thread([&] {
         int sig = 0;
@@ -373,7 +383,10 @@ int main(int argc, char** argv)
         }
         (*fs)->stop();
         fuse_session_exit(se);
-        fuse_session_unmount(se);
+        while (!loop_done) {
+            pthread_kill(loop_thread, SIGUSR1);
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
     });
 
     int rc = 0;
@@ -405,6 +418,9 @@ int main(int argc, char** argv)
     loop_done = true;
     pthread_kill(signal_thread.native_handle(), SIGTERM);
     signal_thread.join();
+    // The workers are joined: nothing reads /dev/fuse any more. After an unmount from outside
+    // this only closes it (the connection is gone).
+    fuse_session_unmount(se);
     fuse_session_destroy(se);
     forget_mount(db_path, mountpoint);
     const certfs::fs::HoldCounts holds = (*fs)->hold_counts();
