@@ -27,10 +27,7 @@ Result<StoreUse> StoreUse::take(std::string_view db_path, Mode mode)
     // One lock file for every name of the store: a symlink to it, or a relative path, names the
     // same database to SQLite.
     std::error_code ec;
-    std::filesystem::path resolved = std::filesystem::weakly_canonical(std::filesystem::path(db_path), ec);
-    if (ec) {
-        resolved = std::filesystem::absolute(std::filesystem::path(db_path), ec);
-    }
+    const std::filesystem::path resolved = std::filesystem::weakly_canonical(std::filesystem::path(db_path), ec);
     const std::string store_path = ec ? std::string(db_path) : resolved.string();
     const std::string path = store_path + ".use.lock";
     // Close-on-exec: a hook the daemon starts must not keep the lock after the daemon ends.

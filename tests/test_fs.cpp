@@ -681,6 +681,7 @@ TEST_CASE("access: hide_archive: only who may read a domain's key enters its arc
 {
     TestUsers users;
     Mount m(200ms, {"-o", "allow_other,hide_archive"});
+    CHECK_THAT(m.log(), Catch::Contains("archive/ hidden from who may not read its keys")); // README says so
     m.add("hidden.test", 0600, 0);
     auto ctl = [&](const std::vector<std::string>& args) { ctl_ok(m, args); };
     ctl({"set", "hidden.test", "--group", TestUsers::k_group, "--mode", "0640"});
