@@ -225,20 +225,37 @@ void Scheduler::loop()
     }
 }
 
-void Scheduler::drop_unserved(std::vector<store::Domain>& domains)
+std::vector<Scheduler::HeldScope> Scheduler::drop_unserved(std::vector<store::Domain>& domains)
 {
-    std::set<std::string> refused; // the scopes of such domains
+    std::map<std::string, std::string> refused; // scope -> why, of such domains
     for (const auto& d : domains) {
         if (Status s = store::check_served_name(d.name); !s.ok()) {
-            refused.insert(store::lease_scope(d));
+            refused.emplace(store::lease_scope(d), s.message());
             if (m_unserved_said.insert(d.name).second) {
                 spdlog::error("not renewing a domain of the store (nor the rest of its bundle): {}", s.message());
             }
         }
     }
+    std::map<std::string, HeldScope> held;
+    for (auto& d : domains) {
+        const std::string scope = store::lease_scope(d);
+        auto r = refused.find(scope);
+        if (r == refused.end() || !store::check_served_name(d.name).ok()) {
+            continue;
+        }
+        HeldScope& h = held[scope];
+        h.scope.key = scope;
+        h.why = "its bundle holds a name the mount refuses: " + r->second;
+        h.scope.members.push_back(d);
+    }
     if (!refused.empty()) {
         std::erase_if(domains, [&](const store::Domain& d) { return refused.contains(store::lease_scope(d)); });
     }
+    std::vector<HeldScope> out;
+    for (auto& [scope, h] : held) {
+        out.push_back(std::move(h));
+    }
+    return out;
 }
 
 Result<TimePoint> Scheduler::step()
@@ -250,10 +267,13 @@ Result<TimePoint> Scheduler::step()
     }
     recover(*m_store); // what dead renewals left (recovery.hpp), before planning on it
     ASSIGN_OR_RETURN(auto domains, m_store->list_domains());
-    drop_unserved(domains);
+    const std::vector<HeldScope> not_renewed = drop_unserved(domains);
     ASSIGN_OR_RETURN(const std::vector<store::Lease> leases, m_store->leases()); // all live after recover()
     const TimePoint now = m_clock.now();
     TimePoint next = TimePoint::max();
+    for (const HeldScope& h : not_renewed) {
+        warn_expiring(h.scope, now, next, h.why);
+    }
     plan_renewal_info(domains, now, next);
     std::map<std::string, Scope> scopes;
     for (auto& d : domains) {
@@ -457,20 +477,22 @@ void Scheduler::refresh_renewal_info(const std::string& name, std::int64_t gen)
     }
 }
 
-void Scheduler::warn_expiring(const Scope& scope, TimePoint now, TimePoint& next)
+void Scheduler::warn_expiring(const Scope& scope, TimePoint now, TimePoint& next, const std::string& not_renewed)
 {
     for (const auto& d : scope.members) {
         if (!d.current_not_after || !d.current_gen) {
             continue;
         }
         // Certificates being renewed normally are not worth a warning.
-        if (d.issuer && !failing(d)) {
+        if (not_renewed.empty() && d.issuer && !failing(d)) {
             continue;
         }
         auto days = expiry_warning_days(d, now);
         auto warned = m_warned.find({d.name, *d.current_gen});
         if (days && (warned == m_warned.end() || warned->second > *days)) {
-            const std::string why = d.issuer ? " (last error: " + d.last_error + ")" : " (imported: renew it by hand)";
+            const std::string why = !not_renewed.empty() ? " (" + not_renewed + ")"
+                                    : d.issuer           ? " (last error: " + d.last_error + ")"
+                                                         : " (imported: renew it by hand)";
             if (*days == 0) {
                 spdlog::error("{}: the certificate expired at {} and has not been renewed{}; it is still served",
                               d.name, format_rfc3339(*d.current_not_after), why);

@@ -101,10 +101,20 @@ private:
     // lease on it is live. Returns when it may run (now when it is not held back); caller holds
     // m_mutex. `leases`: the live leases, as the pass read them.
     TimePoint hold_back(const std::string& key, TimePoint due, TimePoint now, const std::vector<store::Lease>& leases);
-    void warn_expiring(const Scope& scope, TimePoint now, TimePoint& next);
+    // Logs a warning when a member's certificate passes a threshold before its expiry without
+    // being renewed. `not_renewed`: why the scope is not renewed at all, said in the warning
+    // instead of the last error; empty for a scope renewed as usual.
+    void warn_expiring(const Scope& scope, TimePoint now, TimePoint& next, const std::string& not_renewed = {});
+    // A scope that is not renewed, and why.
+    struct HeldScope {
+        Scope scope;
+        std::string why;
+    };
     // Drops the domains whose name the mount does not serve (store::check_served_name: a row
     // written by hand), with the rest of their bundle, logging each name once; caller holds m_mutex.
-    void drop_unserved(std::vector<store::Domain>& domains);
+    // Returns the members dropped with them whose names can be served: they are not renewed
+    // either, but their expiry is still warned of.
+    std::vector<HeldScope> drop_unserved(std::vector<store::Domain>& domains);
     // Starts fetches of ACME renewal information that are due; caller holds m_mutex.
     void plan_renewal_info(const std::vector<store::Domain>& domains, TimePoint now, TimePoint& next);
     void refresh_renewal_info(const std::string& name, std::int64_t gen); // a worker

@@ -14,6 +14,7 @@
 #include "renew/renewer.hpp"
 #include "renew/scheduler.hpp"
 #include "store/sqlite.hpp"
+#include "store/validate.hpp"
 #include "tests/support/fake_issuer.hpp"
 #include "tests/support/testutil.hpp"
 
@@ -186,8 +187,8 @@ TEST_CASE("scheduler: renews a domain when it is due and not before and sleeps u
     CHECK(f.store->leases().value().empty());
 }
 
-TEST_CASE("scheduler: a name written into the store by hand is not renewed, nor its bundle, is logged once, and the "
-          "loop does not spin on it")
+TEST_CASE("scheduler: a name written into the store by hand is not renewed, nor its bundle, is logged once, the "
+          "loop does not spin on it, and the bundle's other members are still warned of before they expire")
 {
     LogCapture log;
     Fixture f;
@@ -217,6 +218,25 @@ TEST_CASE("scheduler: a name written into the store by hand is not renewed, nor 
     CHECK_THAT(said[0] + said[1], Catch::Contains("error not renewing a domain of the store (nor the rest of its "
                                                   "bundle): invalid domain name '../hand'"));
     CHECK_THAT(said[0] + said[1], Catch::Contains("invalid domain name 'Mate-B.test'"));
+
+    // Not renewed, mate-a.test is still warned of as its certificate nears its end, once a
+    // threshold, saying why. (Due with jitter, it may be past the 30-day one already.)
+    const std::string why = " and has not been renewed (its bundle holds a name the mount refuses: " +
+                            store::check_served_name("Mate-B.test").message() + ")";
+    const auto before = log.lines_with("mate-a.test: the certificate expires");
+    REQUIRE(before.size() <= 1);
+    for (const auto& line : before) {
+        CHECK_THAT(line, Catch::StartsWith("warning mate-a.test: the certificate expires in ") && Catch::EndsWith(why));
+    }
+    const TimePoint expires = f.domain("mate-a.test").current_not_after.value();
+    CHECK(next <= expires - std::chrono::days(14)); // the loop wakes for the next threshold
+    f.clock.set(expires - std::chrono::days(13));
+    pass(s);
+    pass(s);
+    const auto warned = log.lines_with("mate-a.test: the certificate expires");
+    REQUIRE(warned.size() == before.size() + 1);
+    CHECK(warned.back() == "warning mate-a.test: the certificate expires in 13d" + why);
+    CHECK(f.gen("mate-a.test") == 1);
 }
 
 TEST_CASE("scheduler: two schedulers on one store renew each due domain exactly once")
