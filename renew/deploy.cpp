@@ -1,5 +1,6 @@
 #include "renew/deploy.hpp"
 
+#include <filesystem>
 #include <map>
 
 #include <spdlog/spdlog.h>
@@ -8,11 +9,21 @@
 
 namespace certfs::renew {
 
+HookOptions hook_options(const std::string& db_path, const std::shared_ptr<const store::StoreKey>& key)
+{
+    HookOptions out;
+    out.lock_dir = store::hooks_lock_dir(db_path);
+    out.db_path = db_path;
+    if (key) {
+        out.store_key_file = std::filesystem::absolute(key->source()).lexically_normal().string();
+    }
+    return out;
+}
+
 DeploySettings deploy_settings(store::Store& store, Warn warn)
 {
     DeploySettings out;
-    out.hooks.lock_dir = store::hooks_lock_dir(store.path());
-    out.hooks.db_path = store.path();
+    out.hooks = hook_options(store.path(), store.key());
     const store::MountSettings mount = store::load_mount(store);
     if (!mount.mountpoint.empty()) {
         out.hooks.mountpoint = mount.mountpoint;

@@ -16,6 +16,11 @@
 
 namespace certfs::renew {
 
+// The hook settings every process uses for the store at `db_path`, opened with `key` (nullptr:
+// none): lock files beside the store, CERTFS_DB, and CERTFS_STORE_KEY naming the key's file as
+// an absolute path. The mount point is left to the caller.
+HookOptions hook_options(const std::string& db_path, const std::shared_ptr<const store::StoreKey>& key);
+
 // The hook settings of a process other than the daemon: lock files beside the store, and the
 // mount point the daemon recorded in the store (store/mount.hpp; none when no daemon has
 // mounted the store, or its mount has ended), whose flips the hooks wait for through the mount

@@ -64,6 +64,10 @@ Status run_one(const std::string& command, const std::vector<const CommittedDoma
     run.timeout = options.timeout;
     run.env = {"CERTFS_NAMES=" + join(names), "CERTFS_GENERATION=" + join(gens),    "CERTFS_LIVE_DIR=" + live,
                "RENEWED_LINEAGE=" + live,     "RENEWED_DOMAINS=" + join(certified), "CERTFS_DB=" + options.db_path};
+    if (!options.store_key_file.empty()) {
+        // So that certfsctl in a hook opens a sealed store's keys, as the process that ran it did.
+        run.env.push_back("CERTFS_STORE_KEY=" + options.store_key_file);
+    }
     // The rest of the environment is inherited (a hook may need what its service manager set),
     // but not certfs's own names: a value inherited from a cron job, or from a hook that ran
     // certfsctl, is stale, and C's getenv() or Go's os.Getenv() would read it before ours.

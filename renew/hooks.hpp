@@ -30,6 +30,7 @@ struct HookRun {
 struct HookOptions {
     std::string lock_dir;                  // where the per-command lock files live
     std::string db_path;                   // the store, for CERTFS_DB
+    std::string store_key_file;            // the store key's file, for CERTFS_STORE_KEY; empty: none
     std::optional<std::string> mountpoint; // for CERTFS_LIVE_DIR / RENEWED_LINEAGE
     Duration timeout = std::chrono::minutes(5);
 };

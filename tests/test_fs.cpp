@@ -742,7 +742,7 @@ TEST_CASE("access: hide_archive: only who may read a domain's key enters its arc
 }
 
 TEST_CASE("daemon: a store sealed by a store key: no key it serves is in the store's files, the mount needs the "
-          "key and list does not, and rekey-store moves the store to a new key")
+          "key and list does not, hooks are given the key's file, and rekey-store moves the store to a new key")
 {
     test::Ctl ctl;
     auto key_file = [&](const std::string& name) {
@@ -758,7 +758,15 @@ TEST_CASE("daemon: a store sealed by a store key: no key it serves is in the sto
     };
     CHECK_THAT(ctl.ok(keyed({"init"})).out, Catch::Contains("private keys sealed by store key id"));
     ctl.ok(keyed({"issuer", "add", "local", "ca"}));
-    ctl.ok(keyed({"add", "sealed.test", "--issuer", "ca"}));
+    // A deploy hook that runs certfsctl on the store, as a hook that copies the key to a host
+    // without FUSE would: it is given the key that the renewal was given.
+    const std::string hook = ctl.path("hook.sh").string();
+    const std::string dir = ctl.path("").string();
+    test::write_file(hook, "#!/bin/sh\necho \"$CERTFS_STORE_KEY\" > " + dir + "hook.key.$CERTFS_NAMES\nexec " +
+                               test::certfsctl_path() + " export \"$CERTFS_NAMES\" " + dir +
+                               "hook-export.$CERTFS_NAMES\n");
+    ::chmod(hook.c_str(), 0700);
+    ctl.ok(keyed({"add", "sealed.test", "--issuer", "ca", "--deploy-hook", hook}));
 
     // Without the key: the listing and the certificates, not the key.
     CHECK_THAT(ctl.ok({"list"}).out, Catch::Contains("sealed.test"));
@@ -795,6 +803,23 @@ TEST_CASE("daemon: a store sealed by a store key: no key it serves is in the sto
         const std::string renewed_key = slurp(live / "privkey.pem").value();
         CHECK(renewed_key != served);
         served = renewed_key;
+        CHECK(slurp(ctl.path("hook.key.sealed.test")) == key + "\n");
+        CHECK(ctl.show("sealed.test")["hook_error"].is_null());
+        CHECK(slurp(ctl.path("hook-export.sealed.test") / "privkey.pem") == served);
+        // The same for a renewal the daemon makes by itself (20-second leaves, renewed after 10 s).
+        ctl.ok(keyed({"issuer", "add", "local", "quick", "--validity", "20s"}));
+        ctl.ok(keyed({"add", "quick.test", "--issuer", "quick", "--deploy-hook", hook}));
+        REQUIRE(wait_until(
+            [&] {
+                return ctl.show("quick.test")["generation"] == 2 && stdfs::exists(ctl.path("hook-export.quick.test"));
+            },
+            30s));
+        CHECK(slurp(ctl.path("hook.key.quick.test")) == key + "\n");
+        CHECK(ctl.show("quick.test")["hook_error"].is_null());
+        CHECK(slurp(ctl.path("hook-export.quick.test") / "privkey.pem") ==
+              slurp(daemon.live("quick.test") / "privkey.pem"));
+        ctl.ok({"remove", "quick.test"});
+        ctl.ok({"issuer", "remove", "quick"});
         for (const auto& k : {served, slurp(daemon.mnt() / "archive" / "sealed.test" / "1" / "privkey.pem").value()}) {
             INFO("in the store's files: " << test::key_in_store_files(ctl.db(), k));
             CHECK(test::key_in_store_files(ctl.db(), k).empty());

@@ -15,6 +15,8 @@ std::vector<std::string> with_db(const std::string& db, const std::vector<std::s
 
 } // namespace
 
+const char* certfsctl_path() { return CERTFSCTL_PATH; }
+
 void check_no_key_material(const RunResult& r)
 {
     // Each stream on its own, so that the failure names the one that leaked.

@@ -16,6 +16,9 @@
 
 namespace certfs::test {
 
+// The certfsctl binary the tests run, for a hook or a script that runs it.
+const char* certfsctl_path();
+
 // CHECKs that neither stdout nor stderr of r contains "PRIVATE KEY".
 void check_no_key_material(const RunResult& r);
 

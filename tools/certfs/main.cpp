@@ -27,6 +27,7 @@
 #include "core/process.hpp"
 #include "fs/filesystem.hpp"
 #include "renew/context.hpp"
+#include "renew/deploy.hpp"
 #include "renew/flip.hpp"
 #include "renew/scheduler.hpp"
 #include "store/mount.hpp"
@@ -275,8 +276,8 @@ int main(int argc, char** argv)
     renew_options.store_key = *store_key;
     renew_options.owner = "certfs pid " + std::to_string(::getpid()); // set again after detaching
     const certfs::Duration window = certfs::parse_duration(pin_window).value();
-    renew_options.hooks.lock_dir = certfs::store::hooks_lock_dir(db_path);
-    renew_options.hooks.db_path = db_path;
+    renew_options.hooks =
+        certfs::renew::hook_options(db_path, *store_key); // an absolute path, before fuse_daemonize() changes to /
     renew_options.hooks.mountpoint = mountpoint;
     // What the renewals of this daemon share (connections, the http-01 servers).
     renew_options.issuers = certfs::renew::builtin_issuers(std::make_shared<certfs::renew::RenewContext>());
