@@ -6,7 +6,6 @@
 #include <sstream>
 
 #include <catch2/catch.hpp>
-#include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
 #include "renew/health.hpp"
@@ -22,6 +21,7 @@ using namespace certfs;
 using namespace certfs::renew;
 using Catch::Contains;
 using certfs::test::FakeIssuers;
+using certfs::test::LogCapture;
 using certfs::test::TempDir;
 using namespace std::chrono_literals;
 
@@ -93,43 +93,6 @@ std::vector<std::string> lines_of(const std::string& path)
     }
     return out;
 }
-
-// What the default logger says while it lives ("<level> <message>" a line): the scheduler's
-// warnings, as an admin reads them in syslog. Made before the scheduler and destroyed after it,
-// so that no thread logs while the sinks change.
-class LogCapture {
-public:
-    LogCapture() : m_sink(std::make_shared<spdlog::sinks::ostream_sink_mt>(m_out))
-    {
-        m_sink->set_pattern("%l %v");
-        spdlog::default_logger()->sinks().push_back(m_sink);
-    }
-    ~LogCapture()
-    {
-        auto& sinks = spdlog::default_logger()->sinks();
-        sinks.erase(std::remove(sinks.begin(), sinks.end(), m_sink), sinks.end());
-    }
-    LogCapture(const LogCapture&) = delete;
-    LogCapture& operator=(const LogCapture&) = delete;
-
-    // The lines that contain `part`.
-    std::vector<std::string> lines_with(const std::string& part)
-    {
-        m_sink->flush();
-        std::istringstream in(m_out.str());
-        std::vector<std::string> out;
-        for (std::string line; std::getline(in, line);) {
-            if (line.find(part) != std::string::npos) {
-                out.push_back(line);
-            }
-        }
-        return out;
-    }
-
-private:
-    std::ostringstream m_out;
-    std::shared_ptr<spdlog::sinks::ostream_sink_mt> m_sink;
-};
 
 } // namespace
 

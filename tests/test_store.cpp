@@ -1,4 +1,5 @@
 // The store's invariants, each with a test that tries to break it.
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1220,4 +1221,50 @@ TEST_CASE("hooks owed: the commit records them in its transaction, a run for tha
     d = f.store->get_domain("hooked.test").value();
     CHECK_FALSE(d.hooks_owed);
     CHECK(d.hook_error == "exit status 1");
+}
+
+TEST_CASE("store use: on a read-only filesystem with no lock file the daemon runs and says what goes unguarded, and "
+          "with one the lock still keeps a rekey out")
+{
+    if (::geteuid() != 0) {
+        WARN("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    TempDir dir;
+    const auto disk = dir / "disk";
+    std::filesystem::create_directory(disk);
+    REQUIRE(::mount("certfs-test", disk.c_str(), "tmpfs", 0, "size=1m,mode=0700") == 0);
+    struct Unmount {
+        std::filesystem::path at;
+        ~Unmount() { ::umount2(at.c_str(), MNT_DETACH); }
+    } unmount{disk};
+    const std::string db = (disk / "certfs.db").string();
+    auto remount = [&](unsigned long flags) {
+        REQUIRE(::mount("certfs-test", disk.c_str(), "tmpfs", MS_REMOUNT | flags, "size=1m,mode=0700") == 0);
+    };
+
+    remount(MS_RDONLY);
+    {
+        test::LogCapture log;
+        auto serving = StoreUse::take(db, StoreUse::Mode::serve);
+        INFO(serving.status().message());
+        REQUIRE(serving.ok());
+        const auto said = log.lines_with("read-only filesystem");
+        REQUIRE(said.size() == 1);
+        CHECK(said[0] == "warning " + db + " is on a read-only filesystem and has no " + db +
+                             ".use.lock: certfs runs without it, so a rekey-store once the filesystem is writable "
+                             "again would not see it");
+    }
+    CHECK_FALSE(std::filesystem::exists(db + ".use.lock"));
+
+    // A lock file made while it was writable: taken read-only, it still shuts out a rekey.
+    remount(0);
+    REQUIRE(StoreUse::take(db, StoreUse::Mode::serve).ok());
+    REQUIRE(std::filesystem::exists(db + ".use.lock"));
+    remount(MS_RDONLY);
+    test::LogCapture log;
+    auto serving = StoreUse::take(db, StoreUse::Mode::serve);
+    REQUIRE(serving.ok());
+    CHECK(log.lines_with("read-only filesystem").empty());
+    require_error(StoreUse::take(db, StoreUse::Mode::rekey), Code::conflict, "certfs is serving this store");
 }

@@ -8,11 +8,14 @@
 #include <chrono>
 #include <filesystem>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "core/clock.hpp"
 #include "core/pki.hpp"
@@ -166,5 +169,42 @@ TestLeaf make_leaf(const TestCa& ca, const pki::Names& names, TimePoint not_befo
                    const std::string& serial_hex = "", const EVP_PKEY* key = nullptr);
 // The same, valid from an hour ago for 90 days.
 TestLeaf make_leaf(const TestCa& ca, const pki::Names& names);
+
+// What the default logger says while it lives ("<level> <message>" a line): warnings as an
+// admin reads them in syslog. Make it before whatever logs from its threads (a scheduler) and
+// destroy it after, so that no thread logs while the sinks change.
+class LogCapture {
+public:
+    LogCapture() : m_sink(std::make_shared<spdlog::sinks::ostream_sink_mt>(m_out))
+    {
+        m_sink->set_pattern("%l %v");
+        spdlog::default_logger()->sinks().push_back(m_sink);
+    }
+    ~LogCapture()
+    {
+        auto& sinks = spdlog::default_logger()->sinks();
+        sinks.erase(std::remove(sinks.begin(), sinks.end(), m_sink), sinks.end());
+    }
+    LogCapture(const LogCapture&) = delete;
+    LogCapture& operator=(const LogCapture&) = delete;
+
+    // The lines that contain `part`.
+    std::vector<std::string> lines_with(const std::string& part)
+    {
+        m_sink->flush();
+        std::istringstream in(m_out.str());
+        std::vector<std::string> out;
+        for (std::string line; std::getline(in, line);) {
+            if (line.find(part) != std::string::npos) {
+                out.push_back(line);
+            }
+        }
+        return out;
+    }
+
+private:
+    std::ostringstream m_out;
+    std::shared_ptr<spdlog::sinks::ostream_sink_mt> m_sink;
+};
 
 } // namespace certfs::test
