@@ -1869,9 +1869,13 @@ TEST_CASE("log shows who did what")
 
 // ---- usage ---------------------------------------------------------------------------------
 
-TEST_CASE("--help succeeds and usage errors exit 2 with one line")
+TEST_CASE("--help and --version succeed and usage errors exit 2 with one line")
 {
     Ctl ctl;
+    RunResult version = ctl({"--version"});
+    CHECK(version.exit_code == 0);
+    CHECK(version.out == "certfsctl " CERTFS_VERSION "\n");
+    CHECK(version.err.empty());
     RunResult help = ctl({"--help"});
     CHECK(help.exit_code == 0);
     CHECK_THAT(help.out, Contains("init") && Contains("renew") && Contains("export"));
@@ -1879,6 +1883,7 @@ TEST_CASE("--help succeeds and usage errors exit 2 with one line")
     RunResult add_help = ctl({"add", "--help"});
     CHECK(add_help.exit_code == 0);
     CHECK_THAT(add_help.out, Contains("--issuer") && Contains("--reuse-key"));
+    CHECK_THAT(help.out, Contains("--version"));
 
     expect_failure(ctl({}), 2, "subcommand");
     // CLI11 reports an unknown subcommand as a missing one; it does not name the word.

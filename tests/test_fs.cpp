@@ -870,6 +870,25 @@ TEST_CASE("daemon: a store sealed by a store key: no key it serves is in the sto
     CHECK(test::key_in_store_files(ctl.db(), served).empty());
 }
 
+TEST_CASE("certfs: --version and --help print to stdout and exit 0, a usage error exits 2 with one line")
+{
+    auto version = test::run({CERTFS_PATH, "--version"});
+    CHECK(version.exit_code == 0);
+    CHECK(version.out == "certfs " CERTFS_VERSION "\n");
+    CHECK(version.err.empty());
+    auto help = test::run({CERTFS_PATH, "--help"});
+    CHECK(help.exit_code == 0);
+    CHECK_THAT(help.out,
+               Catch::Contains("--store-key") && Catch::Contains("--pin-window") && Catch::Contains("--version"));
+    auto usage = test::run({CERTFS_PATH, "--frob", "/mnt"});
+    CHECK(usage.exit_code == 2);
+    CHECK(usage.err == "certfs: The following argument was not expected: --frob (see certfs --help)\n");
+    auto none = test::run({CERTFS_PATH});
+    CHECK(none.exit_code == 2);
+    CHECK_THAT(none.err, Catch::StartsWith("certfs: ") && Catch::Contains("MOUNTPOINT"));
+    CHECK(std::count(none.err.begin(), none.err.end(), '\n') == 1);
+}
+
 TEST_CASE("daemon: SIGTERM unmounts cleanly: a busy mount point and a missing store are refused clearly")
 {
     Mount m;

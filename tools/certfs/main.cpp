@@ -202,9 +202,12 @@ int main(int argc, char** argv)
     app.add_flag("-f,--foreground", foreground, "Stay in the foreground and log to stderr");
     app.add_option("-o", options, "Mount options (allow_other, hide_archive, ...)")->allow_extra_args(false);
     app.add_option("DB_OR_MOUNTPOINT", positional, "[DBPATH] MOUNTPOINT")->expected(1, 2)->required();
+    app.set_version_flag("--version", "certfs " CERTFS_VERSION);
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::CallForVersion& e) {
         return app.exit(e);
     } catch (const CLI::ParseError& e) {
         std::cerr << "certfs: " << e.what() << " (see certfs --help)\n";

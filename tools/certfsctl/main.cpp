@@ -76,6 +76,7 @@ int main(int argc, char** argv)
         return fail(s);
     }
     CLI::App app{"certfsctl: manage the certfs certificate store"};
+    app.set_version_flag("--version", "certfsctl " CERTFS_VERSION);
     app.set_help_all_flag("--help-all", "Show help for every command");
     app.require_subcommand(1);
     std::string db_path = store::k_default_db_path;
@@ -313,6 +314,8 @@ int main(int argc, char** argv)
     } catch (const CLI::CallForHelp& e) {
         return app.exit(e);
     } catch (const CLI::CallForAllHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::CallForVersion& e) {
         return app.exit(e);
     } catch (const CLI::ParseError& e) {
         std::cerr << "certfsctl: " << e.what() << " (see certfsctl --help)\n";
