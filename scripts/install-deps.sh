@@ -11,6 +11,8 @@ packages=(
     libcurl4-openssl-dev
     # tests: pebble is Let's Encrypt's ACME test server (with pebble-challtestsrv)
     catch2 openssl pebble
+    # the real servers the integration tests reload onto the mount (tests/test_servers.cpp)
+    nginx haproxy
     # the read-only store test makes an ext4 image (mkfs.ext4, e2fsck)
     e2fsprogs
     # the format check (scripts/check-format.sh): the tree is formatted by Debian's clang-format 14
@@ -34,6 +36,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     echo "install-deps: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # Servers installed for the tests are not started: nginx's package would listen on port 80
+    # of every interface. policy-rc.d(8) tells invoke-rc.d to start nothing while it is there.
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy"
+        chmod 755 "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

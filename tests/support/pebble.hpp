@@ -40,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/child.hpp"
 #include "tests/support/testutil.hpp"
 
 namespace certfs::test {
@@ -71,30 +72,6 @@ struct PebbleOptions {
     int chain_length = 1;    // PEBBLE_CHAIN_LENGTH, at least 1
     int alternate_roots = 0; // PEBBLE_ALTERNATE_ROOTS
     std::chrono::seconds start_timeout{20};
-};
-
-// A child process owned by its pid: stop() sends SIGTERM, waits up to `grace`, then SIGKILLs,
-// and reaps it. The destructor stops it. Never throws.
-class OwnedProcess {
-public:
-    OwnedProcess() = default;
-    explicit OwnedProcess(pid_t pid) : m_pid(pid) {}
-    OwnedProcess(OwnedProcess&& other) noexcept;
-    OwnedProcess& operator=(OwnedProcess&& other) noexcept;
-    OwnedProcess(const OwnedProcess&) = delete;
-    OwnedProcess& operator=(const OwnedProcess&) = delete;
-    ~OwnedProcess() { stop(); }
-
-    pid_t pid() const { return m_pid; }
-    // True, with a description ("exit status 1", "killed by signal 9") in `how`, once the
-    // process has ended; it is reaped then. Never blocks.
-    bool exited(std::string* how = nullptr);
-    void stop(std::chrono::milliseconds grace = std::chrono::seconds(5)) noexcept;
-
-private:
-    pid_t m_pid = -1;
-    bool m_reaped = false;
-    std::string m_how;
 };
 
 class Pebble {
