@@ -1,5 +1,6 @@
 // Contract point 5 (docs/contract.md) at the worst loops, on a real mount, under two CPU hogs: readers in their own
-// processes (tests/programs/pair_reader.cpp) loop over a domain's key and certificate while
+// processes (tests/programs/pair_reader.cpp) loop over a domain's key and certificate (or, as
+// postfix does, fork a child per round that reads the key and then the chain) while
 // renewals flip under them, one after the other. Every reader must get only matching pairs, and
 // move the way the README says: a reader that never pauses keeps its generation, one that
 // pauses for a pin window moves to the newest, and every reader gets the newest after it stopped.
@@ -48,6 +49,7 @@ struct Kind {
     std::string name;              // its process name
     std::vector<std::string> args; // pair_reader's options
     bool pauses = false;           // it pauses for longer than a pin window now and then
+    bool fresh = false;            // each round in a new process: it is never held
 };
 
 } // namespace
@@ -84,6 +86,8 @@ TEST_CASE("fs pairs: the worst loops never get a mismatched pair: held while the
         p.args.insert(p.args.end(), {"--pause-ms", pause, "--pause-every-ms", pause_every});
         kinds.push_back(p);
     }
+    // postfix's way: a child forked per connection reads the key, then the chain.
+    kinds.push_back({"forkper", {"--fork"}, false, true});
     std::vector<std::unique_ptr<PairReader>> readers;
     for (const auto& k : kinds) {
         std::vector<std::string> args{"--window-ms", w, "--name", k.name, "--visible", visible.string()};
@@ -124,7 +128,10 @@ TEST_CASE("fs pairs: the worst loops never get a mismatched pair: held while the
         CHECK(c["early_moves"] == 0);
         // Once it stopped and stayed away for a while, it reads the newest generation.
         CHECK(c.serials["final"] == last);
-        if (k.pauses) {
+        if (k.fresh) {
+            // Always new to the mount, it got each generation soon after its flip.
+            CHECK(c["generations"] >= renewals / 2);
+        } else if (k.pauses) {
             // Every pause that began behind the newest generation moved it there.
             CHECK(c["pauses_due"] >= renewals / 10);
             CHECK(c["pauses_moved"] == c["pauses_due"]);

@@ -3,7 +3,7 @@
 // (tests/test_fs_pairs.cpp) and bench/stress.sh run several at once against a real mount.
 //
 //   pair_reader DIR --window-ms W [--name NAME] [--cert-first] [--threads N] [--parse-every]
-//               [--work-us U] [--rest-us R] [--dir-fd | --combined] [--pause-ms P --pause-every-ms E]
+//               [--work-us U] [--rest-us R] [--dir-fd | --combined | --fork] [--pause-ms P --pause-every-ms E]
 //               [--visible FILE] [--print-serials]
 //
 // DIR is live/<domain>. Each thread loops: open, read and close the first file (privkey.pem, or
@@ -12,7 +12,10 @@
 // of the last pair it verified is taken as verified, so the loop is as fast as a real server's; other pairs
 // are parsed and checked with OpenSSL, every pair with --parse-every. With --dir-fd a round
 // opens DIR as a directory and openat()s both files through it; with --combined it reads the
-// key and the chain from combined.pem, in one open.
+// key and the chain from combined.pem, in one open. With --fork each round is read by a child
+// forked for it, which opens privkey.pem and then fullchain.pem and hands their bytes back
+// through a pipe: postfix's way (smtpd_tls_chain_files in a process per connection), a reader
+// that is always new to the mount.
 //
 // With --pause-every-ms every thread stops between rounds every E ms, the process stays away
 // from the mount for P ms, and then goes on. FILE (outside the mount) holds the serial of the
@@ -29,7 +32,12 @@
 // told to stop); final (the serial of the pair read after that).
 #include <fcntl.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
 
 #include <atomic>
 #include <chrono>
@@ -64,6 +72,7 @@ struct Options {
     long rest_us = 0;
     bool dir_fd = false;
     bool combined = false;
+    bool fork_each = false;
     long pause_ms = 0;
     long pause_every_ms = 0;
     std::string visible;
@@ -96,6 +105,95 @@ Read read_at(int dirfd, const std::string& path)
     }
     r.end = Clock::now();
     return r;
+}
+
+// Writes all of `data` to fd; false on an error. Async-signal-safe.
+bool write_all(int fd, const void* data, std::size_t size)
+{
+    const char* p = static_cast<const char*>(data);
+    while (size > 0) {
+        const ssize_t n = ::write(fd, p, size);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return false;
+        }
+        p += n;
+        size -= static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+// In a child forked for it: opens and reads each of `paths` in turn, and writes each file's
+// length (4 bytes) and bytes to `out`; exits 0, or 1 when an open or read failed. Only
+// async-signal-safe calls: the parent has other threads.
+[[noreturn]] void child_reads(const std::vector<const char*>& paths, int out)
+{
+    static char buf[1 << 16];
+    for (const char* path : paths) {
+        const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            _exit(1);
+        }
+        std::size_t got = 0;
+        ssize_t n = 0;
+        while (got < sizeof buf && ((n = ::read(fd, buf + got, sizeof buf - got)) > 0 || (n < 0 && errno == EINTR))) {
+            got += n > 0 ? static_cast<std::size_t>(n) : 0;
+        }
+        ::close(fd);
+        const auto size = static_cast<std::uint32_t>(got);
+        if (n < 0 || got == sizeof buf || !write_all(out, &size, sizeof size) || !write_all(out, buf, got)) {
+            _exit(1);
+        }
+    }
+    _exit(0);
+}
+
+// Reads `paths` in a fresh child process (child_reads); the files' bytes, or nullopt when the
+// child failed.
+std::optional<std::vector<std::string>> read_in_child(const std::vector<std::string>& paths)
+{
+    std::vector<const char*> c_paths;
+    for (const auto& p : paths) {
+        c_paths.push_back(p.c_str());
+    }
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+        return std::nullopt;
+    }
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        ::close(fds[0]);
+        child_reads(c_paths, fds[1]);
+    }
+    ::close(fds[1]);
+    std::string all;
+    char buf[8192];
+    ssize_t n = 0;
+    while ((n = ::read(fds[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
+        all.append(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+    }
+    ::close(fds[0]);
+    int status = 0;
+    while (pid > 0 && ::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (pid < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        return std::nullopt;
+    }
+    std::vector<std::string> out;
+    std::size_t at = 0;
+    while (at + sizeof(std::uint32_t) <= all.size()) {
+        std::uint32_t size = 0;
+        std::memcpy(&size, all.data() + at, sizeof size);
+        at += sizeof size;
+        out.push_back(all.substr(at, size));
+        at += size;
+    }
+    if (out.size() != paths.size()) {
+        return std::nullopt;
+    }
+    return out;
 }
 
 std::string read_visible(const std::string& path)
@@ -267,6 +365,17 @@ private:
                 }
                 w.prev_open = start;
             }
+        } else if (m_o.fork_each) {
+            // A fresh process each round: it reads the key, then the chain.
+            if (auto files = read_in_child({m_o.dir + "/privkey.pem", m_o.dir + "/fullchain.pem"})) {
+                if (!w.last_read[0].empty() && (*files)[0] != w.last_read[0]) {
+                    std::lock_guard lock(m_mutex);
+                    ++m_moves;
+                }
+                w.last_read[0] = (*files)[0];
+                first = std::move((*files)[0]);
+                second = std::move((*files)[1]);
+            }
         } else if (m_o.combined) {
             // One open: the key and the chain come out of one file.
             auto both = open_one(w, AT_FDCWD, 0, true, moved);
@@ -353,6 +462,7 @@ int main(int argc, char** argv)
     app.add_option("--rest-us", o.rest_us, "Sleep after each round")->check(CLI::NonNegativeNumber);
     app.add_flag("--dir-fd", o.dir_fd, "Open both files through a directory descriptor");
     app.add_flag("--combined", o.combined, "Read the pair from combined.pem, one open");
+    app.add_flag("--fork", o.fork_each, "Read each round in a fresh child: privkey.pem, then fullchain.pem");
     app.add_option("--pause-ms", o.pause_ms, "Length of each pause")->check(CLI::NonNegativeNumber);
     app.add_option("--pause-every-ms", o.pause_every_ms, "Pause this often")->check(CLI::NonNegativeNumber);
     app.add_option("--visible", o.visible, "File holding the serial last seen visible");
