@@ -9,6 +9,8 @@ packages=(
     # libraries (see README "Dependencies")
     libssl-dev libsqlite3-dev libspdlog-dev libcli11-dev nlohmann-json3-dev libfuse3-dev fuse3
     libcurl4-openssl-dev
+    # sd_notify: certfs.service is Type=notify
+    libsystemd-dev
     # tests: pebble is Let's Encrypt's ACME test server (with pebble-challtestsrv)
     catch2 openssl pebble
     # the real servers the integration tests reload onto the mount (tests/test_servers.cpp)

@@ -67,12 +67,6 @@ std::string committed_serial(const test::Ctl& ctl, const std::string& name)
     return ctl.show(name)["current"]["serial"].get<std::string>();
 }
 
-std::string read_all(const std::filesystem::path& path)
-{
-    std::ifstream in(path);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 // Lines of `text` holding one of `needles`.
 std::vector<std::string> lines_with_any(const std::string& text, const std::vector<std::string>& needles)
 {
@@ -232,7 +226,7 @@ struct Nginx {
         full.insert(full.end(), {"-g", "daemon off;"});
         return test::spawn(full, test::current_environment(), dir / "nginx.out");
     }
-    std::string log() const { return read_all(error_log()) + read_all(dir / "nginx.out"); }
+    std::string log() const { return test::file_or_empty(error_log()) + test::file_or_empty(dir / "nginx.out"); }
 };
 
 // Waits until `server` answers a verified handshake for `name`, or has exited; returns the
@@ -270,7 +264,7 @@ TEST_CASE("servers: nginx reloaded by a deploy hook serves each renewal's certif
 
     // It never failed to load a pair: nginx keeps its old configuration when a reload fails,
     // and says so at [emerg].
-    const std::string log = read_all(conf.error_log());
+    const std::string log = test::file_or_empty(conf.error_log());
     CHECK(lines_with_any(log, {"[emerg]", "[alert]", "[crit]"}).empty());
     const auto reloads = lines_with_any(log, {"reconfiguring"});
     CHECK(std::count_if(reloads.begin(), reloads.end(), [](const std::string& line) {
@@ -301,7 +295,7 @@ TEST_CASE("servers: nginx running as www-data reads the key through allow_other 
     // The key of root's domain: nginx cannot start on it, and says why.
     test::OwnedProcess no = refused.start("www-data");
     REQUIRE(wait_until([&] { return no.exited(); }, 20s));
-    const auto emerg = lines_with_any(read_all(refused.error_log()), {"[emerg]"});
+    const auto emerg = lines_with_any(test::file_or_empty(refused.error_log()), {"[emerg]"});
     REQUIRE(emerg.size() == 1);
     CHECK_THAT(emerg[0], Contains("root-only.example.test/privkey.pem") && Contains("Permission denied"));
 
@@ -314,7 +308,7 @@ TEST_CASE("servers: nginx running as www-data reads the key through allow_other 
     auto ps = test::run({"/bin/ps", "-o", "user=", "-p", std::to_string(nginx.pid())});
     CHECK(ps.out == "www-data\n");
     renewal_storm(s.ctl, "www.example.test", allowed.port, s.ca_file, 3, "nginx as www-data");
-    CHECK(lines_with_any(read_all(allowed.error_log()), {"[emerg]", "[alert]", "[crit]"}).empty());
+    CHECK(lines_with_any(test::file_or_empty(allowed.error_log()), {"[emerg]", "[alert]", "[crit]"}).empty());
 }
 
 TEST_CASE("servers: haproxy in master-worker mode reloaded by a deploy hook serves each renewal's certificate from "
@@ -342,17 +336,17 @@ TEST_CASE("servers: haproxy in master-worker mode reloaded by a deploy hook serv
     test::OwnedProcess haproxy = test::spawn({k_haproxy, "-W", "-db", "-f", conf.string(), "-p", pidfile.string()},
                                              test::current_environment(), out);
     const Handshake first = first_answer(haproxy, port, "www.example.test", s.ca_file);
-    INFO(read_all(out));
+    INFO(test::file_or_empty(out));
     REQUIRE_FALSE(haproxy.exited());
     REQUIRE(first.verified);
-    REQUIRE(std::stoi(read_all(pidfile)) == haproxy.pid()); // the hook signals this master
+    REQUIRE(std::stoi(test::file_or_empty(pidfile)) == haproxy.pid()); // the hook signals this master
     CHECK(first.serial == committed_serial(s.ctl, "www.example.test"));
 
     renewal_storm(s.ctl, "www.example.test", port, s.ca_file, 15, "haproxy");
 
     // A reload that cannot load the file says "Loading failure!" after the [ALERT] of its
     // parsing, and the old worker stays.
-    const std::string log = read_all(out);
+    const std::string log = test::file_or_empty(out);
     CHECK(lines_with_any(log, {"[ALERT]", "[EMERG]", "Loading failure"}).empty());
     CHECK(lines_with_any(log, {"Reloading HAProxy"}).size() == 15); // one reload for each renewal
     CHECK(lines_with_any(log, {"Loading success."}).size() == 16);

@@ -22,6 +22,7 @@
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
 
 #include "core/log.hpp"
 #include "core/process.hpp"
@@ -381,6 +382,7 @@ int main(int argc, char** argv)
         sigwait(&stop_signals, &sig);
         if (!loop_done) {
             spdlog::info("{}: unmounting {}", strsignal(sig), mountpoint);
+            (void)sd_notify(0, "STOPPING=1");
         }
         if (auto* s = wake_target.exchange(nullptr)) {
             s->stop(); // waits for renewals and hook runs in flight
@@ -412,6 +414,9 @@ int main(int argc, char** argv)
                 wake_target = scheduler.get();
             }
         }
+        // systemd (Type=notify): started once the mount serves. Nothing without NOTIFY_SOCKET.
+        (void)sd_notifyf(0, "READY=1\nMAINPID=%d\nSTATUS=serving %s on %s", static_cast<int>(::getpid()),
+                         db_path.c_str(), mountpoint.c_str());
         fuse_loop_config config{};
         config.clone_fd = 0;
         config.max_idle_threads = 10;
