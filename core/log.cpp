@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <string_view>
 
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -64,8 +65,15 @@ public:
 protected:
     void sink_it_(const spdlog::details::log_msg& msg) override
     {
-        std::string line = "<" + std::to_string(priority_of(msg.level, m_info_priority)) + ">";
-        line.append(msg.payload.data(), msg.payload.size());
+        // Every line of a message gets the prefix: a hook's output in an error spans several.
+        const std::string prefix = "<" + std::to_string(priority_of(msg.level, m_info_priority)) + ">";
+        std::string line = prefix;
+        for (char c : std::string_view(msg.payload.data(), msg.payload.size())) {
+            line += c;
+            if (c == '\n') {
+                line += prefix;
+            }
+        }
         line += '\n';
         const char* p = line.data();
         std::size_t left = line.size();

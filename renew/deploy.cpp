@@ -15,7 +15,9 @@ HookOptions hook_options(const std::string& db_path, const std::shared_ptr<const
     out.lock_dir = store::hooks_lock_dir(db_path);
     out.db_path = db_path;
     if (key) {
-        out.store_key_file = std::filesystem::absolute(key->source()).lexically_normal().string();
+        std::error_code ec; // no working directory: the path as given
+        const std::filesystem::path path = std::filesystem::absolute(key->source(), ec);
+        out.store_key_file = ec ? key->source() : path.lexically_normal().string();
     }
     return out;
 }

@@ -71,7 +71,8 @@ Status run_one(const std::string& command, const std::vector<const CommittedDoma
     // The rest of the environment is inherited (a hook may need what its service manager set),
     // but not certfs's own names: a value inherited from a cron job, or from a hook that ran
     // certfsctl, is stale, and C's getenv() or Go's os.Getenv() would read it before ours.
-    run.unset = {"CERTFS_*", "RENEWED_LINEAGE", "RENEWED_DOMAINS"};
+    // NOTIFY_SOCKET: systemd's socket for the daemon's own readiness, not for a hook's.
+    run.unset = {"CERTFS_*", "RENEWED_LINEAGE", "RENEWED_DOMAINS", "NOTIFY_SOCKET"};
 
     ASSIGN_OR_RETURN(UniqueFd lock, lock_command(options.lock_dir, command));
     ASSIGN_OR_RETURN(RunResult result, run_program(argv, run));

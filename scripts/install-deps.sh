@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what certfs needs to build and test, from Debian 12 packages, if it is missing.
 # Run as root. Safe to run again: it does nothing when everything is present.
+# --build-only: only what building and running certfs needs (for a host that runs it), not the
+# test peers and tools (servers, pebble, clang...).
 set -euo pipefail
 
-packages=(
+build_packages=(
     # toolchain
     g++ cmake ninja-build pkg-config
     # libraries (see README "Dependencies")
@@ -11,10 +13,17 @@ packages=(
     libcurl4-openssl-dev
     # sd_notify: certfs.service is Type=notify
     libsystemd-dev
+    # the man pages are made by help2man from the programs' --help
+    help2man
+)
+test_packages=(
     # tests: pebble is Let's Encrypt's ACME test server (with pebble-challtestsrv)
     catch2 openssl pebble
     # the real servers the integration tests reload onto the mount (tests/test_servers.cpp)
     nginx haproxy
+    # test_systemd checks the unit with systemd-analyze; the completion test runs
+    # bash-completion; man renders the pages in a test
+    systemd bash-completion man-db
     # the read-only store test makes an ext4 image (mkfs.ext4, e2fsck)
     e2fsprogs
     # the format check (scripts/check-format.sh): the tree is formatted by Debian's clang-format 14
@@ -23,6 +32,10 @@ packages=(
     # sanitizer runtimes, which clang only recommends
     clang libclang-rt-14-dev
 )
+packages=("${build_packages[@]}")
+if [ "${1:-}" != --build-only ]; then
+    packages+=("${test_packages[@]}")
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -1868,6 +1869,86 @@ TEST_CASE("log shows who did what")
 }
 
 // ---- usage ---------------------------------------------------------------------------------
+
+TEST_CASE("man pages: certfsctl(8) and certfs(8) render without a warning and name every command and option")
+{
+    for (const std::string program : {"certfsctl", "certfs"}) {
+        INFO(program);
+        // As a terminal shows it, without the overstrikes for bold (col -b).
+        RunResult page = certfs::test::run({"/bin/bash", "-c", "set -o pipefail; man --warnings -l \"$0\" | col -bx",
+                                            std::string(CERTFS_MAN_DIR) + "/" + program + ".8"},
+                                           {"MANWIDTH=100"});
+        CHECK(page.exit_code == 0);
+        CHECK(page.err.empty());
+        for (const char* section :
+             {"NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "EXIT STATUS", "ENVIRONMENT", "FILES"}) {
+            CHECK_THAT(page.out, Contains(std::string("\n") + section + "\n"));
+        }
+        CHECK_THAT(page.out, Contains("CERTFS_DB") && Contains("--store-key") && Contains("--version"));
+        if (program == "certfs") {
+            CHECK_THAT(page.out, Contains("--pin-window") && Contains("hide_archive"));
+            continue;
+        }
+        // Every command of certfsctl --help, and the options of one.
+        Ctl ctl;
+        const std::string help = ctl({"--help"}).out;
+        const std::string commands = help.substr(help.find("Subcommands:"));
+        std::istringstream lines(commands);
+        int named = 0;
+        for (std::string line; std::getline(lines, line);) {
+            std::istringstream words(line);
+            std::string command;
+            if (line.rfind("  ", 0) == 0 && words >> command) {
+                INFO("command " << command);
+                CHECK(std::regex_search(page.out, std::regex("\\s" + command + "\\s")));
+                ++named;
+            }
+        }
+        CHECK(named >= 16);
+        CHECK_THAT(page.out, Contains("--deploy-hook") && Contains("--reuse-key") && Contains("--new-key"));
+    }
+}
+
+TEST_CASE("completion: bash completes certfsctl's commands, a command's options, and the store's domain and issuer "
+          "names")
+{
+    Ctl ctl;
+    ctl.init_with_ca();
+    ctl.ok({"add", "www.example.com", "--issuer", "ca"});
+    ctl.ok({"add", "mail.example.com", "--issuer", "ca"});
+    const std::string script =
+        std::string("source /usr/share/bash-completion/bash_completion\nsource ") + CERTFS_COMPLETION +
+        "\nexport PATH=" + stdfs::path(certfs::test::certfsctl_path()).parent_path().string() +
+        ":$PATH\n"
+        "COMP_WORDS=(\"$@\"); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); COMP_LINE=\"$*\"; "
+        "COMP_POINT=${#COMP_LINE}; COMPREPLY=(); _certfsctl; printf '%s\\n' \"${COMPREPLY[@]}\"\n";
+    auto complete = [&](std::vector<std::string> line) {
+        line.insert(line.begin(), {"/bin/bash", "-c", script, "complete"});
+        RunResult r = certfs::test::run(line);
+        INFO(r.err);
+        CHECK(r.exit_code == 0);
+        std::vector<std::string> out;
+        std::istringstream in(r.out);
+        for (std::string word; std::getline(in, word);) {
+            out.push_back(word);
+        }
+        std::sort(out.begin(), out.end());
+        return out;
+    };
+    using Words = std::vector<std::string>;
+    CHECK(complete({"certfsctl", "re"}) == Words{"rekey-store", "remove", "renew", "revoke"});
+    CHECK(complete({"certfsctl", "--db", ctl.db(), "show", ""}) == Words{"mail.example.com", "www.example.com"});
+    CHECK(complete({"certfsctl", "--db", ctl.db(), "renew", "w"}) == Words{"www.example.com"});
+    CHECK(complete({"certfsctl", "--db", ctl.db(), "add", "new.example.com", "--issuer", ""}) == Words{"ca"});
+    CHECK(complete({"certfsctl", "add", "x", "--re"}) == Words{"--renew-before", "--reuse-key"});
+    CHECK(complete({"certfsctl", "issuer", "add", "acme", "--dir"}) == Words{"--directory"});
+    CHECK(complete({"certfsctl", "--db", ctl.db(), "issuer", "show", ""}) == Words{"ca"});
+    CHECK(complete({"certfsctl", "--db", ctl.db(), "issuer", "list", "--n"}) == Words{"--names"});
+    // --names, which the completion reads: the names alone, one a line.
+    CHECK(ctl.ok({"list", "--names"}).out == "mail.example.com\nwww.example.com\n");
+    CHECK(ctl.ok({"issuer", "list", "--names"}).out == "ca\n");
+    expect_failure(ctl({"list", "--names", "--json"}), 2, "excludes");
+}
 
 TEST_CASE("--help and --version succeed and usage errors exit 2 with one line")
 {

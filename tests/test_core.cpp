@@ -1,8 +1,14 @@
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
 #include <limits>
 
 #include "core/clock.hpp"
+#include "core/log.hpp"
 #include "core/status.hpp"
 
 using namespace certfs;
@@ -128,4 +134,42 @@ TEST_CASE("a failure's Retry-After survives added context and an ok status takes
     CHECK(outer.retry_after() == std::chrono::milliseconds(90'000));
     CHECK_FALSE(Status::Unavailable("busy").retry_after().has_value());
     CHECK_FALSE(Status::Ok().with_retry_after(std::chrono::seconds(1)).retry_after().has_value());
+}
+
+TEST_CASE("logging to journald's stream: each line of a message carries its priority, and the notice logger's is 5")
+{
+    // stderr becomes a file, named by JOURNAL_STREAM as systemd names the stream it connects.
+    char path[] = "/tmp/certfs-journal-XXXXXX";
+    const int fd = ::mkstemp(path);
+    REQUIRE(fd >= 0);
+    const int saved = ::dup(STDERR_FILENO);
+    REQUIRE(::dup2(fd, STDERR_FILENO) == STDERR_FILENO);
+    struct stat st {};
+    REQUIRE(::fstat(fd, &st) == 0);
+    const std::string stream = std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+    ::setenv("JOURNAL_STREAM", stream.c_str(), 1);
+    const bool journal = certfs::stderr_is_journal();
+    const auto before = spdlog::default_logger();
+    certfs::setup_logging("certfs-test", true);
+    spdlog::info("mounted");
+    spdlog::warn("a hook failed: exit status 1: first line\nsecond line");
+    certfs::log_notice("a reader is held");
+    spdlog::error("broken");
+    spdlog::default_logger()->flush();
+    spdlog::set_default_logger(before);
+    spdlog::drop("notice");
+    ::dup2(saved, STDERR_FILENO);
+    ::close(saved);
+    ::unsetenv("JOURNAL_STREAM");
+    std::string text(static_cast<std::size_t>(::lseek(fd, 0, SEEK_END)), '\0');
+    REQUIRE(::pread(fd, text.data(), text.size(), 0) == static_cast<ssize_t>(text.size()));
+    ::close(fd);
+    ::unlink(path);
+    CHECK(journal);
+    CHECK(text == "<6>mounted\n<4>a hook failed: exit status 1: first line\n<4>second line\n<5>a reader is held\n"
+                  "<3>broken\n");
+    // Another stream (a descendant whose stderr went elsewhere): not the journal.
+    ::setenv("JOURNAL_STREAM", "1:2", 1);
+    CHECK_FALSE(certfs::stderr_is_journal());
+    ::unsetenv("JOURNAL_STREAM");
 }

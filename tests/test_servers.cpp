@@ -101,7 +101,12 @@ public:
     Clients(int port, std::string name, std::string ca_file)
         : m_thread([this, port, name = std::move(name), ca_file = std::move(ca_file)] {
               while (!m_stop) {
-                  Handshake h = handshake(port, name, ca_file);
+                  Handshake h;
+                  try {
+                      h = handshake(port, name, ca_file);
+                  } catch (const std::exception& e) { // no openssl to run: a failed handshake, said
+                      h.error = e.what();
+                  }
                   std::lock_guard lock(m_mutex);
                   m_seen.push_back(std::move(h));
               }
@@ -125,7 +130,7 @@ public:
 private:
     std::atomic<bool> m_stop{false};
     std::mutex m_mutex;
-    std::vector<Handshake> m_seen;
+    std::vector<Handshake> m_seen; // guarded by m_mutex
     std::thread m_thread;
 };
 

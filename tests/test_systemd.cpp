@@ -127,7 +127,11 @@ TEST_CASE("systemd: certfs.service verifies, and its ExecStart and ExecStop run 
     test::write_file(log.string(), "");
     struct stat st {};
     REQUIRE(::stat(log.c_str(), &st) == 0);
+    // systemd's two variables, ours only (a test run by a systemd service inherits its own).
     std::vector<std::string> env = test::current_environment();
+    std::erase_if(env, [](const std::string& e) {
+        return e.rfind("NOTIFY_SOCKET=", 0) == 0 || e.rfind("JOURNAL_STREAM=", 0) == 0;
+    });
     env.push_back("NOTIFY_SOCKET=" + ctl.path("notify").string());
     env.push_back("JOURNAL_STREAM=" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino));
     test::OwnedProcess daemon = test::spawn(words(local(unit_value(unit, "ExecStart"))), env, log);
@@ -146,7 +150,10 @@ TEST_CASE("systemd: certfs.service verifies, and its ExecStart and ExecStop run 
     CHECK_FALSE(std::regex_search(lines, std::regex("(^|\n)\\[20")));
 
     // Stop: ExecStop=, then the SIGTERM systemd sends to what is left.
-    auto stopped = test::run(words(local(unit_value(unit, "ExecStop"))));
+    std::vector<std::string> stop = words(local(unit_value(unit, "ExecStop")));
+    CHECK(stop.at(0).rfind('-', 0) == 0); // its failure is ignored: the mount may be gone already
+    stop.at(0).erase(0, stop.at(0).find_first_not_of("-"));
+    auto stopped = test::run(stop);
     INFO(stopped.out << stopped.err);
     CHECK(stopped.exit_code == 0);
     CHECK_FALSE(test::is_fuse_mount(mnt));

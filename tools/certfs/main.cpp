@@ -415,8 +415,11 @@ int main(int argc, char** argv)
             }
         }
         // systemd (Type=notify): started once the mount serves. Nothing without NOTIFY_SOCKET.
-        (void)sd_notifyf(0, "READY=1\nMAINPID=%d\nSTATUS=serving %s on %s", static_cast<int>(::getpid()),
-                         db_path.c_str(), mountpoint.c_str());
+        if (int sent = sd_notifyf(0, "READY=1\nMAINPID=%d\nSTATUS=serving %s on %s", static_cast<int>(::getpid()),
+                                  db_path.c_str(), mountpoint.c_str());
+            sent < 0) {
+            spdlog::warn("cannot tell systemd that the mount serves (NOTIFY_SOCKET): {}", std::strerror(-sent));
+        }
         fuse_loop_config config{};
         config.clone_fd = 0;
         config.max_idle_threads = 10;

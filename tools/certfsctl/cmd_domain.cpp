@@ -149,11 +149,19 @@ int cmd_add(store::Store& st, const AddArgs& args)
     return k_exit_ok;
 }
 
-int cmd_list(store::Store& st, bool json)
+int cmd_list(store::Store& st, bool json, bool names_only)
 {
     auto domains = st.list_domains();
     if (!domains.ok()) {
         return fail(domains.status());
+    }
+    if (names_only) {
+        for (const auto& d : *domains) {
+            if (store::check_served_name(d.name).ok()) { // not one written by hand: it could drive a terminal
+                std::cout << d.name << '\n';
+            }
+        }
+        return k_exit_ok;
     }
     if (json) {
         nlohmann::json out = nlohmann::json::array();

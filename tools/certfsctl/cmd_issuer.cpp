@@ -118,11 +118,17 @@ int cmd_issuer_add_acme(store::Store& st, AcmeAddArgs args)
     return k_exit_ok;
 }
 
-int cmd_issuer_list(store::Store& st, bool json)
+int cmd_issuer_list(store::Store& st, bool json, bool names_only)
 {
     auto issuers = st.list_issuers();
     if (!issuers.ok()) {
         return fail(issuers.status());
+    }
+    if (names_only) {
+        for (const auto& i : *issuers) {
+            std::cout << terminal_safe(i.name) << '\n';
+        }
+        return k_exit_ok;
     }
     if (json) {
         nlohmann::json out = nlohmann::json::array();

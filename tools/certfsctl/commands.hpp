@@ -61,7 +61,7 @@ struct AcmeAddArgs {
 int cmd_issuer_add_local(store::Store& st, const IssuerAddArgs& args);
 int cmd_issuer_add_helper(store::Store& st, const HelperAddArgs& args);
 int cmd_issuer_add_acme(store::Store& st, AcmeAddArgs args);
-int cmd_issuer_list(store::Store& st, bool json);
+int cmd_issuer_list(store::Store& st, bool json, bool names_only);
 int cmd_issuer_show(store::Store& st, const std::string& name, bool json);
 int cmd_issuer_cert(store::Store& st, const std::string& name);
 int cmd_issuer_rekey(store::Store& st, const std::string& name);
@@ -87,7 +87,7 @@ struct AddArgs {
 };
 
 int cmd_add(store::Store& st, const AddArgs& args);
-int cmd_list(store::Store& st, bool json);
+int cmd_list(store::Store& st, bool json, bool names_only);
 int cmd_show(store::Store& st, const std::string& name, bool json);
 int cmd_remove(store::Store& st, const std::string& name);
 // certfsctl set NAME [--owner U] [--group G] [--mode M]: empty strings are not given.

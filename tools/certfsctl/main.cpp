@@ -163,8 +163,11 @@ int main(int argc, char** argv)
     bool json = false;
     std::string name;
     auto* issuer_list = issuer->add_subcommand("list", "List issuers");
+    bool names_only = false;
     issuer_list->add_flag("--json", json, "JSON output");
-    issuer_list->callback([&] { run([&](store::Store& st) { return cmd_issuer_list(st, json); }); });
+    issuer_list->add_flag("--names", names_only, "Only the names, one a line (for scripts and completion)")
+        ->excludes("--json");
+    issuer_list->callback([&] { run([&](store::Store& st) { return cmd_issuer_list(st, json, names_only); }); });
     auto* issuer_show = issuer->add_subcommand("show", "Show one issuer");
     issuer_show->add_option("NAME", name)->required();
     issuer_show->add_flag("--json", json, "JSON output");
@@ -224,7 +227,9 @@ int main(int argc, char** argv)
 
     auto* list = app.add_subcommand("list", "List domains with their state and expiry");
     list->add_flag("--json", json, "JSON output");
-    list->callback([&] { run([&](store::Store& st) { return cmd_list(st, json); }); });
+    list->add_flag("--names", names_only, "Only the names the mount serves, one a line (for scripts and completion)")
+        ->excludes("--json");
+    list->callback([&] { run([&](store::Store& st) { return cmd_list(st, json, names_only); }); });
 
     auto* show = app.add_subcommand("show", "Show one domain");
     show->add_option("NAME", name)->required();
