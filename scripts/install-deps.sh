@@ -15,6 +15,9 @@ build_packages=(
     libsystemd-dev
     # the man pages are made by help2man from the programs' --help
     help2man
+    # the Debian package (scripts/package.sh): cpack's DEB generator finds its library
+    # dependencies with dpkg-shlibdeps
+    dpkg-dev
 )
 test_packages=(
     # tests: pebble is Let's Encrypt's ACME test server (with pebble-challtestsrv)

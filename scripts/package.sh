@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Builds the Debian package certfs_<version>_<arch>.deb from the tree: a Release build in
+# BUILD_DIR (default ./build-release) configured for /usr, then `cpack -G DEB`. Prints the
+# package's path.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build_dir=${BUILD_DIR:-build-release}
+BUILD_DIR="$build_dir" BUILD_TYPE="${BUILD_TYPE:-Release}" bash scripts/build.sh -DCMAKE_INSTALL_PREFIX=/usr >/dev/null
+(cd "$build_dir" && cpack -G DEB >/dev/null)
+ls "$(pwd)/$build_dir"/certfs_*.deb
