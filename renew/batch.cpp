@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -90,7 +91,8 @@ ScopeResult BatchRunner::run_one(const std::string& name, const OnRenewed& on_re
     return run_on(**store, name, on_renewed);
 }
 
-std::vector<ScopeResult> BatchRunner::run(store::Store& store, const std::vector<std::string>& names) const
+std::vector<ScopeResult> BatchRunner::run(store::Store& store, const std::vector<std::string>& names,
+                                          const OnScopeDone& on_done) const
 {
     const std::vector<std::string> scopes = one_per_scope(store, names);
     std::vector<ScopeResult> done(scopes.size());
@@ -98,6 +100,8 @@ std::vector<ScopeResult> BatchRunner::run(store::Store& store, const std::vector
     const store::LeaseHeartbeat heartbeat(m_options.db_path, m_options.owner, m_options.lease_ttl, m_options.heartbeat,
                                           m_options.clock);
     std::atomic<std::size_t> next{0};
+    std::mutex ended_mutex;
+    std::size_t ended = 0; // guarded by ended_mutex
     // A worker keeps its connection for every scope it takes; one that cannot open one
     // reports why for each.
     auto work = [&] {
@@ -108,6 +112,10 @@ std::vector<ScopeResult> BatchRunner::run(store::Store& store, const std::vector
             } catch (...) {
                 // the boundary of a worker thread: its deploy hooks threw
                 done[i] = ScopeResult{scopes[i], exception_status(scopes[i] + ": deploy hooks failed"), {}, true};
+            }
+            if (on_done) {
+                std::lock_guard lock(ended_mutex);
+                on_done(done[i], ++ended, scopes.size());
             }
         }
     };

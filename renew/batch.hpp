@@ -69,10 +69,15 @@ public:
     // wait for the flip is not cut short: a hook run before it would reload the old files.
     ScopeResult run_one(const std::string& name, const OnRenewed& on_renewed = {}) const;
 
+    // Called by run() as each scope ends (its hooks run too), with how many have ended and of
+    // how many; one call at a time, on the thread that ran the scope.
+    using OnScopeDone = std::function<void(const ScopeResult& result, std::size_t ended, std::size_t total)>;
+
     // one_per_scope(names), then up to `jobs` scopes at once, each worker on a connection of
     // its own; returns when every scope and its hooks are done, the results in that order.
     // Meanwhile a heartbeat extends the leases of `owner` (run_one's caller runs its own).
-    std::vector<ScopeResult> run(store::Store& store, const std::vector<std::string>& names) const;
+    std::vector<ScopeResult> run(store::Store& store, const std::vector<std::string>& names,
+                                 const OnScopeDone& on_done = {}) const;
 
 private:
     ScopeResult run_on(store::Store& store, const std::string& name, const OnRenewed& on_renewed) const;

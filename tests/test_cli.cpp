@@ -1281,6 +1281,36 @@ TEST_CASE("history lists every generation with exactly one current")
 
 // ---- renew ---------------------------------------------------------------------------------
 
+TEST_CASE("renew --all tells each renewal as it ends, counted, on a terminal, and only the results when piped")
+{
+    Ctl ctl;
+    ctl.init_with_ca();
+    const std::vector<std::string> names = {"a.example.com", "b.example.com", "c.example.com"};
+    for (const auto& n : names) {
+        ctl.ok({"add", n, "--issuer", "ca"});
+    }
+    // On a terminal: script(1) gives certfsctl a pseudo-terminal as its stdout.
+    RunResult tty = certfs::test::run(
+        {"/usr/bin/script", "-qec",
+         std::string(certfs::test::certfsctl_path()) + " --db " + ctl.db() + " renew --all --force", "/dev/null"});
+    INFO(tty.out << tty.err);
+    CHECK(tty.exit_code == 0);
+    std::set<std::string> counted;
+    std::istringstream lines(tty.out);
+    for (std::string line; std::getline(lines, line);) {
+        std::smatch m;
+        if (std::regex_search(line, m, std::regex("^\\[([1-3])/3\\] ([a-c]\\.example\\.com): renewed: generation 2"))) {
+            CHECK(counted.insert(m[1].str()).second);
+            CHECK(std::find(names.begin(), names.end(), m[2].str()) != names.end());
+        }
+    }
+    CHECK(counted == std::set<std::string>{"1", "2", "3"});
+    // Piped: the results in the order asked, nothing else.
+    RunResult piped = ctl.ok({"renew", "--all", "--force"});
+    CHECK(piped.out == "a.example.com: renewed: generation 3\nb.example.com: renewed: generation 3\n"
+                       "c.example.com: renewed: generation 3\n");
+}
+
 TEST_CASE("renew: a domain not due is left alone, --force renews it, and bad usage changes nothing")
 {
     Ctl ctl;

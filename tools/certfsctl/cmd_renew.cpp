@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <iostream>
 #include <map>
 
@@ -14,6 +15,46 @@
 #include "tools/certfsctl/output.hpp"
 
 namespace certfs::ctl {
+
+namespace {
+
+// Prints what one scope's renewal did: its members' outcomes on stdout, its failure and its
+// failed hooks on stderr. `progress` ("[3/200] ") starts its first line. Returns the exit code.
+int print_scope(const renew::ScopeResult& r, bool now, const std::string& progress)
+{
+    if (!r.outcomes.ok()) {
+        std::cout << std::flush;
+        std::cerr << progress;
+        fail(r.outcomes.status().with_context("renew " + store::shown_name(r.name)));
+        return k_exit_failure;
+    }
+    int rc = k_exit_ok;
+    std::string prefix = progress;
+    for (const auto& o : *r.outcomes) {
+        std::cout << prefix << o.domain << ": " << o.message << '\n';
+        prefix.clear();
+        if (now && o.generation) {
+            std::cout << moved_now_note(o.domain, *o.generation) << '\n';
+        } else if (now) {
+            std::cout << o.domain << ": nothing moved (--now): no new generation yet; once the CA has issued it, "
+                      << "run 'certfsctl renew " << o.domain << " --now' again\n";
+        }
+    }
+    for (const auto& run : r.runs) {
+        if (run.status.ok()) {
+            std::cout << "deploy hook ran: " << run.command << '\n';
+        } else {
+            std::cout << std::flush;
+            std::cerr << "certfsctl: deploy hook failed (the renewal stays committed): " << run.command << ": "
+                      << run.status.message() << '\n';
+            rc = k_exit_failure;
+        }
+    }
+    std::cout << std::flush;
+    return rc;
+}
+
+} // namespace
 
 int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool force, bool now, int jobs)
 {
@@ -49,32 +90,22 @@ int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool f
     options.hooks = mount.hooks;
     options.wait_for_flip = mount.wait_for_flip;
     options.jobs = jobs;
-    const std::vector<renew::ScopeResult> done = renew::BatchRunner(std::move(options)).run(st, names);
-
+    // On a terminal each scope is told as it ends, counted ("[3/200] "); piped, in the order
+    // asked once all have ended, without the counts.
+    const bool terminal = ::isatty(STDOUT_FILENO) == 1;
     int rc = k_exit_ok;
-    for (std::size_t i = 0; i < done.size(); ++i) {
-        if (!done[i].outcomes.ok()) {
-            fail(done[i].outcomes.status().with_context("renew " + store::shown_name(done[i].name)));
-            rc = k_exit_failure;
-            continue;
-        }
-        for (const auto& o : *done[i].outcomes) {
-            std::cout << o.domain << ": " << o.message << '\n';
-            if (now && o.generation) {
-                std::cout << moved_now_note(o.domain, *o.generation) << '\n';
-            } else if (now) {
-                std::cout << o.domain << ": nothing moved (--now): no new generation yet; once the CA has issued it, "
-                          << "run 'certfsctl renew " << o.domain << " --now' again\n";
-            }
-        }
-        for (const auto& run : done[i].runs) {
-            if (run.status.ok()) {
-                std::cout << "deploy hook ran: " << run.command << '\n';
-            } else {
-                std::cerr << "certfsctl: deploy hook failed (the renewal stays committed): " << run.command << ": "
-                          << run.status.message() << '\n';
-                rc = k_exit_failure;
-            }
+    renew::BatchRunner::OnScopeDone told;
+    if (terminal) {
+        told = [&](const renew::ScopeResult& r, std::size_t ended, std::size_t total) {
+            const std::string progress =
+                total > 1 ? "[" + std::to_string(ended) + "/" + std::to_string(total) + "] " : std::string();
+            rc = std::max(rc, print_scope(r, now, progress));
+        };
+    }
+    const std::vector<renew::ScopeResult> done = renew::BatchRunner(std::move(options)).run(st, names, told);
+    if (!terminal) {
+        for (const auto& r : done) {
+            rc = std::max(rc, print_scope(r, now, ""));
         }
     }
     return rc;
