@@ -13,7 +13,7 @@ bash scripts/build.sh
 BUILD_DIR="${RELEASE_BUILD_DIR:-build-release}" BUILD_TYPE=Release bash scripts/build.sh -DCMAKE_INSTALL_PREFIX=/usr
 # The Debian package, from that build: installed with dpkg, checked, removed. PACKAGE=0 skips it.
 if [ "${PACKAGE:-1}" != 0 ]; then
-    BUILD_DIR="${RELEASE_BUILD_DIR:-build-release}" bash scripts/test-package.sh
+    BUILD_DIR="${RELEASE_BUILD_DIR:-build-release}" BUILD_TESTING=ON bash scripts/test-package.sh
 fi
 if [ "${FUZZ_SECONDS:-10}" != 0 ]; then
     FUZZ_SECONDS="${FUZZ_SECONDS:-10}" bash scripts/fuzz.sh
