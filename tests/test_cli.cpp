@@ -20,7 +20,6 @@
 #include <filesystem>
 #include <map>
 #include <optional>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -1298,11 +1297,16 @@ TEST_CASE("renew --all tells each renewal as it ends, counted, on a terminal, an
     std::set<std::string> counted;
     std::istringstream lines(tty.out);
     for (std::string line; std::getline(lines, line);) {
-        std::smatch m;
-        if (std::regex_search(line, m, std::regex("^\\[([1-3])/3\\] ([a-c]\\.example\\.com): renewed: generation 2"))) {
-            CHECK(counted.insert(m[1].str()).second);
-            CHECK(std::find(names.begin(), names.end(), m[2].str()) != names.end());
+        // "[K/3] NAME: renewed: generation 2" (a terminal's line ends with \r)
+        if (line.rfind("[", 0) != 0 || line.find("/3] ") != 2) {
+            continue;
         }
+        const std::string count = line.substr(1, 1);
+        const std::string rest = line.substr(6, line.find_last_not_of('\r') - 5);
+        const std::string name = rest.substr(0, rest.find(':'));
+        CHECK(counted.insert(count).second);
+        CHECK(std::find(names.begin(), names.end(), name) != names.end());
+        CHECK(rest == name + ": renewed: generation 2");
     }
     CHECK(counted == std::set<std::string>{"1", "2", "3"});
     // Piped: the results in the order asked, nothing else.
@@ -1930,7 +1934,9 @@ TEST_CASE("man pages: certfsctl(8) and certfs(8) render without a warning and na
             std::string command;
             if (line.rfind("  ", 0) == 0 && words >> command) {
                 INFO("command " << command);
-                CHECK(std::regex_search(page.out, std::regex("\\s" + command + "\\s")));
+                // As a word of its own (Catch's Matches: std::regex instantiated here trips
+                // GCC 12's false -Wmaybe-uninitialized under ASan, GCC bug 105616).
+                CHECK_THAT(page.out, Matches("[\\s\\S]*\\s" + command + "\\s[\\s\\S]*"));
                 ++named;
             }
         }
