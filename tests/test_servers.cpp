@@ -208,14 +208,7 @@ struct Nginx {
         return {k_nginx, "-p", dir.string(), "-c", conf().string(), "-e", error_log().string()};
     }
     // The deploy hook: `nginx -s reload`, as root (it signals the master named in the pid file).
-    std::string reload_hook() const
-    {
-        std::string out;
-        for (const auto& a : argv()) {
-            out += a + " ";
-        }
-        return out + "-s reload";
-    }
+    std::string reload_hook() const { return test::join(argv()) + " -s reload"; }
     // Starts the master in the foreground (`-g 'daemon off;'`), as `user` when given: all of
     // nginx then runs as that user and its groups (setpriv, which execs nginx in its place, so
     // that the process owned is nginx's master).

@@ -18,6 +18,7 @@
 #include <catch2/catch.hpp>
 
 #include "core/handles.hpp"
+#include "core/process.hpp"
 #include "tests/support/child.hpp"
 #include "tests/support/ctl.hpp"
 #include "tests/support/mount.hpp"
@@ -51,14 +52,12 @@ std::string replace_all(std::string text, const std::string& from, const std::st
     return text;
 }
 
+// A unit's command line split as systemd splits it (quotes, no shell), by certfs's own splitter.
 std::vector<std::string> words(const std::string& line)
 {
-    std::istringstream in(line);
-    std::vector<std::string> out;
-    for (std::string w; in >> w;) {
-        out.push_back(w);
-    }
-    return out;
+    auto split = split_command(line);
+    REQUIRE(split.ok());
+    return *split;
 }
 
 // systemd's end of sd_notify(3): a datagram socket at `path`.
