@@ -166,6 +166,9 @@ TEST_CASE("systemd: certfs.service verifies, and its ExecStart and ExecStop run 
     REQUIRE(wait_until([&] { return daemon.exited(&how); }, 20s));
     CHECK(how == "exit status 0");
     CHECK_FALSE(test::is_fuse_mount(mnt));
+    // It said STOPPING=1 once, whether the unmount or the signal reached it first.
+    CHECK_THAT(notify.next(20s), Contains("STOPPING=1"));
+    CHECK(notify.next(0ms).empty());
 
     // The next start on the same mount point serves again.
     test::OwnedProcess again = test::spawn(words(local(unit_value(unit, "ExecStart"))), env, log);

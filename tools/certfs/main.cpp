@@ -382,8 +382,10 @@ int main(int argc, char** argv)
         sigwait(&stop_signals, &sig);
         if (!loop_done) {
             spdlog::info("{}: unmounting {}", strsignal(sig), mountpoint);
-            (void)sd_notify(0, "STOPPING=1");
         }
+        // Whichever way the stop began (a signal, or an unmount from outside): systemd hears it
+        // once, before the teardown, which may wait for a renewal in flight.
+        (void)sd_notify(0, "STOPPING=1");
         if (auto* s = wake_target.exchange(nullptr)) {
             s->stop(); // waits for renewals and hook runs in flight
         }
