@@ -22,44 +22,20 @@
 #include "tests/support/ctl.hpp"
 #include "tests/support/mount.hpp"
 #include "tests/support/pairs.hpp"
+#include "tests/support/servers.hpp"
 #include "tests/support/testutil.hpp"
 
 using namespace certfs;
 using namespace std::chrono_literals;
 using Catch::Contains;
+using certfs::test::first_answer;
+using certfs::test::Handshake;
+using certfs::test::handshake;
 using certfs::test::wait_until;
 
 namespace {
 
-constexpr const char* k_openssl = "/usr/bin/openssl";
-constexpr const char* k_nginx = "/usr/sbin/nginx";
 constexpr const char* k_haproxy = "/usr/sbin/haproxy";
-
-// What one TLS client saw: the serial of the server's certificate, and whether its chain
-// verified against the local CA for the name asked.
-struct Handshake {
-    std::string serial; // empty when there was no certificate
-    bool verified = false;
-    std::string error; // s_client's own words when it did not verify or connect
-};
-
-Handshake handshake(int port, const std::string& name, const std::string& ca_file)
-{
-    auto r = test::run({k_openssl, "s_client", "-connect", "127.0.0.1:" + std::to_string(port), "-servername", name,
-                        "-CAfile", ca_file, "-verify_hostname", name, "-verify_return_error"},
-                       {}, 20);
-    Handshake h;
-    const auto begin = r.out.find("-----BEGIN CERTIFICATE-----");
-    const auto end = r.out.find("-----END CERTIFICATE-----", begin);
-    if (begin != std::string::npos && end != std::string::npos) {
-        h.serial = test::serial_of(r.out.substr(begin, end + 26 - begin));
-    }
-    h.verified = r.exit_code == 0 && r.out.find("Verify return code: 0 (ok)") != std::string::npos;
-    if (!h.verified) {
-        h.error = "exit " + std::to_string(r.exit_code) + ": " + r.err.substr(0, 400);
-    }
-    return h;
-}
 
 // The serial of the generation `name` has current in the store.
 std::string committed_serial(const test::Ctl& ctl, const std::string& name)
@@ -180,74 +156,13 @@ void renewal_storm(const test::Ctl& ctl, const std::string& name, int port, cons
                 by_serial.size(), failed);
 }
 
-// nginx serving one TLS site from live/<name>/ of `mnt`, with its prefix, pid file and logs
-// in `dir`: an ordinary site, where only the two paths name the mount.
-struct Nginx {
-    std::filesystem::path dir;
-    int port = test::free_port();
-
-    Nginx(std::filesystem::path at, const std::filesystem::path& mnt, const std::string& name) : dir(std::move(at))
-    {
-        std::filesystem::create_directories(dir / "tmp");
-        const std::string live = (mnt / "live" / name).string();
-        test::write_file(conf().string(), "pid " + (dir / "nginx.pid").string() + ";\nerror_log " +
-                                              error_log().string() +
-                                              " notice;\nworker_processes 2;\nevents { worker_connections 64; }\n"
-                                              "http {\n    access_log off;\n    client_body_temp_path " +
-                                              (dir / "tmp").string() +
-                                              ";\n    server {\n        listen 127.0.0.1:" + std::to_string(port) +
-                                              " ssl;\n        server_name " + name + ";\n        ssl_certificate " +
-                                              live + "/fullchain.pem;\n        ssl_certificate_key " + live +
-                                              "/privkey.pem;\n        location / { return 200 \"ok\\n\"; }\n"
-                                              "    }\n}\n");
-    }
-    std::filesystem::path conf() const { return dir / "nginx.conf"; }
-    std::filesystem::path error_log() const { return dir / "error.log"; }
-    std::vector<std::string> argv() const
-    {
-        return {k_nginx, "-p", dir.string(), "-c", conf().string(), "-e", error_log().string()};
-    }
-    // The deploy hook: `nginx -s reload`, as root (it signals the master named in the pid file).
-    std::string reload_hook() const { return test::join(argv()) + " -s reload"; }
-    // Starts the master in the foreground (`-g 'daemon off;'`), as `user` when given: all of
-    // nginx then runs as that user and its groups (setpriv, which execs nginx in its place, so
-    // that the process owned is nginx's master).
-    test::OwnedProcess start(const std::string& user = "") const
-    {
-        std::vector<std::string> full;
-        if (!user.empty()) {
-            full = {"/usr/bin/setpriv", "--reuid=" + user, "--regid=" + user, "--init-groups", "--"};
-        }
-        for (const auto& a : argv()) {
-            full.push_back(a);
-        }
-        full.insert(full.end(), {"-g", "daemon off;"});
-        return test::spawn(full, test::current_environment(), dir / "nginx.out");
-    }
-    std::string log() const { return test::file_or_empty(error_log()) + test::file_or_empty(dir / "nginx.out"); }
-};
-
-// Waits until `server` answers a verified handshake for `name`, or has exited; returns the
-// last handshake.
-Handshake first_answer(test::OwnedProcess& server, int port, const std::string& name, const std::string& ca_file)
-{
-    Handshake h;
-    wait_until(
-        [&] {
-            h = handshake(port, name, ca_file);
-            return h.verified || server.exited();
-        },
-        20s);
-    return h;
-}
-
 } // namespace
 
 TEST_CASE("servers: nginx reloaded by a deploy hook serves each renewal's certificate, and a storm of renewals "
           "never makes it fail to load a pair")
 {
     Setup s;
-    const Nginx conf(s.ctl.path("nginx"), s.ctl.path("mnt"), "www.example.test");
+    const test::Nginx conf(s.ctl.path("nginx"), s.ctl.path("mnt") / "live" / "www.example.test", "www.example.test");
     s.ctl.ok({"add", "www.example.test", "--issuer", "ca", "--deploy-hook", conf.reload_hook()});
     test::Daemon daemon(s.ctl.db(), s.ctl.path("mnt"), s.ctl.path("certfs.log"), 200ms);
 
@@ -280,9 +195,11 @@ TEST_CASE("servers: nginx running as www-data reads the key through allow_other 
                                  std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
                                      std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
                                      std::filesystem::perms::others_exec);
-    const Nginx refused(s.ctl.path("nginx-refused"), s.ctl.path("mnt"), "root-only.example.test");
-    const Nginx allowed(s.ctl.path("nginx-allowed"), s.ctl.path("mnt"), "www.example.test");
-    for (const Nginx* n : {&refused, &allowed}) {
+    const test::Nginx refused(s.ctl.path("nginx-refused"), s.ctl.path("mnt") / "live" / "root-only.example.test",
+                              "root-only.example.test");
+    const test::Nginx allowed(s.ctl.path("nginx-allowed"), s.ctl.path("mnt") / "live" / "www.example.test",
+                              "www.example.test");
+    for (const test::Nginx* n : {&refused, &allowed}) {
         REQUIRE(test::run({"/bin/chown", "-R", "www-data:www-data", n->dir.string()}).exit_code == 0);
     }
     s.ctl.ok({"add", "root-only.example.test", "--issuer", "ca"}); // root:root 0600
