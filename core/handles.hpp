@@ -7,6 +7,7 @@
 #include <openssl/bn.h>
 #include <openssl/ecdsa.h>
 #include <openssl/evp.h>
+#include <openssl/param_build.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -29,6 +30,9 @@ using CertReq = std::unique_ptr<X509_REQ, CDeleter<X509_REQ_free>>;
 using Bio = std::unique_ptr<BIO, CDeleter<BIO_free_all>>;
 using X509Name = std::unique_ptr<X509_NAME, CDeleter<X509_NAME_free>>;
 using Bignum = std::unique_ptr<BIGNUM, CDeleter<BN_free>>;
+using PKeyCtx = std::unique_ptr<EVP_PKEY_CTX, CDeleter<EVP_PKEY_CTX_free>>;
+using ParamBld = std::unique_ptr<OSSL_PARAM_BLD, CDeleter<OSSL_PARAM_BLD_free>>;
+using Params = std::unique_ptr<OSSL_PARAM, CDeleter<OSSL_PARAM_free>>;
 using MdCtx = std::unique_ptr<EVP_MD_CTX, CDeleter<EVP_MD_CTX_free>>;
 using EcdsaSig = std::unique_ptr<ECDSA_SIG, CDeleter<ECDSA_SIG_free>>;
 using Asn1Integer = std::unique_ptr<ASN1_INTEGER, CDeleter<ASN1_INTEGER_free>>;

@@ -1115,6 +1115,90 @@ Result<JwkNumbers> jwk_numbers(const EVP_PKEY& key)
     return out;
 }
 
+namespace {
+
+// Pushes `bytes` as a BIGNUM parameter; the builder keeps the number until it is freed.
+Status push_bn(OSSL_PARAM_BLD& bld, std::vector<Bignum>& keep, const char* param, std::string_view member,
+               const std::string& bytes)
+{
+    if (bytes.empty()) {
+        return Status::Invalid("the JWK has no '" + std::string(member) + "'");
+    }
+    Bignum bn(BN_bin2bn(bytes_of(bytes), static_cast<int>(bytes.size()), nullptr));
+    if (!bn || OSSL_PARAM_BLD_push_BN(&bld, param, bn.get()) != 1) {
+        return Status::IoError("cannot build the JWK's key" + openssl_reason());
+    }
+    keep.push_back(std::move(bn));
+    return Status::Ok();
+}
+
+} // namespace
+
+Result<PKey> private_key_from_jwk(const JwkPrivate& jwk)
+{
+    ParamBld bld(OSSL_PARAM_BLD_new());
+    if (!bld) {
+        return Status::IoError("cannot build the JWK's key" + openssl_reason());
+    }
+    std::vector<Bignum> keep;
+    const char* type = nullptr;
+    std::string point; // EC: the uncompressed public point, alive until the key is made
+    if (jwk.kty == "RSA") {
+        type = "RSA";
+        TRY(push_bn(*bld, keep, OSSL_PKEY_PARAM_RSA_N, "n", jwk.n));
+        TRY(push_bn(*bld, keep, OSSL_PKEY_PARAM_RSA_E, "e", jwk.e));
+        TRY(push_bn(*bld, keep, OSSL_PKEY_PARAM_RSA_D, "d", jwk.d));
+        // The CRT members go together: all of them, or none (a key without them is slower).
+        const bool crt = !jwk.p.empty() || !jwk.q.empty() || !jwk.dp.empty() || !jwk.dq.empty() || !jwk.qi.empty();
+        if (crt) {
+            TRY(push_bn(*bld, keep, OSSL_PKEY_PARAM_RSA_FACTOR1, "p", jwk.p));
+            TRY(push_bn(*bld, keep, OSSL_PKEY_PARAM_RSA_FACTOR2, "q", jwk.q));
+            TRY(push_bn(*bld, keep, OSSL_PKEY_PARAM_RSA_EXPONENT1, "dp", jwk.dp));
+            TRY(push_bn(*bld, keep, OSSL_PKEY_PARAM_RSA_EXPONENT2, "dq", jwk.dq));
+            TRY(push_bn(*bld, keep, OSSL_PKEY_PARAM_RSA_COEFFICIENT1, "qi", jwk.qi));
+        }
+    } else if (jwk.kty == "EC") {
+        type = "EC";
+        const std::size_t size = jwk.crv == "P-256" ? 32 : jwk.crv == "P-384" ? 48 : 0;
+        if (size == 0) {
+            return Status::Invalid("the JWK's curve '" + jwk.crv + "' is not P-256 or P-384");
+        }
+        if (jwk.x.size() != size || jwk.y.size() != size) {
+            return Status::Invalid("the JWK's x and y are not " + std::to_string(size) + " bytes each, as " + jwk.crv +
+                                   " needs");
+        }
+        point = '\x04' + jwk.x + jwk.y;
+        const char* group = size == 32 ? "prime256v1" : "secp384r1";
+        if (OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, group, 0) != 1 ||
+            OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, point.data(), point.size()) != 1) {
+            return Status::IoError("cannot build the JWK's key" + openssl_reason());
+        }
+        TRY(push_bn(*bld, keep, OSSL_PKEY_PARAM_PRIV_KEY, "d", jwk.d));
+    } else {
+        return Status::Invalid("the JWK's kty '" + jwk.kty + "' is not RSA or EC");
+    }
+    Params params(OSSL_PARAM_BLD_to_param(bld.get()));
+    PKeyCtx ctx(EVP_PKEY_CTX_new_from_name(nullptr, type, nullptr));
+    EVP_PKEY* raw = nullptr;
+    if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
+        EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_KEYPAIR, params.get()) != 1) {
+        for (auto& bn : keep) {
+            BN_clear(bn.get());
+        }
+        return Status::Invalid("the JWK is not a " + std::string(type) + " private key" + openssl_reason());
+    }
+    PKey key(raw);
+    for (auto& bn : keep) {
+        BN_clear(bn.get());
+    }
+    // fromdata takes the numbers as given: check that they make one key pair.
+    PKeyCtx check(EVP_PKEY_CTX_new_from_pkey(nullptr, key.get(), nullptr));
+    if (!check || EVP_PKEY_pairwise_check(check.get()) != 1) {
+        return Status::Invalid("the JWK's private and public numbers are not one key pair" + openssl_reason());
+    }
+    return key;
+}
+
 Result<std::string> jws_sign(const EVP_PKEY& key, std::string_view input)
 {
     ASSIGN_OR_RETURN(std::string alg, jws_alg(key));

@@ -171,6 +171,20 @@ struct JwkNumbers {
 };
 Result<JwkNumbers> jwk_numbers(const EVP_PKEY& key);
 
+// A private key from its JWK (RFC 7518 §6.2.2, §6.3.2), each member base64url-decoded into
+// unsigned big-endian bytes: RSA with n, e and d (p, q, dp, dq and qi too, when given), or EC
+// with crv ("P-256", "P-384"), x, y and d. certbot keeps its ACME account key so. Invalid,
+// naming the member, when one is missing, and when the numbers do not make a sound key pair.
+struct JwkPrivate : JwkNumbers {
+    std::string d;
+    std::string p;
+    std::string q;
+    std::string dp;
+    std::string dq;
+    std::string qi;
+};
+Result<PKey> private_key_from_jwk(const JwkPrivate& jwk);
+
 // The JWS signature of input under key with the algorithm of jws_alg(key): for ES256/ES384
 // the raw r || s, each padded to the curve size (RFC 7518 §3.4), not DER; for RS256
 // RSASSA-PKCS1-v1_5 with SHA-256.

@@ -51,7 +51,7 @@ _certfsctl()
     esac
 
     if [[ -z $cmd ]]; then
-        COMPREPLY=($(compgen -W "init issuer add import list show history renew rollback revoke set remove export check
+        COMPREPLY=($(compgen -W "init issuer add import import-certbot list show history renew rollback revoke set remove export check
             rekey-store log --db --store-key --help --help-all --version" -- "$cur"))
         return
     fi
@@ -70,6 +70,9 @@ _certfsctl()
     case $cmd in
     show | history | import | renew | rollback | revoke | set | remove | export | log)
         COMPREPLY=($(compgen -W "$("$prog" "${store[@]}" list --names 2>/dev/null)" -- "$cur"))
+        ;;
+    import-certbot)
+        _filedir -d # certbot's configuration directory
         ;;
     issuer)
         case $sub in

@@ -122,7 +122,7 @@ Result<AcmeConfig> parse_acme_config(const std::string& text)
 }
 
 Result<store::NewIssuer> create_acme_issuer(std::string_view name, const AcmeConfig& config,
-                                            const std::string& eab_hmac_key)
+                                            const std::string& eab_hmac_key, const std::optional<AcmeAccount>& account)
 {
     if (!config.directory.starts_with("https://") && !config.directory.starts_with("http://")) {
         return Status::Invalid("--directory must be an https:// URL, not '" + config.directory + "'");
@@ -155,13 +155,23 @@ Result<store::NewIssuer> create_acme_issuer(std::string_view name, const AcmeCon
             return Status::Invalid("--ca-bundle " + config.ca_bundle + " is not a file");
         }
     }
-    if (config.account_key_type == pki::KeyType::ed25519) {
-        return Status::Invalid("--account-key-type ed25519 is not supported by ACME servers: use ec-p256 or rsa-2048");
-    }
-    ASSIGN_OR_RETURN(PKey key, pki::generate_key(config.account_key_type));
-    ASSIGN_OR_RETURN(std::string key_pem, pki::private_key_pem(*key));
     AcmeConfig stored = config;
     stored.account_url.clear();
+    std::string key_pem;
+    if (account) {
+        ASSIGN_OR_RETURN(PKey key, pki::parse_private_key(account->key_pem));
+        TRY(pki::jws_alg(*key).status().with_context("the account key"));
+        ASSIGN_OR_RETURN(stored.account_key_type, pki::key_type_of(*key));
+        key_pem = account->key_pem;
+        stored.account_url = account->url;
+    } else {
+        if (config.account_key_type == pki::KeyType::ed25519) {
+            return Status::Invalid(
+                "--account-key-type ed25519 is not supported by ACME servers: use ec-p256 or rsa-2048");
+        }
+        ASSIGN_OR_RETURN(PKey key, pki::generate_key(config.account_key_type));
+        ASSIGN_OR_RETURN(key_pem, pki::private_key_pem(*key));
+    }
     return store::NewIssuer{std::string(name), "acme", acme_config_json(stored), secret_json(key_pem, eab_hmac_key),
                             ""};
 }

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "renew/acme_challenge.hpp"
@@ -35,11 +36,19 @@ struct AcmeConfig {
 std::string acme_config_json(const AcmeConfig& config);
 Result<AcmeConfig> parse_acme_config(const std::string& json);
 
-// Checks the settings (Invalid naming the bad one), makes the account key, and builds the
-// issuer for Store::add_issuer. eab_hmac_key is the admin's base64url text. Offline: the
-// directory is first contacted by the first renewal.
+// An account registered already, by certfs or another client (certbot): its key and URL.
+struct AcmeAccount {
+    std::string key_pem;
+    std::string url; // empty: found again from the key at the first use
+};
+
+// Checks the settings (Invalid naming the bad one), makes the account key (or takes
+// `account`'s, whose type then sets account_key_type), and builds the issuer for
+// Store::add_issuer. eab_hmac_key is the admin's base64url text. Offline: the directory is
+// first contacted by the first renewal.
 Result<store::NewIssuer> create_acme_issuer(std::string_view name, const AcmeConfig& config,
-                                            const std::string& eab_hmac_key);
+                                            const std::string& eab_hmac_key,
+                                            const std::optional<AcmeAccount>& account = std::nullopt);
 
 // The suggestedWindow of a renewal information answer (RFC 9773 §4.2), without retry_after:
 // Invalid ("no readable suggestedWindow") when start or end is missing, not an RFC 3339

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fails when OpenSSL, SQLite or libcurl is used outside its wrapper file: every C and C++ source
-# of core/, store/, renew/, fs/ and tools/ that git knows (committed, staged, or new and not
+# of core/, store/, renew/, fs/, migrate/ and tools/ that git knows (committed, staged, or new and not
 # ignored) is searched for each library's headers and prefixes; each hit outside the library's
 # wrapper files is printed as file:line, and the exit status is 1.
 # tests/ and bench/ are not searched: they use the libraries directly, as peers of the code
@@ -18,7 +18,7 @@ curl_files=(renew/acme_http.hpp renew/acme_http.cpp)
 # OpenSSL types other layers may name: the opaque handles that core/pki's API passes around.
 openssl_types=(EVP_PKEY)
 
-checked_dirs=(core store renew fs tools)
+checked_dirs=(core store renew fs migrate tools)
 
 # Headers, prefixed names (EVP_DigestSign, BN_free, ...), and the one-shot HMAC() and SHA256().
 openssl_prefixes='EVP|X509|BN|ECDSA|ERR|PEM|BIO|ASN1|OSSL|OPENSSL|RAND|HMAC|SHA[0-9]*|i2d|d2i|RSA|EC|DH|DSA|OBJ|NID|CRYPTO|SSL|TLS|GENERAL_NAMES?|PKCS[0-9]*|sk'

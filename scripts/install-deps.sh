@@ -24,6 +24,8 @@ test_packages=(
     catch2 openssl pebble
     # the real servers the integration tests reload onto the mount (tests/test_servers.cpp)
     nginx haproxy
+    # certbot makes the configuration that certfsctl import-certbot moves in (tests/test_import_certbot.cpp)
+    certbot
     # test_systemd checks the unit with systemd-analyze; the completion test runs
     # bash-completion; man renders the pages in a test
     systemd bash-completion man-db

@@ -302,8 +302,14 @@ Status Store::log_event(std::string_view domain, std::string_view action, std::s
 
 Status Store::add_issuer(const NewIssuer& issuer)
 {
-    TRY(check_domain_name(issuer.name, "issuer name"));
     ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
+    TRY(insert_issuer(issuer));
+    return txn.commit();
+}
+
+Status Store::insert_issuer(const NewIssuer& issuer)
+{
+    TRY(check_domain_name(issuer.name, "issuer name"));
     {
         ASSIGN_OR_RETURN(auto exists, m_db->prepare("SELECT 1 FROM issuers WHERE name = ?"));
         ASSIGN_OR_RETURN(bool found, exists.bind_all(issuer.name).step());
@@ -317,8 +323,7 @@ Status Store::add_issuer(const NewIssuer& issuer)
     ASSIGN_OR_RETURN(std::string secret, seal_secret(issuer.secret_pem, issuer_row(issuer.name)));
     TRY(stmt.bind_all(issuer.name, issuer.kind, issuer.config_json, secret, issuer.cert_pem, to_ms(m_clock->now()))
             .run());
-    TRY(log_event("", "issuer add", issuer.kind + " issuer " + issuer.name));
-    return txn.commit();
+    return log_event("", "issuer add", issuer.kind + " issuer " + issuer.name);
 }
 
 #define CERTFS_ISSUER_SELECT                                                                                           \
@@ -589,9 +594,11 @@ Result<std::int64_t> Store::data_version()
     return stmt.int64(0);
 }
 
-Result<std::int64_t> Store::insert_generation(const Domain& domain, const GenerationInput& input)
+Result<std::int64_t> Store::insert_generation(const Domain& domain, const GenerationInput& input,
+                                              std::optional<TimePoint> valid_at)
 {
-    ASSIGN_OR_RETURN(ValidGeneration valid, validate_generation(input, names_of(domain), m_clock->now()));
+    ASSIGN_OR_RETURN(ValidGeneration valid,
+                     validate_generation(input, names_of(domain), valid_at.value_or(m_clock->now())));
     {
         ASSIGN_OR_RETURN(auto dup,
                          m_db->prepare("SELECT d.name, g.gen FROM generations g JOIN domains d ON d.id = g.domain_id"
@@ -719,6 +726,46 @@ Result<std::int64_t> Store::import_generation(std::string_view name, GenerationI
     ASSIGN_OR_RETURN(Domain added, read_domain(name));
     TRY(txn.commit());
     return added.current_gen.value_or(0);
+}
+
+Status Store::import_domains(const std::vector<NewIssuer>& issuers, const std::vector<ImportedDomain>& domains)
+{
+    ASSIGN_OR_RETURN(auto txn, WriteTxn::begin(*m_db));
+    for (const auto& issuer : issuers) {
+        TRY(insert_issuer(issuer));
+    }
+    for (const auto& imported : domains) {
+        const std::string& name = imported.config.name;
+        if (imported.current >= imported.generations.size()) {
+            return Status::Invalid("domain " + name + ": no generation to serve");
+        }
+        ASSIGN_OR_RETURN(DomainConfig config, normalize_config(imported.config));
+        TRY(insert_domain(config, std::nullopt));
+        ASSIGN_OR_RETURN(Domain domain, read_domain(name));
+        std::optional<std::int64_t> current;
+        for (std::size_t i = 0; i < imported.generations.size(); ++i) {
+            GenerationInput input = imported.generations[i];
+            input.reason = Reason::imported;
+            std::optional<TimePoint> valid_at;
+            if (i != imported.current) {
+                auto certs = pki::parse_certs(input.cert_pem);
+                auto info = certs.ok() && !certs->empty() ? pki::cert_info(*certs->front())
+                                                          : Result<pki::CertInfo>(Status::Invalid("no certificate"));
+                if (info.ok()) {
+                    valid_at = info->not_before + (info->not_after - info->not_before) / 2;
+                }
+            }
+            auto gen = insert_generation(domain, input, valid_at);
+            if (!gen.ok()) {
+                return gen.status().with_context("domain " + name + ", archived certificate " + std::to_string(i + 1));
+            }
+            if (i == imported.current) {
+                current = *gen;
+            }
+        }
+        TRY(make_current(domain, *current));
+    }
+    return txn.commit();
 }
 
 Result<std::int64_t> Store::rollback(std::string_view name, std::optional<std::int64_t> to, bool move_now)

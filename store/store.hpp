@@ -60,6 +60,14 @@ struct CommitRequest {
     GenerationInput input;
 };
 
+// A domain moved in from another tool (certfsctl import-certbot): its settings and every
+// generation it had, oldest first, of which `current` (an index into them) is served.
+struct ImportedDomain {
+    DomainConfig config;
+    std::vector<GenerationInput> generations;
+    std::size_t current = 0;
+};
+
 class Store {
 public:
     // `key`: the store key (store_key.hpp). A sealed store opens without it, but its secrets do
@@ -145,6 +153,14 @@ public:
     // for commit().
     Result<std::int64_t> import_generation(std::string_view name, GenerationInput input, bool move_now = false);
 
+    // Adds `issuers`, then `domains` with all their generations (reason imported), in one write
+    // transaction: everything, or nothing. A generation other than the current one is checked
+    // as at the middle of its own validity period, since an older one may have expired; the
+    // current one is checked now. No hooks are owed: what is imported was deployed already.
+    // Conflict when an issuer or a domain exists; Invalid naming the domain and generation
+    // that failed validation.
+    Status import_domains(const std::vector<NewIssuer>& issuers, const std::vector<ImportedDomain>& domains);
+
     // Makes an older generation current again (default: the newest one older than the
     // current). The target must still validate. Returns the new current generation. move_now
     // as for commit().
@@ -216,7 +232,11 @@ private:
     Result<Domain> read_domain(std::string_view name);
     // Inserts a normalised domain (and its first generation); the caller holds a WriteTxn.
     Result<std::int64_t> insert_domain(const DomainConfig& config, const std::optional<GenerationInput>& first);
-    Result<std::int64_t> insert_generation(const Domain& domain, const GenerationInput& input);
+    // Validates `input` as at `valid_at` (default: now) and inserts it, not yet current.
+    Result<std::int64_t> insert_generation(const Domain& domain, const GenerationInput& input,
+                                           std::optional<TimePoint> valid_at = std::nullopt);
+    // add_issuer's insert; the caller holds a WriteTxn.
+    Status insert_issuer(const NewIssuer& issuer);
     Status make_current(const Domain& domain, std::int64_t gen, bool move_now = false);
     Result<Generation> read_generation(std::string_view name, std::int64_t gen, bool with_key = true);
     // A secret as stored for the row `where`: sealed when the store is; Unavailable without

@@ -1980,6 +1980,8 @@ TEST_CASE("completion: bash completes certfsctl's commands, a command's options,
     };
     using Words = std::vector<std::string>;
     CHECK(complete({"certfsctl", "re"}) == Words{"rekey-store", "remove", "renew", "revoke"});
+    CHECK(complete({"certfsctl", "im"}) == Words{"import", "import-certbot"});
+    CHECK(complete({"certfsctl", "import-certbot", "--d"}) == Words{"--dry-run"});
     CHECK(complete({"certfsctl", "--db", ctl.db(), "show", ""}) == Words{"mail.example.com", "www.example.com"});
     CHECK(complete({"certfsctl", "--db", ctl.db(), "renew", "w"}) == Words{"www.example.com"});
     CHECK(complete({"certfsctl", "--db", ctl.db(), "add", "new.example.com", "--issuer", ""}) == Words{"ca"});

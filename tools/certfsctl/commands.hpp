@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "migrate/certbot.hpp"
 #include "renew/acme_issuer.hpp"
 #include "store/store.hpp"
 
@@ -102,6 +103,10 @@ int cmd_import(store::Store& st, const std::string& name, const std::string& cer
 int cmd_history(store::Store& st, const std::string& name, bool json);
 int cmd_rollback(store::Store& st, const std::string& name, std::optional<std::int64_t> to, bool now);
 int cmd_export(store::Store& st, const std::string& name, const std::string& dir, std::optional<std::int64_t> gen_no);
+
+// cmd_migrate.cpp: moving over from certbot (migrate/certbot.hpp). Imports every lineage not
+// in the store yet, in one transaction; with dry_run it says what it would import.
+int cmd_import_certbot(store::Store& st, const migrate::CertbotOptions& options, bool dry_run);
 
 // cmd_renew.cpp: asking the CA for a domain's certificates, or to revoke one.
 int cmd_renew(store::Store& st, std::vector<std::string> names, bool all, bool force, bool now, int jobs);

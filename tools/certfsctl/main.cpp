@@ -225,6 +225,20 @@ int main(int argc, char** argv)
     import_cmd->callback(
         [&] { run([&](store::Store& st) { return cmd_import(st, name, cert_file, key_file, chain_file, now); }); });
 
+    // import-certbot
+    migrate::CertbotOptions certbot;
+    bool dry_run = false;
+    auto* import_certbot = app.add_subcommand(
+        "import-certbot", "Import every certbot lineage: its generations, settings, deploy hooks and ACME account");
+    import_certbot->add_option("DIR", certbot.config_dir,
+                               "certbot's configuration directory (default /etc/letsencrypt)");
+    import_certbot->add_option("--issuer", certbot.issuer_name,
+                               "Name of the ACME issuer made for certbot's server (default certbot-<host>)");
+    import_certbot->add_option("--ca-bundle", certbot.ca_bundle,
+                               "PEM file of the CAs trusted for the ACME server's HTTPS (default: the system's)");
+    import_certbot->add_flag("--dry-run", dry_run, "Say what would be imported, and change nothing");
+    import_certbot->callback([&] { run([&](store::Store& st) { return cmd_import_certbot(st, certbot, dry_run); }); });
+
     auto* list = app.add_subcommand("list", "List domains with their state and expiry");
     list->add_flag("--json", json, "JSON output");
     list->add_flag("--names", names_only, "Only the names the mount serves, one a line (for scripts and completion)")
