@@ -276,7 +276,8 @@ TEST_CASE("import-certbot: certbot's lineages with three generations move into t
 
     auto r = ctl.ok(import);
     INFO(r.out);
-    CHECK_THAT(r.out, Contains("added ACME issuer certbot-127.0.0.1 with certbot's account"));
+    CHECK_THAT(r.out, Contains("added ACME issuer certbot-127.0.0.1 with certbot's account (" + pebble.directory_url() +
+                               ", http-01 listening on 127.0.0.1:" + std::to_string(pebble.http01_port()) + ")"));
     CHECK_THAT(r.out, Contains("imported www.example.test: 3 generations, serving certbot's cert3.pem"));
     CHECK_THAT(r.out, Contains("imported rsa.example.test: 1 generation, serving certbot's cert1.pem"));
     CHECK_THAT(r.out, Contains("imported 2 lineages from " + le.string()));
@@ -307,6 +308,37 @@ TEST_CASE("import-certbot: certbot's lineages with three generations move into t
     }
     CHECK(history[2]["current"] == true);
     CHECK_FALSE(stdfs::exists(hooked));
+
+    {
+        // certbot's webroot authenticator, with a webroot_map for the lineage's names, into a
+        // store of its own: the issuer writes into that webroot. An nginx plugin lineage gets
+        // http-01 on port 80, and a note says so.
+        const stdfs::path copy = dir.path() / "le-webroot";
+        stdfs::copy(le, copy, stdfs::copy_options::recursive | stdfs::copy_options::copy_symlinks);
+        const stdfs::path www_conf = copy / "renewal" / "www.example.test.conf";
+        std::string text = read_file(www_conf);
+        text.replace(text.find("authenticator = standalone"), 26, "authenticator = webroot");
+        const stdfs::path webroot = dir.path() / "webroot";
+        stdfs::create_directory(webroot);
+        text +=
+            "[[webroot_map]]\nwww.example.test = " + webroot.string() + "\nexample.test = " + webroot.string() + "\n";
+        write_file(www_conf, text);
+        const stdfs::path rsa_conf = copy / "renewal" / "rsa.example.test.conf";
+        text = read_file(rsa_conf);
+        text.replace(text.find("authenticator = standalone"), 26, "authenticator = nginx");
+        write_file(rsa_conf, text);
+        Ctl other;
+        other.ok({"init"});
+        auto w = other.ok({"import-certbot", copy.string(), "--dry-run"});
+        // Lineages are read in name order: rsa.example.test's issuer comes first.
+        CHECK_THAT(w.out, Contains("would add ACME issuer certbot-127.0.0.1 with certbot's account (" +
+                                   pebble.directory_url() + ", http-01 listening on :80)"));
+        CHECK_THAT(w.out, Contains("would add ACME issuer certbot-127.0.0.1-2 with certbot's account (" +
+                                   pebble.directory_url() + ", http-01 through the webroot " + webroot.string() + ")"));
+        CHECK_THAT(w.out,
+                   Contains("would import www.example.test: 3 generations, serving certbot's cert3.pem (expires"));
+        CHECK_THAT(w.out, Contains("note: rsa.example.test: certbot's authenticator 'nginx' is not one certfs has"));
+    }
 
     // A second run changes nothing and says why.
     const std::string imported = ctl.snapshot();

@@ -21,7 +21,14 @@ int cmd_import_certbot(store::Store& st, const migrate::CertbotOptions& options,
     const std::string verb = dry_run ? "would import " : "imported ";
     for (const auto& issuer : plan->issuers) {
         std::cout << (dry_run ? "would add" : "added") << " ACME issuer " << terminal_safe(issuer.name)
-                  << " with certbot's account\n";
+                  << " with certbot's account";
+        if (auto config = renew::parse_acme_config(issuer.config_json); config.ok()) {
+            std::cout << " (" << terminal_safe(config->directory) << ", http-01 "
+                      << (config->webroot.empty() ? "listening on " + terminal_safe(config->http_listen)
+                                                  : "through the webroot " + terminal_safe(config->webroot))
+                      << ")";
+        }
+        std::cout << '\n';
     }
     for (const auto& l : plan->lineages) {
         std::cout << verb << terminal_safe(l.name) << ": " << l.archived
